@@ -1,0 +1,7 @@
+/** Static list of Control DB migrations: survives bundling, unlike a folder scan. */
+import type { Migration } from "kysely";
+import * as m0001 from "./0001_init.js";
+
+export const controlMigrations: Record<string, Migration> = {
+  "0001_init": m0001,
+};

@@ -1,0 +1,24 @@
+/**
+ * Flag values come from the command line first, then from AUTHNEXUS_<FLAG> environment
+ * variables (`--runtime-db-host` ↔ AUTHNEXUS_RUNTIME_DB_HOST), then from defaults.
+ */
+import { AuthNexusError } from "../errors/index.js";
+
+export function envNameForFlag(flag: string): string {
+  return `AUTHNEXUS_${flag.replace(/^--/, "").replace(/-/g, "_").toUpperCase()}`;
+}
+
+/** Looks a flag up in the parsed command line (kebab-case keys), then in the environment. */
+export function flagValue(flags: Record<string, string | undefined>, env: NodeJS.ProcessEnv, flag: string): string | undefined {
+  const fromFlags = flags[flag];
+  if (fromFlags !== undefined) return fromFlags;
+  const fromEnv = env[envNameForFlag(flag)];
+  return fromEnv === undefined || fromEnv === "" ? undefined : fromEnv;
+}
+
+/** Invalid configuration fails at start, listing every problem at once. */
+export function throwIfProblems(problems: string[]): void {
+  if (problems.length > 0) {
+    throw new AuthNexusError("CONFIG_INVALID", { message: `invalid configuration:\n  - ${problems.join("\n  - ")}` });
+  }
+}

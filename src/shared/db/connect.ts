@@ -1,0 +1,61 @@
+/**
+ * Opens a Kysely instance on SQLite (better-sqlite3, WAL) or PostgreSQL (pg pool with connect,
+ * statement and lock timeouts) and proves the connection works before returning.
+ */
+import fs from "node:fs";
+import path from "node:path";
+import SqliteDatabase from "better-sqlite3";
+import { Kysely, PostgresDialect, SqliteDialect, sql } from "kysely";
+import pg from "pg";
+import { type DbOptions, describeDb, type PostgresOptions, type SqliteOptions } from "../config/db-options.js";
+import { AuthNexusError } from "../errors/index.js";
+
+// int8 (bigint) columns hold epoch-ms timestamps and sequence ids: well inside 2^53.
+pg.types.setTypeParser(20, (value: string) => Number(value));
+
+export async function openDatabase<Schema>(options: DbOptions): Promise<Kysely<Schema>> {
+  const db = options.type === "sqlite" ? openSqlite<Schema>(options) : openPostgres<Schema>(options);
+  try {
+    await sql`select 1`.execute(db);
+  } catch (cause) {
+    await db.destroy().catch(() => undefined);
+    throw new AuthNexusError("DB_UNAVAILABLE", {
+      message: `cannot open database ${describeDb(options)}: ${(cause as Error).message}`,
+      cause,
+    });
+  }
+  return db;
+}
+
+function openSqlite<Schema>(options: SqliteOptions): Kysely<Schema> {
+  fs.mkdirSync(path.dirname(options.path), { recursive: true, mode: 0o700 });
+  // The file holds sealed keys and password hashes: owner-only from the first byte. SQLite's
+  // -wal and -shm files inherit this mode.
+  fs.closeSync(fs.openSync(options.path, "a", 0o600));
+  const database = new SqliteDatabase(options.path, { timeout: options.busyTimeoutMs });
+  database.pragma("journal_mode = WAL");
+  database.pragma(`busy_timeout = ${options.busyTimeoutMs}`);
+  database.pragma("synchronous = NORMAL");
+  database.pragma("foreign_keys = ON");
+  return new Kysely<Schema>({ dialect: new SqliteDialect({ database }) });
+}
+
+function openPostgres<Schema>(options: PostgresOptions): Kysely<Schema> {
+  const pool = new pg.Pool({
+    host: options.host,
+    port: options.port,
+    user: options.user,
+    password: options.password,
+    database: options.database,
+    max: options.poolSize,
+    connectionTimeoutMillis: options.connectTimeoutS * 1000,
+    statement_timeout: options.statementTimeoutMs,
+    lock_timeout: options.lockTimeoutMs,
+    // A transaction left open by a crashed request must not hold locks forever.
+    idle_in_transaction_session_timeout: Math.max(options.statementTimeoutMs, 60_000),
+    application_name: "authnexus",
+  });
+  // An idle client that loses its server must not crash the process; the next query reports it.
+  pool.on("error", () => undefined);
+  return new Kysely<Schema>({ dialect: new PostgresDialect({ pool }) });
+}

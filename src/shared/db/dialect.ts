@@ -1,0 +1,11 @@
+import { type Kysely, PostgresAdapter, SqliteAdapter } from "kysely";
+
+export type DialectName = "sqlite" | "postgres";
+
+/** Which SQL dialect a Kysely instance speaks: migrations need it for the few type differences. */
+export function dialectOf(db: Kysely<unknown>): DialectName {
+  const adapter = db.getExecutor().adapter;
+  if (adapter instanceof PostgresAdapter) return "postgres";
+  if (adapter instanceof SqliteAdapter) return "sqlite";
+  throw new Error("unsupported database adapter");
+}

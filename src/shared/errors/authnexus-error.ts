@@ -1,0 +1,40 @@
+import type { ErrorCode } from "./catalogue.js";
+import { ERROR_CATALOGUE } from "./catalogue.js";
+
+export interface AuthNexusErrorOptions {
+  /** Public text; defaults to the catalogue's message for the code. */
+  message?: string;
+  /** Internal detail for logs only; never sent to a client. */
+  detail?: Record<string, unknown>;
+  /** Underlying error; never serialised. */
+  cause?: unknown;
+  /** Extra response headers (for example Retry-After). */
+  headers?: Record<string, string>;
+}
+
+/**
+ * The one error type every layer throws on purpose. The code decides the HTTP status and
+ * whether the message may leave the process; anything else thrown is treated as INTERNAL.
+ */
+export class AuthNexusError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly expose: boolean;
+  readonly detail: Record<string, unknown> | undefined;
+  readonly headers: Record<string, string> | undefined;
+
+  constructor(code: ErrorCode, options: AuthNexusErrorOptions = {}) {
+    const entry = ERROR_CATALOGUE[code];
+    super(options.message ?? entry.message, { cause: options.cause });
+    this.name = "AuthNexusError";
+    this.code = code;
+    this.status = entry.status;
+    this.expose = entry.expose;
+    this.detail = options.detail;
+    this.headers = options.headers;
+  }
+}
+
+export function isAuthNexusError(value: unknown, code?: ErrorCode): value is AuthNexusError {
+  return value instanceof AuthNexusError && (code === undefined || value.code === code);
+}
