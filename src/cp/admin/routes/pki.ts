@@ -1,0 +1,37 @@
+import { Hono } from "hono";
+import { z } from "zod";
+import { CA_PROFILES, REVOCATION_REASONS, type RevocationReason } from "../../../shared/pki/index.js";
+import { readJson, validate } from "../../http/json-body.js";
+import type { CpContext } from "../../services/context.js";
+import { parsePageRequest } from "../../services/pagination.js";
+import { getCertificate, listCas, listCertificates, revokeCertificate } from "../../services/pki-inventory.js";
+import type { AdminEnv } from "../env.js";
+import { guard } from "../middleware.js";
+import { idParam } from "./params.js";
+
+const certQuery = z.object({
+  ca_profile: z.enum(CA_PROFILES).optional(),
+  owner_type: z.string().regex(/^[a-z_]{1,32}$/).optional(),
+  owner_id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/).optional(),
+  status: z.enum(["valid", "revoked", "expired"]).optional(),
+});
+const revokeBody = z.strictObject({ reason: z.enum(REVOCATION_REASONS as [RevocationReason, ...RevocationReason[]]).default("unspecified") });
+
+export function pkiRoutes(ctx: CpContext): Hono<AdminEnv> {
+  const routes = new Hono<AdminEnv>();
+  routes.get("/cas", guard(ctx, "read"), async (c) => c.json({ items: await listCas(ctx) }));
+  routes.get("/certs", guard(ctx, "read"), async (c) => {
+    const q = c.req.query();
+    const filter = validate(certQuery, { ca_profile: q.ca_profile, owner_type: q.owner_type, owner_id: q.owner_id, status: q.status });
+    return c.json(
+      await listCertificates(ctx, { caProfile: filter.ca_profile, ownerType: filter.owner_type, ownerId: filter.owner_id, status: filter.status }, parsePageRequest(q)),
+    );
+  });
+  routes.get("/certs/:id", guard(ctx, "read"), async (c) => c.json(await getCertificate(ctx, idParam(c))));
+  routes.post("/certs/:id/revoke", guard(ctx, "write", { action: "cert.revoke", target: "certificate" }), async (c) => {
+    const body = await readJson(c, revokeBody);
+    c.set("auditDetail", { reason: body.reason });
+    return c.json(await revokeCertificate(ctx, idParam(c), body.reason, c.get("agent").agentId));
+  });
+  return routes;
+}

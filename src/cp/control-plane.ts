@@ -1,0 +1,147 @@
+/**
+ * Starts and stops the Control Plane: databases and migrations, the master key, then the
+ * admin listener. The node (9091, mTLS) and OCSP (9092) listeners are bound only once setup has
+ * completed — before that there is no PKI to serve them from — and setup starts them without a
+ * restart.
+ */
+import http from "node:http";
+import https from "node:https";
+import { getRequestListener } from "@hono/node-server";
+import type { Kysely } from "kysely";
+import type { Clock } from "../shared/clock.js";
+import { describeDb } from "../shared/config/db-options.js";
+import { SHUTDOWN_GRACE_MS } from "../shared/config/defaults.js";
+import { formatHostPort, type HostPort } from "../shared/config/host-port.js";
+import { type ControlSchema, migrateDatabase, openDatabase, type RuntimeSchema } from "../shared/db/index.js";
+import type { Logger } from "../shared/log/index.js";
+import { type BoundListener, bindListener } from "../shared/net/listener.js";
+import { createAdminApp } from "./admin/app.js";
+import type { CpConfig } from "./config.js";
+import { createNodeApiApp } from "./node-api/app.js";
+import { createOcspAnswerer, createOcspApp } from "./ocsp/index.js";
+import type { CpContext } from "./services/context.js";
+import { loadCpTlsIdentity } from "./services/cp-identity.js";
+import { loadMasterKey } from "./services/master-key.js";
+import { createInventoryResolver, loadOcspIssuers } from "./services/ocsp-status.js";
+import { ensureSetupRow, isSetupComplete, prepareConsoleToken, verifyMasterKey } from "./services/setup.js";
+
+export interface ControlPlane {
+  context: CpContext;
+  adminAddress: HostPort;
+  /** Bound after setup; null while the CP is in setup-only mode. */
+  cpAddress(): HostPort | null;
+  ocspAddress(): HostPort | null;
+  /** The console token when this start minted one (print it once), else null. */
+  consoleToken: string | null;
+  consoleTokenPath: string | null;
+  stop(): Promise<void>;
+}
+
+export interface StartOptions {
+  clock: Clock;
+  log: Logger;
+  shutdownGraceMs?: number;
+}
+
+export async function startControlPlane(config: CpConfig, options: StartOptions): Promise<ControlPlane> {
+  const { log, clock } = options;
+  const setupLog = log.category("Setup");
+  const masterKey = loadMasterKey({ envValue: config.masterKeyValue, file: config.masterKeyFile, dataDir: config.dataDir }, setupLog);
+  const controlDb = await openMigrated<ControlSchema>(config.controlDb, "control", log);
+  const runtimeDb = await openMigrated<RuntimeSchema>(config.runtimeDb, "runtime", log).catch(async (error) => {
+    await controlDb.destroy();
+    throw error;
+  });
+  const ctx: CpContext = { controlDb, runtimeDb, clock, log, masterKey, publicCpUrl: config.publicCpUrl, publicOcspUrl: config.publicOcspUrl, dataDir: config.dataDir };
+  const listeners: BoundListener[] = [];
+  const closeAll = async () => {
+    await Promise.all(listeners.splice(0).map((l) => l.close(options.shutdownGraceMs ?? SHUTDOWN_GRACE_MS)));
+    await Promise.all([controlDb.destroy(), runtimeDb.destroy()]);
+  };
+
+  try {
+    await ensureSetupRow(ctx);
+    await verifyMasterKey(ctx);
+    let setupComplete = await isSetupComplete(ctx);
+    let channelListeners: Promise<void> | null = null;
+    const startChannels = () => {
+      setupComplete = true;
+      channelListeners ??= startChannelListeners(ctx, config, listeners).catch((error: Error) => {
+        // Setup has committed either way; a bind failure must not turn it into a 500. The next
+        // start binds again, and the log says why this one could not.
+        channelListeners = null;
+        log.category("Server").error("listener.failed", { error: error.message });
+      });
+      return channelListeners;
+    };
+
+    const admin = createAdminApp(ctx, { isSetupComplete: () => setupComplete, onSetupComplete: startChannels });
+    const adminListener = await bindListener("admin", http.createServer(getRequestListener(admin.fetch)), config.adminListen);
+    listeners.push(adminListener);
+    log.category("Server").info("listener.bound", { listener: "admin", address: formatHostPort(adminListener.address) });
+
+    let token: { token: string | null; path: string } | null = null;
+    if (setupComplete) await startChannels();
+    else {
+      token = await prepareConsoleToken(ctx);
+      setupLog.warn("setup required: the CP serves only /admin/v1/setup/* until POST /admin/v1/setup/initialize", { console_token_path: token.path });
+    }
+    const address = (name: string) => () => listeners.find((l) => l.name === name)?.address ?? null;
+    return {
+      context: ctx,
+      adminAddress: adminListener.address,
+      cpAddress: address("node-api"),
+      ocspAddress: address("ocsp"),
+      consoleToken: token?.token ?? null,
+      consoleTokenPath: token?.path ?? null,
+      stop: closeAll,
+    };
+  } catch (error) {
+    await closeAll();
+    throw error;
+  }
+}
+
+async function openMigrated<Schema>(options: CpConfig["controlDb"], role: "control" | "runtime", log: Logger): Promise<Kysely<Schema>> {
+  const db = await openDatabase<Schema>(options);
+  try {
+    const report = await migrateDatabase(db as Kysely<unknown>, role, describeDb(options));
+    log.category("DB").info("database.ready", { role, location: describeDb(options), migrations_applied: report.applied });
+    return db;
+  } catch (error) {
+    await db.destroy();
+    throw error;
+  }
+}
+
+async function startChannelListeners(ctx: CpContext, config: CpConfig, listeners: BoundListener[]): Promise<void> {
+  const identity = await loadCpTlsIdentity(ctx);
+  const tlsLog = ctx.log.category("TLS");
+  const nodeServer = https.createServer(
+    {
+      key: identity.keyPem,
+      cert: `${identity.certPem.trim()}\n${identity.serverCaPem.trim()}\n`,
+      ca: [identity.nodeClientCaPem],
+      requestCert: true,
+      rejectUnauthorized: true,
+      minVersion: "TLSv1.2",
+    },
+    getRequestListener(createNodeApiApp(ctx.log.category("CP Agent")).fetch),
+  );
+  nodeServer.on("tlsClientError", (error, socket) => {
+    tlsLog.warn("handshake.failed", { listener: "node-api", ip: socket.remoteAddress, code: (error as NodeJS.ErrnoException).code, error: error.message });
+  });
+  const node = await bindListener("node-api", nodeServer, config.cpListen);
+  listeners.push(node);
+  ctx.log.category("Server").info("listener.bound", { listener: "node-api", address: formatHostPort(node.address), mtls: true });
+
+  const pkiLog = ctx.log.category("PKI");
+  const answer = createOcspAnswerer({
+    resolve: createInventoryResolver(ctx, await loadOcspIssuers(ctx)),
+    clock: ctx.clock,
+    onError: (error, answeredWith) => pkiLog.warn("ocsp.request_failed", { answered_with: answeredWith, error: (error as Error).message }),
+  });
+  const ocsp = await bindListener("ocsp", http.createServer(getRequestListener(createOcspApp({ answer }).fetch)), config.ocspListen);
+  listeners.push(ocsp);
+  ctx.log.category("Server").info("listener.bound", { listener: "ocsp", address: formatHostPort(ocsp.address) });
+}

@@ -1,0 +1,210 @@
+/**
+ * Agent login, token refresh and logout. Tokens are opaque random strings stored only as
+ * SHA-256 hashes; access tokens are short-lived, refresh tokens rotate on every use, and a
+ * rotated-out refresh token presented again revokes the whole session (it was stolen or
+ * replayed). Unknown user, wrong password and disabled agent all answer the same.
+ */
+import type { Kysely } from "kysely";
+import {
+  AGENT_ACCESS_TOKEN_TTL_MS,
+  AGENT_LOGIN_FAILURE_WINDOW_MS,
+  AGENT_LOGIN_MAX_FAILURES,
+  AGENT_REFRESH_TOKEN_TTL_MS,
+} from "../../shared/config/defaults.js";
+import type { ControlSchema } from "../../shared/db/index.js";
+import { AuthNexusError } from "../../shared/errors/index.js";
+import { newId, randomToken, sha256Hex } from "../../shared/ids.js";
+import { decoyPasswordHash, verifyAgentPassword } from "./agent-passwords.js";
+import { normalizeUsername } from "./agents.js";
+import type { CpContext } from "./context.js";
+
+export interface TokenPair {
+  access_token: string;
+  refresh_token: string;
+  token_type: "Bearer";
+  expires_in: number;
+  refresh_expires_in: number;
+}
+
+export interface LoginAttempt {
+  username: string;
+  password: string;
+  ip: string | null;
+  userAgent: string | null;
+}
+
+export interface AuthenticatedAgent {
+  agentId: string;
+  username: string;
+  role: string;
+  sessionId: string;
+}
+
+type LoginResult = "success" | "bad_credentials" | "unknown_user" | "disabled" | "throttled";
+
+export async function loginAgent(ctx: CpContext, attempt: LoginAttempt): Promise<TokenPair> {
+  const username = normalizeUsername(attempt.username);
+  const retryAfterS = await throttleDelaySeconds(ctx, username, attempt.ip);
+  if (retryAfterS > 0) {
+    await recordLogin(ctx, attempt, username, null, "throttled");
+    throw new AuthNexusError("LOGIN_THROTTLED", { headers: { "Retry-After": String(retryAfterS) } });
+  }
+  const agent = await ctx.controlDb.selectFrom("agents").select(["id", "password_hash", "status"]).where("username", "=", username).executeTakeFirst();
+  const passwordOk = await verifyAgentPassword(attempt.password, agent?.password_hash ?? (await decoyPasswordHash()));
+  const result: LoginResult = !agent ? "unknown_user" : !passwordOk ? "bad_credentials" : agent.status !== "active" ? "disabled" : "success";
+  await recordLogin(ctx, attempt, username, agent?.id ?? null, result);
+  if (result !== "success" || !agent) throw new AuthNexusError("INVALID_CREDENTIALS", { detail: { reason: result } });
+
+  const tokens = issueTokens(ctx.clock.now());
+  await ctx.controlDb.transaction().execute(async (tx) => {
+    await tx
+      .insertInto("agent_sessions")
+      .values({
+        id: newId("ses"),
+        agent_id: agent.id,
+        ...tokens.rows,
+        previous_refresh_token_hash: null,
+        created_at: ctx.clock.now(),
+        last_used_at: ctx.clock.now(),
+        revoked_at: null,
+        revoke_reason: null,
+        ip: attempt.ip,
+        user_agent: attempt.userAgent?.slice(0, 512) ?? null,
+      })
+      .execute();
+    await tx.updateTable("agents").set({ last_login_at: ctx.clock.now() }).where("id", "=", agent.id).execute();
+  });
+  return tokens.pair;
+}
+
+export async function refreshAgentSession(ctx: CpContext, refreshToken: string): Promise<TokenPair> {
+  const hash = sha256Hex(refreshToken);
+  const now = ctx.clock.now();
+  const session = await ctx.controlDb
+    .selectFrom("agent_sessions")
+    .innerJoin("agents", "agents.id", "agent_sessions.agent_id")
+    .select(["agent_sessions.id", "agent_sessions.refresh_expires_at", "agent_sessions.revoked_at", "agents.status", "agents.id as agent_id"])
+    .where("agent_sessions.refresh_token_hash", "=", hash)
+    .executeTakeFirst();
+  if (!session) {
+    await revokeReplayedSession(ctx, hash, now);
+    throw new AuthNexusError("INVALID_REFRESH_TOKEN");
+  }
+  if (session.revoked_at !== null || session.refresh_expires_at <= now || session.status !== "active") {
+    throw new AuthNexusError("INVALID_REFRESH_TOKEN");
+  }
+  const tokens = issueTokens(now);
+  // The WHERE on the old hash makes rotation single-use even under concurrent refreshes.
+  const updated = await ctx.controlDb
+    .updateTable("agent_sessions")
+    .set({ ...tokens.rows, previous_refresh_token_hash: hash, last_used_at: now })
+    .where("id", "=", session.id)
+    .where("refresh_token_hash", "=", hash)
+    .executeTakeFirst();
+  if (Number(updated.numUpdatedRows) !== 1) throw new AuthNexusError("INVALID_REFRESH_TOKEN");
+  return tokens.pair;
+}
+
+async function revokeReplayedSession(ctx: CpContext, hash: string, now: number): Promise<void> {
+  const replayed = await ctx.controlDb
+    .updateTable("agent_sessions")
+    .set({ revoked_at: now, revoke_reason: "refresh_token_reused" })
+    .where("previous_refresh_token_hash", "=", hash)
+    .where("revoked_at", "is", null)
+    .returning(["id", "agent_id"])
+    .execute();
+  for (const s of replayed) ctx.log.warn("refresh token reused; session revoked", { session_id: s.id, agent_id: s.agent_id });
+}
+
+export async function logoutAgent(ctx: CpContext, sessionId: string): Promise<void> {
+  await ctx.controlDb
+    .updateTable("agent_sessions")
+    .set({ revoked_at: ctx.clock.now(), revoke_reason: "logout" })
+    .where("id", "=", sessionId)
+    .where("revoked_at", "is", null)
+    .execute();
+}
+
+/** Resolves a bearer access token to its agent, or fails with UNAUTHENTICATED. */
+export async function authenticateAccessToken(ctx: CpContext, accessToken: string): Promise<AuthenticatedAgent> {
+  const now = ctx.clock.now();
+  const row = await ctx.controlDb
+    .selectFrom("agent_sessions")
+    .innerJoin("agents", "agents.id", "agent_sessions.agent_id")
+    .select(["agent_sessions.id as session_id", "agent_sessions.access_expires_at", "agent_sessions.revoked_at", "agent_sessions.last_used_at", "agents.id as agent_id", "agents.username", "agents.role", "agents.status"])
+    .where("agent_sessions.access_token_hash", "=", sha256Hex(accessToken))
+    .executeTakeFirst();
+  if (!row || row.revoked_at !== null || row.access_expires_at <= now || row.status !== "active") {
+    throw new AuthNexusError("UNAUTHENTICATED", { message: "Access token is invalid or expired." });
+  }
+  // Touch at most once a minute: a write per request would serialise every admin call on SQLite.
+  if (now - row.last_used_at > 60_000) {
+    await ctx.controlDb.updateTable("agent_sessions").set({ last_used_at: now }).where("id", "=", row.session_id).execute();
+  }
+  return { agentId: row.agent_id, username: row.username, role: row.role, sessionId: row.session_id };
+}
+
+function issueTokens(now: number): { pair: TokenPair; rows: Pick<ControlSchema["agent_sessions"], "access_token_hash" | "access_expires_at" | "refresh_token_hash" | "refresh_expires_at"> } {
+  const access = randomToken();
+  const refresh = randomToken();
+  return {
+    pair: {
+      access_token: access,
+      refresh_token: refresh,
+      token_type: "Bearer",
+      expires_in: AGENT_ACCESS_TOKEN_TTL_MS / 1000,
+      refresh_expires_in: AGENT_REFRESH_TOKEN_TTL_MS / 1000,
+    },
+    rows: {
+      access_token_hash: sha256Hex(access),
+      access_expires_at: now + AGENT_ACCESS_TOKEN_TTL_MS,
+      refresh_token_hash: sha256Hex(refresh),
+      refresh_expires_at: now + AGENT_REFRESH_TOKEN_TTL_MS,
+    },
+  };
+}
+
+/**
+ * Sliding-window throttle computed from the login log itself, so it survives restarts and is
+ * shared by every CP process: failures for this username+IP since the later of the window start
+ * and the last success. Throttled attempts are not failures and do not extend the lock.
+ */
+async function throttleDelaySeconds(ctx: CpContext, username: string, ip: string | null): Promise<number> {
+  const now = ctx.clock.now();
+  const windowStart = now - AGENT_LOGIN_FAILURE_WINDOW_MS;
+  const recent = await ctx.controlDb
+    .selectFrom("agent_login_logs")
+    .select(["created_at", "result"])
+    .where("username", "=", username)
+    .where((eb) => (ip === null ? eb("ip", "is", null) : eb("ip", "=", ip)))
+    .where("created_at", ">", windowStart)
+    .where("result", "!=", "throttled")
+    .orderBy("created_at", "desc")
+    .limit(AGENT_LOGIN_MAX_FAILURES)
+    .execute();
+  const failures = recent.filter((r) => r.result !== "success");
+  if (failures.length < AGENT_LOGIN_MAX_FAILURES || recent.some((r) => r.result === "success")) return 0;
+  const oldest = failures[failures.length - 1];
+  const unlockAt = (oldest?.created_at ?? now) + AGENT_LOGIN_FAILURE_WINDOW_MS;
+  return Math.max(1, Math.ceil((unlockAt - now) / 1000));
+}
+
+async function recordLogin(ctx: CpContext, attempt: LoginAttempt, username: string, agentId: string | null, result: LoginResult): Promise<void> {
+  await insertLoginLog(ctx.controlDb, {
+    id: newId("alg"),
+    created_at: ctx.clock.now(),
+    username: username.slice(0, 128),
+    agent_id: agentId,
+    ip: attempt.ip,
+    user_agent: attempt.userAgent?.slice(0, 512) ?? null,
+    result: result === "success" ? "success" : result === "throttled" ? "throttled" : "failure",
+    reason: result === "success" ? null : result,
+  });
+  const fields = { username: username.slice(0, 128), ip: attempt.ip, result, agent_id: agentId };
+  if (result === "success") ctx.log.info("agent.login", fields);
+  else ctx.log.warn("agent.login_failed", fields);
+}
+
+async function insertLoginLog(db: Kysely<ControlSchema>, row: ControlSchema["agent_login_logs"]): Promise<void> {
+  await db.insertInto("agent_login_logs").values(row).execute();
+}

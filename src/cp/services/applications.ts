@@ -1,0 +1,155 @@
+/**
+ * Applications (tenants). The app secret is shown once at creation and stored only as a
+ * SHA-256 hash. Deleting moves an application to the recycle bin; only from there can it be
+ * restored or purged for good.
+ */
+import { isUniqueViolation } from "../../shared/db/index.js";
+import { AuthNexusError } from "../../shared/errors/index.js";
+import { newId, randomToken, sha256Hex } from "../../shared/ids.js";
+import type { Actor, CpContext } from "./context.js";
+import { type Page, type PageRequest, pageOffset, toPage } from "./pagination.js";
+
+export interface ApplicationView {
+  app_id: string;
+  name: string;
+  description: string | null;
+  status: string;
+  created_at: number;
+  updated_at: number;
+  created_by: string | null;
+  deleted_at: number | null;
+  deleted_by: string | null;
+}
+
+export type ApplicationFilter = "live" | "recycle_bin" | "all";
+
+const COLUMNS = ["id", "name", "description", "status", "created_at", "updated_at", "created_by", "deleted_at", "deleted_by"] as const;
+
+type ApplicationRow = Pick<import("../../shared/db/control-schema.js").ApplicationsTable, (typeof COLUMNS)[number]>;
+
+function toView(row: ApplicationRow): ApplicationView {
+  const { id, ...rest } = row;
+  return { app_id: id, ...rest };
+}
+
+function nameTaken(name: string): AuthNexusError {
+  return new AuthNexusError("CONFLICT", { message: `An application named "${name}" already exists.` });
+}
+
+export interface NewApplication {
+  name: string;
+  description?: string | null;
+}
+
+export async function createApplication(ctx: CpContext, actor: Actor, input: NewApplication): Promise<ApplicationView & { app_secret: string }> {
+  const now = ctx.clock.now();
+  const secret = `ans_${randomToken(32)}`;
+  const row = {
+    id: newId("app"),
+    name: input.name,
+    description: input.description ?? null,
+    secret_hash: sha256Hex(secret),
+    status: "active",
+    created_at: now,
+    updated_at: now,
+    created_by: actor.agentId,
+    deleted_at: null,
+    deleted_by: null,
+  };
+  try {
+    await ctx.controlDb.insertInto("applications").values(row).execute();
+  } catch (error) {
+    if (isUniqueViolation(error)) throw nameTaken(input.name);
+    throw error;
+  }
+  return { ...toView(row), app_secret: secret };
+}
+
+export async function listApplications(ctx: CpContext, filter: ApplicationFilter, request: PageRequest): Promise<Page<ApplicationView>> {
+  const base = ctx.controlDb.selectFrom("applications").$call((q) => {
+    if (filter === "live") return q.where("deleted_at", "is", null);
+    if (filter === "recycle_bin") return q.where("deleted_at", "is not", null);
+    return q;
+  });
+  const [rows, count] = await Promise.all([
+    base.select(COLUMNS).orderBy("created_at").orderBy("id").limit(request.pageSize).offset(pageOffset(request)).execute(),
+    base.select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow(),
+  ]);
+  return toPage(rows.map(toView), request, Number(count.n));
+}
+
+export async function getApplication(ctx: CpContext, appId: string): Promise<ApplicationView> {
+  const row = await ctx.controlDb.selectFrom("applications").select(COLUMNS).where("id", "=", appId).executeTakeFirst();
+  if (!row) throw new AuthNexusError("NOT_FOUND", { message: "Application not found." });
+  return toView(row);
+}
+
+export interface ApplicationPatch {
+  name?: string;
+  description?: string | null;
+  status?: "active" | "disabled";
+}
+
+export async function updateApplication(ctx: CpContext, appId: string, patch: ApplicationPatch): Promise<ApplicationView> {
+  const current = await getApplication(ctx, appId);
+  if (current.deleted_at !== null) throw new AuthNexusError("APPLICATION_DELETED");
+  try {
+    await ctx.controlDb
+      .updateTable("applications")
+      .set({
+        ...(patch.name !== undefined ? { name: patch.name } : {}),
+        ...(patch.description !== undefined ? { description: patch.description } : {}),
+        ...(patch.status !== undefined ? { status: patch.status } : {}),
+        updated_at: ctx.clock.now(),
+      })
+      .where("id", "=", appId)
+      .execute();
+  } catch (error) {
+    if (isUniqueViolation(error) && patch.name !== undefined) throw nameTaken(patch.name);
+    throw error;
+  }
+  return getApplication(ctx, appId);
+}
+
+export async function softDeleteApplication(ctx: CpContext, actor: Actor, appId: string): Promise<ApplicationView> {
+  const now = ctx.clock.now();
+  const result = await ctx.controlDb
+    .updateTable("applications")
+    .set({ deleted_at: now, deleted_by: actor.agentId, updated_at: now })
+    .where("id", "=", appId)
+    .where("deleted_at", "is", null)
+    .executeTakeFirst();
+  if (Number(result.numUpdatedRows) === 0) {
+    await getApplication(ctx, appId);
+    throw new AuthNexusError("APPLICATION_DELETED");
+  }
+  return getApplication(ctx, appId);
+}
+
+export async function restoreApplication(ctx: CpContext, appId: string): Promise<ApplicationView> {
+  await requireInRecycleBin(ctx, appId);
+  try {
+    await ctx.controlDb
+      .updateTable("applications")
+      .set({ deleted_at: null, deleted_by: null, updated_at: ctx.clock.now() })
+      .where("id", "=", appId)
+      .execute();
+  } catch (error) {
+    if (isUniqueViolation(error)) {
+      throw new AuthNexusError("CONFLICT", { message: "A live application already uses this name; rename it before restoring." });
+    }
+    throw error;
+  }
+  return getApplication(ctx, appId);
+}
+
+/** Permanently removes an application from the recycle bin (its cloud functions cascade). */
+export async function purgeApplication(ctx: CpContext, appId: string): Promise<void> {
+  await requireInRecycleBin(ctx, appId);
+  await ctx.controlDb.deleteFrom("applications").where("id", "=", appId).where("deleted_at", "is not", null).execute();
+}
+
+async function requireInRecycleBin(ctx: CpContext, appId: string): Promise<void> {
+  const app = await getApplication(ctx, appId);
+  if (app.deleted_at === null) throw new AuthNexusError("APPLICATION_NOT_IN_RECYCLE_BIN");
+}

@@ -1,0 +1,26 @@
+import type { Kysely } from "kysely";
+import type { Clock } from "../../shared/clock.js";
+import type { ControlSchema, RuntimeSchema } from "../../shared/db/index.js";
+import type { Logger } from "../../shared/log/index.js";
+
+/** What every Control Plane service needs, passed in rather than reached for globally. */
+export interface CpContext {
+  controlDb: Kysely<ControlSchema>;
+  runtimeDb: Kysely<RuntimeSchema>;
+  clock: Clock;
+  log: Logger;
+  /** 32-byte key that seals CA private keys and server secrets at rest. */
+  masterKey: Buffer;
+  /** Where certificates point clients for OCSP (AIA) and nodes for the CP. */
+  publicCpUrl: string;
+  publicOcspUrl: string;
+  dataDir: string;
+}
+
+/** Who performs an operation, for audit trails. */
+export interface Actor {
+  agentId: string | null;
+  username: string | null;
+  ip: string | null;
+  requestId: string | null;
+}
