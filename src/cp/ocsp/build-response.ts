@@ -1,0 +1,295 @@
+import { createHash, type KeyObject, sign, X509Certificate } from "node:crypto";
+import {
+  CertStatus,
+  id_pkix_ocsp_nonce,
+  KeyHash,
+  ResponderID,
+  ResponseData,
+  RevokedInfo,
+  SingleResponse,
+} from "@peculiar/asn1-ocsp";
+import { AsnConvert, OctetString } from "@peculiar/asn1-schema";
+import { CRLReason, Extension } from "@peculiar/asn1-x509";
+import type { Clock } from "../../shared/clock.js";
+import { encodeTlv, TAG } from "./der.js";
+import { computeIssuerHashes, extractCertificateParts, type IssuerHashes } from "./issuer-hashes.js";
+import type { CertIdQuery, ParsedOcspRequest } from "./parse-request.js";
+
+/** Default and maximum nextUpdate - thisUpdate: the SDK refuses windows over 1800 s. */
+export const DEFAULT_OCSP_VALIDITY_MS = 30 * 60 * 1000;
+export const MAX_OCSP_VALIDITY_MS = 1800 * 1000;
+
+export type OcspCertStatus =
+  | { kind: "good" }
+  /** revokedAt: epoch ms; reason: CRLReason code (0-6, 8-10), omitted when absent. */
+  | { kind: "revoked"; revokedAt: number; reason?: number }
+  | { kind: "unknown" };
+
+/** The issuing CA, which signs responses about its own certificates directly. */
+export interface OcspSigner {
+  /** DER of the CA certificate; embedded verbatim in the response's certs field. */
+  certDer: Buffer;
+  /** The CA's private key: EC signs ecdsa-with-SHA256, RSA signs sha256WithRSAEncryption. */
+  privateKey: KeyObject;
+}
+
+export interface ResolvedIssuer {
+  signer: OcspSigner;
+  status: OcspCertStatus;
+}
+
+/**
+ * Finds the CA that issued the queried certificate (by the query's issuer hashes), with the
+ * certificate's status; null when no CA here issued it. Only called for sha1/sha256 CertIDs.
+ */
+export type OcspResolver = (query: CertIdQuery) => ResolvedIssuer | null;
+
+export interface BuildOcspResponseOptions {
+  request: ParsedOcspRequest;
+  resolve: OcspResolver;
+  clock: Clock;
+  /** nextUpdate - thisUpdate in ms; default 30 min, must be in (0, 1800 s]. */
+  validityMs?: number;
+}
+
+export type OcspErrorStatus = "malformedRequest" | "internalError" | "tryLater" | "unauthorized";
+
+const ERROR_STATUS_CODE: Readonly<Record<OcspErrorStatus, number>> = {
+  malformedRequest: 1,
+  internalError: 2,
+  tryLater: 3,
+  unauthorized: 6,
+};
+
+/** An OCSPResponse carrying only a responseStatus (no responseBytes): RFC 6960 4.2.1. */
+export function buildOcspErrorResponse(status: OcspErrorStatus): Buffer {
+  const code = ERROR_STATUS_CODE[status];
+  if (code === undefined) throw new RangeError(`Unknown OCSP error status: ${String(status)}`);
+  return Buffer.from([TAG.SEQUENCE, 0x03, TAG.ENUMERATED, 0x01, code]);
+}
+
+/** AlgorithmIdentifier { ecdsa-with-SHA256 } (parameters absent, RFC 5758). */
+const ALG_ECDSA_WITH_SHA256 = Buffer.from("300a06082a8648ce3d040302", "hex");
+/** AlgorithmIdentifier { sha256WithRSAEncryption, NULL }. */
+const ALG_SHA256_WITH_RSA = Buffer.from("300d06092a864886f70d01010b0500", "hex");
+/** OBJECT IDENTIFIER id-pkix-ocsp-basic (1.3.6.1.5.5.7.48.1.1). */
+const OID_OCSP_BASIC = Buffer.from("06092b0601050507300101", "hex");
+/** responseStatus successful (0). */
+const STATUS_SUCCESSFUL = Buffer.from([TAG.ENUMERATED, 0x01, 0x00]);
+
+interface SignerInfo {
+  /** certs [0] EXPLICIT SEQUENCE OF Certificate holding the signer certificate, ready to append. */
+  readonly certsField: Buffer;
+  readonly responderKeyHash: Buffer;
+  readonly hashes: IssuerHashes;
+  readonly checkedKeys: WeakSet<KeyObject>;
+  readonly certificate: X509Certificate;
+}
+
+// Per-signer derived data. The WeakMap hits when the resolver hands back the same Buffer; the
+// bounded fingerprint map covers resolvers that copy the certificate on every lookup.
+const infoByBuffer = new WeakMap<Buffer, SignerInfo>();
+const infoByFingerprint = new Map<string, SignerInfo>();
+const MAX_FINGERPRINTS = 256;
+
+function signerInfo(signer: OcspSigner): SignerInfo {
+  let info = infoByBuffer.get(signer.certDer);
+  if (info === undefined) {
+    const fingerprint = createHash("sha256").update(signer.certDer).digest("base64");
+    info = infoByFingerprint.get(fingerprint);
+    if (info === undefined) {
+      const certDer = Buffer.from(signer.certDer);
+      const parts = extractCertificateParts(certDer);
+      info = {
+        certsField: encodeTlv(TAG.CONTEXT_0, encodeTlv(TAG.SEQUENCE, certDer)),
+        responderKeyHash: createHash("sha1").update(parts.publicKeyBits).digest(),
+        hashes: computeIssuerHashes(certDer),
+        checkedKeys: new WeakSet(),
+        certificate: new X509Certificate(certDer),
+      };
+      if (infoByFingerprint.size >= MAX_FINGERPRINTS) infoByFingerprint.clear();
+      infoByFingerprint.set(fingerprint, info);
+    }
+    infoByBuffer.set(signer.certDer, info);
+  }
+  if (!info.checkedKeys.has(signer.privateKey)) {
+    if (signer.privateKey.type !== "private") {
+      throw new TypeError("OCSP signer key must be a private key");
+    }
+    if (!info.certificate.checkPrivateKey(signer.privateKey)) {
+      throw new Error("OCSP signer private key does not match the signer certificate");
+    }
+    info.checkedKeys.add(signer.privateKey);
+  }
+  return info;
+}
+
+function signatureAlgorithm(key: KeyObject): Buffer {
+  switch (key.asymmetricKeyType) {
+    case "ec":
+      return ALG_ECDSA_WITH_SHA256;
+    case "rsa":
+      return ALG_SHA256_WITH_RSA;
+    default:
+      throw new TypeError(`Unsupported OCSP signer key type: ${String(key.asymmetricKeyType)}`);
+  }
+}
+
+/** GeneralizedTime has whole seconds here (no fractions): truncate, never round up. */
+function wholeSeconds(ms: number): Date {
+  return new Date(Math.floor(ms / 1000) * 1000);
+}
+
+const VALID_REASONS = new Set([0, 1, 2, 3, 4, 5, 6, 8, 9, 10]);
+
+function certStatus(status: OcspCertStatus): CertStatus {
+  switch (status.kind) {
+    case "good":
+      return new CertStatus({ good: null });
+    case "unknown":
+      return new CertStatus({ unknown: null });
+    case "revoked": {
+      if (!Number.isFinite(status.revokedAt)) throw new RangeError("revokedAt must be epoch ms");
+      const info = new RevokedInfo({ revocationTime: wholeSeconds(status.revokedAt) });
+      if (status.reason !== undefined) {
+        if (!VALID_REASONS.has(status.reason)) {
+          throw new RangeError(`Invalid CRLReason code: ${status.reason}`);
+        }
+        info.revocationReason = new CRLReason(status.reason);
+      }
+      return new CertStatus({ revoked: info });
+    }
+    default:
+      throw new TypeError(`Unknown certificate status: ${JSON.stringify(status)}`);
+  }
+}
+
+function matchesIssuer(query: CertIdQuery, hashes: IssuerHashes): boolean {
+  const pair =
+    query.hashAlgorithm === "sha1"
+      ? hashes.sha1
+      : query.hashAlgorithm === "sha256"
+        ? hashes.sha256
+        : undefined;
+  return (
+    pair !== undefined &&
+    pair.nameHash.equals(query.issuerNameHash) &&
+    pair.keyHash.equals(query.issuerKeyHash)
+  );
+}
+
+export function validateValidityMs(validityMs: number): number {
+  if (!Number.isInteger(validityMs) || validityMs <= 0 || validityMs > MAX_OCSP_VALIDITY_MS) {
+    throw new RangeError(`OCSP validity must be an integer in (0, ${MAX_OCSP_VALIDITY_MS}] ms`);
+  }
+  return validityMs;
+}
+
+/**
+ * Builds the DER of tbsResponseData (ResponseData) for a request whose CertIDs all resolved to
+ * one signer. Deterministic for a given request, statuses, signer and clock reading.
+ */
+function buildTbsResponseData(
+  request: ParsedOcspRequest,
+  statuses: readonly OcspCertStatus[],
+  info: SignerInfo,
+  now: number,
+  validityMs: number,
+): Buffer {
+  const thisUpdate = wholeSeconds(now);
+  const nextUpdate = wholeSeconds(thisUpdate.getTime() + validityMs);
+  const responses = request.certIds.map(
+    (query, i) =>
+      new SingleResponse({
+        certID: query.raw,
+        certStatus: certStatus(statuses[i] as OcspCertStatus),
+        thisUpdate,
+        nextUpdate,
+      }),
+  );
+  const data = new ResponseData({
+    responderID: new ResponderID({ byKey: new KeyHash(info.responderKeyHash) }),
+    producedAt: thisUpdate,
+    responses,
+  });
+  if (request.nonce !== null) {
+    data.responseExtensions = [
+      new Extension({
+        extnID: id_pkix_ocsp_nonce,
+        critical: false,
+        extnValue: new OctetString(request.nonce),
+      }),
+    ];
+  }
+  return Buffer.from(AsnConvert.serialize(data));
+}
+
+/**
+ * Answers a parsed request (RFC 6960): a successful BasicOCSPResponse signed directly by the
+ * issuing CA (responderID byKey, certs = [CA certificate]), or an unauthorized (6) response
+ * when any CertID uses a hash other than SHA-1/SHA-256, any CertID's issuer is not resolved, or
+ * the CertIDs resolve to different signers. Throws (for an internalError answer) when the
+ * resolver hands back a signer that does not match the CertID's issuer hashes, a private key
+ * that does not match its certificate, or an invalid status.
+ */
+export function buildOcspResponse(options: BuildOcspResponseOptions): Buffer {
+  const { request, resolve, clock } = options;
+  const validityMs = validateValidityMs(options.validityMs ?? DEFAULT_OCSP_VALIDITY_MS);
+  if (request.certIds.length === 0) return buildOcspErrorResponse("malformedRequest");
+
+  let signer: OcspSigner | undefined;
+  let info: SignerInfo | undefined;
+  const statuses: OcspCertStatus[] = [];
+  for (const query of request.certIds) {
+    if (query.hashAlgorithm !== "sha1" && query.hashAlgorithm !== "sha256") {
+      return buildOcspErrorResponse("unauthorized");
+    }
+    const resolved = resolve(query);
+    if (resolved === null) return buildOcspErrorResponse("unauthorized");
+    if (signer === undefined || info === undefined) {
+      signer = resolved.signer;
+      info = signerInfo(signer);
+    } else if (
+      resolved.signer !== signer &&
+      !(
+        resolved.signer.certDer.equals(signer.certDer) &&
+        (resolved.signer.privateKey === signer.privateKey ||
+          resolved.signer.privateKey.equals(signer.privateKey))
+      )
+    ) {
+      return buildOcspErrorResponse("unauthorized");
+    }
+    if (!matchesIssuer(query, info.hashes)) {
+      throw new Error(`OCSP resolver returned a signer that did not issue serial ${query.serialHex}`);
+    }
+    statuses.push(resolved.status);
+  }
+  if (signer === undefined || info === undefined) return buildOcspErrorResponse("unauthorized");
+
+  const algorithm = signatureAlgorithm(signer.privateKey);
+  const tbs = buildTbsResponseData(request, statuses, info, clock.now(), validityMs);
+  const signature =
+    algorithm === ALG_ECDSA_WITH_SHA256
+      ? sign("sha256", tbs, { key: signer.privateKey, dsaEncoding: "der" })
+      : sign("sha256", tbs, signer.privateKey);
+
+  // BasicOCSPResponse ::= SEQUENCE { tbsResponseData, signatureAlgorithm, signature BIT STRING,
+  //   certs [0] EXPLICIT SEQUENCE OF Certificate OPTIONAL }
+  const basic = encodeTlv(
+    TAG.SEQUENCE,
+    tbs,
+    algorithm,
+    encodeTlv(TAG.BIT_STRING, Buffer.from([0x00]), signature),
+    info.certsField,
+  );
+  // OCSPResponse ::= SEQUENCE { responseStatus, responseBytes [0] EXPLICIT ResponseBytes }
+  // ResponseBytes ::= SEQUENCE { responseType OBJECT IDENTIFIER, response OCTET STRING }
+  return encodeTlv(
+    TAG.SEQUENCE,
+    STATUS_SUCCESSFUL,
+    encodeTlv(
+      TAG.CONTEXT_0,
+      encodeTlv(TAG.SEQUENCE, OID_OCSP_BASIC, encodeTlv(TAG.OCTET_STRING, basic)),
+    ),
+  );
+}

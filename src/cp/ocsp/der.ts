@@ -1,0 +1,101 @@
+/**
+ * A minimal DER reader and writer for the few places where the responder must work on exact
+ * bytes (the issuer's subject Name, its public key BIT STRING, the signer certificate that is
+ * embedded verbatim, the outer response envelopes). Only low tag numbers (< 31) and definite
+ * lengths are supported: that covers everything in X.509 certificates and OCSP messages.
+ */
+
+export interface Tlv {
+  /** The identifier octet (class, constructed bit and tag number). */
+  readonly tag: number;
+  /** Offset of the identifier octet. */
+  readonly start: number;
+  /** Offset of the first content octet. */
+  readonly contentStart: number;
+  /** Offset just past the last content octet. */
+  readonly end: number;
+}
+
+export class DerError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "DerError";
+  }
+}
+
+/** Reads one TLV starting at `offset`; it must end at or before `limit`. */
+export function readTlv(buf: Uint8Array, offset: number, limit: number = buf.length): Tlv {
+  if (offset + 2 > limit) throw new DerError("truncated TLV header");
+  const tag = buf[offset] as number;
+  if ((tag & 0x1f) === 0x1f) throw new DerError("high tag numbers are not supported");
+  let pos = offset + 1;
+  const first = buf[pos++] as number;
+  let length: number;
+  if (first < 0x80) {
+    length = first;
+  } else {
+    const count = first & 0x7f;
+    if (count === 0) throw new DerError("indefinite length is not allowed in DER");
+    if (count > 4) throw new DerError("length too large");
+    if (pos + count > limit) throw new DerError("truncated length");
+    length = 0;
+    for (let i = 0; i < count; i++) length = length * 256 + (buf[pos++] as number);
+  }
+  const end = pos + length;
+  if (end > limit) throw new DerError("TLV runs past its container");
+  return { tag, start: offset, contentStart: pos, end };
+}
+
+/** The children of a constructed TLV, in order; the children must fill it exactly. */
+export function readChildren(buf: Uint8Array, parent: Tlv): Tlv[] {
+  const children: Tlv[] = [];
+  let pos = parent.contentStart;
+  while (pos < parent.end) {
+    const child = readTlv(buf, pos, parent.end);
+    children.push(child);
+    pos = child.end;
+  }
+  return children;
+}
+
+/** The full encoding (tag, length and content) of a TLV, as a view into `buf`. */
+export function tlvBytes(buf: Uint8Array, tlv: Tlv): Buffer {
+  return Buffer.from(buf.buffer, buf.byteOffset + tlv.start, tlv.end - tlv.start);
+}
+
+/** The content octets of a TLV, as a view into `buf`. */
+export function tlvContent(buf: Uint8Array, tlv: Tlv): Buffer {
+  return Buffer.from(buf.buffer, buf.byteOffset + tlv.contentStart, tlv.end - tlv.contentStart);
+}
+
+function encodeLength(length: number): Buffer {
+  if (length < 0x80) return Buffer.from([length]);
+  const bytes: number[] = [];
+  let rest = length;
+  while (rest > 0) {
+    bytes.unshift(rest & 0xff);
+    rest = Math.floor(rest / 256);
+  }
+  return Buffer.from([0x80 | bytes.length, ...bytes]);
+}
+
+/** Encodes one TLV whose content is the concatenation of `parts`. */
+export function encodeTlv(tag: number, ...parts: Uint8Array[]): Buffer {
+  let length = 0;
+  for (const part of parts) length += part.length;
+  return Buffer.concat([Buffer.from([tag]), encodeLength(length), ...parts]);
+}
+
+export const TAG = {
+  INTEGER: 0x02,
+  BIT_STRING: 0x03,
+  OCTET_STRING: 0x04,
+  NULL: 0x05,
+  OID: 0x06,
+  ENUMERATED: 0x0a,
+  SEQUENCE: 0x30,
+  CONTEXT_0: 0xa0,
+  CONTEXT_1: 0xa1,
+  CONTEXT_2: 0xa2,
+  CONTEXT_3: 0xa3,
+} as const;

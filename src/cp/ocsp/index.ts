@@ -1,0 +1,39 @@
+export {
+  type BuildOcspResponseOptions,
+  buildOcspErrorResponse,
+  buildOcspResponse,
+  DEFAULT_OCSP_VALIDITY_MS,
+  MAX_OCSP_VALIDITY_MS,
+  type OcspCertStatus,
+  type OcspErrorStatus,
+  type OcspResolver,
+  type OcspSigner,
+  type ResolvedIssuer,
+} from "./build-response.js";
+export {
+  createOcspAnswerer,
+  type OcspAnswer,
+  type OcspAnswererOptions,
+  type OcspAsyncResolver,
+} from "./answerer.js";
+export {
+  createOcspApp,
+  DEFAULT_OCSP_MAX_REQUEST_BYTES,
+  OCSP_REQUEST_CONTENT_TYPE,
+  OCSP_RESPONSE_CONTENT_TYPE,
+  type OcspAppOptions,
+} from "./http-handler.js";
+export {
+  computeIssuerHashes,
+  type IssuerHashes,
+  type IssuerHashPair,
+  responderKeyHash,
+} from "./issuer-hashes.js";
+export {
+  type CertIdQuery,
+  type DottedOid,
+  type OcspHashAlgorithm,
+  OcspRequestError,
+  type ParsedOcspRequest,
+  parseOcspRequest,
+} from "./parse-request.js";
