@@ -123,7 +123,8 @@ export interface SetupResult {
   ca_fingerprints: Record<CaProfile, string>;
 }
 
-let initializing = false;
+/** Control DBs with an initialize in flight in this process (the DB claim guards across processes). */
+const initializing = new WeakSet<object>();
 
 export async function initializeSetup(ctx: CpContext, input: SetupInput, remoteIp: string | null): Promise<SetupResult> {
   const row = await readSetupRow(ctx);
@@ -133,12 +134,12 @@ export async function initializeSetup(ctx: CpContext, input: SetupInput, remoteI
     throw new AuthNexusError("SETUP_TOKEN_INVALID");
   }
   assertPasswordPolicy(input.adminPassword, input.adminUsername);
-  if (initializing) throw new AuthNexusError("SETUP_IN_PROGRESS");
-  initializing = true;
+  if (initializing.has(ctx.controlDb)) throw new AuthNexusError("SETUP_IN_PROGRESS");
+  initializing.add(ctx.controlDb);
   try {
     return await runInitialization(ctx, input, row.console_token_hash);
   } finally {
-    initializing = false;
+    initializing.delete(ctx.controlDb);
   }
 }
 

@@ -1,0 +1,61 @@
+/**
+ * A real Control Plane context over real, migrated databases, for service and route tests that
+ * run in process (no listeners). Time is a ManualClock; logs go to memory so tests can assert
+ * on them (and on the absence of secrets).
+ */
+import { randomBytes } from "node:crypto";
+import type { Kysely } from "kysely";
+import type { CpContext } from "../../src/cp/services/context.js";
+import { prepareConsoleToken, ensureSetupRow, initializeSetup } from "../../src/cp/services/setup.js";
+import { ManualClock } from "../../src/shared/clock.js";
+import { type ControlSchema, migrateDatabase, openDatabase, type RuntimeSchema } from "../../src/shared/db/index.js";
+import { createMemoryLogger } from "../../src/shared/log/index.js";
+import type { DbVariant } from "./databases.js";
+import { makeTempDir } from "./temp-dir.js";
+
+export const ROOT_USERNAME = "root";
+export const ROOT_PASSWORD = "correct horse battery staple";
+
+export interface TestCp {
+  ctx: CpContext;
+  clock: ManualClock;
+  logLines: string[];
+  close(): Promise<void>;
+}
+
+export async function createTestCp(variant: DbVariant, label = "cp"): Promise<TestCp> {
+  const clock = new ManualClock(Date.UTC(2026, 5, 1, 12, 0, 0));
+  const memory = createMemoryLogger("Server");
+  const dataDir = await makeTempDir(`authnexus-${label}-data`);
+  const controlDb = await openDatabase<ControlSchema>(await variant.fresh(`${label}_control`));
+  const runtimeDb = await openDatabase<RuntimeSchema>(await variant.fresh(`${label}_runtime`));
+  await migrateDatabase(controlDb as Kysely<unknown>, "control", "test control");
+  await migrateDatabase(runtimeDb as Kysely<unknown>, "runtime", "test runtime");
+  const ctx: CpContext = {
+    controlDb,
+    runtimeDb,
+    clock,
+    log: memory.logger,
+    masterKey: randomBytes(32),
+    publicCpUrl: "https://cp.example.test:9091/",
+    publicOcspUrl: "http://cp.example.test:9092/ocsp/",
+    dataDir: dataDir.path,
+  };
+  await ensureSetupRow(ctx);
+  return {
+    ctx,
+    clock,
+    logLines: memory.lines,
+    async close() {
+      await Promise.all([controlDb.destroy(), runtimeDb.destroy()]);
+      await dataDir.cleanup();
+    },
+  };
+}
+
+/** Runs first-run setup through the real service, as the initialize endpoint would. */
+export async function completeSetup(ctx: CpContext): Promise<void> {
+  const { token } = await prepareConsoleToken(ctx);
+  if (!token) throw new Error("expected a fresh console token");
+  await initializeSetup(ctx, { consoleToken: token, adminUsername: ROOT_USERNAME, adminPassword: ROOT_PASSWORD }, "127.0.0.1");
+}

@@ -1,0 +1,69 @@
+/**
+ * The database variants every repository-level suite runs on: SQLite always, and the real
+ * PostgreSQL that test/run-tests.ts started (skipped, visibly, when a run has none).
+ */
+import path from "node:path";
+import type { DbOptions } from "../../src/shared/config/db-options.js";
+import { connectionFromEnv, uniqueDatabaseName } from "./postgres.js";
+import { makeTempDir } from "./temp-dir.js";
+
+export interface DbVariant {
+  name: "sqlite" | "postgres";
+  /** A reason to skip, or false. */
+  skip: string | false;
+  /** A fresh, empty database; dropped or deleted by cleanup(). */
+  fresh(label: string): Promise<DbOptions>;
+  cleanup(): Promise<void>;
+}
+
+export function dbVariants(): DbVariant[] {
+  return [sqliteVariant(), postgresVariant()];
+}
+
+function sqliteVariant(): DbVariant {
+  const cleanups: Array<() => Promise<void>> = [];
+  return {
+    name: "sqlite",
+    skip: false,
+    async fresh(label) {
+      const dir = await makeTempDir(`authnexus-db-${label}`);
+      cleanups.push(dir.cleanup);
+      return { type: "sqlite", path: path.join(dir.path, `${label}.db`), busyTimeoutMs: 5000 };
+    },
+    async cleanup() {
+      await Promise.all(cleanups.splice(0).map((c) => c()));
+    },
+  };
+}
+
+function postgresVariant(): DbVariant {
+  const connection = connectionFromEnv();
+  const created: string[] = [];
+  return {
+    name: "postgres",
+    skip: connection ? false : "no PostgreSQL in this run (AUTHNEXUS_TEST_PG_HOST unset)",
+    async fresh(label) {
+      if (!connection) throw new Error("no PostgreSQL in this run");
+      const name = uniqueDatabaseName(label.replace(/[^a-z0-9_]/g, "_"));
+      await connection.createDatabase(name);
+      created.push(name);
+      const url = new URL(connection.url(name));
+      return {
+        type: "postgres",
+        host: url.hostname,
+        port: Number(url.port),
+        user: decodeURIComponent(url.username),
+        password: url.password ? decodeURIComponent(url.password) : undefined,
+        database: name,
+        connectTimeoutS: 5,
+        statementTimeoutMs: 15000,
+        lockTimeoutMs: 5000,
+        poolSize: 5,
+      };
+    },
+    async cleanup() {
+      if (!connection) return;
+      for (const name of created.splice(0)) await connection.dropDatabase(name);
+    },
+  };
+}
