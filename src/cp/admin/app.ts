@@ -12,6 +12,7 @@ import { errorToResponse } from "../http/error-response.js";
 import type { CpContext } from "../services/context.js";
 import type { AdminEnv } from "./env.js";
 import { requestContext, setupGate } from "./middleware.js";
+import { agentLogRoutes } from "./routes/agent-logs.js";
 import { agentRoutes } from "./routes/agents.js";
 import { applicationRoutes } from "./routes/applications.js";
 import { authRoutes } from "./routes/auth.js";
@@ -47,6 +48,7 @@ export function createAdminApp(ctx: CpContext, options: AdminAppOptions): Hono<A
   v1.route("/agents", agentRoutes(ctx));
   v1.route("/applications", applicationRoutes(ctx));
   v1.route("/pki", pkiRoutes(ctx));
+  v1.route("/", agentLogRoutes(ctx));
   app.route("/admin/v1", v1);
   return app;
 }

@@ -1,0 +1,63 @@
+/**
+ * Read side of the agent trails: admin login attempts and the admin operation audit log, both
+ * paginated and filtered by time range, newest first.
+ */
+import type { CpContext } from "./context.js";
+import { type Page, type PageRequest, pageOffset, type TimeRange, toPage } from "./pagination.js";
+
+export interface AgentLogFilter extends TimeRange {
+  agentId?: string | undefined;
+  result?: string | undefined;
+}
+
+export async function listAgentLoginLogs(ctx: CpContext, filter: AgentLogFilter & { username?: string | undefined }, request: PageRequest) {
+  const base = ctx.controlDb.selectFrom("agent_login_logs").$call((q) => {
+    let out = q;
+    if (filter.from !== undefined) out = out.where("created_at", ">=", filter.from);
+    if (filter.to !== undefined) out = out.where("created_at", "<=", filter.to);
+    if (filter.username) out = out.where("username", "=", filter.username.toLowerCase());
+    if (filter.result) out = out.where("result", "=", filter.result);
+    return out;
+  });
+  const [items, count] = await Promise.all([
+    base.selectAll().orderBy("created_at", "desc").orderBy("id", "desc").limit(request.pageSize).offset(pageOffset(request)).execute(),
+    base.select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow(),
+  ]);
+  return toPage(items, request, Number(count.n));
+}
+
+export interface AuditLogView {
+  id: string;
+  created_at: number;
+  agent_id: string | null;
+  agent_username: string | null;
+  action: string;
+  target_type: string | null;
+  target_id: string | null;
+  result: string;
+  error_code: string | null;
+  request_id: string | null;
+  ip: string | null;
+  detail: unknown;
+}
+
+export async function listAgentAuditLogs(ctx: CpContext, filter: AgentLogFilter & { action?: string | undefined }, request: PageRequest): Promise<Page<AuditLogView>> {
+  const base = ctx.controlDb.selectFrom("agent_audit_logs").$call((q) => {
+    let out = q;
+    if (filter.from !== undefined) out = out.where("created_at", ">=", filter.from);
+    if (filter.to !== undefined) out = out.where("created_at", "<=", filter.to);
+    if (filter.agentId) out = out.where("agent_id", "=", filter.agentId);
+    if (filter.action) out = out.where("action", "=", filter.action);
+    if (filter.result) out = out.where("result", "=", filter.result);
+    return out;
+  });
+  const [rows, count] = await Promise.all([
+    base.selectAll().orderBy("created_at", "desc").orderBy("id", "desc").limit(request.pageSize).offset(pageOffset(request)).execute(),
+    base.select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow(),
+  ]);
+  return toPage(
+    rows.map((r) => ({ ...r, detail: r.detail ? (JSON.parse(r.detail) as unknown) : null })),
+    request,
+    Number(count.n),
+  );
+}
