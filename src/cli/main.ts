@@ -6,7 +6,14 @@ import { Command } from "commander";
 import { AuthNexusError } from "../shared/errors/index.js";
 import { AdminApiError } from "./admin-client.js";
 import { registerOps } from "./ops.js";
+import { registerPki } from "./pki.js";
 import { registerServeCp } from "./serve-cp.js";
+
+// `authnexus pki certs | head` closes our stdout early: that is the reader's choice, not an error.
+process.stdout.on("error", (error: NodeJS.ErrnoException) => {
+  if (error.code === "EPIPE") process.exit(0);
+  throw error;
+});
 
 const program = new Command()
   .name("authnexus")
@@ -15,6 +22,7 @@ const program = new Command()
   .showHelpAfterError();
 
 registerServeCp(program);
+registerPki(program);
 registerOps(program);
 
 program.parseAsync(process.argv).catch((error: unknown) => {
