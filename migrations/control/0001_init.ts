@@ -52,7 +52,6 @@ export async function up(db: MigrationDb): Promise<void> {
     .addColumn("access_expires_at", "bigint", (c) => c.notNull())
     .addColumn("refresh_token_hash", "text", (c) => c.notNull().unique())
     .addColumn("refresh_expires_at", "bigint", (c) => c.notNull())
-    .addColumn("previous_refresh_token_hash", "text")
     .addColumn("created_at", "bigint", (c) => c.notNull())
     .addColumn("last_used_at", "bigint", (c) => c.notNull())
     .addColumn("revoked_at", "bigint")
@@ -61,7 +60,14 @@ export async function up(db: MigrationDb): Promise<void> {
     .addColumn("user_agent", "text")
     .execute();
   await createIndex(db, "agent_sessions_agent", "agent_sessions", ["agent_id"]);
-  await createIndex(db, "agent_sessions_previous_refresh", "agent_sessions", ["previous_refresh_token_hash"]);
+
+  // Every refresh token a session has spent: presenting one again means it was copied.
+  await db.schema
+    .createTable("agent_spent_refresh_tokens")
+    .addColumn("token_hash", "text", (c) => c.primaryKey())
+    .addColumn("session_id", "text", (c) => c.notNull().references("agent_sessions.id").onDelete("cascade"))
+    .addColumn("spent_at", "bigint", (c) => c.notNull())
+    .execute();
 
   await db.schema
     .createTable("agent_login_logs")

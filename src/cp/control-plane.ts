@@ -20,7 +20,7 @@ import type { CpConfig } from "./config.js";
 import { createNodeApiApp } from "./node-api/app.js";
 import { createOcspAnswerer, createOcspApp } from "./ocsp/index.js";
 import type { CpContext } from "./services/context.js";
-import { loadCpTlsIdentity } from "./services/cp-identity.js";
+import { ensureCpServerCertificate, loadCpTlsIdentity } from "./services/cp-identity.js";
 import { loadMasterKey } from "./services/master-key.js";
 import { createInventoryResolver, loadOcspIssuers } from "./services/ocsp-status.js";
 import { ensureSetupRow, isSetupComplete, prepareConsoleToken, verifyMasterKey } from "./services/setup.js";
@@ -66,12 +66,7 @@ export async function startControlPlane(config: CpConfig, options: StartOptions)
     let channelListeners: Promise<void> | null = null;
     const startChannels = () => {
       setupComplete = true;
-      channelListeners ??= startChannelListeners(ctx, config, listeners).catch((error: Error) => {
-        // Setup has committed either way; a bind failure must not turn it into a 500. The next
-        // start binds again, and the log says why this one could not.
-        channelListeners = null;
-        log.category("Server").error("listener.failed", { error: error.message });
-      });
+      channelListeners ??= startChannelListeners(ctx, config, listeners);
       return channelListeners;
     };
 
@@ -114,7 +109,27 @@ async function openMigrated<Schema>(options: CpConfig["controlDb"], role: "contr
   }
 }
 
+/**
+ * Node API and OCSP are separate fault domains: one failing to start (a port in use, no usable
+ * certificate) never keeps the other down. Setup has committed by the time this runs, so a
+ * failure is logged rather than turned into an error answer; the next start tries again.
+ */
 async function startChannelListeners(ctx: CpContext, config: CpConfig, listeners: BoundListener[]): Promise<void> {
+  const serverLog = ctx.log.category("Server");
+  const attempt = async (name: string, start: () => Promise<BoundListener>) => {
+    try {
+      const bound = await start();
+      listeners.push(bound);
+      serverLog.info("listener.bound", { listener: name, address: formatHostPort(bound.address) });
+    } catch (error) {
+      serverLog.error("listener.failed", { listener: name, error: (error as Error).message });
+    }
+  };
+  await Promise.all([attempt("node-api", () => startNodeApiListener(ctx, config)), attempt("ocsp", () => startOcspListener(ctx, config))]);
+}
+
+async function startNodeApiListener(ctx: CpContext, config: CpConfig): Promise<BoundListener> {
+  await ensureCpServerCertificate(ctx);
   const identity = await loadCpTlsIdentity(ctx);
   const tlsLog = ctx.log.category("TLS");
   const nodeServer = https.createServer(
@@ -131,17 +146,15 @@ async function startChannelListeners(ctx: CpContext, config: CpConfig, listeners
   nodeServer.on("tlsClientError", (error, socket) => {
     tlsLog.warn("handshake.failed", { listener: "node-api", ip: socket.remoteAddress, code: (error as NodeJS.ErrnoException).code, error: error.message });
   });
-  const node = await bindListener("node-api", nodeServer, config.cpListen);
-  listeners.push(node);
-  ctx.log.category("Server").info("listener.bound", { listener: "node-api", address: formatHostPort(node.address), mtls: true });
+  return bindListener("node-api", nodeServer, config.cpListen);
+}
 
+async function startOcspListener(ctx: CpContext, config: CpConfig): Promise<BoundListener> {
   const pkiLog = ctx.log.category("PKI");
   const answer = createOcspAnswerer({
     resolve: createInventoryResolver(ctx, await loadOcspIssuers(ctx)),
     clock: ctx.clock,
     onError: (error, answeredWith) => pkiLog.warn("ocsp.request_failed", { answered_with: answeredWith, error: (error as Error).message }),
   });
-  const ocsp = await bindListener("ocsp", http.createServer(getRequestListener(createOcspApp({ answer }).fetch)), config.ocspListen);
-  listeners.push(ocsp);
-  ctx.log.category("Server").info("listener.bound", { listener: "ocsp", address: formatHostPort(ocsp.address) });
+  return bindListener("ocsp", http.createServer(getRequestListener(createOcspApp({ answer }).fetch)), config.ocspListen);
 }

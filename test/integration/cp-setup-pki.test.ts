@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import { after, before, describe, test } from "node:test";
-import { loadCpTlsIdentity } from "../../src/cp/services/cp-identity.js";
+import { CP_CERT_RENEW_BEFORE_MS, ensureCpServerCertificate, loadCpTlsIdentity } from "../../src/cp/services/cp-identity.js";
 import { createInventoryResolver, loadOcspIssuers } from "../../src/cp/services/ocsp-status.js";
 import { listCertificates, loadActiveCa, recordCertificate, revokeCertificate } from "../../src/cp/services/pki-inventory.js";
 import {
@@ -168,6 +168,28 @@ for (const variant of dbVariants()) {
 
         const otherIssuer = { ...query(leaf.serialHex, "sha256"), issuerKeyHash: Buffer.alloc(32) };
         assert.equal(await resolve(otherIssuer as never), null, "an unknown issuer resolves to nothing (unauthorized)");
+      });
+
+      test("the CP renews its own server certificate when revoked or close to expiry, keeping its names", async () => {
+        const before = await loadCpTlsIdentity(cp.ctx);
+        await ensureCpServerCertificate(cp.ctx);
+        assert.equal((await loadCpTlsIdentity(cp.ctx)).certPem, before.certPem, "a healthy certificate is kept");
+
+        const [current] = (await listCertificates(cp.ctx, { ownerType: "control_plane", status: "valid" }, { page: 1, pageSize: 5 })).items;
+        assert.ok(current);
+        await revokeCertificate(cp.ctx, current.id, "keyCompromise", "test");
+        await assert.rejects(loadCpTlsIdentity(cp.ctx), (e) => isAuthNexusError(e, "PKI_NOT_INITIALISED"));
+        await ensureCpServerCertificate(cp.ctx);
+        const renewed = await loadCpTlsIdentity(cp.ctx);
+        assert.notEqual(renewed.certPem, before.certPem);
+        assert.deepEqual(parseCertificate(renewed.certPem).sans, parseCertificate(before.certPem).sans);
+        assert.equal((await verifyCertificateChain({ leaf: renewed.certPem, trustedCas: [renewed.serverCaPem], clock: cp.clock, expectedProfile: "cp_server" })).ok, true);
+
+        const info = parseCertificate(renewed.certPem);
+        cp.clock.set(info.notAfter - CP_CERT_RENEW_BEFORE_MS + 1000);
+        await ensureCpServerCertificate(cp.ctx);
+        assert.notEqual((await loadCpTlsIdentity(cp.ctx)).certPem, renewed.certPem, "renewed ahead of expiry");
+        assert.ok(cp.logLines.some((l) => l.includes("cert.renewed")));
       });
 
       test("expired certificates are reported as expired by the inventory", async () => {

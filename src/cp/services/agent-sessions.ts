@@ -63,7 +63,6 @@ export async function loginAgent(ctx: CpContext, attempt: LoginAttempt): Promise
         id: newId("ses"),
         agent_id: agent.id,
         ...tokens.rows,
-        previous_refresh_token_hash: null,
         created_at: ctx.clock.now(),
         last_used_at: ctx.clock.now(),
         revoked_at: null,
@@ -94,26 +93,33 @@ export async function refreshAgentSession(ctx: CpContext, refreshToken: string):
     throw new AuthNexusError("INVALID_REFRESH_TOKEN");
   }
   const tokens = issueTokens(now);
-  // The WHERE on the old hash makes rotation single-use even under concurrent refreshes.
-  const updated = await ctx.controlDb
-    .updateTable("agent_sessions")
-    .set({ ...tokens.rows, previous_refresh_token_hash: hash, last_used_at: now })
-    .where("id", "=", session.id)
-    .where("refresh_token_hash", "=", hash)
-    .executeTakeFirst();
-  if (Number(updated.numUpdatedRows) !== 1) throw new AuthNexusError("INVALID_REFRESH_TOKEN");
+  const rotated = await ctx.controlDb.transaction().execute(async (tx) => {
+    // The WHERE on the old hash makes rotation single-use even under concurrent refreshes.
+    const updated = await tx
+      .updateTable("agent_sessions")
+      .set({ ...tokens.rows, last_used_at: now })
+      .where("id", "=", session.id)
+      .where("refresh_token_hash", "=", hash)
+      .executeTakeFirst();
+    if (Number(updated.numUpdatedRows) !== 1) return false;
+    await tx.insertInto("agent_spent_refresh_tokens").values({ token_hash: hash, session_id: session.id, spent_at: now }).execute();
+    return true;
+  });
+  if (!rotated) throw new AuthNexusError("INVALID_REFRESH_TOKEN");
   return tokens.pair;
 }
 
+/** A spent refresh token presented again, however many rotations ago: revoke its session. */
 async function revokeReplayedSession(ctx: CpContext, hash: string, now: number): Promise<void> {
-  const replayed = await ctx.controlDb
+  const spent = await ctx.controlDb.selectFrom("agent_spent_refresh_tokens").select("session_id").where("token_hash", "=", hash).executeTakeFirst();
+  if (!spent) return;
+  const revoked = await ctx.controlDb
     .updateTable("agent_sessions")
     .set({ revoked_at: now, revoke_reason: "refresh_token_reused" })
-    .where("previous_refresh_token_hash", "=", hash)
+    .where("id", "=", spent.session_id)
     .where("revoked_at", "is", null)
-    .returning(["id", "agent_id"])
-    .execute();
-  for (const s of replayed) ctx.log.warn("refresh token reused; session revoked", { session_id: s.id, agent_id: s.agent_id });
+    .executeTakeFirst();
+  if (Number(revoked.numUpdatedRows) > 0) ctx.log.warn("agent.refresh_token_reused", { session_id: spent.session_id });
 }
 
 export async function logoutAgent(ctx: CpContext, sessionId: string): Promise<void> {

@@ -1,7 +1,20 @@
+/**
+ * The CP's own TLS identity on 9091: a cp_server certificate from cp_server_ca whose key is
+ * sealed in server_secrets. It is issued at setup and renewed at start when it is revoked,
+ * expired or within CP_CERT_RENEW_BEFORE_MS of expiry, so a CP never refuses to start its node
+ * API over its own certificate.
+ */
+import { isIP } from "node:net";
+import type { Kysely } from "kysely";
+import { LEAF_VALIDITY_DAYS } from "../../shared/config/defaults.js";
+import type { ControlSchema } from "../../shared/db/index.js";
 import { AuthNexusError } from "../../shared/errors/index.js";
-import { openSecret } from "../../shared/pki/index.js";
+import { type IssuedCertificate, issueLeafCertificate, openSecret, sealSecret } from "../../shared/pki/index.js";
 import type { CpContext } from "./context.js";
-import { leafKeySecretName } from "./pki-inventory.js";
+import { leafKeySecretName, loadActiveCa, recordCertificate } from "./pki-inventory.js";
+
+/** Renew the CP server certificate when less than this remains (ms). */
+export const CP_CERT_RENEW_BEFORE_MS = 30 * 24 * 60 * 60 * 1000;
 
 /** What the node API listener (9091) needs: its own certificate and the CA it trusts for nodes. */
 export interface CpTlsIdentity {
@@ -13,16 +26,58 @@ export interface CpTlsIdentity {
   nodeClientCaPem: string;
 }
 
+/** The CP's 9091 names: the public CP host plus loopback names, so local nodes verify it too. */
+export function cpServerHosts(publicCpUrl: string, extra: string[]): { dns: string[]; ip: string[] } {
+  const hosts = new Set<string>(["localhost", "127.0.0.1", "::1", ...extra]);
+  hosts.add(new URL(publicCpUrl).hostname.replace(/^\[|\]$/g, ""));
+  const dns: string[] = [];
+  const ip: string[] = [];
+  for (const h of hosts) (isIP(h) ? ip : dns).push(h);
+  return { dns, ip };
+}
+
+export async function issueCpServerCertificate(ctx: CpContext, ca: { certPem: string; keyPem: string }, extraHosts: string[]): Promise<IssuedCertificate> {
+  const sans = cpServerHosts(ctx.publicCpUrl, extraHosts);
+  return issueLeafCertificate({
+    profile: "cp_server",
+    issuer: ca,
+    commonName: sans.dns.find((h) => h !== "localhost") ?? "authnexus-control-plane",
+    sans,
+    validityDays: LEAF_VALIDITY_DAYS,
+    clock: ctx.clock,
+  });
+}
+
+export async function storeCpServerCertificate(db: Kysely<ControlSchema>, ctx: CpContext, issued: IssuedCertificate, caId: string, actor: string): Promise<string> {
+  const id = await recordCertificate(db, ctx.clock, { issued, caId, leafProfile: "cp_server", purpose: "cp_server", ownerType: "control_plane", ownerId: "cp", actor });
+  const name = leafKeySecretName(id);
+  await db
+    .insertInto("server_secrets")
+    .values({ name, ciphertext: sealSecret(ctx.masterKey, Buffer.from(issued.keyPem ?? ""), name), created_at: ctx.clock.now() })
+    .execute();
+  return id;
+}
+
+async function newestCpServerCertificate(ctx: CpContext, usableOnly: boolean) {
+  let query = ctx.controlDb.selectFrom("certificates").select(["id", "cert_pem", "not_after", "sans"]).where("purpose", "=", "cp_server");
+  if (usableOnly) query = query.where("status", "=", "valid").where("not_after", ">", ctx.clock.now());
+  return query.orderBy("not_after", "desc").executeTakeFirst();
+}
+
+/** Issues a fresh CP server certificate (keeping the previous one's names) when none is usable for long. */
+export async function ensureCpServerCertificate(ctx: CpContext): Promise<void> {
+  const current = await newestCpServerCertificate(ctx, true);
+  if (current && current.not_after - ctx.clock.now() > CP_CERT_RENEW_BEFORE_MS) return;
+  const previous = current ?? (await newestCpServerCertificate(ctx, false));
+  const previousSans = previous ? (JSON.parse(previous.sans) as { dns: string[]; ip: string[] }) : { dns: [], ip: [] };
+  const ca = await loadActiveCa(ctx, "cp_server_ca");
+  const issued = await issueCpServerCertificate(ctx, ca, [...previousSans.dns, ...previousSans.ip]);
+  const id = await ctx.controlDb.transaction().execute((tx) => storeCpServerCertificate(tx, ctx, issued, ca.id, "system"));
+  ctx.log.category("PKI").info("cert.renewed", { purpose: "cp_server", certificate_id: id, replaced_certificate_id: previous?.id, not_after: issued.notAfter });
+}
+
 export async function loadCpTlsIdentity(ctx: CpContext): Promise<CpTlsIdentity> {
-  const now = ctx.clock.now();
-  const cert = await ctx.controlDb
-    .selectFrom("certificates")
-    .select(["id", "cert_pem"])
-    .where("purpose", "=", "cp_server")
-    .where("status", "=", "valid")
-    .where("not_after", ">", now)
-    .orderBy("not_after", "desc")
-    .executeTakeFirst();
+  const cert = await newestCpServerCertificate(ctx, true);
   if (!cert) throw new AuthNexusError("PKI_NOT_INITIALISED", { message: "No valid CP server certificate in the inventory." });
   const secret = await ctx.controlDb.selectFrom("server_secrets").select("ciphertext").where("name", "=", leafKeySecretName(cert.id)).executeTakeFirst();
   if (!secret) throw new AuthNexusError("PKI_NOT_INITIALISED", { message: "The CP server certificate's key is missing." });

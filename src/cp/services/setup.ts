@@ -6,17 +6,17 @@
  */
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
-import { isIP } from "node:net";
 import path from "node:path";
-import { CA_VALIDITY_DAYS, LEAF_VALIDITY_DAYS } from "../../shared/config/defaults.js";
+import { CA_VALIDITY_DAYS } from "../../shared/config/defaults.js";
 import { AuthNexusError } from "../../shared/errors/index.js";
 import { constantTimeEqual, randomToken, sha256Hex } from "../../shared/ids.js";
-import { CA_PROFILES, type CaProfile, createRootCa, type IssuedCertificate, issueLeafCertificate, sealSecret } from "../../shared/pki/index.js";
+import { CA_PROFILES, type CaProfile, createRootCa, type IssuedCertificate, sealSecret } from "../../shared/pki/index.js";
 import { assertPasswordPolicy } from "./agent-passwords.js";
 import { createAgent, type AgentView } from "./agents.js";
 import type { CpContext } from "./context.js";
 import { assertKeyCheck, sealKeyCheck } from "./master-key.js";
-import { leafKeySecretName, recordCa, recordCertificate } from "./pki-inventory.js";
+import { issueCpServerCertificate, storeCpServerCertificate } from "./cp-identity.js";
+import { recordCa } from "./pki-inventory.js";
 
 export const CONSOLE_TOKEN_FILE_NAME = "console-token";
 export const PASSWORD_HASH_SECRET_NAME = "password-hash-secret";
@@ -146,7 +146,7 @@ export async function initializeSetup(ctx: CpContext, input: SetupInput, remoteI
 async function runInitialization(ctx: CpContext, input: SetupInput, tokenHash: string): Promise<SetupResult> {
   const org = input.organisationName ?? "AuthNexus";
   const cas = await createCas(ctx, org, input.caCommonNames ?? {});
-  const cpServer = await issueCpServerCertificate(ctx, cas.cp_server_ca, input.cpPublicHosts ?? []);
+  const cpServer = await issueCpServerCertificate(ctx, { certPem: cas.cp_server_ca.certPem, keyPem: cas.cp_server_ca.keyPem ?? "" }, input.cpPublicHosts ?? []);
   const passwordHashSecret = randomBytes(32);
   const now = ctx.clock.now();
 
@@ -163,21 +163,10 @@ async function runInitialization(ctx: CpContext, input: SetupInput, tokenHash: s
 
     const caIds = {} as Record<CaProfile, string>;
     for (const profile of CA_PROFILES) caIds[profile] = await recordCa(tx, ctx.clock, ctx.masterKey, profile, cas[profile], "setup");
-    const certId = await recordCertificate(tx, ctx.clock, {
-      issued: cpServer,
-      caId: caIds.cp_server_ca,
-      leafProfile: "cp_server",
-      purpose: "cp_server",
-      ownerType: "control_plane",
-      ownerId: "cp",
-      actor: "setup",
-    });
+    await storeCpServerCertificate(tx, ctx, cpServer, caIds.cp_server_ca, "setup");
     await tx
       .insertInto("server_secrets")
-      .values([
-        { name: leafKeySecretName(certId), ciphertext: sealSecret(ctx.masterKey, Buffer.from(cpServer.keyPem ?? ""), leafKeySecretName(certId)), created_at: now },
-        { name: PASSWORD_HASH_SECRET_NAME, ciphertext: sealSecret(ctx.masterKey, passwordHashSecret, PASSWORD_HASH_SECRET_NAME), created_at: now },
-      ])
+      .values({ name: PASSWORD_HASH_SECRET_NAME, ciphertext: sealSecret(ctx.masterKey, passwordHashSecret, PASSWORD_HASH_SECRET_NAME), created_at: now })
       .execute();
     const root = await createAgent(ctx, { username: input.adminUsername, password: input.adminPassword, role: "root", createdBy: null }, tx);
     await tx.updateTable("setup_state").set({ completed_by: root.id }).where("id", "=", SETUP_ROW_ID).execute();
@@ -203,26 +192,4 @@ async function createCas(ctx: CpContext, org: string, names: Partial<Record<CaPr
     });
   }
   return out;
-}
-
-/** The CP's 9091 certificate: the public CP host plus loopback names, so local nodes verify it too. */
-export function cpServerHosts(publicCpUrl: string, extra: string[]): { dns: string[]; ip: string[] } {
-  const hosts = new Set<string>(["localhost", "127.0.0.1", "::1", ...extra]);
-  hosts.add(new URL(publicCpUrl).hostname.replace(/^\[|\]$/g, ""));
-  const dns: string[] = [];
-  const ip: string[] = [];
-  for (const h of hosts) (isIP(h) ? ip : dns).push(h);
-  return { dns, ip };
-}
-
-async function issueCpServerCertificate(ctx: CpContext, ca: IssuedCertificate, extraHosts: string[]): Promise<IssuedCertificate> {
-  const sans = cpServerHosts(ctx.publicCpUrl, extraHosts);
-  return issueLeafCertificate({
-    profile: "cp_server",
-    issuer: { certPem: ca.certPem, keyPem: ca.keyPem ?? "" },
-    commonName: sans.dns.find((h) => h !== "localhost") ?? "authnexus-control-plane",
-    sans,
-    validityDays: LEAF_VALIDITY_DAYS,
-    clock: ctx.clock,
-  });
 }

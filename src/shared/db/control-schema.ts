@@ -42,13 +42,18 @@ export interface AgentSessionsTable {
   access_expires_at: number;
   refresh_token_hash: string;
   refresh_expires_at: number;
-  previous_refresh_token_hash: string | null;
   created_at: number;
   last_used_at: number;
   revoked_at: number | null;
   revoke_reason: string | null;
   ip: string | null;
   user_agent: string | null;
+}
+
+export interface AgentSpentRefreshTokensTable {
+  token_hash: string;
+  session_id: string;
+  spent_at: number;
 }
 
 export interface AgentLoginLogsTable {
@@ -307,6 +312,7 @@ export interface ControlSchema {
   server_secrets: ServerSecretsTable;
   agents: AgentsTable;
   agent_sessions: AgentSessionsTable;
+  agent_spent_refresh_tokens: AgentSpentRefreshTokensTable;
   agent_login_logs: AgentLoginLogsTable;
   agent_audit_logs: AgentAuditLogsTable;
   applications: ApplicationsTable;
