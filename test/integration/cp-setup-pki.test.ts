@@ -113,7 +113,7 @@ for (const variant of dbVariants()) {
         assert.equal(openSecret(cp.ctx.masterKey, Buffer.from(secret.ciphertext), PASSWORD_HASH_SECRET_NAME).length, 32);
         const root = await cp.ctx.controlDb.selectFrom("agents").selectAll().executeTakeFirstOrThrow();
         assert.equal(root.role, "root");
-        assert.match(root.password_hash, /^\$scrypt\$/);
+        assert.match(root.password_hash, /^\$scrypt-sha256\$/);
         assert.ok(!root.password_hash.includes(ROOT_PASSWORD));
       });
 

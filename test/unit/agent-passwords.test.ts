@@ -9,11 +9,12 @@ describe("agent passwords", () => {
   test("scrypt hashes verify, carry their parameters and differ per salt", async () => {
     const a = await hashAgentPassword("correct horse battery staple");
     const b = await hashAgentPassword("correct horse battery staple");
-    assert.match(a, /^\$scrypt\$n=16384,r=8,p=1\$[0-9a-f]{32}\$[0-9a-f]{64}$/);
+    assert.match(a, /^\$scrypt-sha256\$n=16384,r=8,p=1\$[0-9a-f]{32}\$[0-9a-f]{64}$/);
     assert.notEqual(a, b);
     assert.equal(await verifyAgentPassword("correct horse battery staple", a), true);
     assert.equal(await verifyAgentPassword("correct horse battery stapl", a), false);
     assert.equal(await verifyAgentPassword("x", "plaintext"), false, "an unknown format never verifies");
+    assert.equal(await verifyAgentPassword("correct horse battery staple\u0000", a), false, "a trailing NUL is a different password");
   });
 
   test("the policy names every unmet rule", () => {

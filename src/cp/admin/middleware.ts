@@ -4,13 +4,14 @@
  * agent audit trail for state-changing calls.
  */
 import type { Context, MiddlewareHandler } from "hono";
-import { AuthNexusError } from "../../shared/errors/index.js";
+import { AuthNexusError, isAuthNexusError } from "../../shared/errors/index.js";
 import type { Logger } from "../../shared/log/index.js";
 import { authenticateAccessToken } from "../services/agent-sessions.js";
 import { writeAgentAudit } from "../services/audit.js";
 import type { CpContext } from "../services/context.js";
 import { type Permission, roleAllows } from "../services/roles.js";
 import { type AdminEnv, actorOf } from "./env.js";
+import { ID_PATTERN } from "./schemas.js";
 
 const CLIENT_REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
 
@@ -44,16 +45,25 @@ export function setupGate(isSetupComplete: () => boolean): MiddlewareHandler<Adm
   };
 }
 
+const CHALLENGE = 'Bearer realm="authnexus-admin"';
+
 function bearerToken(c: Context): string {
   const header = c.req.header("authorization") ?? "";
   const match = /^Bearer\s+([A-Za-z0-9_-]{16,512})\s*$/i.exec(header);
-  if (!match?.[1]) throw new AuthNexusError("UNAUTHENTICATED", { headers: { "WWW-Authenticate": 'Bearer realm="authnexus-admin"' } });
+  if (!match?.[1]) throw new AuthNexusError("UNAUTHENTICATED", { headers: { "WWW-Authenticate": CHALLENGE } });
   return match[1];
 }
 
+/** Every 401 from here carries the RFC 6750 challenge, whether the token was absent or refused. */
 export function authenticate(ctx: CpContext): MiddlewareHandler<AdminEnv> {
   return async function authenticateStep(c, next) {
-    c.set("agent", await authenticateAccessToken(ctx, bearerToken(c)));
+    const token = bearerToken(c);
+    try {
+      c.set("agent", await authenticateAccessToken(ctx, token));
+    } catch (error) {
+      if (!isAuthNexusError(error, "UNAUTHENTICATED")) throw error;
+      throw new AuthNexusError("UNAUTHENTICATED", { message: error.message, headers: { "WWW-Authenticate": `${CHALLENGE}, error="invalid_token"` } });
+    }
     await next();
   };
 }
@@ -86,13 +96,19 @@ export function audited(ctx: CpContext, action: string, targetType: string | nul
     await writeAgentAudit(ctx.controlDb, ctx.clock, actorOf(c), {
       action,
       targetType,
-      targetId: c.get("auditTargetId") ?? c.req.param("id") ?? null,
+      targetId: c.get("auditTargetId") ?? pathId(c),
       result: failed ? "failure" : "success",
       errorCode: failed ? code : null,
       ...(c.get("auditDetail") ? { detail: c.get("auditDetail") } : {}),
     });
     if (thrown !== undefined) throw thrown;
   };
+}
+
+/** The route's :id when it could be one of ours; anything else is not worth recording verbatim. */
+function pathId(c: Context): string | null {
+  const id = c.req.param("id");
+  return id && ID_PATTERN.test(id) ? id : null;
 }
 
 /** authenticate → audit (for writes) → permission, composed into the one step every admin route starts with. */

@@ -2,8 +2,12 @@
  * Agent (admin) passwords: scrypt, because an admin login is rare and an offline attack on a
  * leaked Control DB must be slow. End-user passwords use the fast keyed scheme of the business
  * plane instead (server-held secret, not stored in the database).
+ *
+ * The password is NFKC-normalised and SHA-256'd before scrypt. scrypt keys PBKDF2-HMAC with
+ * its input, and HMAC zero-pads short keys, so "pw" and "pw\0" would otherwise derive the same
+ * hash; a fixed-length input removes that ambiguity while any character stays allowed.
  */
-import { randomBytes, scrypt, timingSafeEqual } from "node:crypto";
+import { createHash, randomBytes, scrypt, timingSafeEqual } from "node:crypto";
 import { AGENT_PASSWORD_MAX_LENGTH, AGENT_PASSWORD_MIN_LENGTH } from "../../shared/config/defaults.js";
 import { AuthNexusError } from "../../shared/errors/index.js";
 
@@ -11,11 +15,12 @@ const SCRYPT_N = 16384;
 const SCRYPT_R = 8;
 const SCRYPT_P = 1;
 const KEY_LENGTH = 32;
-const PREFIX = `$scrypt$n=${SCRYPT_N},r=${SCRYPT_R},p=${SCRYPT_P}$`;
+const PREFIX = `$scrypt-sha256$n=${SCRYPT_N},r=${SCRYPT_R},p=${SCRYPT_P}$`;
 
 function derive(password: string, salt: Buffer, n: number, r: number, p: number): Promise<Buffer> {
+  const input = createHash("sha256").update(password.normalize("NFKC"), "utf8").digest();
   return new Promise((resolve, reject) => {
-    scrypt(password.normalize("NFKC"), salt, KEY_LENGTH, { N: n, r, p, maxmem: 256 * n * r }, (err, key) =>
+    scrypt(input, salt, KEY_LENGTH, { N: n, r, p, maxmem: 256 * n * r }, (err, key) =>
       err ? reject(err) : resolve(key),
     );
   });
@@ -28,7 +33,7 @@ export async function hashAgentPassword(password: string): Promise<string> {
 }
 
 export async function verifyAgentPassword(password: string, stored: string): Promise<boolean> {
-  const match = /^\$scrypt\$n=(\d+),r=(\d+),p=(\d+)\$([0-9a-f]{32})\$([0-9a-f]{64})$/.exec(stored);
+  const match = /^\$scrypt-sha256\$n=(\d+),r=(\d+),p=(\d+)\$([0-9a-f]{32})\$([0-9a-f]{64})$/.exec(stored);
   if (!match) return false;
   const [, n, r, p, saltHex, keyHex] = match as unknown as [string, string, string, string, string, string];
   const key = await derive(password, Buffer.from(saltHex, "hex"), Number(n), Number(r), Number(p));

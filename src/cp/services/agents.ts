@@ -38,8 +38,14 @@ const AGENT_COLUMNS = [
   "last_login_at",
 ] as const;
 
+/**
+ * Case-insensitive usernames. Control characters (which valid usernames never contain) become
+ * U+FFFD first, so a login with "root\0" or "root\r\n" is an unknown user rather than root, and
+ * the value stays storable in the login log on every database.
+ */
 export function normalizeUsername(username: string): string {
-  return username.trim().toLowerCase();
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: replacing them is the point
+  return username.replace(/[\u0000-\u001f\u007f]/g, "\uFFFD").trim().toLowerCase();
 }
 
 export interface NewAgent {
