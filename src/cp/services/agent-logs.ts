@@ -2,6 +2,7 @@
  * Read side of the agent trails: admin login attempts and the admin operation audit log, both
  * paginated and filtered by time range, newest first.
  */
+import type { AgentAuditLogsTable } from "../../shared/db/control-schema.js";
 import type { CpContext } from "./context.js";
 import { type Page, type PageRequest, pageOffset, type TimeRange, toPage } from "./pagination.js";
 
@@ -26,20 +27,8 @@ export async function listAgentLoginLogs(ctx: CpContext, filter: AgentLogFilter 
   return toPage(items, request, Number(count.n));
 }
 
-export interface AuditLogView {
-  id: string;
-  created_at: number;
-  agent_id: string | null;
-  agent_username: string | null;
-  action: string;
-  target_type: string | null;
-  target_id: string | null;
-  result: string;
-  error_code: string | null;
-  request_id: string | null;
-  ip: string | null;
-  detail: unknown;
-}
+/** An audit row as the API shows it: `detail` parsed from its JSON text. */
+export type AuditLogView = Omit<AgentAuditLogsTable, "detail"> & { detail: unknown };
 
 export async function listAgentAuditLogs(ctx: CpContext, filter: AgentLogFilter & { action?: string | undefined }, request: PageRequest): Promise<Page<AuditLogView>> {
   const base = ctx.controlDb.selectFrom("agent_audit_logs").$call((q) => {

@@ -3,6 +3,7 @@
  * last active root can never be disabled or demoted, so the Control Plane cannot be locked out.
  */
 import type { Kysely, Transaction } from "kysely";
+import type { AgentsTable } from "../../shared/db/control-schema.js";
 import type { ControlSchema } from "../../shared/db/index.js";
 import { isUniqueViolation } from "../../shared/db/index.js";
 import { AuthNexusError } from "../../shared/errors/index.js";
@@ -12,18 +13,8 @@ import type { CpContext } from "./context.js";
 import { type Page, type PageRequest, pageOffset, toPage } from "./pagination.js";
 import type { AgentRole } from "./roles.js";
 
-export interface AgentView {
-  id: string;
-  username: string;
-  display_name: string | null;
-  role: string;
-  status: string;
-  created_at: number;
-  updated_at: number;
-  created_by: string | null;
-  password_changed_at: number;
-  last_login_at: number | null;
-}
+/** An agent as the API shows it: everything but the password hash. */
+export type AgentView = Omit<AgentsTable, "password_hash">;
 
 const AGENT_COLUMNS = [
   "id",

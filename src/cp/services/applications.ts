@@ -3,29 +3,21 @@
  * SHA-256 hash. Deleting moves an application to the recycle bin; only from there can it be
  * restored or purged for good.
  */
+import type { ApplicationsTable } from "../../shared/db/control-schema.js";
 import { isUniqueViolation } from "../../shared/db/index.js";
 import { AuthNexusError } from "../../shared/errors/index.js";
 import { newId, randomToken, sha256Hex } from "../../shared/ids.js";
 import type { Actor, CpContext } from "./context.js";
 import { type Page, type PageRequest, pageOffset, toPage } from "./pagination.js";
 
-export interface ApplicationView {
-  app_id: string;
-  name: string;
-  description: string | null;
-  status: string;
-  created_at: number;
-  updated_at: number;
-  created_by: string | null;
-  deleted_at: number | null;
-  deleted_by: string | null;
-}
+/** An application as the API shows it: `app_id` instead of `id`, never the secret hash. */
+export type ApplicationView = Omit<ApplicationsTable, "id" | "secret_hash"> & { app_id: string };
 
 export type ApplicationFilter = "live" | "recycle_bin" | "all";
 
 const COLUMNS = ["id", "name", "description", "status", "created_at", "updated_at", "created_by", "deleted_at", "deleted_by"] as const;
 
-type ApplicationRow = Pick<import("../../shared/db/control-schema.js").ApplicationsTable, (typeof COLUMNS)[number]>;
+type ApplicationRow = Pick<ApplicationsTable, (typeof COLUMNS)[number]>;
 
 function toView(row: ApplicationRow): ApplicationView {
   const { id, ...rest } = row;
