@@ -54,7 +54,9 @@ export async function startControlPlane(config: CpConfig, options: StartOptions)
   });
   const ctx: CpContext = { controlDb, runtimeDb, clock, log, masterKey, publicCpUrl: config.publicCpUrl, publicOcspUrl: config.publicOcspUrl, dataDir: config.dataDir };
   const listeners: BoundListener[] = [];
+  const lifecycle = { stopping: false };
   const closeAll = async () => {
+    lifecycle.stopping = true;
     await Promise.all(listeners.splice(0).map((l) => l.close(options.shutdownGraceMs ?? SHUTDOWN_GRACE_MS)));
     await Promise.all([controlDb.destroy(), runtimeDb.destroy()]);
   };
@@ -66,11 +68,16 @@ export async function startControlPlane(config: CpConfig, options: StartOptions)
     let channelListeners: Promise<void> | null = null;
     const startChannels = () => {
       setupComplete = true;
-      channelListeners ??= startChannelListeners(ctx, config, listeners);
+      channelListeners ??= startChannelListeners(ctx, config, listeners, lifecycle);
       return channelListeners;
     };
 
-    const admin = createAdminApp(ctx, { isSetupComplete: () => setupComplete, onSetupComplete: startChannels });
+    // While pending, ask the Control DB: another CP process sharing it may have completed setup.
+    const setupDone = async () => {
+      if (!setupComplete && (await isSetupComplete(ctx))) await startChannels();
+      return setupComplete;
+    };
+    const admin = createAdminApp(ctx, { isSetupComplete: setupDone, onSetupComplete: startChannels });
     const adminListener = await bindListener("admin", http.createServer(getRequestListener(admin.fetch)), config.adminListen);
     listeners.push(adminListener);
     log.category("Server").info("listener.bound", { listener: "admin", address: formatHostPort(adminListener.address) });
@@ -114,11 +121,13 @@ async function openMigrated<Schema>(options: CpConfig["controlDb"], role: "contr
  * certificate) never keeps the other down. Setup has committed by the time this runs, so a
  * failure is logged rather than turned into an error answer; the next start tries again.
  */
-async function startChannelListeners(ctx: CpContext, config: CpConfig, listeners: BoundListener[]): Promise<void> {
+async function startChannelListeners(ctx: CpContext, config: CpConfig, listeners: BoundListener[], lifecycle: { stopping: boolean }): Promise<void> {
   const serverLog = ctx.log.category("Server");
   const attempt = async (name: string, start: () => Promise<BoundListener>) => {
     try {
       const bound = await start();
+      // A stop that arrived while this one was binding has already closed the others.
+      if (lifecycle.stopping) return bound.close(0);
       listeners.push(bound);
       serverLog.info("listener.bound", { listener: name, address: formatHostPort(bound.address) });
     } catch (error) {

@@ -55,8 +55,10 @@ for (const variant of dbVariants()) {
       assert.equal(all.json.total, 2);
       assert.ok(all.json.items.every((i) => i.result === "success" && typeof i.target_id === "string" && i.agent_id));
       const created = all.json.items.map((i) => i.created_at as number);
-      const none = await call("GET", `/admin/v1/agent-audit-logs?to=${Math.min(...created) - 1}`);
+      const none = await call("GET", `/admin/v1/agent-audit-logs?action=application.create&to=${Math.min(...created) - 1}`);
       assert.equal(none.json.total, 0);
+      const setup = await call("GET", "/admin/v1/agent-audit-logs?action=setup.initialize");
+      assert.equal(setup.json.total, 1, "setup itself is in the trail");
       const paged = await call("GET", "/admin/v1/agent-audit-logs?action=application.create&page=2&page_size=1");
       assert.equal(paged.json.items.length, 1);
       assert.equal(paged.json.total, 2);

@@ -112,6 +112,10 @@ for (const variant of dbVariants()) {
         const secret = await cp.ctx.controlDb.selectFrom("server_secrets").selectAll().where("name", "=", PASSWORD_HASH_SECRET_NAME).executeTakeFirstOrThrow();
         assert.equal(openSecret(cp.ctx.masterKey, Buffer.from(secret.ciphertext), PASSWORD_HASH_SECRET_NAME).length, 32);
         const root = await cp.ctx.controlDb.selectFrom("agents").selectAll().executeTakeFirstOrThrow();
+        const audit = await cp.ctx.controlDb.selectFrom("agent_audit_logs").selectAll().where("action", "=", "setup.initialize").execute();
+        assert.equal(audit.length, 1);
+        assert.equal(audit[0]?.agent_id, root.id);
+        assert.equal(audit[0]?.result, "success");
         assert.equal(root.role, "root");
         assert.match(root.password_hash, /^\$scrypt-sha256\$/);
         assert.ok(!root.password_hash.includes(ROOT_PASSWORD));
@@ -162,6 +166,8 @@ for (const variant of dbVariants()) {
         assert.equal(revoked.revocation_reason, "keyCompromise");
         assert.deepEqual((await resolve(query(leaf.serialHex, "sha256") as never))?.status, { kind: "revoked", revokedAt: cp.clock.now(), reason: 1 });
         await assert.rejects(revokeCertificate(cp.ctx, id, "superseded", "test"), (e) => isAuthNexusError(e, "CONFLICT"));
+        const again = await Promise.allSettled([revokeCertificate(cp.ctx, id, "superseded", "a"), revokeCertificate(cp.ctx, id, "superseded", "b")]);
+        assert.ok(again.every((r) => r.status === "rejected" && isAuthNexusError(r.reason, "CONFLICT")), "the first revocation's time and reason stand");
 
         const audit = await cp.ctx.controlDb.selectFrom("pki_audit_logs").select("event").where("serial_hex", "=", leaf.serialHex).execute();
         assert.deepEqual(audit.map((a) => a.event).sort(), ["cert.issued", "cert.revoked"]);

@@ -20,7 +20,8 @@ import { pkiRoutes } from "./routes/pki.js";
 import { setupRoutes } from "./routes/setup.js";
 
 export interface AdminAppOptions {
-  isSetupComplete: () => boolean;
+  /** May consult the database while setup is pending (another CP process may complete it). */
+  isSetupComplete: () => boolean | Promise<boolean>;
   onSetupComplete: () => Promise<void>;
 }
 

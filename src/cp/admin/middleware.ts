@@ -38,9 +38,9 @@ export function requestContext(log: Logger, newRequestId: () => string): Middlew
 }
 
 /** Before setup completes, only /admin/v1/setup/* is served: the CP fails closed. */
-export function setupGate(isSetupComplete: () => boolean): MiddlewareHandler<AdminEnv> {
+export function setupGate(isSetupComplete: () => boolean | Promise<boolean>): MiddlewareHandler<AdminEnv> {
   return async function setupGateStep(c, next) {
-    if (!isSetupComplete() && !c.req.path.startsWith("/admin/v1/setup/")) throw new AuthNexusError("SETUP_REQUIRED");
+    if (!c.req.path.startsWith("/admin/v1/setup/") && !(await isSetupComplete())) throw new AuthNexusError("SETUP_REQUIRED");
     await next();
   };
 }
@@ -93,14 +93,20 @@ export function audited(ctx: CpContext, action: string, targetType: string | nul
     const error = thrown ?? c.error;
     const failed = error !== undefined || c.res.status >= 400;
     const code = error instanceof AuthNexusError ? error.code : error ? "INTERNAL" : `HTTP_${c.res.status}`;
-    await writeAgentAudit(ctx.controlDb, ctx.clock, actorOf(c), {
-      action,
-      targetType,
-      targetId: c.get("auditTargetId") ?? pathId(c),
-      result: failed ? "failure" : "success",
-      errorCode: failed ? code : null,
-      ...(c.get("auditDetail") ? { detail: c.get("auditDetail") } : {}),
-    });
+    try {
+      await writeAgentAudit(ctx.controlDb, ctx.clock, actorOf(c), {
+        action,
+        targetType,
+        targetId: c.get("auditTargetId") ?? pathId(c),
+        result: failed ? "failure" : "success",
+        errorCode: failed ? code : null,
+        ...(c.get("auditDetail") ? { detail: c.get("auditDetail") } : {}),
+      });
+    } catch (error) {
+      // The change has committed; turning its answer into a 500 would lose what it returned
+      // (an app secret is shown only once). The failure is logged loudly instead.
+      ctx.log.category("Admin").error("audit.write_failed", { action, request_id: c.get("requestId"), error: (error as Error).message });
+    }
     if (thrown !== undefined) throw thrown;
   };
 }

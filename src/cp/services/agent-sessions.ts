@@ -4,19 +4,14 @@
  * rotated-out refresh token presented again revokes the whole session (it was stolen or
  * replayed). Unknown user, wrong password and disabled agent all answer the same.
  */
-import type { Kysely } from "kysely";
-import {
-  AGENT_ACCESS_TOKEN_TTL_MS,
-  AGENT_LOGIN_FAILURE_WINDOW_MS,
-  AGENT_LOGIN_MAX_FAILURES,
-  AGENT_REFRESH_TOKEN_TTL_MS,
-} from "../../shared/config/defaults.js";
+import { AGENT_ACCESS_TOKEN_TTL_MS, AGENT_REFRESH_TOKEN_TTL_MS, AGENT_SESSION_MAX_LIFETIME_MS } from "../../shared/config/defaults.js";
 import type { ControlSchema } from "../../shared/db/index.js";
 import { AuthNexusError } from "../../shared/errors/index.js";
 import { newId, randomToken, sha256Hex } from "../../shared/ids.js";
 import { decoyPasswordHash, verifyAgentPassword } from "./agent-passwords.js";
 import { normalizeUsername } from "./agents.js";
 import type { CpContext } from "./context.js";
+import { type PasswordCheckResult, runThrottledPasswordCheck } from "./login-throttle.js";
 
 export interface TokenPair {
   access_token: string;
@@ -40,22 +35,17 @@ export interface AuthenticatedAgent {
   sessionId: string;
 }
 
-type LoginResult = "success" | "bad_credentials" | "unknown_user" | "disabled" | "throttled";
-
 export async function loginAgent(ctx: CpContext, attempt: LoginAttempt): Promise<TokenPair> {
   const username = normalizeUsername(attempt.username);
-  const retryAfterS = await throttleDelaySeconds(ctx, username, attempt.ip);
-  if (retryAfterS > 0) {
-    await recordLogin(ctx, attempt, username, null, "throttled");
-    throw new AuthNexusError("LOGIN_THROTTLED", { headers: { "Retry-After": String(retryAfterS) } });
-  }
-  const agent = await ctx.controlDb.selectFrom("agents").select(["id", "password_hash", "status"]).where("username", "=", username).executeTakeFirst();
-  const passwordOk = await verifyAgentPassword(attempt.password, agent?.password_hash ?? (await decoyPasswordHash()));
-  const result: LoginResult = !agent ? "unknown_user" : !passwordOk ? "bad_credentials" : agent.status !== "active" ? "disabled" : "success";
-  await recordLogin(ctx, attempt, username, agent?.id ?? null, result);
+  const { result, agent } = await runThrottledPasswordCheck(ctx, { username, ip: attempt.ip, userAgent: attempt.userAgent, purpose: "login" }, async () => {
+    const agent = await ctx.controlDb.selectFrom("agents").select(["id", "password_hash", "status"]).where("username", "=", username).executeTakeFirst();
+    const passwordOk = await verifyAgentPassword(attempt.password, agent?.password_hash ?? (await decoyPasswordHash()));
+    const result: PasswordCheckResult = !agent ? "unknown_user" : !passwordOk ? "bad_credentials" : agent.status !== "active" ? "disabled" : "success";
+    return { result, agentId: agent?.id ?? null, agent };
+  });
   if (result !== "success" || !agent) throw new AuthNexusError("INVALID_CREDENTIALS", { detail: { reason: result } });
 
-  const tokens = issueTokens(ctx.clock.now());
+  const tokens = issueTokens(ctx.clock.now(), ctx.clock.now());
   await ctx.controlDb.transaction().execute(async (tx) => {
     await tx
       .insertInto("agent_sessions")
@@ -82,7 +72,7 @@ export async function refreshAgentSession(ctx: CpContext, refreshToken: string):
   const session = await ctx.controlDb
     .selectFrom("agent_sessions")
     .innerJoin("agents", "agents.id", "agent_sessions.agent_id")
-    .select(["agent_sessions.id", "agent_sessions.refresh_expires_at", "agent_sessions.revoked_at", "agents.status", "agents.id as agent_id"])
+    .select(["agent_sessions.id", "agent_sessions.created_at", "agent_sessions.refresh_expires_at", "agent_sessions.revoked_at", "agents.status", "agents.id as agent_id"])
     .where("agent_sessions.refresh_token_hash", "=", hash)
     .executeTakeFirst();
   if (!session) {
@@ -92,7 +82,7 @@ export async function refreshAgentSession(ctx: CpContext, refreshToken: string):
   if (session.revoked_at !== null || session.refresh_expires_at <= now || session.status !== "active") {
     throw new AuthNexusError("INVALID_REFRESH_TOKEN");
   }
-  const tokens = issueTokens(now);
+  const tokens = issueTokens(now, session.created_at);
   const rotated = await ctx.controlDb.transaction().execute(async (tx) => {
     // The WHERE on the old hash makes rotation single-use even under concurrent refreshes.
     const updated = await tx
@@ -150,67 +140,28 @@ export async function authenticateAccessToken(ctx: CpContext, accessToken: strin
   return { agentId: row.agent_id, username: row.username, role: row.role, sessionId: row.session_id };
 }
 
-function issueTokens(now: number): { pair: TokenPair; rows: Pick<ControlSchema["agent_sessions"], "access_token_hash" | "access_expires_at" | "refresh_token_hash" | "refresh_expires_at"> } {
+/**
+ * A fresh token pair. Refresh tokens rotate but never outlive the session's absolute lifetime,
+ * so a stolen refresh token that keeps being used still dies within AGENT_SESSION_MAX_LIFETIME_MS.
+ */
+function issueTokens(now: number, sessionCreatedAt: number): { pair: TokenPair; rows: Pick<ControlSchema["agent_sessions"], "access_token_hash" | "access_expires_at" | "refresh_token_hash" | "refresh_expires_at"> } {
   const access = randomToken();
   const refresh = randomToken();
+  const refreshExpiresAt = Math.min(now + AGENT_REFRESH_TOKEN_TTL_MS, sessionCreatedAt + AGENT_SESSION_MAX_LIFETIME_MS);
+  const accessExpiresAt = Math.min(now + AGENT_ACCESS_TOKEN_TTL_MS, refreshExpiresAt);
   return {
     pair: {
       access_token: access,
       refresh_token: refresh,
       token_type: "Bearer",
-      expires_in: AGENT_ACCESS_TOKEN_TTL_MS / 1000,
-      refresh_expires_in: AGENT_REFRESH_TOKEN_TTL_MS / 1000,
+      expires_in: Math.floor((accessExpiresAt - now) / 1000),
+      refresh_expires_in: Math.floor((refreshExpiresAt - now) / 1000),
     },
     rows: {
       access_token_hash: sha256Hex(access),
-      access_expires_at: now + AGENT_ACCESS_TOKEN_TTL_MS,
+      access_expires_at: accessExpiresAt,
       refresh_token_hash: sha256Hex(refresh),
-      refresh_expires_at: now + AGENT_REFRESH_TOKEN_TTL_MS,
+      refresh_expires_at: refreshExpiresAt,
     },
   };
-}
-
-/**
- * Sliding-window throttle computed from the login log itself, so it survives restarts and is
- * shared by every CP process: failures for this username+IP since the later of the window start
- * and the last success. Throttled attempts are not failures and do not extend the lock.
- */
-async function throttleDelaySeconds(ctx: CpContext, username: string, ip: string | null): Promise<number> {
-  const now = ctx.clock.now();
-  const windowStart = now - AGENT_LOGIN_FAILURE_WINDOW_MS;
-  const recent = await ctx.controlDb
-    .selectFrom("agent_login_logs")
-    .select(["created_at", "result"])
-    .where("username", "=", username)
-    .where((eb) => (ip === null ? eb("ip", "is", null) : eb("ip", "=", ip)))
-    .where("created_at", ">", windowStart)
-    .where("result", "!=", "throttled")
-    .orderBy("created_at", "desc")
-    .limit(AGENT_LOGIN_MAX_FAILURES)
-    .execute();
-  const failures = recent.filter((r) => r.result !== "success");
-  if (failures.length < AGENT_LOGIN_MAX_FAILURES || recent.some((r) => r.result === "success")) return 0;
-  const oldest = failures[failures.length - 1];
-  const unlockAt = (oldest?.created_at ?? now) + AGENT_LOGIN_FAILURE_WINDOW_MS;
-  return Math.max(1, Math.ceil((unlockAt - now) / 1000));
-}
-
-async function recordLogin(ctx: CpContext, attempt: LoginAttempt, username: string, agentId: string | null, result: LoginResult): Promise<void> {
-  await insertLoginLog(ctx.controlDb, {
-    id: newId("alg"),
-    created_at: ctx.clock.now(),
-    username: username.slice(0, 128),
-    agent_id: agentId,
-    ip: attempt.ip,
-    user_agent: attempt.userAgent?.slice(0, 512) ?? null,
-    result: result === "success" ? "success" : result === "throttled" ? "throttled" : "failure",
-    reason: result === "success" ? null : result,
-  });
-  const fields = { username: username.slice(0, 128), ip: attempt.ip, result, agent_id: agentId };
-  if (result === "success") ctx.log.info("agent.login", fields);
-  else ctx.log.warn("agent.login_failed", fields);
-}
-
-async function insertLoginLog(db: Kysely<ControlSchema>, row: ControlSchema["agent_login_logs"]): Promise<void> {
-  await db.insertInto("agent_login_logs").values(row).execute();
 }

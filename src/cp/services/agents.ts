@@ -5,11 +5,12 @@
 import type { Kysely, Transaction } from "kysely";
 import type { AgentsTable } from "../../shared/db/control-schema.js";
 import type { ControlSchema } from "../../shared/db/index.js";
-import { isUniqueViolation } from "../../shared/db/index.js";
+import { dialectOf, isUniqueViolation } from "../../shared/db/index.js";
 import { AuthNexusError } from "../../shared/errors/index.js";
 import { newId } from "../../shared/ids.js";
 import { assertPasswordPolicy, hashAgentPassword, verifyAgentPassword } from "./agent-passwords.js";
 import type { CpContext } from "./context.js";
+import { runThrottledPasswordCheck } from "./login-throttle.js";
 import { type Page, type PageRequest, pageOffset, toPage } from "./pagination.js";
 import type { AgentRole } from "./roles.js";
 
@@ -117,15 +118,15 @@ export async function updateAgent(ctx: CpContext, id: string, changes: AgentChan
   return getAgent(ctx, id);
 }
 
+/**
+ * On PostgreSQL the active roots are locked in id order, so two roots demoting each other at
+ * once serialise and the second sees the first's change; SQLite already runs one writer at a time.
+ */
 async function assertAnotherActiveRoot(tx: Transaction<ControlSchema>, exceptId: string): Promise<void> {
-  const other = await tx
-    .selectFrom("agents")
-    .select("id")
-    .where("role", "=", "root")
-    .where("status", "=", "active")
-    .where("id", "!=", exceptId)
-    .executeTakeFirst();
-  if (!other) throw new AuthNexusError("LAST_ROOT_AGENT");
+  let query = tx.selectFrom("agents").select("id").where("role", "=", "root").where("status", "=", "active").orderBy("id");
+  if (dialectOf(tx) === "postgres") query = query.forUpdate();
+  const roots = await query.execute();
+  if (!roots.some((r) => r.id !== exceptId)) throw new AuthNexusError("LAST_ROOT_AGENT");
 }
 
 export interface PasswordChange {
@@ -135,13 +136,21 @@ export interface PasswordChange {
   currentPassword?: string;
   /** The session making the change keeps working; every other session is revoked. */
   keepSessionId?: string;
+  /** Where the change comes from: the current-password check is throttled like a login. */
+  origin?: { ip: string | null; userAgent: string | null };
 }
 
 export async function changeAgentPassword(ctx: CpContext, change: PasswordChange): Promise<void> {
   const agent = await ctx.controlDb.selectFrom("agents").select(["username", "password_hash"]).where("id", "=", change.agentId).executeTakeFirst();
   if (!agent) throw new AuthNexusError("NOT_FOUND", { message: "Agent not found." });
-  if (change.currentPassword !== undefined && !(await verifyAgentPassword(change.currentPassword, agent.password_hash))) {
-    throw new AuthNexusError("INVALID_CREDENTIALS", { message: "Current password is incorrect." });
+  const currentPassword = change.currentPassword;
+  if (currentPassword !== undefined) {
+    const attempt = { username: agent.username, ip: change.origin?.ip ?? null, userAgent: change.origin?.userAgent ?? null, purpose: "password_change" as const };
+    const { result } = await runThrottledPasswordCheck(ctx, attempt, async () => ({
+      result: (await verifyAgentPassword(currentPassword, agent.password_hash)) ? ("success" as const) : ("bad_current_password" as const),
+      agentId: change.agentId,
+    }));
+    if (result !== "success") throw new AuthNexusError("INVALID_CREDENTIALS", { message: "Current password is incorrect." });
   }
   assertPasswordPolicy(change.newPassword, agent.username);
   const hash = await hashAgentPassword(change.newPassword);

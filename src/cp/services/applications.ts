@@ -86,7 +86,8 @@ export async function updateApplication(ctx: CpContext, appId: string, patch: Ap
   const current = await getApplication(ctx, appId);
   if (current.deleted_at !== null) throw new AuthNexusError("APPLICATION_DELETED");
   try {
-    await ctx.controlDb
+    // deleted_at in the WHERE too: a delete that lands between the read and this write wins.
+    const updated = await ctx.controlDb
       .updateTable("applications")
       .set({
         ...(patch.name !== undefined ? { name: patch.name } : {}),
@@ -95,7 +96,9 @@ export async function updateApplication(ctx: CpContext, appId: string, patch: Ap
         updated_at: ctx.clock.now(),
       })
       .where("id", "=", appId)
-      .execute();
+      .where("deleted_at", "is", null)
+      .executeTakeFirst();
+    if (Number(updated.numUpdatedRows) === 0) throw new AuthNexusError("APPLICATION_DELETED");
   } catch (error) {
     if (isUniqueViolation(error) && patch.name !== undefined) throw nameTaken(patch.name);
     throw error;

@@ -222,7 +222,14 @@ export async function revokeCertificate(ctx: CpContext, id: string, reason: Revo
     const row = await tx.selectFrom("certificates").select(["status", "serial_hex", "ca_profile"]).where("id", "=", id).executeTakeFirst();
     if (!row) throw new AuthNexusError("NOT_FOUND", { message: "Certificate not found." });
     if (row.status === "revoked") throw new AuthNexusError("CONFLICT", { message: "Certificate is already revoked." });
-    await tx.updateTable("certificates").set({ status: "revoked", revoked_at: now, revocation_reason: reason }).where("id", "=", id).execute();
+    // The status check in the WHERE makes a concurrent second revoke lose instead of overwriting.
+    const updated = await tx
+      .updateTable("certificates")
+      .set({ status: "revoked", revoked_at: now, revocation_reason: reason })
+      .where("id", "=", id)
+      .where("status", "!=", "revoked")
+      .executeTakeFirst();
+    if (Number(updated.numUpdatedRows) !== 1) throw new AuthNexusError("CONFLICT", { message: "Certificate is already revoked." });
     await writePkiAudit(tx, ctx.clock, { event: "cert.revoked", certificateId: id, caProfile: row.ca_profile, serialHex: row.serial_hex, actor, detail: { reason } });
   });
   ctx.log.info("cert.revoked", { certificate_id: id, reason });

@@ -13,6 +13,7 @@ import { constantTimeEqual, randomToken, sha256Hex } from "../../shared/ids.js";
 import { CA_PROFILES, type CaProfile, createRootCa, type IssuedCertificate, sealSecret } from "../../shared/pki/index.js";
 import { assertPasswordPolicy } from "./agent-passwords.js";
 import { createAgent, type AgentView } from "./agents.js";
+import { writeAgentAudit } from "./audit.js";
 import type { CpContext } from "./context.js";
 import { assertKeyCheck, sealKeyCheck } from "./master-key.js";
 import { issueCpServerCertificate, storeCpServerCertificate } from "./cp-identity.js";
@@ -126,7 +127,7 @@ export interface SetupResult {
 /** Control DBs with an initialize in flight in this process (the DB claim guards across processes). */
 const initializing = new WeakSet<object>();
 
-export async function initializeSetup(ctx: CpContext, input: SetupInput, remoteIp: string | null): Promise<SetupResult> {
+export async function initializeSetup(ctx: CpContext, input: SetupInput, remoteIp: string | null, requestId: string | null = null): Promise<SetupResult> {
   const row = await readSetupRow(ctx);
   if (row.completed_at !== null) throw new AuthNexusError("SETUP_ALREADY_COMPLETED");
   if (!row.console_token_hash || !constantTimeEqual(sha256Hex(input.consoleToken), row.console_token_hash)) {
@@ -137,13 +138,13 @@ export async function initializeSetup(ctx: CpContext, input: SetupInput, remoteI
   if (initializing.has(ctx.controlDb)) throw new AuthNexusError("SETUP_IN_PROGRESS");
   initializing.add(ctx.controlDb);
   try {
-    return await runInitialization(ctx, input, row.console_token_hash);
+    return await runInitialization(ctx, input, row.console_token_hash, remoteIp, requestId);
   } finally {
     initializing.delete(ctx.controlDb);
   }
 }
 
-async function runInitialization(ctx: CpContext, input: SetupInput, tokenHash: string): Promise<SetupResult> {
+async function runInitialization(ctx: CpContext, input: SetupInput, tokenHash: string, remoteIp: string | null, requestId: string | null): Promise<SetupResult> {
   const org = input.organisationName ?? "AuthNexus";
   const cas = await createCas(ctx, org, input.caCommonNames ?? {});
   const cpServer = await issueCpServerCertificate(ctx, { certPem: cas.cp_server_ca.certPem, keyPem: cas.cp_server_ca.keyPem ?? "" }, input.cpPublicHosts ?? []);
@@ -170,6 +171,13 @@ async function runInitialization(ctx: CpContext, input: SetupInput, tokenHash: s
       .execute();
     const root = await createAgent(ctx, { username: input.adminUsername, password: input.adminPassword, role: "root", createdBy: null }, tx);
     await tx.updateTable("setup_state").set({ completed_by: root.id }).where("id", "=", SETUP_ROW_ID).execute();
+    await writeAgentAudit(tx, ctx.clock, { agentId: root.id, username: root.username, ip: remoteIp, requestId }, {
+      action: "setup.initialize",
+      targetType: "control_plane",
+      targetId: "cp",
+      result: "success",
+      detail: { organisation: org },
+    });
     return root;
   });
 

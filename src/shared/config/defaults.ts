@@ -30,6 +30,8 @@ export const DEFAULT_PG_PORT = 5432;
 export const AGENT_ACCESS_TOKEN_TTL_MS = 15 * 60 * 1000;
 /** Agent refresh tokens live this long (ms); each refresh rotates it. */
 export const AGENT_REFRESH_TOKEN_TTL_MS = 7 * 24 * 60 * 60 * 1000;
+/** An agent session ends this long after login however often it is refreshed (ms). */
+export const AGENT_SESSION_MAX_LIFETIME_MS = 30 * 24 * 60 * 60 * 1000;
 /** Failed agent logins per username+IP inside the window before further attempts get 429. */
 export const AGENT_LOGIN_MAX_FAILURES = 5;
 /** Sliding window for counting failed agent logins (ms). */

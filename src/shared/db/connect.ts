@@ -14,17 +14,18 @@ import { AuthNexusError } from "../errors/index.js";
 pg.types.setTypeParser(20, (value: string) => Number(value));
 
 export async function openDatabase<Schema>(options: DbOptions): Promise<Kysely<Schema>> {
-  const db = options.type === "sqlite" ? openSqlite<Schema>(options) : openPostgres<Schema>(options);
+  let db: Kysely<Schema> | undefined;
   try {
+    db = options.type === "sqlite" ? openSqlite<Schema>(options) : openPostgres<Schema>(options);
     await sql`select 1`.execute(db);
+    return db;
   } catch (cause) {
-    await db.destroy().catch(() => undefined);
+    await db?.destroy().catch(() => undefined);
     throw new AuthNexusError("DB_UNAVAILABLE", {
       message: `cannot open database ${describeDb(options)}: ${(cause as Error).message}`,
       cause,
     });
   }
-  return db;
 }
 
 function openSqlite<Schema>(options: SqliteOptions): Kysely<Schema> {
@@ -33,10 +34,15 @@ function openSqlite<Schema>(options: SqliteOptions): Kysely<Schema> {
   // -wal and -shm files inherit this mode.
   fs.closeSync(fs.openSync(options.path, "a", 0o600));
   const database = new SqliteDatabase(options.path, { timeout: options.busyTimeoutMs });
-  database.pragma("journal_mode = WAL");
-  database.pragma(`busy_timeout = ${options.busyTimeoutMs}`);
-  database.pragma("synchronous = NORMAL");
-  database.pragma("foreign_keys = ON");
+  try {
+    database.pragma("journal_mode = WAL");
+    database.pragma(`busy_timeout = ${options.busyTimeoutMs}`);
+    database.pragma("synchronous = NORMAL");
+    database.pragma("foreign_keys = ON");
+  } catch (error) {
+    database.close();
+    throw error;
+  }
   return new Kysely<Schema>({ dialect: new SqliteDialect({ database }) });
 }
 

@@ -47,6 +47,7 @@ export function authRoutes(ctx: CpContext): Hono<AdminEnv> {
       currentPassword: body.current_password,
       newPassword: body.new_password,
       keepSessionId: agent.sessionId,
+      origin: { ip: c.get("remoteIp"), userAgent: c.req.header("user-agent") ?? null },
     });
     return c.body(null, 204);
   });

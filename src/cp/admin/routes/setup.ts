@@ -11,7 +11,8 @@ const initializeBody = z.strictObject({
   console_token: opaqueToken,
   admin_username: username,
   admin_password: password,
-  organisation_name: displayName(100).optional(),
+  // CA names default to "<organisation> CP Node Client CA": keep them inside X.509's 64.
+  organisation_name: displayName(40).optional(),
   ca_common_names: z.strictObject(Object.fromEntries(CA_PROFILES.map((p) => [p, displayName(64).optional()]))).optional(),
   cp_public_hosts: z.array(hostName).max(32).optional(),
 });
@@ -38,6 +39,7 @@ export function setupRoutes(ctx: CpContext, hooks: SetupRouteHooks): Hono<AdminE
         cpPublicHosts: body.cp_public_hosts,
       },
       c.get("remoteIp"),
+      c.get("requestId"),
     );
     await hooks.onSetupComplete();
     return c.json({ requires_setup: false, root_agent: result.agent, ca_fingerprints: result.ca_fingerprints }, 201);
