@@ -1,6 +1,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import type { Command } from "commander";
+import { consoleTokenPath } from "../cp/services/setup.js";
 import { DEFAULT_ADMIN_LISTEN, DEFAULT_DATA_DIR } from "../shared/config/defaults.js";
 import { adminRequest } from "./admin-client.js";
 import { promptHidden, readAllStdin } from "./prompt.js";
@@ -30,7 +31,7 @@ export function registerOps(program: Command): void {
     .action(async (flags: SetupFlags) => {
       const adminUrl = flags.adminUrl ?? process.env.AUTHNEXUS_ADMIN_URL ?? `http://${DEFAULT_ADMIN_LISTEN}`;
       const dataDir = flags.dataDir ?? process.env.AUTHNEXUS_DATA_DIR ?? DEFAULT_DATA_DIR;
-      const tokenFile = path.resolve(flags.consoleTokenFile ?? path.join(dataDir, "console-token"));
+      const tokenFile = flags.consoleTokenFile ? path.resolve(flags.consoleTokenFile) : consoleTokenPath(dataDir);
       const token = readConsoleToken(tokenFile);
       const password = flags.passwordStdin ? await readAllStdin() : await promptTwice();
       const result = await adminRequest<{ root_agent: { id: string; username: string }; ca_fingerprints: Record<string, string> }>(

@@ -11,7 +11,6 @@
  * Needs `npm run build` first (bin/authnexus runs dist/), plus `openssl` and `curl` on PATH.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { randomBytes, X509Certificate } from "node:crypto";
 import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import https from "node:https";
@@ -24,8 +23,8 @@ import { systemClock } from "../../src/shared/clock.js";
 import type { DbOptions } from "../../src/shared/config/db-options.js";
 import { type ControlSchema, openDatabase } from "../../src/shared/db/index.js";
 import { issueLeafCertificate, nodeUri, parseMasterKey } from "../../src/shared/pki/index.js";
-import { type AdminResponse, type CliResult, type CpEvent, type CpProcess, runCli, startCpProcess } from "../helpers/cp-process.js";
-import { connectionFromEnv, type PostgresConnection, uniqueDatabaseName } from "../helpers/postgres.js";
+import { type AdminResponse, type CliResult, type CpEvent, type CpProcess, runCli, runProcess, startCpProcess } from "../helpers/cp-process.js";
+import { dbFlags, dbVariants } from "../helpers/databases.js";
 import { makeTempDir, type TempDir } from "../helpers/temp-dir.js";
 
 // ---------------------------------------------------------------------------------------------
@@ -52,61 +51,22 @@ function sqliteVariant(): Variant {
 }
 
 function postgresVariant(): Variant {
-  const connection: PostgresConnection | null = connectionFromEnv();
-  const created: string[] = [];
-  let control: { host: string; port: number; user: string; database: string } | null = null;
+  const postgres = dbVariants().find((v) => v.name === "postgres");
+  if (!postgres) throw new Error("helpers/databases.ts has no postgres variant");
+  let control: DbOptions | null = null;
   return {
     name: "postgres",
-    skip: connection ? false : "no PostgreSQL in this run (AUTHNEXUS_TEST_PG_HOST unset)",
+    skip: postgres.skip,
     async prepare() {
-      if (!connection) throw new Error("no PostgreSQL in this run");
-      const names = { control: uniqueDatabaseName("e2e_cp_control"), runtime: uniqueDatabaseName("e2e_cp_runtime") };
-      for (const name of [names.control, names.runtime]) {
-        await connection.createDatabase(name);
-        created.push(name);
-      }
-      const flags = (prefix: "" | "runtime-", database: string) => {
-        const url = new URL(connection.url(database));
-        return {
-          host: url.hostname,
-          port: Number(url.port),
-          user: decodeURIComponent(url.username),
-          database,
-          args: [
-            `--${prefix}db-type`,
-            "postgres",
-            `--${prefix}db-host`,
-            url.hostname,
-            `--${prefix}db-port`,
-            url.port,
-            `--${prefix}db-user`,
-            decodeURIComponent(url.username),
-            `--${prefix}db-name`,
-            database,
-          ],
-        };
-      };
-      const c = flags("", names.control);
-      const r = flags("runtime-", names.runtime);
-      control = { host: c.host, port: c.port, user: c.user, database: c.database };
-      return [...c.args, ...r.args];
+      control = await postgres.fresh("e2e_cp_control");
+      const runtime = await postgres.fresh("e2e_cp_runtime");
+      return [...dbFlags("", control), ...dbFlags("runtime-", runtime)];
     },
     controlDb() {
       if (!control) throw new Error("prepare() first");
-      return {
-        type: "postgres",
-        ...control,
-        password: undefined,
-        connectTimeoutS: 5,
-        statementTimeoutMs: 15000,
-        lockTimeoutMs: 5000,
-        poolSize: 2,
-      };
+      return control;
     },
-    async cleanup() {
-      if (!connection) return;
-      for (const name of created.splice(0)) await connection.dropDatabase(name);
-    },
+    cleanup: () => postgres.cleanup(),
   };
 }
 
@@ -135,26 +95,9 @@ function portOf(address: string): number {
   return port;
 }
 
-/** Runs an external tool; never throws on a non-zero exit. */
+/** Runs an external tool (openssl, curl); never throws on a non-zero exit. */
 function runTool(file: string, args: string[], options: { input?: string; timeoutMs?: number; cwd?: string } = {}): Promise<CliResult> {
-  return new Promise((resolveRun, reject) => {
-    const child = spawn(file, args, { stdio: ["pipe", "pipe", "pipe"], ...(options.cwd ? { cwd: options.cwd } : {}) });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (c: string) => (stdout += c));
-    child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
-    const timer = setTimeout(() => child.kill("SIGKILL"), options.timeoutMs ?? 15_000);
-    child.once("error", (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-    child.once("close", (code, signal) => {
-      clearTimeout(timer);
-      resolveRun({ code: code ?? (signal ? 128 : 1), stdout, stderr });
-    });
-    child.stdin.on("error", () => undefined);
-    child.stdin.end(options.input ?? "");
-  });
+  return runProcess(file, args, { timeoutMs: 15_000, ...options });
 }
 
 interface TlsProbe {

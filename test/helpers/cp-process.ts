@@ -324,11 +324,18 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs `authnexus <args…>` to completion, feeding `input` to its stdin. */
-export function runCli(args: string[], options: { input?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<CliResult> {
+export interface RunOptions {
+  input?: string;
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+  timeoutMs?: number;
+}
+
+/** Runs a program to completion, feeding `input` to its stdin; never throws on a non-zero exit. */
+export function runProcess(file: string, args: string[], options: RunOptions = {}): Promise<CliResult> {
   return new Promise((resolveRun, reject) => {
-    const child = spawn(process.execPath, [CLI_PATH, ...args], {
-      cwd: REPO_ROOT,
+    const child = spawn(file, args, {
+      ...(options.cwd ? { cwd: options.cwd } : {}),
       env: { ...process.env, ...options.env },
       stdio: ["pipe", "pipe", "pipe"],
     });
@@ -351,4 +358,9 @@ export function runCli(args: string[], options: { input?: string; env?: NodeJS.P
     child.stdin.on("error", () => undefined);
     child.stdin.end(options.input ?? "");
   });
+}
+
+/** Runs `authnexus <args…>` to completion, feeding `input` to its stdin. */
+export function runCli(args: string[], options: RunOptions = {}): Promise<CliResult> {
+  return runProcess(process.execPath, [CLI_PATH, ...args], { cwd: REPO_ROOT, ...options });
 }

@@ -67,3 +67,20 @@ function postgresVariant(): DbVariant {
     },
   };
 }
+
+/** The serve-cp / serve-node flags that select `options` (`prefix` "runtime-" for serve-cp's Runtime DB). */
+export function dbFlags(prefix: "" | "runtime-", options: DbOptions): string[] {
+  if (options.type === "sqlite") return [`--${prefix}db-type`, "sqlite", `--${prefix}db-path`, options.path];
+  return [
+    `--${prefix}db-type`,
+    "postgres",
+    `--${prefix}db-host`,
+    options.host,
+    `--${prefix}db-port`,
+    String(options.port),
+    `--${prefix}db-user`,
+    options.user,
+    `--${prefix}db-name`,
+    options.database,
+  ];
+}

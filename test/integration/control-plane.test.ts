@@ -4,6 +4,7 @@
  * node and OCSP listeners, instead of refusing everything until restarted.
  */
 import assert from "node:assert/strict";
+import net from "node:net";
 import { after, before, describe, test } from "node:test";
 import { resolveCpConfig } from "../../src/cp/config.js";
 import { type ControlPlane, startControlPlane } from "../../src/cp/control-plane.js";
@@ -11,6 +12,17 @@ import { systemClock } from "../../src/shared/clock.js";
 import { createMemoryLogger } from "../../src/shared/log/index.js";
 import { ROOT_PASSWORD } from "../helpers/cp-context.js";
 import { makeTempDir, type TempDir } from "../helpers/temp-dir.js";
+
+function connects(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, "127.0.0.1");
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}
 
 describe("control plane lifecycle", () => {
   let dataDir: TempDir;
@@ -61,8 +73,10 @@ describe("control plane lifecycle", () => {
   test("stop closes every listener", async () => {
     const plane = planes[1];
     assert.ok(plane);
+    const ports = [plane.adminAddress, plane.cpAddress(), plane.ocspAddress()].map((a) => a?.port ?? 0);
+    assert.ok(ports.every((p) => p > 0), "all three listeners were bound");
     await plane.stop();
     planes.splice(1, 1);
-    await assert.rejects(fetch(url(plane, "/admin/v1/setup/status")));
+    for (const port of ports) assert.equal(await connects(port), false, `port ${port} still accepts connections`);
   });
 });
