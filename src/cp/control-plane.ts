@@ -13,6 +13,7 @@ import { describeDb } from "../shared/config/db-options.js";
 import { SHUTDOWN_GRACE_MS } from "../shared/config/defaults.js";
 import { formatHostPort, type HostPort } from "../shared/config/host-port.js";
 import { type ControlSchema, migrateDatabase, openDatabase, type RuntimeSchema } from "../shared/db/index.js";
+import { newId } from "../shared/ids.js";
 import type { Logger } from "../shared/log/index.js";
 import { type BoundListener, bindListener } from "../shared/net/listener.js";
 import { createAdminApp } from "./admin/app.js";
@@ -20,6 +21,7 @@ import type { CpConfig } from "./config.js";
 import { createNodeApiApp } from "./node-api/app.js";
 import { createOcspAnswerer, createOcspApp } from "./ocsp/index.js";
 import type { CpContext } from "./services/context.js";
+import { createEventBus } from "./services/event-bus.js";
 import { ensureCpServerCertificate, loadCpTlsIdentity } from "./services/cp-identity.js";
 import { loadMasterKey } from "./services/master-key.js";
 import { createInventoryResolver, loadOcspIssuers } from "./services/ocsp-status.js";
@@ -52,7 +54,19 @@ export async function startControlPlane(config: CpConfig, options: StartOptions)
     await controlDb.destroy();
     throw error;
   });
-  const ctx: CpContext = { controlDb, runtimeDb, clock, log, masterKey, publicCpUrl: config.publicCpUrl, publicOcspUrl: config.publicOcspUrl, dataDir: config.dataDir };
+  const events = createEventBus((error) => log.category("SSE").error("event_bus.listener_failed", { error: (error as Error).message }));
+  const ctx: CpContext = {
+    controlDb,
+    runtimeDb,
+    clock,
+    log,
+    masterKey,
+    publicCpUrl: config.publicCpUrl,
+    publicOcspUrl: config.publicOcspUrl,
+    dataDir: config.dataDir,
+    events,
+    instanceId: newId("cp"),
+  };
   const listeners: BoundListener[] = [];
   const lifecycle = { stopping: false };
   const closeAll = async () => {

@@ -6,6 +6,7 @@
 import { randomBytes } from "node:crypto";
 import type { Kysely } from "kysely";
 import type { CpContext } from "../../src/cp/services/context.js";
+import { createEventBus } from "../../src/cp/services/event-bus.js";
 import { prepareConsoleToken, ensureSetupRow, initializeSetup } from "../../src/cp/services/setup.js";
 import { ManualClock } from "../../src/shared/clock.js";
 import { type ControlSchema, migrateDatabase, openDatabase, type RuntimeSchema } from "../../src/shared/db/index.js";
@@ -40,6 +41,8 @@ export async function createTestCp(variant: DbVariant, label = "cp"): Promise<Te
     publicCpUrl: "https://cp.example.test:9091/",
     publicOcspUrl: "http://cp.example.test:9092/ocsp/",
     dataDir: dataDir.path,
+    events: createEventBus(),
+    instanceId: `cp_test_${label}`,
   };
   await ensureSetupRow(ctx);
   return {

@@ -2,6 +2,7 @@ import type { Kysely } from "kysely";
 import type { Clock } from "../../shared/clock.js";
 import type { ControlSchema, RuntimeSchema } from "../../shared/db/index.js";
 import type { Logger } from "../../shared/log/index.js";
+import type { EventBus } from "./event-bus.js";
 
 /** What every Control Plane service needs, passed in rather than reached for globally. */
 export interface CpContext {
@@ -15,6 +16,10 @@ export interface CpContext {
   publicCpUrl: string;
   publicOcspUrl: string;
   dataDir: string;
+  /** Channel 2 hints: publish after a change commits; the SSE hub fans them out. */
+  events: EventBus;
+  /** Identifies this CP process (PKI job leases). */
+  instanceId: string;
 }
 
 /** Who performs an operation, for audit trails. */

@@ -158,6 +158,9 @@ export interface PkiJobsTable {
   started_at: number | null;
   finished_at: number | null;
   created_by: string | null;
+  /** The CP process holding the job while it runs, and until when (a dead holder's job is reclaimed). */
+  claimed_by: string | null;
+  lease_expires_at: number | null;
 }
 
 export interface NodesTable {
@@ -181,6 +184,7 @@ export interface NodesTable {
   metrics: string | null;
   app_versions: string | null;
   online_users: number;
+  disabled_at: number | null;
 }
 
 export interface DeployPackagesTable {
@@ -288,6 +292,12 @@ export interface NodeDeltaCursorsTable {
   updated_at: number;
 }
 
+export interface DeltaRetentionTable {
+  stream: string;
+  pruned_through: number;
+  pruned_at: number;
+}
+
 export interface NodeAuthEventsTable {
   id: string;
   created_at: number;
@@ -331,6 +341,7 @@ export interface ControlSchema {
   server_blacklist_entries: ServerBlacklistEntriesTable;
   server_blacklist_changes: ServerBlacklistChangesTable;
   node_delta_cursors: NodeDeltaCursorsTable;
+  delta_retention: DeltaRetentionTable;
   node_auth_events: NodeAuthEventsTable;
   node_audit_logs: NodeAuditLogsTable;
 }

@@ -53,6 +53,19 @@ export const ERROR_CATALOGUE = {
   PKI_DECRYPT_FAILED: entry(500, "Stored key could not be decrypted.", false),
   CERTIFICATE_INVALID: entry(400, "Certificate is invalid."),
 
+  // Nodes (admin side)
+  NODE_NOT_PROVISIONED: entry(409, "The node's onboarding job has not finished yet."),
+  NODE_DISABLED: entry(409, "The node is disabled."),
+  PKI_JOB_NOT_RETRYABLE: entry(409, "Only a failed or cancelled job can be retried."),
+  PKI_JOB_NOT_CANCELLABLE: entry(409, "Only a pending job can be cancelled."),
+
+  // Node API (mTLS, 9091): the caller's certificate decides what it may touch
+  NODE_IDENTITY_MISMATCH: entry(403, "The client certificate belongs to another node."),
+  NODE_CERT_NOT_RECOGNISED: entry(403, "The client certificate is not one issued to this node."),
+  NODE_CERT_REVOKED: entry(403, "The client certificate has been revoked."),
+  NODE_UNKNOWN: entry(403, "No such node."),
+  DELTA_CURSOR_EXPIRED: entry(410, "The cursor is older than the retained change log; replay from 0."),
+
   INTERNAL: entry(500, "Internal error.", false),
 } as const satisfies Record<string, CatalogueEntry>;
 

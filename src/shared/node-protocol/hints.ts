@@ -1,0 +1,21 @@
+/**
+ * Channel 2: the SSE hint events. Hints carry no payload — each one only tells the node which
+ * Channel 1/3 pull to run next; the data itself is always pulled.
+ */
+export const HINT_EVENTS = ["command.pending", "config.pending", "blacklist.changed", "epoch.bumped"] as const;
+export type HintEvent = (typeof HINT_EVENTS)[number];
+
+/** Keep-alive frame name; the node treats a silent stream as dead after PING_INTERVAL_MS × 2.5. */
+export const PING_EVENT = "ping";
+export const SSE_PING_INTERVAL_MS = 30_000;
+/** A stream with no frame (ping or hint) for this long is considered dead by the node. */
+export const SSE_SILENCE_TIMEOUT_MS = 75_000;
+
+export function isHintEvent(value: string): value is HintEvent {
+  return (HINT_EVENTS as readonly string[]).includes(value);
+}
+
+/** The SSE frame for one event: a name and an empty data line (no payload by design). */
+export function sseFrame(event: HintEvent | typeof PING_EVENT): string {
+  return `event: ${event}\ndata:\n\n`;
+}

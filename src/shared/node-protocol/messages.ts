@@ -1,0 +1,204 @@
+/**
+ * Request and response bodies of Channels 1 and 3 (JSON over mTLS on 9091). The CP validates
+ * every request with these schemas and the node validates every response, so a change to the
+ * contract is a change here.
+ */
+import { z } from "zod";
+import { CONFIG_TYPES } from "./config-types.js";
+
+export const MAX_BATCH_ITEMS = 500;
+export const MAX_DELTA_PAGE = 1000;
+export const DEFAULT_DELTA_PAGE = 500;
+export const MAX_COMMAND_PAGE = 200;
+/** Largest request body the node API accepts (bytes). */
+export const NODE_API_MAX_BODY_BYTES = 256 * 1024;
+/** Largest command result output a node may report (bytes, serialized). */
+export const MAX_COMMAND_OUTPUT_BYTES = 16 * 1024;
+
+const count = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const version = z.number().int().min(1).max(Number.MAX_SAFE_INTEGER);
+const shortText = (max: number) => z.string().max(max);
+const scope = z.string().regex(/^(global|app:[A-Za-z0-9_-]{1,64})$/);
+const configType = z.enum(CONFIG_TYPES);
+
+/** One applied config item as the node knows it. */
+export const configVersionRef = z.strictObject({ type: configType, scope, version });
+export type ConfigVersionRef = z.infer<typeof configVersionRef>;
+
+// ---- checkin -----------------------------------------------------------------------------
+
+export const checkinRequest = z.strictObject({
+  software_version: shortText(64),
+  node_metadata: z.strictObject({
+    hostname: shortText(255),
+    os: shortText(128),
+    uptime_s: count,
+    started_at: count,
+    pid: count.optional(),
+  }),
+  metrics: z.strictObject({
+    connections: count,
+    online_users: count,
+    requests_per_s: z.number().min(0).max(1e9),
+    errors_per_s: z.number().min(0).max(1e9),
+    rss_bytes: count,
+    cpu_percent: z.number().min(0).max(100_000),
+  }),
+  /** Application version snapshot: every config item the node has applied. */
+  app_versions: z.array(configVersionRef).max(MAX_BATCH_ITEMS),
+  cursors: z.strictObject({ commands: count, "auth-epochs": count, blacklist: count }),
+  sse_connected: z.boolean(),
+  ocsp: z
+    .strictObject({
+      status: z.enum(["good", "revoked", "unknown", "none"]),
+      fetched_at: count.nullable(),
+      next_update: count.nullable(),
+    })
+    .optional(),
+  /** Online users per application (for presence). */
+  presence: z.record(z.string().regex(/^[A-Za-z0-9_-]{1,64}$/), count).optional(),
+});
+export type CheckinRequest = z.infer<typeof checkinRequest>;
+
+export const checkinResponse = z.object({
+  server_time: count,
+  node_status: z.enum(["active", "disabled"]),
+  /** The newest id of each log the node follows, so it can notice a missed hint. */
+  heads: z.object({ commands: count, "auth-epochs": count, blacklist: count }),
+  /** True when some config item has a version the node has not applied. */
+  config_pending: z.boolean(),
+});
+export type CheckinResponse = z.infer<typeof checkinResponse>;
+
+// ---- commands ----------------------------------------------------------------------------
+
+export const COMMAND_KINDS = ["reload_configs", "force_logout", "announcement", "kill_process"] as const;
+export type CommandKind = (typeof COMMAND_KINDS)[number];
+
+const appIdField = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/);
+export const COMMAND_PAYLOADS = {
+  reload_configs: z.strictObject({}),
+  force_logout: z.strictObject({ user_id: z.string().min(1).max(64), app_id: appIdField.optional(), reason: shortText(500).optional() }),
+  announcement: z.strictObject({ message: z.string().min(1).max(4000), app_id: appIdField.optional(), level: z.enum(["info", "warning", "critical"]).default("info") }),
+  kill_process: z.strictObject({ app_id: appIdField.optional(), user_id: z.string().min(1).max(64).optional(), reason: shortText(500).optional() }),
+} as const satisfies Record<CommandKind, z.ZodType>;
+
+export const pulledCommand = z.object({
+  id: z.string(),
+  seq: count,
+  kind: z.enum(COMMAND_KINDS),
+  payload: z.record(z.string(), z.unknown()),
+  created_at: count,
+  expires_at: count.nullable(),
+});
+export type PulledCommand = z.infer<typeof pulledCommand>;
+
+export const commandsPullResponse = z.object({
+  commands: z.array(pulledCommand),
+  /** The sequence to pass as `since` next time. */
+  next_since: count,
+  has_more: z.boolean(),
+});
+export type CommandsPullResponse = z.infer<typeof commandsPullResponse>;
+
+export const COMMAND_RESULT_STATUSES = ["succeeded", "failed", "rejected"] as const;
+export const commandResultRequest = z.strictObject({
+  status: z.enum(COMMAND_RESULT_STATUSES),
+  output: z.unknown().optional(),
+});
+export type CommandResultRequest = z.infer<typeof commandResultRequest>;
+
+// ---- configs -----------------------------------------------------------------------------
+
+export const configsPullRequest = z.strictObject({
+  /** What the node has applied; the CP answers with anything newer. */
+  applied: z.array(configVersionRef).max(MAX_BATCH_ITEMS),
+});
+export type ConfigsPullRequest = z.infer<typeof configsPullRequest>;
+
+export const configItem = z.object({ type: configType, scope, version, content: z.unknown() });
+export type ConfigItem = z.infer<typeof configItem>;
+
+export const cloudFunctionManifest = z.object({
+  app_id: z.string(),
+  name: z.string(),
+  version: count,
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  timeout_ms: count,
+});
+export type CloudFunctionManifest = z.infer<typeof cloudFunctionManifest>;
+
+export const configsPullResponse = z.object({
+  configs: z.array(configItem),
+  /** Every cloud function of every live application (the full manifest: it is small). */
+  cloud_functions: z.array(cloudFunctionManifest),
+});
+export type ConfigsPullResponse = z.infer<typeof configsPullResponse>;
+
+export const configsAcksRequest = z.strictObject({ acks: z.array(configVersionRef).min(1).max(MAX_BATCH_ITEMS) });
+export type ConfigsAcksRequest = z.infer<typeof configsAcksRequest>;
+
+export const configError = z.strictObject({
+  type: configType,
+  scope,
+  /** The version the node rejected. */
+  version,
+  /** The version still in force on the node (null when none was ever applied). */
+  applied_version: version.nullable(),
+  message: z.string().min(1).max(2000),
+});
+export type ConfigError = z.infer<typeof configError>;
+export const configsErrorsRequest = z.strictObject({ errors: z.array(configError).min(1).max(MAX_BATCH_ITEMS) });
+export type ConfigsErrorsRequest = z.infer<typeof configsErrorsRequest>;
+
+export const batchAcceptedResponse = z.object({ accepted: count });
+
+// ---- deltas (Channel 3) ------------------------------------------------------------------
+
+export const authEpochChange = z.object({
+  id: count,
+  user_id: z.string(),
+  app_id: z.string().nullable(),
+  epoch: count,
+  created_at: count,
+});
+export type AuthEpochChange = z.infer<typeof authEpochChange>;
+
+export const BLACKLIST_KINDS = ["ip", "device", "user"] as const;
+export type BlacklistKind = (typeof BLACKLIST_KINDS)[number];
+
+export const blacklistChange = z.object({
+  id: count,
+  entry_id: z.string(),
+  op: z.enum(["add", "remove"]),
+  kind: z.enum(BLACKLIST_KINDS),
+  value: z.string(),
+  reason: z.string().nullable(),
+  expires_at: count.nullable(),
+  created_at: count,
+});
+export type BlacklistChange = z.infer<typeof blacklistChange>;
+
+const deltaPage = <T extends z.ZodType>(change: T) =>
+  z.object({
+    changes: z.array(change),
+    /** Cursor to pass as `since` next; equals the last change's id (or `since` when empty). */
+    next_since: count,
+    has_more: z.boolean(),
+    /** Newest id in the log right now. */
+    head: count,
+  });
+export const authEpochDeltaResponse = deltaPage(authEpochChange);
+export const blacklistDeltaResponse = deltaPage(blacklistChange);
+export type AuthEpochDeltaResponse = z.infer<typeof authEpochDeltaResponse>;
+export type BlacklistDeltaResponse = z.infer<typeof blacklistDeltaResponse>;
+
+/**
+ * Body of the 410 answer when `since` is older than what the CP still keeps: the node is told,
+ * never silently moved forward. It carries the oldest id still available.
+ */
+export const cursorExpiredBody = z.object({
+  error: z.literal("DELTA_CURSOR_EXPIRED"),
+  message: z.string(),
+  details: z.object({ since: count, oldest_available: count, head: count }),
+});
