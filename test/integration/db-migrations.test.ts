@@ -1,12 +1,12 @@
 /**
  * The DB layer on both dialects, through the real migrator: both schemas migrate, re-running is
  * a no-op, a database holding the other role's migrations is refused, and every table
-import { controlMigrations } from "../../migrations/control/index.js";
  * round-trips the column conventions (bigint → number, blob → Buffer, 0/1 integers, text JSON).
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { Kysely } from "kysely";
+import { controlMigrations } from "../../migrations/control/index.js";
 import { type ControlSchema, isUniqueViolation, migrateDatabase, migrationTableName, openDatabase, type RuntimeSchema } from "../../src/shared/db/index.js";
 import { isAuthNexusError } from "../../src/shared/errors/index.js";
 import { dbVariants } from "../helpers/databases.js";
