@@ -164,7 +164,7 @@ async function startNodeApiListener(ctx: CpContext, config: CpConfig): Promise<B
       rejectUnauthorized: true,
       minVersion: "TLSv1.2",
     },
-    getRequestListener(createNodeApiApp(ctx.log.category("CP Agent")).fetch),
+    getRequestListener(createNodeApiApp(ctx).fetch),
   );
   nodeServer.on("tlsClientError", (error, socket) => {
     tlsLog.warn("handshake.failed", { listener: "node-api", ip: socket.remoteAddress, code: (error as NodeJS.ErrnoException).code, error: error.message });

@@ -1,22 +1,24 @@
 /**
- * The node API on 9091 (mTLS). The TLS layer admits only certificates issued by
- * cp_node_client_ca; this app logs one access line per request naming the peer certificate
- * and answers through the shared error mapping. The Channel 1–3 endpoints mount here.
+ * The node API on 9091 (mTLS): Channel 1 (checkin, commands, configs, cloud functions),
+ * Channel 2 (SSE) and Channel 3 (deltas). The TLS layer admits only certificates issued by
+ * cp_node_client_ca; the identity middleware then binds each call to the node its certificate
+ * names. One access line per request names the peer; errors go through the shared mapping.
  */
 import type { TLSSocket } from "node:tls";
-import type { HttpBindings } from "@hono/node-server";
 import { Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
 import { AuthNexusError } from "../../shared/errors/index.js";
 import { newId } from "../../shared/ids.js";
-import type { Logger } from "../../shared/log/index.js";
+import { CP_API_PREFIX, NODE_API_MAX_BODY_BYTES } from "../../shared/node-protocol/index.js";
 import { errorToResponse } from "../http/error-response.js";
+import type { CpContext } from "../services/context.js";
+import type { NodeApiEnv } from "./env.js";
+import { anyNode, nodeFromPath } from "./identity.js";
 
-export interface NodeApiEnv {
-  Bindings: Partial<HttpBindings>;
-  Variables: { requestId: string };
-}
+export type { NodeApiEnv } from "./env.js";
 
-export function createNodeApiApp(log: Logger): Hono<NodeApiEnv> {
+export function createNodeApiApp(ctx: CpContext): Hono<NodeApiEnv> {
+  const log = ctx.log.category("CP Agent");
   const app = new Hono<NodeApiEnv>();
   app.onError((error, c) => errorToResponse(c, error, log));
   app.notFound(() => {
@@ -27,17 +29,34 @@ export function createNodeApiApp(log: Logger): Hono<NodeApiEnv> {
     c.set("requestId", newId("req"));
     await next();
     const socket = c.env?.incoming?.socket as TLSSocket | undefined;
-    const peer = socket?.getPeerCertificate?.();
     log.info("request", {
       request_id: c.get("requestId"),
       method: c.req.method,
       path: c.req.path.slice(0, 256),
       status: c.res.status,
       duration_ms: Math.round((performance.now() - started) * 100) / 100,
-      peer_san: peer?.subjectaltname,
-      peer_serial: peer?.serialNumber,
+      node_id: c.get("node")?.id,
       ip: socket?.remoteAddress,
     });
   });
+  app.use(
+    bodyLimit({
+      maxSize: NODE_API_MAX_BODY_BYTES,
+      onError: () => {
+        throw new AuthNexusError("BODY_TOO_LARGE", { message: `Request body is larger than ${NODE_API_MAX_BODY_BYTES} bytes.` });
+      },
+    }),
+  );
+
+  // Every route below sees c.get("node"), already bound to the caller's certificate.
+  const nodes = new Hono<NodeApiEnv>();
+  nodes.use("/:id/*", nodeFromPath(ctx));
+  const objects = new Hono<NodeApiEnv>();
+  objects.use("*", anyNode(ctx));
+  // Route groups (one file each under routes/) are added to `nodes` / `objects` here, before
+  // the app.route calls below copy them into the app.
+
+  app.route(`${CP_API_PREFIX}/nodes`, nodes);
+  app.route(`${CP_API_PREFIX}/objects`, objects);
   return app;
 }

@@ -1,0 +1,63 @@
+/**
+ * Who is calling the node API. The TLS layer has already checked the chain to
+ * cp_node_client_ca; this decides whether the certificate still speaks for the node it names:
+ * the node must exist, the certificate must be the node's current client certificate (or the
+ * previous one during a rotation) and must not be revoked. Refusals are recorded in
+ * node_auth_events and logged under [Security]. One query per request, no caching, so a
+ * revocation or a deletion takes effect on the very next call.
+ */
+import { AuthNexusError, type ErrorCode } from "../../shared/errors/index.js";
+import { newId } from "../../shared/ids.js";
+import type { CpContext } from "./context.js";
+
+export interface PeerCertificate {
+  /** Node id from the certificate's `urn:authnexus:node:<nid>` URI SAN (null when absent). */
+  nodeId: string | null;
+  serialHex: string;
+  ip: string | null;
+}
+
+export interface CallingNode {
+  id: string;
+  /** "provisioning" | "active" | "disabled": disabled nodes keep their management channels. */
+  status: string;
+  certificateId: string;
+  createdAt: number;
+}
+
+export async function authenticateNode(ctx: CpContext, peer: PeerCertificate, pathNodeId: string | null): Promise<CallingNode> {
+  if (peer.nodeId === null) return refuse(ctx, peer, pathNodeId, "NODE_CERT_NOT_RECOGNISED", "no node identity in the certificate");
+  if (pathNodeId !== null && pathNodeId !== peer.nodeId) return refuse(ctx, peer, pathNodeId, "NODE_IDENTITY_MISMATCH", "path names another node");
+  const row = await ctx.controlDb
+    .selectFrom("nodes as n")
+    .leftJoin("certificates as c", (join) => join.on("c.serial_hex", "=", peer.serialHex).on("c.ca_profile", "=", "cp_node_client_ca"))
+    .select(["n.id", "n.status", "n.created_at", "n.client_cert_id", "n.previous_client_cert_id", "c.id as cert_id", "c.status as cert_status", "c.not_after"])
+    .where("n.id", "=", peer.nodeId)
+    .executeTakeFirst();
+  if (!row) return refuse(ctx, peer, pathNodeId, "NODE_UNKNOWN", "node does not exist (deleted?)");
+  if (!row.cert_id || (row.cert_id !== row.client_cert_id && row.cert_id !== row.previous_client_cert_id)) {
+    return refuse(ctx, peer, pathNodeId, "NODE_CERT_NOT_RECOGNISED", "certificate is not the node's current or previous client certificate");
+  }
+  if (row.cert_status === "revoked") return refuse(ctx, peer, pathNodeId, "NODE_CERT_REVOKED", "certificate revoked");
+  if (row.not_after !== null && row.not_after < ctx.clock.now()) return refuse(ctx, peer, pathNodeId, "NODE_CERT_NOT_RECOGNISED", "certificate expired");
+  return { id: row.id, status: row.status, certificateId: row.cert_id, createdAt: row.created_at };
+}
+
+async function refuse(ctx: CpContext, peer: PeerCertificate, pathNodeId: string | null, code: ErrorCode, why: string): Promise<never> {
+  const fields = { code, why, cert_node_id: peer.nodeId, path_node_id: pathNodeId, cert_serial: peer.serialHex, ip: peer.ip };
+  ctx.log.category("Security").warn("node.auth_refused", fields);
+  await ctx.controlDb
+    .insertInto("node_auth_events")
+    .values({
+      id: newId("nae"),
+      created_at: ctx.clock.now(),
+      node_id: peer.nodeId,
+      event: code.toLowerCase(),
+      peer: peer.ip,
+      cert_serial: peer.serialHex,
+      detail: JSON.stringify({ why, path_node_id: pathNodeId }),
+    })
+    .execute()
+    .catch((error: unknown) => ctx.log.category("Security").error("node.auth_event_write_failed", { error: (error as Error).message }));
+  throw new AuthNexusError(code);
+}
