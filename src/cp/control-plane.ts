@@ -19,7 +19,7 @@ import { type BoundListener, bindListener } from "../shared/net/listener.js";
 import { createAdminApp } from "./admin/app.js";
 import type { CpConfig } from "./config.js";
 import { createNodeApiApp } from "./node-api/app.js";
-import { createOcspAnswerer, createOcspApp } from "./ocsp/index.js";
+import { createOcspAnswerer, createOcspListener } from "./ocsp/index.js";
 import type { CpContext } from "./services/context.js";
 import { createEventBus } from "./services/event-bus.js";
 import { ensureCpServerCertificate, loadCpTlsIdentity } from "./services/cp-identity.js";
@@ -179,5 +179,5 @@ async function startOcspListener(ctx: CpContext, config: CpConfig): Promise<Boun
     clock: ctx.clock,
     onError: (error, answeredWith) => pkiLog.warn("ocsp.request_failed", { answered_with: answeredWith, error: (error as Error).message }),
   });
-  return bindListener("ocsp", http.createServer(getRequestListener(createOcspApp({ answer }).fetch)), config.ocspListen);
+  return bindListener("ocsp", http.createServer(createOcspListener({ answer })), config.ocspListen);
 }

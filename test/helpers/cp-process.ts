@@ -80,6 +80,8 @@ export interface StartCpOptions {
   /** Merged over process.env. */
   env?: NodeJS.ProcessEnv;
   startTimeoutMs?: number;
+  /** Options for the node binary itself (e.g. --cpu-prof), placed before the CLI path. */
+  nodeArgs?: string[];
 }
 
 const live = new Set<ChildProcess>();
@@ -111,6 +113,7 @@ function describeTail(text: string, max = 4000): string {
 export async function startCpProcess(options: StartCpOptions): Promise<CpProcess> {
   installExitHook();
   const args = [
+    ...(options.nodeArgs ?? []),
     CLI_PATH,
     "serve-cp",
     "--data-dir",

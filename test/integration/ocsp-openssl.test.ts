@@ -10,12 +10,12 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { serve, type ServerType } from "@hono/node-server";
+import http from "node:http";
 import { type Clock, systemClock } from "../../src/shared/clock.js";
 import {
   buildOcspErrorResponse,
   createOcspAnswerer,
-  createOcspApp,
+  createOcspListener,
   type OcspCertStatus,
   OCSP_REQUEST_CONTENT_TYPE,
   OCSP_RESPONSE_CONTENT_TYPE,
@@ -26,7 +26,7 @@ import { inventoryResolver, mintCa, mintLeaf, mintPki, type TestCert } from "../
 const REVOKED_AT = Date.now() - 3_600_000;
 
 let dir: string;
-let server: ServerType;
+let server: http.Server;
 let url: string;
 let ca: TestCert;
 let leaves: TestCert[];
@@ -61,9 +61,8 @@ before(async () => {
     clock,
     onError: (error) => errors.push(error),
   });
-  const app = createOcspApp({ answer });
   await new Promise<void>((resolve) => {
-    server = serve({ fetch: app.fetch, hostname: "127.0.0.1", port: 0 }, () => resolve());
+    server = http.createServer(createOcspListener({ answer })).listen(0, "127.0.0.1", () => resolve());
   });
   const { port } = server.address() as AddressInfo;
   url = `http://127.0.0.1:${port}/ocsp/`;

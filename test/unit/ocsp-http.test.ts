@@ -1,8 +1,11 @@
 import assert from "node:assert/strict";
-import { describe, test } from "node:test";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { after, describe, test } from "node:test";
 import {
   buildOcspErrorResponse,
-  createOcspApp,
+  createOcspListener,
+  type OcspAppOptions,
   DEFAULT_OCSP_MAX_REQUEST_BYTES,
   OCSP_REQUEST_CONTENT_TYPE,
   OCSP_RESPONSE_CONTENT_TYPE,
@@ -13,9 +16,54 @@ const INTERNAL = buildOcspErrorResponse("internalError");
 // Stands in for a real response: the marker lets the tests see what reached `answer`.
 const ANSWERED = Buffer.from([0x30, 0x03, 0x0a, 0x01, 0x00]);
 
+const servers: http.Server[] = [];
+after(async () => {
+  for (const server of servers) {
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+});
+
+/** The listener behind a real HTTP server on port 0; `request(path, init)` is fetch against it. */
+function serveOcsp(options: OcspAppOptions) {
+  const server = http.createServer(createOcspListener(options)).listen(0, "127.0.0.1");
+  servers.push(server);
+  const listening = new Promise<void>((resolve) => server.once("listening", resolve));
+  const port = () => (server.address() as AddressInfo).port;
+  return {
+    async request(path: string, init: RequestInit = {}): Promise<Response> {
+      await listening;
+      return fetch(`http://127.0.0.1:${port()}${path}`, init);
+    },
+    /** POSTs `chunkBytes` chunks without a length until the answer arrives (or `maxChunks`). */
+    async streamUntilAnswered(path: string, chunkBytes: number, maxChunks: number) {
+      await listening;
+      return new Promise<{ status: number; connection: string | undefined; body: Buffer; chunksSent: number }>((resolve, reject) => {
+        let chunksSent = 0;
+        let answered = false;
+        const req = http.request({ host: "127.0.0.1", port: port(), path, method: "POST" }, (res) => {
+          answered = true;
+          const chunks: Buffer[] = [];
+          res.on("data", (c: Buffer) => chunks.push(c));
+          res.on("end", () => resolve({ status: res.statusCode ?? 0, connection: res.headers.connection, body: Buffer.concat(chunks), chunksSent }));
+        });
+        req.on("error", (error) => (answered ? undefined : reject(error)));
+        const pump = () => {
+          while (!answered && chunksSent < maxChunks) {
+            chunksSent++;
+            if (!req.write(Buffer.alloc(chunkBytes))) return void req.once("drain", pump);
+          }
+          if (!answered) req.end();
+        };
+        pump();
+      });
+    },
+  };
+}
+
 function recordingApp(maxRequestBytes?: number) {
   const seen: Buffer[] = [];
-  const app = createOcspApp({
+  const app = serveOcsp({
     answer: (der) => {
       seen.push(Buffer.from(der));
       return ANSWERED;
@@ -37,7 +85,7 @@ function assertOcspHeaders(res: Response): void {
 
 const SAMPLE = Buffer.from("3051304f304d304b3049300906052b0e03021a05000414aabbccddeeff00112233445566778899aabbccdd0414" + "ff".repeat(20) + "02100123456789abcdef0123456789abcdef", "hex");
 
-describe("createOcspApp", () => {
+describe("createOcspListener", () => {
   test("POST /ocsp/ and /ocsp hand the body to answer and return its DER", async () => {
     const { app, seen } = recordingApp();
     for (const path of ["/ocsp/", "/ocsp"]) {
@@ -96,18 +144,12 @@ describe("createOcspApp", () => {
     assertOcspHeaders(declared);
     assert.deepEqual(await body(declared), MALFORMED);
 
-    let pulled = 0;
-    const stream = new ReadableStream<Uint8Array>({
-      pull(controller) {
-        pulled++;
-        if (pulled > 1000) throw new Error("read far beyond the limit");
-        controller.enqueue(new Uint8Array(512));
-      },
-    });
-    const streamed = await app.request("/ocsp/", { method: "POST", body: stream, duplex: "half" } as RequestInit);
-    assertOcspHeaders(streamed);
-    assert.deepEqual(await body(streamed), MALFORMED);
-    assert.ok(pulled <= 4, `pulled ${pulled} chunks`);
+    // No declared length: the server must stop reading once past the limit and answer anyway.
+    const streamed = await app.streamUntilAnswered("/ocsp/", 512, 100_000);
+    assert.equal(streamed.status, 200);
+    assert.equal(streamed.connection, "close");
+    assert.deepEqual(streamed.body, MALFORMED);
+    assert.ok(streamed.chunksSent < 100_000, `sent ${streamed.chunksSent} chunks before the answer`);
 
     const exactly = await app.request("/ocsp/", { method: "POST", body: Buffer.alloc(1024, 1) });
     assert.deepEqual(await body(exactly), ANSWERED);
@@ -139,7 +181,7 @@ describe("createOcspApp", () => {
   });
 
   test("an answer that throws becomes internalError", async () => {
-    const app = createOcspApp({
+    const app = serveOcsp({
       answer: () => {
         throw new Error("boom");
       },
@@ -150,6 +192,6 @@ describe("createOcspApp", () => {
   });
 
   test("rejects a nonsensical maxRequestBytes", () => {
-    assert.throws(() => createOcspApp({ answer: () => ANSWERED, maxRequestBytes: 0 }), RangeError);
+    assert.throws(() => createOcspListener({ answer: () => ANSWERED, maxRequestBytes: 0 }), RangeError);
   });
 });

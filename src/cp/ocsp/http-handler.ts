@@ -1,4 +1,4 @@
-import { type Context, Hono } from "hono";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import { buildOcspErrorResponse } from "./build-response.js";
 
 export const OCSP_REQUEST_CONTENT_TYPE = "application/ocsp-request";
@@ -12,33 +12,38 @@ export interface OcspAppOptions {
   maxRequestBytes?: number;
 }
 
-function ocspResponse(c: Context, der: Uint8Array, extraHeaders: Record<string, string> = {}) {
-  return c.body(new Uint8Array(der), 200, {
+type Listener = (req: IncomingMessage, res: ServerResponse) => void;
+
+function sendOcsp(res: ServerResponse, der: Uint8Array, close = false): void {
+  // One write: headers and body leave together, with an exact length (no chunked trailer).
+  res.writeHead(200, {
     "Content-Type": OCSP_RESPONSE_CONTENT_TYPE,
+    "Content-Length": der.byteLength,
     "Cache-Control": "no-store",
-    ...extraHeaders,
+    ...(close ? { Connection: "close" } : {}),
   });
+  res.end(der);
 }
 
 /** Reads at most `limit` bytes of the body; null when it is (or announces to be) larger. */
-async function readBodyWithin(request: Request, limit: number): Promise<Uint8Array | null> {
-  const declared = request.headers.get("content-length");
-  if (declared !== null && /^\d+$/.test(declared) && Number(declared) > limit) return null;
-  if (request.body === null) return new Uint8Array(0);
-  const reader = request.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
-    if (total > limit) {
-      await reader.cancel().catch(() => undefined);
-      return null;
-    }
-    chunks.push(value);
-  }
-  return Buffer.concat(chunks, total);
+function readBodyWithin(req: IncomingMessage, limit: number): Promise<Uint8Array | null> {
+  const declared = req.headers["content-length"];
+  if (declared !== undefined && /^\d+$/.test(declared) && Number(declared) > limit) return Promise.resolve(null);
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let total = 0;
+    const onData = (chunk: Buffer) => {
+      total += chunk.length;
+      if (total <= limit) return void chunks.push(chunk);
+      // Stop reading at once: the answer goes out with Connection: close and the socket ends.
+      req.off("data", onData);
+      req.pause();
+      resolve(null);
+    };
+    req.on("data", onData);
+    req.on("end", () => resolve(Buffer.concat(chunks, total)));
+    req.on("error", () => resolve(null));
+  });
 }
 
 const BASE64_CHARS = /^[A-Za-z0-9+/_-]*={0,2}$/;
@@ -59,49 +64,54 @@ function decodeGetPayload(encoded: string, limit: number): Uint8Array | null {
 }
 
 /**
- * Channel 4 (plain HTTP) OCSP endpoints:
+ * Channel 4 (plain HTTP) OCSP endpoints, as a node:http request listener — no framework: this
+ * is the hottest fixed-shape endpoint of the CP, and the Web Request/Response round trip a
+ * framework adds cost more than the signature (see docs/benchmarks.md).
  * - POST /ocsp and /ocsp/ with the DER request as the body (application/ocsp-request; the
  *   content type is not enforced, the body is parsed either way);
  * - GET /ocsp/{url-encoded base64 request} (base64url is accepted too).
  * Every answer is HTTP 200 application/ocsp-response with Cache-Control: no-store; requests
  * that cannot be read (garbage, empty, over maxRequestBytes, bad base64) get an OCSP
- * malformedRequest body. Other methods on these paths get 405 with an Allow header.
+ * malformedRequest body. Other methods on these paths get 405 with an Allow header; other
+ * paths 404.
  */
-export function createOcspApp(options: OcspAppOptions): Hono {
+export function createOcspListener(options: OcspAppOptions): Listener {
   const { answer } = options;
   const limit = options.maxRequestBytes ?? DEFAULT_OCSP_MAX_REQUEST_BYTES;
   if (!Number.isInteger(limit) || limit <= 0) {
     throw new RangeError("maxRequestBytes must be a positive integer");
   }
 
-  const respond = async (c: Context, der: Uint8Array | null) => {
-    if (der === null) {
-      return ocspResponse(c, buildOcspErrorResponse("malformedRequest"), { Connection: "close" });
-    }
+  const respond = async (res: ServerResponse, der: Uint8Array | null) => {
+    if (der === null) return sendOcsp(res, buildOcspErrorResponse("malformedRequest"), true);
     let body: Buffer;
     try {
       body = await answer(der);
     } catch {
       body = buildOcspErrorResponse("internalError");
     }
-    return ocspResponse(c, body);
+    sendOcsp(res, body);
   };
 
-  const app = new Hono();
-  const post = async (c: Context) => respond(c, await readBodyWithin(c.req.raw, limit));
-  const get = (c: Context) => {
-    const path = new URL(c.req.url).pathname;
-    const encoded = path.startsWith("/ocsp/") ? path.slice("/ocsp/".length) : "";
-    return respond(c, decodeGetPayload(encoded, limit));
+  return (req, res) => {
+    const path = (req.url ?? "/").split("?")[0] ?? "/";
+    const onOcspPath = path === "/ocsp" || path.startsWith("/ocsp/");
+    if (!onOcspPath) return sendText(res, 404, "Not Found");
+    if (req.method === "POST" && (path === "/ocsp" || path === "/ocsp/")) {
+      void readBodyWithin(req, limit).then((der) => respond(res, der));
+      return;
+    }
+    if (req.method === "GET" || req.method === "HEAD") {
+      const encoded = path.startsWith("/ocsp/") ? path.slice("/ocsp/".length) : "";
+      void respond(res, decodeGetPayload(encoded, limit));
+      return;
+    }
+    req.resume();
+    sendText(res, 405, "Method Not Allowed", { Allow: "GET, HEAD, POST" });
   };
-  const notAllowed = (c: Context) =>
-    c.text("Method Not Allowed", 405, { Allow: "GET, HEAD, POST", "Cache-Control": "no-store" });
+}
 
-  app.post("/ocsp", post);
-  app.post("/ocsp/", post);
-  app.get("/ocsp", get);
-  app.get("/ocsp/*", get);
-  app.all("/ocsp", notAllowed);
-  app.all("/ocsp/*", notAllowed);
-  return app;
+function sendText(res: ServerResponse, status: number, text: string, headers: Record<string, string> = {}): void {
+  res.writeHead(status, { "Content-Type": "text/plain; charset=utf-8", "Content-Length": Buffer.byteLength(text), "Cache-Control": "no-store", ...headers });
+  res.end(text);
 }

@@ -17,7 +17,7 @@ export {
   type OcspAsyncResolver,
 } from "./answerer.js";
 export {
-  createOcspApp,
+  createOcspListener,
   DEFAULT_OCSP_MAX_REQUEST_BYTES,
   OCSP_REQUEST_CONTENT_TYPE,
   OCSP_RESPONSE_CONTENT_TYPE,
