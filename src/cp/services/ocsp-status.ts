@@ -2,7 +2,8 @@
  * Channel 4's view of the inventory: which CA a CertID names (by issuer name and key hash, SHA-1
  * or SHA-256) and what the inventory says of the serial. Signing keys are unsealed once per CA
  * and kept in memory; statuses are read from the Control DB on every request (no caching), so a
- * revocation is visible to the very next OCSP request.
+ * revocation is visible to the very next OCSP request. A certificate owned by a disabled node
+ * answers revoked (certificateHold, at the node's disabled_at) until the node is enabled again.
  */
 import { createPrivateKey, type KeyObject } from "node:crypto";
 import { AuthNexusError } from "../../shared/errors/index.js";
@@ -39,18 +40,32 @@ export function createInventoryResolver(ctx: CpContext, issuers: KnownIssuer[]):
   return async (query): Promise<ResolvedIssuer | null> => {
     const issuer = matchIssuer(issuers, query);
     if (!issuer) return null;
+    // One query per request: the owning node comes along so a disabled node answers revoked.
     const row = await ctx.controlDb
       .selectFrom("certificates")
-      .select(["status", "revoked_at", "revocation_reason"])
-      .where("ca_id", "=", issuer.caId)
-      .where("serial_hex", "=", query.serialHex)
+      .leftJoin("nodes", (join) => join.onRef("nodes.id", "=", "certificates.owner_id").on("certificates.owner_type", "=", "node"))
+      .select(["certificates.status", "certificates.revoked_at", "certificates.revocation_reason", "nodes.status as node_status", "nodes.disabled_at as node_disabled_at"])
+      .where("certificates.ca_id", "=", issuer.caId)
+      .where("certificates.serial_hex", "=", query.serialHex)
       .executeTakeFirst();
-    return { signer: { certDer: issuer.certDer, privateKey: issuer.privateKey }, status: toStatus(row) };
+    return { signer: { certDer: issuer.certDer, privateKey: issuer.privateKey }, status: toStatus(row, ctx.clock.now()) };
   };
 }
 
-function toStatus(row: { status: string; revoked_at: number | null; revocation_reason: string | null } | undefined): OcspCertStatus {
+interface StatusRow {
+  status: string;
+  revoked_at: number | null;
+  revocation_reason: string | null;
+  node_status: string | null;
+  node_disabled_at: number | null;
+}
+
+function toStatus(row: StatusRow | undefined, now: number): OcspCertStatus {
   if (!row) return { kind: "unknown" };
+  // A disabled node's certificates are on hold (reversible): enabling the node makes them good again.
+  if (row.status !== "revoked" && row.node_status === "disabled") {
+    return { kind: "revoked", revokedAt: row.node_disabled_at ?? now, reason: revocationReasonCode("certificateHold") };
+  }
   if (row.status !== "revoked") return { kind: "good" };
   if (row.revoked_at === null) throw new AuthNexusError("INTERNAL", { message: "revoked certificate without a revocation time" });
   const reason = row.revocation_reason && isRevocationReason(row.revocation_reason) ? revocationReasonCode(row.revocation_reason) : undefined;

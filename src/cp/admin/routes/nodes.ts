@@ -1,0 +1,90 @@
+/**
+ * /admin/v1/nodes: node lifecycle, fleet health and deploy packages. Downloading a package is a
+ * GET but needs "write": the archive carries the node's private keys and the password-hash secret.
+ */
+import { Hono } from "hono";
+import { z } from "zod";
+import { readJson, validate } from "../../http/json-body.js";
+import type { CpContext } from "../../services/context.js";
+import { downloadDeployPackage, listDeployPackages } from "../../services/deploy-packages.js";
+import { DISPLAYED_NODE_STATUSES, getNode, listNodeAuditLogs, listNodeAuthEvents, listNodes, nodesOverview } from "../../services/node-views.js";
+import { canonicalNodeHost, createNode, deleteNode, disableNode, enableNode } from "../../services/nodes.js";
+import { parsePageRequest, parseTimeRange } from "../../services/pagination.js";
+import { type AdminEnv, actorOf } from "../env.js";
+import { guard } from "../middleware.js";
+import { displayName, ID_PATTERN } from "../schemas.js";
+import { idParam } from "./params.js";
+
+const createBody = z.strictObject({
+  name: displayName(100),
+  host: z
+    .string()
+    .max(253, "must be at most 253 characters")
+    .refine((h) => canonicalNodeHost(h) !== null, "must be a DNS name or an IP address usable in a certificate (no wildcard)"),
+  business_port: z.number().int().min(1).max(65535),
+});
+/** State changes that take no input still refuse a body they do not understand. */
+const noBody = z.strictObject({});
+const listQuery = z.object({ status: z.enum(DISPLAYED_NODE_STATUSES).optional() });
+const trailQuery = z.object({
+  node_id: z.string().regex(ID_PATTERN, "is not a node id").optional(),
+  event: z.string().regex(/^[a-z_.]{1,64}$/, "must be an event name such as node.created").optional(),
+});
+
+export function nodeRoutes(ctx: CpContext): Hono<AdminEnv> {
+  const routes = new Hono<AdminEnv>();
+  const write = (action: string) => guard(ctx, "write", { action, target: "node" });
+
+  // Fixed paths first: "/overview" would otherwise be read as a node id.
+  routes.get("/overview", guard(ctx, "read"), async (c) => c.json(await nodesOverview(ctx)));
+  routes.get("/audit-logs", guard(ctx, "read"), async (c) => {
+    const q = c.req.query();
+    const filter = validate(trailQuery, { node_id: q.node_id, event: q.event });
+    return c.json(await listNodeAuditLogs(ctx, { ...parseTimeRange(q), nodeId: filter.node_id, event: filter.event }, parsePageRequest(q)));
+  });
+  routes.get("/auth-events", guard(ctx, "read"), async (c) => {
+    const q = c.req.query();
+    const filter = validate(trailQuery, { node_id: q.node_id, event: q.event });
+    return c.json(await listNodeAuthEvents(ctx, { ...parseTimeRange(q), nodeId: filter.node_id, event: filter.event }, parsePageRequest(q)));
+  });
+
+  routes.get("/", guard(ctx, "read"), async (c) => {
+    const q = c.req.query();
+    const { status } = validate(listQuery, { status: q.status });
+    return c.json(await listNodes(ctx, { status }, parsePageRequest(q)));
+  });
+  routes.post("/", write("node.create"), async (c) => {
+    const body = await readJson(c, createBody);
+    const node = await createNode(ctx, actorOf(c), { name: body.name, host: body.host, businessPort: body.business_port });
+    c.set("auditTargetId", node.id);
+    c.set("auditDetail", { name: node.name, host: node.host, job_id: node.job_id });
+    return c.json(node, 201);
+  });
+  routes.get("/:id", guard(ctx, "read"), async (c) => c.json(await getNode(ctx, idParam(c))));
+  routes.post("/:id/disable", write("node.disable"), async (c) => {
+    await readJson(c, noBody);
+    return c.json(await disableNode(ctx, actorOf(c), idParam(c)));
+  });
+  routes.post("/:id/enable", write("node.enable"), async (c) => {
+    await readJson(c, noBody);
+    return c.json(await enableNode(ctx, actorOf(c), idParam(c)));
+  });
+  routes.delete("/:id", write("node.delete"), async (c) => {
+    await readJson(c, noBody);
+    return c.json(await deleteNode(ctx, actorOf(c), idParam(c)));
+  });
+  routes.get("/:id/deploy-packages", guard(ctx, "read"), async (c) => c.json(await listDeployPackages(ctx, idParam(c))));
+  routes.get("/:id/deploy-packages/:pid/download", write("node.package_download"), async (c) => {
+    const nodeId = idParam(c);
+    const packageId = idParam(c, "pid");
+    c.set("auditDetail", { package_id: packageId });
+    const pkg = await downloadDeployPackage(ctx, actorOf(c), nodeId, packageId);
+    return c.body(new Uint8Array(pkg.archive), 200, {
+      "Content-Type": "application/gzip",
+      "Content-Disposition": `attachment; filename="${pkg.fileName}"`,
+      "Content-Length": String(pkg.archive.length),
+      "X-Package-Sha256": pkg.sha256,
+    });
+  });
+  return routes;
+}

@@ -1,0 +1,364 @@
+/**
+ * The durable PKI job worker. Jobs are rows in pki_jobs; any CP process sharing the Control DB
+ * may run them, so a job is claimed with a conditional UPDATE (pending → running) and held under
+ * a lease the worker renews while it runs. A handler commits its effects and the job's success
+ * in one transaction (`run.complete(tx, …)`), fenced on the claim, so a job whose lease was lost
+ * can never commit twice. A job left "running" by a CP that died is found by the sweep once its
+ * lease has expired and goes back to pending (or failed when out of attempts).
+ *
+ * Time comparisons use the injected clock; timers only pace polling. Tests drive the worker
+ * deterministically through sweep() and runOnce() without start().
+ */
+import type { Kysely } from "kysely";
+import type { ControlSchema, PkiJobsTable } from "../../shared/db/control-schema.js";
+import type { CpContext } from "../services/context.js";
+
+/** How often an idle worker looks for due jobs (ms); wake() skips the wait. */
+export const JOB_POLL_INTERVAL_MS = 5_000;
+/** How long a claim holds without renewal (ms): after that a sweep may reclaim the job. */
+export const JOB_LEASE_MS = 60_000;
+/** How often a running job's lease is renewed (ms). */
+export const JOB_LEASE_RENEW_MS = 15_000;
+/** First retry delay after a failure (ms); doubles per attempt up to JOB_RETRY_MAX_MS. */
+export const JOB_RETRY_BASE_MS = 5_000;
+export const JOB_RETRY_MAX_MS = 10 * 60_000;
+/** How long stop() waits for the job in flight before giving up on it (ms); its lease then expires. */
+export const JOB_STOP_WAIT_MS = 10_000;
+/** last_error of a job reclaimed from a dead (or stopped) CP process. */
+export const INTERRUPTED_ERROR = "interrupted: CP stopped while the job was running";
+const MAX_ERROR_LENGTH = 1000;
+const CLAIM_CANDIDATES = 10;
+
+export interface ClaimedJob {
+  id: string;
+  kind: string;
+  targetType: string | null;
+  targetId: string | null;
+  payload: unknown;
+  /** This attempt's number (1-based). */
+  attempts: number;
+  maxAttempts: number;
+}
+
+export interface JobRun {
+  job: ClaimedJob;
+  /**
+   * Marks the job succeeded inside the handler's transaction, so the job's effects and its state
+   * commit together. Throws when the job is no longer this worker's (lease lost, cancelled),
+   * which rolls the handler's transaction back.
+   */
+  complete(tx: Kysely<ControlSchema>, result: Record<string, unknown>): Promise<void>;
+}
+
+export type JobHandler = (run: JobRun) => Promise<void>;
+
+/** A failure retrying cannot fix (the job's target is gone): the job fails at once. */
+export class PermanentJobError extends Error {
+  override readonly name = "PermanentJobError";
+}
+
+/** The claim was lost between start and commit (reclaimed by a sweep, or cancelled). */
+export class JobLeaseLostError extends Error {
+  override readonly name = "JobLeaseLostError";
+}
+
+export type JobOutcome = "succeeded" | "retrying" | "failed" | "lost";
+
+export interface JobRunReport {
+  jobId: string;
+  kind: string;
+  outcome: JobOutcome;
+  error?: string;
+}
+
+export interface JobWorkerOptions {
+  pollIntervalMs: number;
+  leaseMs: number;
+  leaseRenewMs: number;
+  retryBaseMs: number;
+  retryMaxMs: number;
+  stopWaitMs: number;
+}
+
+export interface JobWorker {
+  /** Sweeps, then polls until stop(). Calling it again while running does nothing. */
+  start(): void;
+  /** Stops polling and waits (bounded) for the job in flight; nothing half-done is released. */
+  stop(): Promise<void>;
+  /** Look for due jobs now (after a job was created or retried). */
+  wake(): void;
+  /** Reclaims jobs whose lease expired; returns how many. */
+  sweep(): Promise<number>;
+  /** Claims and runs one due job; null when none is due. */
+  runOnce(): Promise<JobRunReport | null>;
+}
+
+const DEFAULT_OPTIONS: JobWorkerOptions = {
+  pollIntervalMs: JOB_POLL_INTERVAL_MS,
+  leaseMs: JOB_LEASE_MS,
+  leaseRenewMs: JOB_LEASE_RENEW_MS,
+  retryBaseMs: JOB_RETRY_BASE_MS,
+  retryMaxMs: JOB_RETRY_MAX_MS,
+  stopWaitMs: JOB_STOP_WAIT_MS,
+};
+
+/** Delay before attempt `attempts + 1` after attempt `attempts` failed. */
+export function retryDelayMs(attempts: number, options: Pick<JobWorkerOptions, "retryBaseMs" | "retryMaxMs"> = DEFAULT_OPTIONS): number {
+  return Math.min(options.retryMaxMs, options.retryBaseMs * 2 ** Math.max(0, attempts - 1));
+}
+
+/** Workers by Control DB, so services can wake the one running in this process. */
+const runningWorkers = new WeakMap<object, JobWorker>();
+
+/** Asks this process's worker (if any) to look for due jobs now. */
+export function wakeJobWorker(ctx: Pick<CpContext, "controlDb">): void {
+  runningWorkers.get(ctx.controlDb)?.wake();
+}
+
+export function createJobWorker(ctx: CpContext, handlers: Readonly<Record<string, JobHandler>>, overrides: Partial<JobWorkerOptions> = {}): JobWorker {
+  const options = { ...DEFAULT_OPTIONS, ...overrides };
+  const log = ctx.log.category("PKI");
+  const db = ctx.controlDb;
+  const kinds = Object.keys(handlers);
+  const loop = { timer: null as NodeJS.Timeout | null, inFlight: null as Promise<void> | null, wakeAgain: false, stopping: true };
+
+  async function sweep(): Promise<number> {
+    const now = ctx.clock.now();
+    const stale = await db
+      .selectFrom("pki_jobs")
+      .select(["id", "kind", "attempts", "max_attempts", "claimed_by"])
+      .where("status", "=", "running")
+      .where((eb) => eb.or([eb("lease_expires_at", "is", null), eb("lease_expires_at", "<", now)]))
+      .execute();
+    let reclaimed = 0;
+    for (const job of stale) {
+      const failed = job.attempts >= job.max_attempts;
+      const result = await db
+        .updateTable("pki_jobs")
+        .set({
+          status: failed ? "failed" : "pending",
+          last_error: INTERRUPTED_ERROR,
+          claimed_by: null,
+          lease_expires_at: null,
+          run_after: now,
+          finished_at: failed ? now : null,
+          updated_at: now,
+        })
+        .where("id", "=", job.id)
+        .where("status", "=", "running")
+        .where("attempts", "=", job.attempts)
+        .where((eb) => eb.or([eb("lease_expires_at", "is", null), eb("lease_expires_at", "<", now)]))
+        .executeTakeFirst();
+      if (Number(result.numUpdatedRows) !== 1) continue;
+      reclaimed += 1;
+      log.warn("job.reclaimed", { job_id: job.id, kind: job.kind, previous_holder: job.claimed_by, attempts: job.attempts, status: failed ? "failed" : "pending" });
+    }
+    return reclaimed;
+  }
+
+  async function claim(): Promise<PkiJobsTable | null> {
+    if (kinds.length === 0) return null;
+    const now = ctx.clock.now();
+    const candidates = await db
+      .selectFrom("pki_jobs")
+      .select("id")
+      .where("status", "=", "pending")
+      .where("run_after", "<=", now)
+      .where("kind", "in", kinds)
+      .orderBy("run_after")
+      .orderBy("created_at")
+      .orderBy("id")
+      .limit(CLAIM_CANDIDATES)
+      .execute();
+    for (const { id } of candidates) {
+      const claimed = await db
+        .updateTable("pki_jobs")
+        .set((eb) => ({
+          status: "running",
+          claimed_by: ctx.instanceId,
+          lease_expires_at: now + options.leaseMs,
+          attempts: eb("attempts", "+", 1),
+          started_at: now,
+          finished_at: null,
+          updated_at: now,
+        }))
+        .where("id", "=", id)
+        .where("status", "=", "pending")
+        .where("run_after", "<=", now)
+        .executeTakeFirst();
+      if (Number(claimed.numUpdatedRows) === 1) return (await db.selectFrom("pki_jobs").selectAll().where("id", "=", id).executeTakeFirst()) ?? null;
+    }
+    return null;
+  }
+
+  const updateJob = (target: Kysely<ControlSchema>) => target.updateTable("pki_jobs");
+  /** Conditions that make an update apply only while this worker still holds this attempt. */
+  const ours = (job: ClaimedJob) => (q: ReturnType<typeof updateJob>) =>
+    q.where("id", "=", job.id).where("status", "=", "running").where("claimed_by", "=", ctx.instanceId).where("attempts", "=", job.attempts);
+
+  async function complete(tx: Kysely<ControlSchema>, job: ClaimedJob, result: Record<string, unknown>): Promise<void> {
+    const now = ctx.clock.now();
+    const updated = await updateJob(tx)
+      .set({ status: "succeeded", result: JSON.stringify(result), finished_at: now, updated_at: now, claimed_by: null, lease_expires_at: null })
+      .$call(ours(job))
+      .executeTakeFirst();
+    if (Number(updated.numUpdatedRows) !== 1) throw new JobLeaseLostError(`job ${job.id} is no longer held by this worker`);
+  }
+
+  async function renewLease(job: ClaimedJob): Promise<void> {
+    const now = ctx.clock.now();
+    try {
+      await updateJob(db).set({ lease_expires_at: now + options.leaseMs, updated_at: now }).$call(ours(job)).execute();
+    } catch (error) {
+      log.warn("job.lease_renew_failed", { job_id: job.id, error: (error as Error).message });
+    }
+  }
+
+  async function recordFailure(job: ClaimedJob, error: unknown): Promise<JobRunReport> {
+    const now = ctx.clock.now();
+    const message = errorText(error);
+    const permanent = error instanceof PermanentJobError;
+    const failed = permanent || job.attempts >= job.maxAttempts;
+    const delay = retryDelayMs(job.attempts, options);
+    const updated = await updateJob(db)
+      .set({
+        status: failed ? "failed" : "pending",
+        last_error: message,
+        run_after: failed ? now : now + delay,
+        finished_at: failed ? now : null,
+        updated_at: now,
+        claimed_by: null,
+        lease_expires_at: null,
+      })
+      .$call(ours(job))
+      .executeTakeFirst();
+    if (Number(updated.numUpdatedRows) !== 1) {
+      log.warn("job.lost", { job_id: job.id, kind: job.kind, attempt: job.attempts, error: message });
+      return { jobId: job.id, kind: job.kind, outcome: "lost", error: message };
+    }
+    const fields = { job_id: job.id, kind: job.kind, attempt: job.attempts, max_attempts: job.maxAttempts, error: message };
+    if (failed) log.error("job.failed", { ...fields, permanent });
+    else log.warn("job.retry_scheduled", { ...fields, retry_in_ms: delay });
+    return { jobId: job.id, kind: job.kind, outcome: failed ? "failed" : "retrying", error: message };
+  }
+
+  async function runOnce(): Promise<JobRunReport | null> {
+    const row = await claim();
+    if (!row) return null;
+    const job = toClaimedJob(row);
+    const handler = handlers[job.kind];
+    log.info("job.started", { job_id: job.id, kind: job.kind, attempt: job.attempts, target_id: job.targetId });
+    const renewal = setInterval(() => void renewLease(job), options.leaseRenewMs);
+    renewal.unref();
+    let completed = false;
+    try {
+      if (!handler) throw new PermanentJobError(`no handler for job kind ${job.kind}`);
+      await handler({
+        job,
+        complete: async (tx, result) => {
+          await complete(tx, job, result);
+          completed = true;
+        },
+      });
+      if (!completed) throw new Error(`handler for ${job.kind} returned without completing the job`);
+      log.info("job.succeeded", { job_id: job.id, kind: job.kind, attempt: job.attempts });
+      return { jobId: job.id, kind: job.kind, outcome: "succeeded" };
+    } catch (error) {
+      return await recordFailure(job, error);
+    } finally {
+      clearInterval(renewal);
+    }
+  }
+
+  async function drain(): Promise<void> {
+    try {
+      await sweep();
+      while (!loop.stopping && (await runOnce()) !== null) {
+        // keep going while jobs are due
+      }
+    } catch (error) {
+      log.error("job.poll_failed", { error: (error as Error).message });
+    }
+  }
+
+  function schedule(delayMs: number): void {
+    if (loop.stopping) return;
+    if (loop.timer) clearTimeout(loop.timer);
+    loop.timer = setTimeout(tick, delayMs);
+    loop.timer.unref();
+  }
+
+  function tick(): void {
+    loop.timer = null;
+    if (loop.inFlight) {
+      loop.wakeAgain = true;
+      return;
+    }
+    loop.inFlight = drain().finally(() => {
+      loop.inFlight = null;
+      const again = loop.wakeAgain;
+      loop.wakeAgain = false;
+      schedule(again ? 0 : options.pollIntervalMs);
+    });
+  }
+
+  const worker: JobWorker = {
+    start() {
+      if (!loop.stopping) return;
+      loop.stopping = false;
+      runningWorkers.set(db, worker);
+      log.info("job_worker.started", { instance_id: ctx.instanceId, kinds });
+      schedule(0);
+    },
+    async stop() {
+      loop.stopping = true;
+      if (loop.timer) clearTimeout(loop.timer);
+      loop.timer = null;
+      if (runningWorkers.get(db) === worker) runningWorkers.delete(db);
+      const inFlight = loop.inFlight;
+      if (!inFlight) return;
+      let timeout: NodeJS.Timeout | undefined;
+      const gaveUp = await Promise.race([
+        inFlight.then(() => false),
+        new Promise<boolean>((resolve) => {
+          timeout = setTimeout(() => resolve(true), options.stopWaitMs);
+        }),
+      ]);
+      clearTimeout(timeout);
+      if (gaveUp) log.warn("job_worker.stop_timeout", { waited_ms: options.stopWaitMs });
+    },
+    wake() {
+      if (loop.stopping) return;
+      if (loop.inFlight) loop.wakeAgain = true;
+      else schedule(0);
+    },
+    sweep,
+    runOnce,
+  };
+  return worker;
+}
+
+function toClaimedJob(row: PkiJobsTable): ClaimedJob {
+  return {
+    id: row.id,
+    kind: row.kind,
+    targetType: row.target_type,
+    targetId: row.target_id,
+    payload: parsePayload(row.payload),
+    attempts: row.attempts,
+    maxAttempts: row.max_attempts,
+  };
+}
+
+function parsePayload(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return null;
+  }
+}
+
+function errorText(error: unknown): string {
+  const text = error instanceof Error ? error.message : String(error);
+  return text.replace(/[\r\n]+/g, " ").slice(0, MAX_ERROR_LENGTH);
+}

@@ -1,0 +1,292 @@
+/**
+ * Read side of node lifecycle: the node list, one node in detail (everything the operations
+ * manual tells operators to watch), the fleet overview, and the node audit and authentication
+ * trails. The displayed status adds presence to the stored lifecycle status: an active node is
+ * "online" when it checked in within NODE_ONLINE_WINDOW_MS, else "offline".
+ */
+import { sql } from "kysely";
+import type { NodesTable } from "../../shared/db/control-schema.js";
+import { AuthNexusError } from "../../shared/errors/index.js";
+import type { CpContext } from "./context.js";
+import { type Page, type PageRequest, pageOffset, type TimeRange, toPage } from "./pagination.js";
+import { type PkiJobView, toJobView } from "./pki-jobs.js";
+
+/** A node that checked in within this window is online (ms). */
+export const NODE_ONLINE_WINDOW_MS = 2 * 60_000;
+/** An active node whose OCSP staple was last applied longer ago than this needs attention (ms). */
+export const OCSP_STALE_AFTER_MS = 60 * 60_000;
+/** At most this many stale nodes are named in the overview (the count is exact). */
+const OVERVIEW_STALE_LIST_LIMIT = 100;
+
+/** Stored in nodes.status. */
+export type NodeLifecycleStatus = "provisioning" | "active" | "disabled";
+/** What operators see. */
+export const DISPLAYED_NODE_STATUSES = ["provisioning", "online", "offline", "disabled"] as const;
+export type DisplayedNodeStatus = (typeof DISPLAYED_NODE_STATUSES)[number];
+
+export function displayedStatus(row: Pick<NodesTable, "status" | "last_checkin_at">, now: number): DisplayedNodeStatus {
+  if (row.status === "disabled") return "disabled";
+  if (row.status !== "active") return "provisioning";
+  return row.last_checkin_at !== null && row.last_checkin_at >= now - NODE_ONLINE_WINDOW_MS ? "online" : "offline";
+}
+
+export interface NodeView {
+  id: string;
+  name: string;
+  host: string;
+  business_port: number;
+  status: DisplayedNodeStatus;
+  lifecycle_status: string;
+  created_at: number;
+  updated_at: number;
+  created_by: string | null;
+  disabled_at: number | null;
+  last_checkin_at: number | null;
+  sse_connected: boolean;
+  sse_changed_at: number | null;
+  ocsp_last_applied_at: number | null;
+  software_version: string | null;
+  online_users: number;
+}
+
+const LIST_COLUMNS = [
+  "id",
+  "name",
+  "host",
+  "business_port",
+  "status",
+  "created_at",
+  "updated_at",
+  "created_by",
+  "disabled_at",
+  "last_checkin_at",
+  "sse_connected",
+  "sse_changed_at",
+  "ocsp_last_applied_at",
+  "software_version",
+  "online_users",
+] as const;
+
+type NodeListRow = Pick<NodesTable, (typeof LIST_COLUMNS)[number]>;
+
+function toNodeView(row: NodeListRow, now: number): NodeView {
+  return {
+    id: row.id,
+    name: row.name,
+    host: row.host,
+    business_port: row.business_port,
+    status: displayedStatus(row, now),
+    lifecycle_status: row.status,
+    created_at: row.created_at,
+    updated_at: row.updated_at,
+    created_by: row.created_by,
+    disabled_at: row.disabled_at,
+    last_checkin_at: row.last_checkin_at,
+    sse_connected: row.sse_connected === 1,
+    sse_changed_at: row.sse_changed_at,
+    ocsp_last_applied_at: row.ocsp_last_applied_at,
+    software_version: row.software_version,
+    online_users: row.online_users,
+  };
+}
+
+export async function listNodes(ctx: CpContext, filter: { status?: DisplayedNodeStatus | undefined }, request: PageRequest): Promise<Page<NodeView>> {
+  const now = ctx.clock.now();
+  const cutoff = now - NODE_ONLINE_WINDOW_MS;
+  const base = ctx.controlDb.selectFrom("nodes").$call((q) => {
+    switch (filter.status) {
+      case "provisioning":
+        return q.where("status", "=", "provisioning");
+      case "disabled":
+        return q.where("status", "=", "disabled");
+      case "online":
+        return q.where("status", "=", "active").where("last_checkin_at", ">=", cutoff);
+      case "offline":
+        return q.where("status", "=", "active").where((eb) => eb.or([eb("last_checkin_at", "is", null), eb("last_checkin_at", "<", cutoff)]));
+      default:
+        return q;
+    }
+  });
+  const [rows, count] = await Promise.all([
+    base.select(LIST_COLUMNS).orderBy("created_at", "desc").orderBy("id").limit(request.pageSize).offset(pageOffset(request)).execute(),
+    base.select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow(),
+  ]);
+  return toPage(
+    rows.map((r) => toNodeView(r, now)),
+    request,
+    Number(count.n),
+  );
+}
+
+export interface NodeCertificateSummary {
+  id: string;
+  serial: string;
+  purpose: string;
+  status: "valid" | "revoked" | "expired";
+  not_before: number;
+  not_after: number;
+  revoked_at: number | null;
+}
+
+export interface NodeDetail extends NodeView {
+  metadata: unknown;
+  metrics: unknown;
+  app_versions: unknown;
+  certificates: { server: NodeCertificateSummary | null; client: NodeCertificateSummary | null; previous_client: NodeCertificateSummary | null };
+  onboarding_job: PkiJobView | null;
+  current_package: { id: string; created_at: number; sha256: string; size_bytes: number; downloaded_at: number | null } | null;
+}
+
+export async function getNode(ctx: CpContext, nodeId: string): Promise<NodeDetail> {
+  const now = ctx.clock.now();
+  const row = await ctx.controlDb
+    .selectFrom("nodes")
+    .select([...LIST_COLUMNS, "metadata", "metrics", "app_versions", "server_cert_id", "client_cert_id", "previous_client_cert_id"])
+    .where("id", "=", nodeId)
+    .executeTakeFirst();
+  if (!row) throw nodeNotFound();
+  const certIds = [row.server_cert_id, row.client_cert_id, row.previous_client_cert_id].filter((id): id is string => id !== null);
+  const [certs, job, pkg] = await Promise.all([
+    certIds.length === 0
+      ? Promise.resolve([])
+      : ctx.controlDb.selectFrom("certificates").select(["id", "serial_hex", "purpose", "status", "not_before", "not_after", "revoked_at"]).where("id", "in", certIds).execute(),
+    ctx.controlDb
+      .selectFrom("pki_jobs")
+      .selectAll()
+      .where("kind", "=", "node_onboard")
+      .where("target_type", "=", "node")
+      .where("target_id", "=", nodeId)
+      .orderBy("created_at", "desc")
+      .orderBy("id", "desc")
+      .executeTakeFirst(),
+    ctx.controlDb
+      .selectFrom("deploy_packages")
+      .select(["id", "created_at", "sha256", "size_bytes", "downloaded_at"])
+      .where("node_id", "=", nodeId)
+      .where("superseded_at", "is", null)
+      .orderBy("created_at", "desc")
+      .executeTakeFirst(),
+  ]);
+  const summary = (id: string | null): NodeCertificateSummary | null => {
+    const cert = certs.find((c) => c.id === id);
+    if (!cert) return null;
+    const status = cert.status === "revoked" ? "revoked" : cert.not_after <= now ? "expired" : "valid";
+    return { id: cert.id, serial: cert.serial_hex, purpose: cert.purpose, status, not_before: cert.not_before, not_after: cert.not_after, revoked_at: cert.revoked_at };
+  };
+  return {
+    ...toNodeView(row, now),
+    metadata: parseJsonColumn(row.metadata),
+    metrics: parseJsonColumn(row.metrics),
+    app_versions: parseJsonColumn(row.app_versions),
+    certificates: { server: summary(row.server_cert_id), client: summary(row.client_cert_id), previous_client: summary(row.previous_client_cert_id) },
+    onboarding_job: job ? toJobView(job) : null,
+    current_package: pkg ?? null,
+  };
+}
+
+// The node writes these on checkin; a malformed value must not make the node unreadable.
+function parseJsonColumn(text: string | null): unknown {
+  if (text === null) return null;
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return null;
+  }
+}
+
+export interface NodesOverview {
+  total: number;
+  by_status: Record<DisplayedNodeStatus, number>;
+  /** Summed over online nodes only: an offline node's last report is stale. */
+  online_users: number;
+  sse_connected: number;
+  ocsp_stale: { threshold_ms: number; count: number; nodes: Array<{ id: string; name: string; ocsp_last_applied_at: number | null }> };
+  generated_at: number;
+}
+
+export async function nodesOverview(ctx: CpContext): Promise<NodesOverview> {
+  const now = ctx.clock.now();
+  const cutoff = now - NODE_ONLINE_WINDOW_MS;
+  const staleBefore = now - OCSP_STALE_AFTER_MS;
+  const isOnline = sql<boolean>`status = 'active' and last_checkin_at >= ${cutoff}`;
+  const counts = await ctx.controlDb
+    .selectFrom("nodes")
+    .select([
+      sql<number>`count(*)`.as("total"),
+      sql<number>`coalesce(sum(case when status = 'provisioning' then 1 else 0 end), 0)`.as("provisioning"),
+      sql<number>`coalesce(sum(case when status = 'disabled' then 1 else 0 end), 0)`.as("disabled"),
+      sql<number>`coalesce(sum(case when ${isOnline} then 1 else 0 end), 0)`.as("online"),
+      sql<number>`coalesce(sum(case when ${isOnline} then online_users else 0 end), 0)`.as("online_users"),
+      sql<number>`coalesce(sum(case when sse_connected = 1 then 1 else 0 end), 0)`.as("sse_connected"),
+    ])
+    .executeTakeFirstOrThrow();
+  const staleQuery = ctx.controlDb
+    .selectFrom("nodes")
+    .where("status", "=", "active")
+    .where((eb) => eb.or([eb("ocsp_last_applied_at", "is", null), eb("ocsp_last_applied_at", "<", staleBefore)]));
+  const [staleCount, staleNodes] = await Promise.all([
+    staleQuery.select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow(),
+    staleQuery.select(["id", "name", "ocsp_last_applied_at"]).orderBy("name").limit(OVERVIEW_STALE_LIST_LIMIT).execute(),
+  ]);
+  const total = Number(counts.total);
+  const provisioning = Number(counts.provisioning);
+  const disabled = Number(counts.disabled);
+  const online = Number(counts.online);
+  return {
+    total,
+    by_status: { provisioning, online, offline: total - provisioning - disabled - online, disabled },
+    online_users: Number(counts.online_users),
+    sse_connected: Number(counts.sse_connected),
+    ocsp_stale: { threshold_ms: OCSP_STALE_AFTER_MS, count: Number(staleCount.n), nodes: staleNodes },
+    generated_at: now,
+  };
+}
+
+export interface NodeTrailFilter extends TimeRange {
+  nodeId?: string | undefined;
+  event?: string | undefined;
+}
+
+export async function listNodeAuditLogs(ctx: CpContext, filter: NodeTrailFilter, request: PageRequest) {
+  const base = ctx.controlDb.selectFrom("node_audit_logs").$call((q) => {
+    let out = q;
+    if (filter.from !== undefined) out = out.where("created_at", ">=", filter.from);
+    if (filter.to !== undefined) out = out.where("created_at", "<=", filter.to);
+    if (filter.nodeId) out = out.where("node_id", "=", filter.nodeId);
+    if (filter.event) out = out.where("event", "=", filter.event);
+    return out;
+  });
+  const [rows, count] = await Promise.all([
+    base.selectAll().orderBy("created_at", "desc").orderBy("id", "desc").limit(request.pageSize).offset(pageOffset(request)).execute(),
+    base.select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow(),
+  ]);
+  return toPage(
+    rows.map((r) => ({ ...r, detail: parseJsonColumn(r.detail) })),
+    request,
+    Number(count.n),
+  );
+}
+
+export async function listNodeAuthEvents(ctx: CpContext, filter: NodeTrailFilter, request: PageRequest) {
+  const base = ctx.controlDb.selectFrom("node_auth_events").$call((q) => {
+    let out = q;
+    if (filter.from !== undefined) out = out.where("created_at", ">=", filter.from);
+    if (filter.to !== undefined) out = out.where("created_at", "<=", filter.to);
+    if (filter.nodeId) out = out.where("node_id", "=", filter.nodeId);
+    if (filter.event) out = out.where("event", "=", filter.event);
+    return out;
+  });
+  const [rows, count] = await Promise.all([
+    base.selectAll().orderBy("created_at", "desc").orderBy("id", "desc").limit(request.pageSize).offset(pageOffset(request)).execute(),
+    base.select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow(),
+  ]);
+  return toPage(
+    rows.map((r) => ({ ...r, detail: parseJsonColumn(r.detail) })),
+    request,
+    Number(count.n),
+  );
+}
+
+export function nodeNotFound(): AuthNexusError {
+  return new AuthNexusError("NOT_FOUND", { message: "Node not found." });
+}
