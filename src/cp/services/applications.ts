@@ -141,7 +141,13 @@ export async function restoreApplication(ctx: CpContext, appId: string): Promise
 /** Permanently removes an application from the recycle bin (its cloud functions cascade). */
 export async function purgeApplication(ctx: CpContext, appId: string): Promise<void> {
   await requireInRecycleBin(ctx, appId);
-  await ctx.controlDb.deleteFrom("applications").where("id", "=", appId).where("deleted_at", "is not", null).execute();
+  // Config items are keyed by scope, not by a foreign key: they go with the application.
+  const scope = `app:${appId}`;
+  await ctx.controlDb.transaction().execute(async (tx) => {
+    await tx.deleteFrom("node_config_states").where("scope", "=", scope).execute();
+    await tx.deleteFrom("config_versions").where("scope", "=", scope).execute();
+    await tx.deleteFrom("applications").where("id", "=", appId).where("deleted_at", "is not", null).execute();
+  });
 }
 
 async function requireInRecycleBin(ctx: CpContext, appId: string): Promise<void> {

@@ -1,0 +1,148 @@
+/**
+ * Cloud functions as nodes see them (PRODUCT §6): scripts live in the Control DB, unique per
+ * (app_id, name); nodes learn the manifest (name, version, sha256, timeout) from every config
+ * pull and download a body only when its sha256 differs from what they hold. A change bumps the
+ * function's version and hints every node with config.pending, since the manifest rides on the
+ * config pull. Functions of applications in the recycle bin are neither listed nor served.
+ */
+import type { Kysely } from "kysely";
+import { type ControlSchema, isUniqueViolation } from "../../shared/db/index.js";
+import { AuthNexusError } from "../../shared/errors/index.js";
+import { newId, sha256Hex } from "../../shared/ids.js";
+import type { CloudFunctionManifest } from "../../shared/node-protocol/index.js";
+import type { Actor, CpContext } from "./context.js";
+
+/** Function names: an identifier-like word, safe in a URL path segment without escaping. */
+export const CLOUD_FUNCTION_NAME = /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/;
+/** Largest script body (bytes, UTF-8). */
+export const MAX_CLOUD_FUNCTION_SCRIPT_BYTES = 256 * 1024;
+/** Default run time limit of a call, ms (PRODUCT §6), and the range a function may ask for. */
+export const DEFAULT_CLOUD_FUNCTION_TIMEOUT_MS = 1000;
+export const MIN_CLOUD_FUNCTION_TIMEOUT_MS = 10;
+export const MAX_CLOUD_FUNCTION_TIMEOUT_MS = 60_000;
+
+export interface CloudFunctionInput {
+  appId: string;
+  name: string;
+  script: string;
+  /** Omitted: keep the current timeout (or the default for a new function). */
+  timeoutMs?: number | undefined;
+}
+
+export interface CloudFunctionView extends CloudFunctionManifest {
+  id: string;
+  size_bytes: number;
+  created_at: number;
+  updated_at: number;
+  created_by: string | null;
+}
+
+/**
+ * Creates the function (version 1) or replaces its script/timeout (version + 1). Unchanged input
+ * is a no-op returning the current version without a hint.
+ */
+export async function upsertCloudFunction(ctx: CpContext, actor: Actor, input: CloudFunctionInput): Promise<CloudFunctionView & { changed: boolean }> {
+  assertValidInput(input);
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const result = await ctx.controlDb.transaction().execute(async (trx) => {
+        await requireLiveApplication(trx, input.appId);
+        const now = ctx.clock.now();
+        const current = await trx.selectFrom("cloud_functions").selectAll().where("app_id", "=", input.appId).where("name", "=", input.name).executeTakeFirst();
+        const timeoutMs = input.timeoutMs ?? current?.timeout_ms ?? DEFAULT_CLOUD_FUNCTION_TIMEOUT_MS;
+        if (!current) {
+          const row = { id: newId("cfn"), app_id: input.appId, name: input.name, script: input.script, version: 1, timeout_ms: timeoutMs, created_at: now, updated_at: now, created_by: actor.agentId };
+          await trx.insertInto("cloud_functions").values(row).execute();
+          return { ...toView(row), changed: true };
+        }
+        if (current.script === input.script && current.timeout_ms === timeoutMs) return { ...toView(current), changed: false };
+        // version + 1 in SQL: two concurrent replacements each get their own number.
+        await trx
+          .updateTable("cloud_functions")
+          .set((eb) => ({ script: input.script, timeout_ms: timeoutMs, version: eb("version", "+", 1), updated_at: now }))
+          .where("id", "=", current.id)
+          .execute();
+        const updated = await trx.selectFrom("cloud_functions").selectAll().where("id", "=", current.id).executeTakeFirstOrThrow();
+        return { ...toView(updated), changed: true };
+      });
+      if (result.changed) {
+        ctx.log.category("CP Agent").info("cloud_function.updated", { app_id: result.app_id, name: result.name, version: result.version, agent_id: actor.agentId });
+        ctx.events.publish("config.pending", null);
+      }
+      return result;
+    } catch (error) {
+      // Two first-time creations raced: the loser retries and takes the replace path.
+      if (isUniqueViolation(error) && attempt < 3) continue;
+      throw error;
+    }
+  }
+}
+
+/** The manifest every config pull carries: every function of every live application. */
+export async function cloudFunctionManifest(ctx: CpContext): Promise<CloudFunctionManifest[]> {
+  const rows = await ctx.controlDb
+    .selectFrom("cloud_functions as f")
+    .innerJoin("applications as a", "a.id", "f.app_id")
+    .where("a.deleted_at", "is", null)
+    .select(["f.app_id", "f.name", "f.version", "f.timeout_ms", "f.script"])
+    .orderBy("f.app_id")
+    .orderBy("f.name")
+    .execute();
+  return rows.map((r) => ({ app_id: r.app_id, name: r.name, version: Number(r.version), sha256: sha256Hex(r.script), timeout_ms: r.timeout_ms }));
+}
+
+export interface CloudFunctionBody {
+  script: string;
+  version: number;
+  sha256: string;
+}
+
+/** One function's script for a node; 404 when unknown or when its application is in the recycle bin. */
+export async function cloudFunctionBody(ctx: CpContext, appId: string, name: string): Promise<CloudFunctionBody> {
+  const row = await ctx.controlDb
+    .selectFrom("cloud_functions as f")
+    .innerJoin("applications as a", "a.id", "f.app_id")
+    .where("a.deleted_at", "is", null)
+    .where("f.app_id", "=", appId)
+    .where("f.name", "=", name)
+    .select(["f.script", "f.version"])
+    .executeTakeFirst();
+  if (!row) throw new AuthNexusError("NOT_FOUND", { message: "Cloud function not found." });
+  return { script: row.script, version: Number(row.version), sha256: sha256Hex(row.script) };
+}
+
+function toView(row: { id: string; app_id: string; name: string; script: string; version: number; timeout_ms: number; created_at: number; updated_at: number; created_by: string | null }): CloudFunctionView {
+  return {
+    id: row.id,
+    app_id: row.app_id,
+    name: row.name,
+    version: Number(row.version),
+    sha256: sha256Hex(row.script),
+    timeout_ms: row.timeout_ms,
+    size_bytes: Buffer.byteLength(row.script),
+    created_at: row.created_at,
+    updated_at: row.updated_at,
+    created_by: row.created_by,
+  };
+}
+
+async function requireLiveApplication(db: Kysely<ControlSchema>, appId: string): Promise<void> {
+  const app = await db.selectFrom("applications").select("deleted_at").where("id", "=", appId).executeTakeFirst();
+  if (!app) throw new AuthNexusError("NOT_FOUND", { message: "Application not found." });
+  if (app.deleted_at !== null) throw new AuthNexusError("APPLICATION_DELETED");
+}
+
+function assertValidInput(input: CloudFunctionInput): void {
+  const problems: Array<{ field: string; problem: string }> = [];
+  if (!CLOUD_FUNCTION_NAME.test(input.name)) problems.push({ field: "name", problem: "must be 1-64 characters: letters, digits, _ . - (starting with a letter or _)" });
+  if (Buffer.byteLength(input.script) > MAX_CLOUD_FUNCTION_SCRIPT_BYTES) problems.push({ field: "script", problem: `must be at most ${MAX_CLOUD_FUNCTION_SCRIPT_BYTES} bytes` });
+  if (input.script.trim() === "") problems.push({ field: "script", problem: "must not be empty" });
+  const t = input.timeoutMs;
+  if (t !== undefined && (!Number.isInteger(t) || t < MIN_CLOUD_FUNCTION_TIMEOUT_MS || t > MAX_CLOUD_FUNCTION_TIMEOUT_MS)) {
+    problems.push({ field: "timeout_ms", problem: `must be an integer from ${MIN_CLOUD_FUNCTION_TIMEOUT_MS} to ${MAX_CLOUD_FUNCTION_TIMEOUT_MS}` });
+  }
+  if (problems.length > 0) {
+    const summary = problems.map((p) => `${p.field}: ${p.problem}`).join("; ");
+    throw new AuthNexusError("VALIDATION_FAILED", { message: `Request failed validation: ${summary}`, detail: { public: problems } });
+  }
+}
