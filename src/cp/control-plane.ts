@@ -17,13 +17,16 @@ import { newId } from "../shared/ids.js";
 import type { Logger } from "../shared/log/index.js";
 import { type BoundListener, bindListener } from "../shared/net/listener.js";
 import { createAdminApp } from "./admin/app.js";
+import { createPkiJobWorker } from "./jobs/index.js";
 import type { CpConfig } from "./config.js";
 import { createNodeApiApp } from "./node-api/app.js";
+import { createSseHub, type SseHub } from "./node-api/sse-hub.js";
 import { createOcspAnswerer, createOcspListener } from "./ocsp/index.js";
 import type { CpContext } from "./services/context.js";
 import { createEventBus } from "./services/event-bus.js";
 import { ensureCpServerCertificate, loadCpTlsIdentity } from "./services/cp-identity.js";
 import { loadMasterKey } from "./services/master-key.js";
+import { scheduleRetentionPass } from "./services/security-changes.js";
 import { createInventoryResolver, loadOcspIssuers } from "./services/ocsp-status.js";
 import { ensureSetupRow, isSetupComplete, prepareConsoleToken, verifyMasterKey } from "./services/setup.js";
 
@@ -69,8 +72,15 @@ export async function startControlPlane(config: CpConfig, options: StartOptions)
   };
   const listeners: BoundListener[] = [];
   const lifecycle = { stopping: false };
+  const sse = createSseHub(ctx);
+  const stopRetention = scheduleRetentionPass(ctx);
+  const jobWorker = createPkiJobWorker(ctx);
   const closeAll = async () => {
     lifecycle.stopping = true;
+    // Open SSE streams would otherwise hold the node listener for the whole grace period.
+    stopRetention();
+    await sse.closeAll();
+    await jobWorker.stop();
     await Promise.all(listeners.splice(0).map((l) => l.close(options.shutdownGraceMs ?? SHUTDOWN_GRACE_MS)));
     await Promise.all([controlDb.destroy(), runtimeDb.destroy()]);
   };
@@ -82,7 +92,8 @@ export async function startControlPlane(config: CpConfig, options: StartOptions)
     let channelListeners: Promise<void> | null = null;
     const startChannels = () => {
       setupComplete = true;
-      channelListeners ??= startChannelListeners(ctx, config, listeners, lifecycle);
+      if (!lifecycle.stopping) jobWorker.start();
+      channelListeners ??= startChannelListeners(ctx, config, listeners, lifecycle, sse);
       return channelListeners;
     };
 
@@ -135,7 +146,7 @@ async function openMigrated<Schema>(options: CpConfig["controlDb"], role: "contr
  * certificate) never keeps the other down. Setup has committed by the time this runs, so a
  * failure is logged rather than turned into an error answer; the next start tries again.
  */
-async function startChannelListeners(ctx: CpContext, config: CpConfig, listeners: BoundListener[], lifecycle: { stopping: boolean }): Promise<void> {
+async function startChannelListeners(ctx: CpContext, config: CpConfig, listeners: BoundListener[], lifecycle: { stopping: boolean }, sse: SseHub): Promise<void> {
   const serverLog = ctx.log.category("Server");
   const attempt = async (name: string, start: () => Promise<BoundListener>) => {
     try {
@@ -148,10 +159,10 @@ async function startChannelListeners(ctx: CpContext, config: CpConfig, listeners
       serverLog.error("listener.failed", { listener: name, error: (error as Error).message });
     }
   };
-  await Promise.all([attempt("node-api", () => startNodeApiListener(ctx, config)), attempt("ocsp", () => startOcspListener(ctx, config))]);
+  await Promise.all([attempt("node-api", () => startNodeApiListener(ctx, config, sse)), attempt("ocsp", () => startOcspListener(ctx, config))]);
 }
 
-async function startNodeApiListener(ctx: CpContext, config: CpConfig): Promise<BoundListener> {
+async function startNodeApiListener(ctx: CpContext, config: CpConfig, sse: SseHub): Promise<BoundListener> {
   await ensureCpServerCertificate(ctx);
   const identity = await loadCpTlsIdentity(ctx);
   const tlsLog = ctx.log.category("TLS");
@@ -164,7 +175,7 @@ async function startNodeApiListener(ctx: CpContext, config: CpConfig): Promise<B
       rejectUnauthorized: true,
       minVersion: "TLSv1.2",
     },
-    getRequestListener(createNodeApiApp(ctx).fetch),
+    getRequestListener(createNodeApiApp(ctx, sse).fetch),
   );
   nodeServer.on("tlsClientError", (error, socket) => {
     tlsLog.warn("handshake.failed", { listener: "node-api", ip: socket.remoteAddress, code: (error as NodeJS.ErrnoException).code, error: error.message });

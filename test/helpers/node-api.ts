@@ -10,6 +10,7 @@ import type { AddressInfo } from "node:net";
 import { getRequestListener } from "@hono/node-server";
 import { Agent, fetch as undiciFetch } from "undici";
 import { createNodeApiApp } from "../../src/cp/node-api/app.js";
+import { createSseHub, type SseHub, type SseHubOptions } from "../../src/cp/node-api/sse-hub.js";
 import type { CpContext } from "../../src/cp/services/context.js";
 import { ensureCpServerCertificate, loadCpTlsIdentity } from "../../src/cp/services/cp-identity.js";
 import { loadActiveCa, recordCertificate } from "../../src/cp/services/pki-inventory.js";
@@ -44,17 +45,20 @@ export interface TestNodeApi {
   url: string;
   /** The CP's 9091 trust anchor (cp_server_ca), as a node's package carries it. */
   cpCaPem: string;
+  /** The SSE hub behind /events (closed by close()). */
+  sse: SseHub;
   mintNode(options?: { name?: string; status?: string }): Promise<NodeIdentity>;
   client(identity: { certPem: string; keyPem: string }): NodeApiClient;
   close(): Promise<void>;
 }
 
 /** Setup done, node API listening on 127.0.0.1:0 with the CP's real TLS identity. */
-export async function startTestNodeApi(variant: DbVariant, label = "nodeapi", app = createNodeApiApp): Promise<TestNodeApi> {
+export async function startTestNodeApi(variant: DbVariant, label = "nodeapi", app = createNodeApiApp, sseOptions: Partial<SseHubOptions> = {}): Promise<TestNodeApi> {
   const cp = await createTestCp(variant, label);
   await completeSetup(cp.ctx);
   await ensureCpServerCertificate(cp.ctx);
   const identity = await loadCpTlsIdentity(cp.ctx);
+  const sse = createSseHub(cp.ctx, sseOptions);
   const server = https.createServer(
     {
       key: identity.keyPem,
@@ -64,7 +68,7 @@ export async function startTestNodeApi(variant: DbVariant, label = "nodeapi", ap
       rejectUnauthorized: true,
       minVersion: "TLSv1.2",
     },
-    getRequestListener(app(cp.ctx).fetch),
+    getRequestListener(app(cp.ctx, sse).fetch),
   );
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const port = (server.address() as AddressInfo).port;
@@ -74,6 +78,7 @@ export async function startTestNodeApi(variant: DbVariant, label = "nodeapi", ap
     cp,
     url,
     cpCaPem: identity.serverCaPem,
+    sse,
     mintNode: (options) => mintNode(cp.ctx, options),
     client(id) {
       const client = nodeApiClient(url, identity.serverCaPem, id);
@@ -81,6 +86,7 @@ export async function startTestNodeApi(variant: DbVariant, label = "nodeapi", ap
       return client;
     },
     async close() {
+      await sse.closeAll();
       await Promise.all(clients.map((c) => c.close()));
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));

@@ -337,7 +337,15 @@ interface RouteCase {
 const ALL_ROLES: readonly Role[] = ["root", "admin", "operator"];
 const WRITERS: readonly Role[] = ["root", "admin"];
 const ROOT_ONLY: readonly Role[] = ["root"];
-const MISSING = { agent: "agt_doesNotExist000000000", app: "app_doesNotExist000000000", cert: "crt_doesNotExist000000000" };
+const MISSING = {
+  agent: "agt_doesNotExist000000000",
+  app: "app_doesNotExist000000000",
+  cert: "crt_doesNotExist000000000",
+  node: "nod_doesNotExist000000000",
+  job: "job_doesNotExist000000000",
+  pkg: "pkg_doesNotExist000000000",
+  command: "cmd_doesNotExist000000000",
+};
 
 // ---------------------------------------------------------------------------------------------
 
@@ -949,6 +957,40 @@ for (const variant of dbVariants()) {
           { method: "GET", template: "/pki/certs", path: () => `${V1}/pki/certs`, allowed: ALL_ROLES, status: 200 },
           { method: "GET", template: "/pki/certs/:id", path: () => `${V1}/pki/certs/${ids.cert}`, allowed: ALL_ROLES, status: 200 },
           { method: "POST", template: "/pki/certs/:id/revoke", path: () => `${V1}/pki/certs/${MISSING.cert}/revoke`, body: {}, allowed: WRITERS, status: 404, code: "NOT_FOUND" },
+          { method: "POST", template: "/nodes", path: () => `${V1}/nodes`, body: {}, allowed: WRITERS, status: 400, code: "VALIDATION_FAILED" },
+          { method: "GET", template: "/nodes", path: () => `${V1}/nodes`, allowed: ALL_ROLES, status: 200 },
+          { method: "GET", template: "/nodes/overview", path: () => `${V1}/nodes/overview`, allowed: ALL_ROLES, status: 200 },
+          { method: "GET", template: "/nodes/audit-logs", path: () => `${V1}/nodes/audit-logs`, allowed: ALL_ROLES, status: 200 },
+          { method: "GET", template: "/nodes/auth-events", path: () => `${V1}/nodes/auth-events`, allowed: ALL_ROLES, status: 200 },
+          { method: "GET", template: "/nodes/:id", path: () => `${V1}/nodes/${MISSING.node}`, allowed: ALL_ROLES, status: 404, code: "NOT_FOUND" },
+          { method: "POST", template: "/nodes/:id/disable", path: () => `${V1}/nodes/${MISSING.node}/disable`, allowed: WRITERS, status: 404, code: "NOT_FOUND" },
+          { method: "POST", template: "/nodes/:id/enable", path: () => `${V1}/nodes/${MISSING.node}/enable`, allowed: WRITERS, status: 404, code: "NOT_FOUND" },
+          { method: "DELETE", template: "/nodes/:id", path: () => `${V1}/nodes/${MISSING.node}`, allowed: WRITERS, status: 404, code: "NOT_FOUND" },
+          { method: "GET", template: "/nodes/:id/deploy-packages", path: () => `${V1}/nodes/${MISSING.node}/deploy-packages`, allowed: ALL_ROLES, status: 404, code: "NOT_FOUND" },
+          // Packages carry private keys: downloading one needs write permission although it is a GET.
+          { method: "GET", template: "/nodes/:id/deploy-packages/:pid/download", path: () => `${V1}/nodes/${MISSING.node}/deploy-packages/${MISSING.pkg}/download`, allowed: WRITERS, status: 404, code: "NOT_FOUND" },
+          { method: "GET", template: "/nodes/:nid/configs", path: () => `${V1}/nodes/${MISSING.node}/configs`, allowed: ALL_ROLES, status: 404, code: "NOT_FOUND" },
+          { method: "POST", template: "/nodes/:nid/commands", path: () => `${V1}/nodes/${MISSING.node}/commands`, body: {}, allowed: WRITERS, status: 400, code: "VALIDATION_FAILED" },
+          { method: "POST", template: "/commands", path: () => `${V1}/commands`, body: {}, allowed: WRITERS, status: 400, code: "VALIDATION_FAILED" },
+          { method: "GET", template: "/commands", path: () => `${V1}/commands`, allowed: ALL_ROLES, status: 200 },
+          { method: "GET", template: "/commands/:id", path: () => `${V1}/commands/${MISSING.command}`, allowed: ALL_ROLES, status: 404, code: "NOT_FOUND" },
+          { method: "GET", template: "/pki/jobs", path: () => `${V1}/pki/jobs`, allowed: ALL_ROLES, status: 200 },
+          { method: "GET", template: "/pki/jobs/:id", path: () => `${V1}/pki/jobs/${MISSING.job}`, allowed: ALL_ROLES, status: 404, code: "NOT_FOUND" },
+          { method: "POST", template: "/pki/jobs/:id/retry", path: () => `${V1}/pki/jobs/${MISSING.job}/retry`, allowed: WRITERS, status: 404, code: "NOT_FOUND" },
+          { method: "POST", template: "/pki/jobs/:id/cancel", path: () => `${V1}/pki/jobs/${MISSING.job}/cancel`, allowed: WRITERS, status: 404, code: "NOT_FOUND" },
+          { method: "PUT", template: "/configs/:type", path: () => `${V1}/configs/server_runtime_settings`, body: {}, allowed: WRITERS, status: 400, code: "VALIDATION_FAILED" },
+          { method: "PUT", template: "/applications/:app_id/configs/:type", path: () => `${V1}/applications/${ids.app}/configs/app_policy`, body: {}, allowed: WRITERS, status: 400, code: "VALIDATION_FAILED" },
+          { method: "GET", template: "/configs", path: () => `${V1}/configs`, allowed: ALL_ROLES, status: 200 },
+          { method: "GET", template: "/configs/:type", path: () => `${V1}/configs/server_runtime_settings`, allowed: ALL_ROLES, status: 404, code: "NOT_FOUND" },
+          { method: "GET", template: "/configs/:type/versions", path: () => `${V1}/configs/server_runtime_settings/versions`, allowed: ALL_ROLES, status: 200 },
+          { method: "GET", template: "/applications/:app_id/configs/:type", path: () => `${V1}/applications/${ids.app}/configs/app_policy`, allowed: ALL_ROLES, status: 404, code: "NOT_FOUND" },
+          { method: "GET", template: "/applications/:app_id/configs/:type/versions", path: () => `${V1}/applications/${ids.app}/configs/app_policy/versions`, allowed: ALL_ROLES, status: 200 },
+          { method: "GET", template: "/security/blacklist", path: () => `${V1}/security/blacklist`, allowed: ALL_ROLES, status: 200 },
+          { method: "GET", template: "/security/blacklist/:id", path: () => `${V1}/security/blacklist/bl_doesNotExist000000000`, allowed: ALL_ROLES, status: 404, code: "NOT_FOUND" },
+          { method: "POST", template: "/security/blacklist", path: () => `${V1}/security/blacklist`, body: {}, allowed: WRITERS, status: 400, code: "VALIDATION_FAILED" },
+          { method: "DELETE", template: "/security/blacklist/:id", path: () => `${V1}/security/blacklist/bl_doesNotExist000000000`, allowed: WRITERS, status: 404, code: "NOT_FOUND" },
+          { method: "GET", template: "/security/auth-epochs", path: () => `${V1}/security/auth-epochs`, allowed: ALL_ROLES, status: 200 },
+          { method: "POST", template: "/security/auth-epochs", path: () => `${V1}/security/auth-epochs`, body: {}, allowed: WRITERS, status: 400, code: "VALIDATION_FAILED" },
           { method: "GET", template: "/agent-login-logs", path: () => `${V1}/agent-login-logs`, allowed: ALL_ROLES, status: 200 },
           { method: "GET", template: "/agent-audit-logs", path: () => `${V1}/agent-audit-logs`, allowed: ALL_ROLES, status: 200 },
         ];

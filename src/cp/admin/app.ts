@@ -3,11 +3,12 @@
  * owns request ids, access logs, the setup gate, authentication, roles and auditing; one error
  * handler owns every error body.
  */
-import { Hono } from "hono";
+import { Hono, type MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { ADMIN_MAX_BODY_BYTES } from "../../shared/config/defaults.js";
 import { AuthNexusError } from "../../shared/errors/index.js";
 import { newId } from "../../shared/ids.js";
+import { MAX_CONFIG_CONTENT_BYTES } from "../../shared/node-protocol/index.js";
 import { errorToResponse } from "../http/error-response.js";
 import type { CpContext } from "../services/context.js";
 import type { AdminEnv } from "./env.js";
@@ -16,7 +17,12 @@ import { agentLogRoutes } from "./routes/agent-logs.js";
 import { agentRoutes } from "./routes/agents.js";
 import { applicationRoutes } from "./routes/applications.js";
 import { authRoutes } from "./routes/auth.js";
+import { commandRoutes } from "./routes/commands.js";
+import { configRoutes } from "./routes/configs.js";
+import { nodeRoutes } from "./routes/nodes.js";
 import { pkiRoutes } from "./routes/pki.js";
+import { securityRoutes } from "./routes/security.js";
+import { pkiJobRoutes } from "./routes/pki-jobs.js";
 import { setupRoutes } from "./routes/setup.js";
 
 export interface AdminAppOptions {
@@ -33,14 +39,7 @@ export function createAdminApp(ctx: CpContext, options: AdminAppOptions): Hono<A
     throw new AuthNexusError("ROUTE_NOT_FOUND");
   });
   app.use(requestContext(log, () => newId("req")));
-  app.use(
-    bodyLimit({
-      maxSize: ADMIN_MAX_BODY_BYTES,
-      onError: () => {
-        throw new AuthNexusError("BODY_TOO_LARGE", { message: `Request body is larger than ${ADMIN_MAX_BODY_BYTES} bytes.` });
-      },
-    }),
-  );
+  app.use(adminBodyLimit());
   app.use(setupGate(options.isSetupComplete));
 
   const v1 = new Hono<AdminEnv>();
@@ -49,7 +48,31 @@ export function createAdminApp(ctx: CpContext, options: AdminAppOptions): Hono<A
   v1.route("/agents", agentRoutes(ctx));
   v1.route("/applications", applicationRoutes(ctx));
   v1.route("/pki", pkiRoutes(ctx));
+  v1.route("/security", securityRoutes(ctx));
+  v1.route("/pki/jobs", pkiJobRoutes(ctx));
+  v1.route("/nodes", nodeRoutes(ctx));
   v1.route("/", agentLogRoutes(ctx));
+  v1.route("/", configRoutes(ctx));
+  v1.route("/", commandRoutes(ctx));
   app.route("/admin/v1", v1);
   return app;
+}
+
+/** Config content (trust bundles, cloud variables) may be far larger than any other admin body. */
+const CONFIG_PUT_PATH = /^\/admin\/v1\/(applications\/[^/]+\/)?configs\/[^/]+$/;
+const ADMIN_MAX_CONFIG_BODY_BYTES = MAX_CONFIG_CONTENT_BYTES + 16 * 1024;
+
+function adminBodyLimit(): MiddlewareHandler<AdminEnv> {
+  const limit = (maxSize: number) =>
+    bodyLimit({
+      maxSize,
+      onError: () => {
+        throw new AuthNexusError("BODY_TOO_LARGE", { message: `Request body is larger than ${maxSize} bytes.` });
+      },
+    });
+  const standard = limit(ADMIN_MAX_BODY_BYTES);
+  const configs = limit(ADMIN_MAX_CONFIG_BODY_BYTES);
+  return function adminBodyLimitStep(c, next) {
+    return c.req.method === "PUT" && CONFIG_PUT_PATH.test(c.req.path) ? configs(c, next) : standard(c, next);
+  };
 }

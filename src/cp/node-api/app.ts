@@ -14,10 +14,17 @@ import { errorToResponse } from "../http/error-response.js";
 import type { CpContext } from "../services/context.js";
 import type { NodeApiEnv } from "./env.js";
 import { anyNode, nodeFromPath } from "./identity.js";
+import { checkinRoutes } from "./routes/checkin.js";
+import { cloudFunctionObjectRoutes } from "./routes/cloud-functions.js";
+import { nodeCommandRoutes } from "./routes/commands.js";
+import { nodeConfigRoutes } from "./routes/configs.js";
+import { deltaRoutes } from "./routes/deltas.js";
+import { eventRoutes } from "./routes/events.js";
+import type { SseHub } from "./sse-hub.js";
 
 export type { NodeApiEnv } from "./env.js";
 
-export function createNodeApiApp(ctx: CpContext): Hono<NodeApiEnv> {
+export function createNodeApiApp(ctx: CpContext, sse: SseHub): Hono<NodeApiEnv> {
   const log = ctx.log.category("CP Agent");
   const app = new Hono<NodeApiEnv>();
   app.onError((error, c) => errorToResponse(c, error, log));
@@ -55,6 +62,12 @@ export function createNodeApiApp(ctx: CpContext): Hono<NodeApiEnv> {
   objects.use("*", anyNode(ctx));
   // Route groups (one file each under routes/) are added to `nodes` / `objects` here, before
   // the app.route calls below copy them into the app.
+  nodes.route("/", checkinRoutes(ctx));
+  nodes.route("/", nodeCommandRoutes(ctx));
+  nodes.route("/", nodeConfigRoutes(ctx));
+  objects.route("/", cloudFunctionObjectRoutes(ctx));
+  nodes.route("/", deltaRoutes(ctx));
+  nodes.route("/", eventRoutes(sse));
 
   app.route(`${CP_API_PREFIX}/nodes`, nodes);
   app.route(`${CP_API_PREFIX}/objects`, objects);

@@ -66,6 +66,9 @@ export const ERROR_CATALOGUE = {
   NODE_UNKNOWN: entry(403, "No such node."),
   DELTA_CURSOR_EXPIRED: entry(410, "The cursor is older than the retained change log; replay from 0."),
 
+  // Channel 3 (security change logs, admin side)
+  BLACKLIST_ENTRY_REMOVED: entry(409, "The blacklist entry has already been removed."),
+
   INTERNAL: entry(500, "Internal error.", false),
 } as const satisfies Record<string, CatalogueEntry>;
 

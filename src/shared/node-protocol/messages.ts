@@ -182,7 +182,10 @@ export type BlacklistChange = z.infer<typeof blacklistChange>;
 const deltaPage = <T extends z.ZodType>(change: T) =>
   z.object({
     changes: z.array(change),
-    /** Cursor to pass as `since` next; equals the last change's id (or `since` when empty). */
+    /**
+     * Cursor to pass as `since` next: the last change's id while has_more, else the head (ids in
+     * between were compacted away as superseded, so the cursor never stalls below the head).
+     */
     next_since: count,
     has_more: z.boolean(),
     /** Newest id in the log right now. */
