@@ -8,6 +8,7 @@ import { AdminApiError } from "./admin-client.js";
 import { registerOps } from "./ops.js";
 import { registerPki } from "./pki.js";
 import { registerServeCp } from "./serve-cp.js";
+import { registerServeNode } from "./serve-node.js";
 
 // `authnexus pki certs | head` closes our stdout early: that is the reader's choice, not an error.
 process.stdout.on("error", (error: NodeJS.ErrnoException) => {
@@ -22,6 +23,7 @@ const program = new Command()
   .showHelpAfterError();
 
 registerServeCp(program);
+registerServeNode(program);
 registerPki(program);
 registerOps(program);
 

@@ -11,6 +11,8 @@ export const DEFAULT_ADMIN_LISTEN = "127.0.0.1:9090";
 export const DEFAULT_CP_LISTEN = "0.0.0.0:9091";
 /** OCSP responder, Channel 4 (plain HTTP: responses are signed). */
 export const DEFAULT_OCSP_LISTEN = "0.0.0.0:9092";
+/** serve-node's local health endpoint (/healthz, /readyz, /status; plain HTTP). Loopback only by default. */
+export const DEFAULT_HEALTH_LISTEN = "127.0.0.1:9093";
 export const DEFAULT_CP_PORT = 9091;
 export const DEFAULT_OCSP_PORT = 9092;
 
@@ -53,3 +55,12 @@ export const LEAF_VALIDITY_DAYS = 397;
 
 /** How long in-flight requests may run after SIGINT/SIGTERM before sockets are cut (ms). */
 export const SHUTDOWN_GRACE_MS = 10_000;
+
+/** serve-node: largest response body the CP agent reads from the CP (bytes); larger is an error, not a truncation. */
+export const NODE_MAX_CP_RESPONSE_BYTES = 8 * 1024 * 1024;
+/** serve-node: the OCSP refresh is never planned sooner than this (ms), however close nextUpdate is. */
+export const NODE_OCSP_MIN_REFRESH_MS = 1000;
+/** serve-node: thisUpdate may lie this far in the future (ms): the CP's clock may run slightly ahead. */
+export const NODE_OCSP_CLOCK_SKEW_MS = 5 * 60 * 1000;
+/** serve-node: how long stop() waits for the CP agent's HTTP pools to close before cutting them (ms). */
+export const NODE_AGENT_CLOSE_GRACE_MS = 2000;

@@ -1,0 +1,27 @@
+/** `authnexus serve-node`: parse flags, resolve the node config, start the node, stop it on SIGINT/SIGTERM. */
+import type { Command } from "commander";
+import { resolveNodeConfig } from "../node/config.js";
+import { startServerNode } from "../node/server-node.js";
+import { systemClock } from "../shared/clock.js";
+import { createLogger } from "../shared/log/index.js";
+import { addFlags, dbFlagSpecs, type FlagSpec, readFlags } from "./flags.js";
+import { runUntilSignal } from "./process.js";
+
+const NODE_FLAG_SPECS: FlagSpec[] = [
+  { name: "agent", value: "file", description: "node_agent.json from the node's deploy package (required; the files it names are relative to it)" },
+  { name: "data-dir", value: "dir", description: "data directory (the SQLite Runtime DB; default ./authnexus-data)" },
+  { name: "health-listen", value: "host:port", description: "local health endpoint /healthz /readyz /status (default 127.0.0.1:9093)" },
+  { name: "log-level", value: "level", description: "debug, info, warn or error" },
+  { name: "log-format", value: "format", description: "json or pretty (default: pretty on a terminal)" },
+  ...dbFlagSpecs("", "Runtime DB"),
+];
+
+export function registerServeNode(program: Command): void {
+  const command = program.command("serve-node").description("run a server node: the CP agent (Channels 1-4), staged startup, local health endpoint");
+  addFlags(command, NODE_FLAG_SPECS).action(async () => {
+    const config = resolveNodeConfig(readFlags(command, NODE_FLAG_SPECS), process.env);
+    const log = createLogger({ category: "Server", level: config.logLevel, ...(config.logFormat ? { format: config.logFormat } : {}) });
+    const node = await startServerNode(config, { clock: systemClock, log });
+    await runUntilSignal(log, () => node.stop());
+  });
+}

@@ -1,0 +1,325 @@
+/**
+ * The CP agent: wires the CP client, the loops (checkin, commands, configs, the two delta
+ * streams), the SSE subscriber and the OCSP stapler to the node's state. Timing comes from the
+ * applied cp_agent_runtime (defaults until the CP delivers one) and from SSE health: while the
+ * stream is down, the delta, command and config polls tighten to the degraded intervals
+ * (800 ms epochs / 5 s blacklist; commands and configs at most every degraded blacklist
+ * interval), and when it comes back every loop pulls once, because hints may have been missed.
+ */
+import { EventEmitter } from "node:events";
+import type { Kysely } from "kysely";
+import type { RuntimeSchema } from "../../shared/db/index.js";
+import type { Logger } from "../../shared/log/index.js";
+import { type CpAgentRuntime, type HintEvent, GLOBAL_SCOPE } from "../../shared/node-protocol/index.js";
+import type { BusinessPlane } from "../business/business-plane.js";
+import type { LoadedAgentPackage } from "../package/load-agent-package.js";
+import { softwareVersion } from "../software-version.js";
+import { BlacklistCache } from "../state/blacklist-cache.js";
+import { type AppliedConfig, AppliedConfigStore } from "../state/config-store.js";
+import { AuthEpochCache } from "../state/epoch-cache.js";
+import { type CursorStream, loadBlacklist, loadEpochs } from "../state/runtime-sync.js";
+import { Backoff, type RandomSource } from "./backoff.js";
+import { CheckinLoop, type LastCheckin } from "./checkin-loop.js";
+import { type CommandOutcome, CommandRunner, createCommandHandlers } from "./command-runner.js";
+import { ConfigSync, type ConfigSyncResult } from "./config-sync.js";
+import { CpCallError } from "./cp-call-error.js";
+import { CpClient } from "./cp-client.js";
+import { DeltaPuller } from "./delta-puller.js";
+import { OcspStapler, type OcspStatus, type OcspTransport } from "./ocsp-stapler.js";
+import { PeriodicTask } from "./periodic-task.js";
+import type { Scheduler } from "./scheduler.js";
+import { SseSubscriber, type SseState } from "./sse-subscriber.js";
+
+export interface CpAgentOptions {
+  pkg: LoadedAgentPackage;
+  db: Kysely<RuntimeSchema>;
+  scheduler: Scheduler;
+  log: Logger;
+  business: BusinessPlane;
+  random?: RandomSource;
+  /** Overrides SSE_SILENCE_TIMEOUT_MS (tests). */
+  sseSilenceTimeoutMs?: number;
+  ocspTransport?: OcspTransport;
+  /** Page size for delta pulls (the CP's default when absent). */
+  deltaPageLimit?: number;
+}
+
+/** What the agent emits, for the health endpoint's neighbours and for tests that wait on events. */
+export interface CpAgentEvents {
+  checkin: [LastCheckin];
+  "command.reported": [{ commandId: string; kind: string; outcome: CommandOutcome }];
+  "configs.synced": [ConfigSyncResult];
+  "config.applied": [AppliedConfig];
+  "delta.applied": [{ stream: string; changes: number; cursor: number }];
+  "sse.state": [SseState];
+  "ocsp.updated": [OcspStatus];
+}
+
+/** The agent's state as /status reports it (snake_case JSON, like every AuthNexus API). */
+export interface CpAgentStatus {
+  sse: { state: SseState; since: number; reconnects: number; last_frame_at: number | null; last_error: string | null; hints_received: number };
+  cursors: Record<CursorStream, number>;
+  /** The newest id of each log as of the last checkin. */
+  heads: Record<CursorStream, number> | null;
+  configs: { type: string; scope: string; version: number; applied_at: number }[];
+  ocsp: { status: OcspStatus["status"]; fetched_at: number | null; this_update: number | null; next_update: number | null; last_attempt_at: number | null; last_error: string | null };
+  caches: { blacklist_entries: number; auth_epochs: number; cloud_functions: number };
+  last_checkin: { at: number; ok: boolean; error: string | null; node_status: string | null; server_time: number | null } | null;
+  loops: Record<string, { runs: number; last_success_at: number | null; last_error: string | null; consecutive_failures: number; next_run_at: number | null }>;
+}
+
+type LoopName = "checkin" | "commands" | "configs" | "auth-epochs" | "blacklist";
+
+export class CpAgent {
+  readonly store = new AppliedConfigStore();
+  readonly blacklist = new BlacklistCache();
+  readonly epochs = new AuthEpochCache();
+  readonly events = new EventEmitter<CpAgentEvents>();
+  readonly client: CpClient;
+  readonly sse: SseSubscriber;
+  readonly stapler: OcspStapler;
+  private readonly checkin: CheckinLoop;
+  private readonly commands: CommandRunner;
+  private readonly configs: ConfigSync;
+  private readonly deltas: Record<"auth-epochs" | "blacklist", DeltaPuller>;
+  private readonly loops: Record<LoopName, PeriodicTask>;
+  private readonly log: { agent: Logger; security: Logger; sse: Logger; tls: Logger };
+  private configPendingBefore = false;
+
+  constructor(private readonly options: CpAgentOptions) {
+    const { pkg, db, scheduler, business } = options;
+    const nodeId = pkg.manifest.node_id;
+    const clock = scheduler.clock;
+    this.log = {
+      agent: options.log.category("CP Agent"),
+      security: options.log.category("Security"),
+      sse: options.log.category("SSE"),
+      tls: options.log.category("TLS"),
+    };
+    const rt = () => this.store.cpAgentRuntime();
+    const backoff = () => new Backoff(() => ({ baseMs: rt().backoff_base_ms, maxMs: rt().backoff_max_ms }), options.random);
+    this.client = new CpClient({
+      cpUrl: pkg.manifest.cp_url,
+      nodeId,
+      tls: { caPem: pkg.cpCaPem, certPem: pkg.client.pem, keyPem: pkg.client.keyPem },
+      requestTimeoutMs: () => rt().request_timeout_ms,
+    });
+    const caches = { blacklist: this.blacklist, epochs: this.epochs };
+    const onDelta = (applied: { stream: string; changes: number; cursor: number }) => this.events.emit("delta.applied", applied);
+    this.deltas = {
+      "auth-epochs": new DeltaPuller({ stream: "auth-epochs", nodeId, db, client: this.client, clock, log: this.log.security, caches, onApplied: onDelta, ...(options.deltaPageLimit ? { pageLimit: options.deltaPageLimit } : {}) }),
+      blacklist: new DeltaPuller({ stream: "blacklist", nodeId, db, client: this.client, clock, log: this.log.security, caches, onApplied: onDelta, ...(options.deltaPageLimit ? { pageLimit: options.deltaPageLimit } : {}) }),
+    };
+    this.configs = new ConfigSync({ client: this.client, store: this.store, clock, log: this.log.agent, onSynced: (result) => this.events.emit("configs.synced", result) });
+    this.commands = new CommandRunner({
+      nodeId,
+      db,
+      client: this.client,
+      clock,
+      log: this.log.agent,
+      handlers: createCommandHandlers({ business, reloadConfigs: () => this.reloadConfigs() }),
+      onReported: ({ command, outcome }) => this.events.emit("command.reported", { commandId: command.id, kind: command.kind, outcome }),
+    });
+    this.sse = new SseSubscriber({
+      client: this.client,
+      scheduler,
+      backoff: backoff(),
+      log: this.log.sse,
+      onHint: (hint) => this.onHint(hint),
+      onStateChange: (state) => this.onSseState(state),
+      ...(options.sseSilenceTimeoutMs ? { silenceTimeoutMs: options.sseSilenceTimeoutMs } : {}),
+    });
+    this.stapler = new OcspStapler({
+      url: pkg.manifest.ocsp_url,
+      certDer: certificateDer(pkg.server.pem),
+      issuerDer: pkg.serverIssuer.der,
+      scheduler,
+      backoff: backoff(),
+      log: this.log.tls,
+      refreshMs: () => rt().ocsp_refresh_ms,
+      requestTimeoutMs: () => rt().request_timeout_ms,
+      ...(options.ocspTransport ? { transport: options.ocspTransport } : {}),
+      onUpdate: (status) => this.events.emit("ocsp.updated", status),
+    });
+    this.checkin = new CheckinLoop({
+      client: this.client,
+      clock,
+      log: this.log.agent,
+      softwareVersion: softwareVersion(),
+      startedAt: clock.now(),
+      business,
+      store: this.store,
+      cursors: () => this.cursors(),
+      sseConnected: () => this.sse.connected,
+      ocsp: () => this.stapler.status(),
+      onBehind: ({ streams, configPending }) => {
+        for (const stream of streams) this.loops[stream].wake();
+        // "Pending" also describes a version this node rejected: pulling again would only fetch
+        // it again. Wake on the change to pending, or when no rejection explains it.
+        if (configPending && (!this.configPendingBefore || !this.configs.holdsRejections)) this.loops.configs.wake();
+        this.configPendingBefore = configPending;
+      },
+    });
+
+    this.loops = this.createLoops(backoff);
+    this.store.onApplied((applied) => {
+      this.events.emit("config.applied", applied);
+      if (applied.type === "cp_agent_runtime" && applied.scope === GLOBAL_SCOPE) this.onRuntimeChanged(applied.content as CpAgentRuntime);
+    });
+  }
+
+  /**
+   * The five pull loops and their intervals. While SSE is down, the delta polls use the degraded
+   * intervals and the command and config polls tighten to at most the degraded blacklist one
+   * (cp_agent_runtime has no separate degraded value for them).
+   */
+  private createLoops(backoff: () => Backoff): Record<LoopName, PeriodicTask> {
+    const { scheduler } = this.options;
+    const rt = () => this.store.cpAgentRuntime();
+    const degraded = () => !this.sse.connected;
+    const loop = (name: LoopName, run: () => Promise<unknown>, intervalMs: () => number, log: Logger) =>
+      new PeriodicTask({
+        name,
+        scheduler,
+        backoff: backoff(),
+        run: async () => {
+          await run();
+        },
+        intervalMs,
+        failureDelayMs: (error, b) => {
+          const delay = b.next();
+          // The CP refused this request: do not hammer it, come back at the slowest pace.
+          return error instanceof CpCallError && !error.retryable ? Math.max(delay, rt().backoff_max_ms) : delay;
+        },
+        onFailure: (error, info) => this.logFailure(name, log, error, info),
+        onRecovered: ({ failures }) => log.info("cp.reachable", { loop: name, after_failures: failures }),
+      });
+    const checkin = async () => {
+      await this.checkin.run();
+      if (this.checkin.last) this.events.emit("checkin", this.checkin.last);
+    };
+    const blacklist = async () => {
+      await this.deltas.blacklist.pull();
+      // Expired entries no longer block (lookup checks expiry); dropping them bounds the memory.
+      this.blacklist.pruneExpired(scheduler.clock.now());
+    };
+    return {
+      checkin: loop("checkin", checkin, () => rt().checkin_interval_ms, this.log.agent),
+      commands: loop("commands", () => this.commands.pull(), () => (degraded() ? Math.min(rt().command_poll_ms, rt().degraded_blacklist_poll_ms) : rt().command_poll_ms), this.log.agent),
+      configs: loop("configs", () => this.configs.run(), () => (degraded() ? Math.min(rt().config_poll_ms, rt().degraded_blacklist_poll_ms) : rt().config_poll_ms), this.log.agent),
+      "auth-epochs": loop("auth-epochs", () => this.deltas["auth-epochs"].pull(), () => (degraded() ? rt().degraded_epoch_poll_ms : rt().epoch_poll_ms), this.log.security),
+      blacklist: loop("blacklist", blacklist, () => (degraded() ? rt().degraded_blacklist_poll_ms : rt().blacklist_poll_ms), this.log.security),
+    };
+  }
+
+  /** Loads what earlier runs persisted: cursors and the applied blacklist and epochs. */
+  async loadState(): Promise<void> {
+    const { db } = this.options;
+    await Promise.all([this.commands.load(), this.deltas["auth-epochs"].load(), this.deltas.blacklist.load()]);
+    this.blacklist.replaceAll(await loadBlacklist(db));
+    this.epochs.replaceAll(await loadEpochs(db));
+    this.log.security.info("state.loaded", { cursors: this.cursors(), blacklist_entries: this.blacklist.size, auth_epochs: this.epochs.size });
+  }
+
+  /** Starts checking in; settles at the first successful checkin (retries forever until then). */
+  connect(): Promise<void> {
+    this.loops.checkin.start();
+    return this.loops.checkin.firstSuccess;
+  }
+
+  /** Starts Channels 1–3 beyond the checkin; settles when the first configs are applied and reported. */
+  startChannels(): Promise<void> {
+    this.sse.start();
+    for (const name of ["configs", "commands", "auth-epochs", "blacklist"] as const) this.loops[name].start();
+    return this.configs.firstApplied;
+  }
+
+  /** Starts Channel 4; settles at the first verified OCSP response. */
+  startOcsp(): Promise<void> {
+    this.stapler.start();
+    return this.stapler.firstResponse;
+  }
+
+  /** Stops every loop (waiting for runs in progress), aborts SSE, closes the HTTP pools. */
+  async stop(): Promise<void> {
+    await Promise.all([...Object.values(this.loops).map((l) => l.stop()), this.sse.stop(), this.stapler.stop()]);
+    await this.client.close();
+  }
+
+  /** Runs a loop now (as a hint would). */
+  wake(name: LoopName): void {
+    this.loops[name].wake();
+  }
+
+  cursors(): Record<CursorStream, number> {
+    return { commands: this.commands.cursor, "auth-epochs": this.deltas["auth-epochs"].cursor, blacklist: this.deltas.blacklist.cursor };
+  }
+
+  status(): CpAgentStatus {
+    const sse = this.sse.status();
+    const ocsp = this.stapler.status();
+    const checkin = this.checkin.last;
+    return {
+      sse: { state: sse.state, since: sse.since, reconnects: sse.reconnects, last_frame_at: sse.lastFrameAt, last_error: sse.lastError, hints_received: sse.hintsReceived },
+      cursors: this.cursors(),
+      heads: this.checkin.heads,
+      configs: this.store.refs().map((ref) => ({ ...ref, applied_at: this.store.get(ref.type, ref.scope)?.appliedAt ?? 0 })),
+      ocsp: { status: ocsp.status, fetched_at: ocsp.fetchedAt, this_update: ocsp.thisUpdate, next_update: ocsp.nextUpdate, last_attempt_at: ocsp.lastAttemptAt, last_error: ocsp.lastError },
+      caches: { blacklist_entries: this.blacklist.size, auth_epochs: this.epochs.size, cloud_functions: this.store.cloudFunctionCount },
+      last_checkin: checkin && { at: checkin.at, ok: checkin.ok, error: checkin.error, node_status: checkin.nodeStatus, server_time: checkin.serverTime },
+      loops: Object.fromEntries(
+        Object.entries(this.loops).map(([name, loop]) => {
+          const state = loop.state();
+          return [name, { runs: state.runs, last_success_at: state.lastSuccessAt, last_error: state.lastError, consecutive_failures: state.consecutiveFailures, next_run_at: state.nextRunAt }];
+        }),
+      ),
+    };
+  }
+
+  private async reloadConfigs(): Promise<{ applied: number; rejected: number }> {
+    const result = await this.configs.run();
+    return { applied: result.applied.length, rejected: result.rejected.length };
+  }
+
+  private onHint(hint: HintEvent): void {
+    const target: Record<HintEvent, LoopName> = {
+      "command.pending": "commands",
+      "config.pending": "configs",
+      "blacklist.changed": "blacklist",
+      "epoch.bumped": "auth-epochs",
+    };
+    this.loops[target[hint]].wake();
+  }
+
+  private onSseState(state: SseState): void {
+    this.events.emit("sse.state", state);
+    for (const name of ["commands", "configs", "auth-epochs", "blacklist"] as const) {
+      // Back on the stream: pull everything once (hints may have been missed while it was down).
+      if (state === "connected") this.loops[name].wake();
+      else this.loops[name].reschedule();
+    }
+  }
+
+  private onRuntimeChanged(runtime: CpAgentRuntime): void {
+    this.log.agent.info("runtime.applied", { checkin_interval_ms: runtime.checkin_interval_ms, epoch_poll_ms: runtime.epoch_poll_ms, blacklist_poll_ms: runtime.blacklist_poll_ms });
+    for (const loop of Object.values(this.loops)) loop.reschedule();
+    this.stapler.reschedule();
+  }
+
+  private logFailure(name: LoopName, log: Logger, error: unknown, info: { attempt: number; retryInMs: number }): void {
+    const fields = {
+      loop: name,
+      attempt: info.attempt,
+      retry_in_ms: info.retryInMs,
+      error: error instanceof Error ? error.message : String(error),
+      ...(error instanceof CpCallError ? { kind: error.kind, status: error.status, code: error.code } : {}),
+    };
+    if (error instanceof CpCallError && error.kind === "tls") this.log.tls.warn("handshake.failed", { ...fields, peer: "control-plane" });
+    else if (error instanceof CpCallError && error.kind === "aborted") log.debug("cp.call_aborted", fields);
+    else log.warn(name === "checkin" ? "checkin.failed" : "pull.failed", fields);
+  }
+}
+
+function certificateDer(pem: string): Buffer {
+  return Buffer.from(pem.replace(/-----(BEGIN|END) CERTIFICATE-----/g, "").replace(/\s+/g, ""), "base64");
+}

@@ -1,0 +1,221 @@
+/**
+ * Channel 1 configs, node side: pull what is newer than the applied versions, validate and
+ * apply each item on its own (one bad item never blocks the others), ack the applied ones in
+ * one batch and report the rejected ones in one batch, with the version still in force. A
+ * rejected item leaves the previous version in force. Acks and error reports that fail to
+ * reach the CP are kept and sent again on the next run, so the CP's SYNCED / ERROR view
+ * converges even across CP outages. Cloud function bodies are fetched when their manifest
+ * SHA-256 changes and kept only if they hash to it.
+ */
+import { createHash } from "node:crypto";
+import type { Clock } from "../../shared/clock.js";
+import type { Logger } from "../../shared/log/index.js";
+import {
+  type CloudFunctionManifest,
+  type ConfigError,
+  type ConfigItem,
+  type ConfigType,
+  type ConfigVersionRef,
+  MAX_BATCH_ITEMS,
+  MAX_CONFIG_CONTENT_BYTES,
+  parseConfigContent,
+  scopeFitsType,
+} from "../../shared/node-protocol/index.js";
+import { parseCertificate, splitPemBundle } from "../../shared/pki/index.js";
+import type { AppliedConfig, AppliedConfigStore, CloudFunction } from "../state/config-store.js";
+import { CpCallError } from "./cp-call-error.js";
+import type { CpClient } from "./cp-client.js";
+
+const PEM_BUNDLE_TYPES: readonly ConfigType[] = ["app_client_ca_bundle", "app_mtls_trust_bundle"];
+
+/** Validates one delivered item the way the node will use it; never throws. */
+export function validateConfigItem(item: ConfigItem): { ok: true; content: unknown } | { ok: false; reason: string } {
+  if (!scopeFitsType(item.type, item.scope)) return { ok: false, reason: `scope "${item.scope}" does not fit type ${item.type}` };
+  const size = Buffer.byteLength(JSON.stringify(item.content ?? null));
+  if (size > MAX_CONFIG_CONTENT_BYTES) return { ok: false, reason: `content is ${size} bytes, more than ${MAX_CONFIG_CONTENT_BYTES}` };
+  const parsed = parseConfigContent(item.type, item.content);
+  if (!parsed.ok) return parsed;
+  if (PEM_BUNDLE_TYPES.includes(item.type)) {
+    const problem = checkCaBundle((parsed.value as { pem: string }).pem);
+    if (problem) return { ok: false, reason: problem };
+  }
+  return { ok: true, content: parsed.value };
+}
+
+/** Every certificate in a trust bundle must parse and be a CA certificate. */
+function checkCaBundle(pem: string): string | null {
+  let certs: string[];
+  try {
+    certs = splitPemBundle(pem);
+  } catch (error) {
+    return `pem: ${(error as Error).message}`;
+  }
+  if (certs.length === 0) return "pem: no certificate";
+  for (const [index, cert] of certs.entries()) {
+    try {
+      if (!parseCertificate(cert).isCa) return `pem: certificate #${index + 1} is not a CA certificate`;
+    } catch (error) {
+      return `pem: certificate #${index + 1}: ${(error as Error).message}`;
+    }
+  }
+  return null;
+}
+
+export interface ConfigSyncResult {
+  applied: ConfigVersionRef[];
+  rejected: ConfigError[];
+  cloudFunctions: { fetched: number; failed: number };
+}
+
+export interface ConfigSyncOptions {
+  client: Pick<CpClient, "pullConfigs" | "ackConfigs" | "reportConfigErrors" | "fetchCloudFunction">;
+  store: AppliedConfigStore;
+  clock: Clock;
+  log: Logger;
+  onSynced?: (result: ConfigSyncResult) => void;
+}
+
+const keyOf = (type: ConfigType, scope: string) => `${type} ${scope}`;
+
+export class ConfigSync {
+  /** Applied but not yet acknowledged by the CP. */
+  private readonly unackedApplied = new Map<string, ConfigVersionRef>();
+  /** Rejected but not yet reported to the CP. */
+  private readonly unreportedErrors = new Map<string, ConfigError>();
+  /** Rejected versions the CP already knows about: not re-validated or re-reported. */
+  private readonly reportedRejections = new Map<string, number>();
+  private chain: Promise<unknown> = Promise.resolve();
+  private resolveFirstApplied!: () => void;
+  /** Settles once a pull was applied and its acks/errors reached the CP (staged startup waits for it). */
+  readonly firstApplied: Promise<void> = new Promise((resolve) => {
+    this.resolveFirstApplied = resolve;
+  });
+  private lastResult: ConfigSyncResult | null = null;
+
+  constructor(private readonly options: ConfigSyncOptions) {}
+
+  /** One pull/apply/ack cycle; concurrent callers (loop, reload command) queue behind each other. */
+  run(): Promise<ConfigSyncResult> {
+    const next = this.chain.then(() => this.runOnce());
+    this.chain = next.catch(() => undefined);
+    return next;
+  }
+
+  get last(): ConfigSyncResult | null {
+    return this.lastResult;
+  }
+
+  /** True while some item's newest version is one this node rejected (so the CP keeps saying "pending"). */
+  get holdsRejections(): boolean {
+    return this.reportedRejections.size > 0 || this.unreportedErrors.size > 0;
+  }
+
+  private async runOnce(): Promise<ConfigSyncResult> {
+    const { client, store } = this.options;
+    await this.flushReports();
+    const pulled = await client.pullConfigs({ applied: store.refs() });
+    const applied: ConfigVersionRef[] = [];
+    const rejected: ConfigError[] = [];
+    for (const item of pulled.configs) {
+      const outcome = this.applyItem(item);
+      if (outcome === "applied") applied.push({ type: item.type, scope: item.scope, version: item.version });
+      else if (outcome) rejected.push(outcome);
+    }
+    await this.flushReports();
+    this.resolveFirstApplied();
+    const cloudFunctions = await this.syncCloudFunctions(pulled.cloud_functions);
+    const result = { applied, rejected, cloudFunctions };
+    this.lastResult = result;
+    this.options.onSynced?.(result);
+    if (cloudFunctions.failed > 0) throw new CpCallError("network", `${cloudFunctions.failed} cloud function bodies could not be fetched; retrying`);
+    return result;
+  }
+
+  /** Applies one item or records why not; returns "applied", the error, or null (nothing to do). */
+  private applyItem(item: ConfigItem): "applied" | ConfigError | null {
+    const { store, clock, log } = this.options;
+    const key = keyOf(item.type, item.scope);
+    const current = store.version(item.type, item.scope);
+    if (current !== null && current >= item.version) {
+      // The CP re-sent what is already in force: its ack was probably lost, so ack it again.
+      if (current === item.version) this.unackedApplied.set(key, { type: item.type, scope: item.scope, version: current });
+      return null;
+    }
+    if (this.reportedRejections.get(key) === item.version) return null;
+    const validated = validateConfigItem(item);
+    if (!validated.ok) {
+      const error: ConfigError = { type: item.type, scope: item.scope, version: item.version, applied_version: current, message: validated.reason.slice(0, 2000) };
+      this.unreportedErrors.set(key, error);
+      log.warn("config.rejected", { type: item.type, scope: item.scope, version: item.version, applied_version: current, reason: validated.reason });
+      return error;
+    }
+    store.apply({ type: item.type, scope: item.scope, version: item.version, content: validated.content, appliedAt: clock.now() } as AppliedConfig);
+    this.unreportedErrors.delete(key);
+    this.reportedRejections.delete(key);
+    this.unackedApplied.set(key, { type: item.type, scope: item.scope, version: item.version });
+    log.info("config.applied", { type: item.type, scope: item.scope, version: item.version, previous_version: current });
+    return "applied";
+  }
+
+  /** Sends pending acks and error reports, in batches; a retryable failure leaves them pending. */
+  private async flushReports(): Promise<void> {
+    const { client, log } = this.options;
+    const acks = [...this.unackedApplied.values()];
+    for (let i = 0; i < acks.length; i += MAX_BATCH_ITEMS) {
+      const batch = acks.slice(i, i + MAX_BATCH_ITEMS);
+      await this.sendBatch(() => client.ackConfigs({ acks: batch }), "acks");
+      for (const ref of batch) if (this.unackedApplied.get(keyOf(ref.type, ref.scope))?.version === ref.version) this.unackedApplied.delete(keyOf(ref.type, ref.scope));
+      log.info("config.acked", { items: batch.length });
+    }
+    const errors = [...this.unreportedErrors.values()];
+    for (let i = 0; i < errors.length; i += MAX_BATCH_ITEMS) {
+      const batch = errors.slice(i, i + MAX_BATCH_ITEMS);
+      await this.sendBatch(() => client.reportConfigErrors({ errors: batch }), "errors");
+      for (const error of batch) {
+        const key = keyOf(error.type, error.scope);
+        if (this.unreportedErrors.get(key)?.version === error.version) this.unreportedErrors.delete(key);
+        this.reportedRejections.set(key, error.version);
+      }
+      log.info("config.errors_reported", { items: batch.length });
+    }
+  }
+
+  /** A 4xx answer to a report will not change by repeating it: log and drop the batch. */
+  private async sendBatch(send: () => Promise<number>, what: "acks" | "errors"): Promise<void> {
+    try {
+      await send();
+    } catch (error) {
+      if (!(error instanceof CpCallError) || error.retryable) throw error;
+      this.options.log.warn("config.report_refused", { what, status: error.status, code: error.code, error: error.message });
+    }
+  }
+
+  private async syncCloudFunctions(manifest: CloudFunctionManifest[]): Promise<{ fetched: number; failed: number }> {
+    const { store, client, log } = this.options;
+    const next: CloudFunction[] = [];
+    let fetched = 0;
+    let failed = 0;
+    for (const entry of manifest) {
+      const held = store.cloudFunction(entry.app_id, entry.name);
+      if (held && held.manifest.sha256 === entry.sha256) {
+        next.push({ manifest: entry, body: held.body });
+        continue;
+      }
+      try {
+        const body = await client.fetchCloudFunction(entry.name, entry.app_id);
+        const digest = createHash("sha256").update(body).digest("hex");
+        if (digest !== entry.sha256) throw new Error(`body hashes to ${digest}, manifest says ${entry.sha256}`);
+        next.push({ manifest: entry, body });
+        fetched += 1;
+        log.info("cloud_function.fetched", { app_id: entry.app_id, name: entry.name, version: entry.version, bytes: body.length });
+      } catch (error) {
+        failed += 1;
+        // The previous version (if any) stays in force until the new body arrives intact.
+        if (held) next.push(held);
+        log.warn("cloud_function.fetch_failed", { app_id: entry.app_id, name: entry.name, version: entry.version, error: (error as Error).message });
+      }
+    }
+    store.replaceCloudFunctions(next);
+    return { fetched, failed };
+  }
+}

@@ -1,0 +1,237 @@
+/**
+ * The node's client for the CP's node API (9091, mTLS): Channel 1 calls, Channel 3 delta pulls
+ * and the Channel 2 event stream. undici's own fetch with two undici Agents carrying the
+ * node's client certificate: one pool for the short calls, created once and reused, and a
+ * separate pool for the long-lived SSE stream, so the stream can never hold the connection a
+ * checkin or a delta pull needs (the seed's cp_io vs sse_pool isolation). Never undici's Agent
+ * with the global fetch (TECH-NOTES: version skew silently drops the client certificate).
+ *
+ * Every call has a deadline (cp_agent_runtime.request_timeout_ms, read per call), every
+ * response is size-capped and validated against the shared zod schemas, and every failure is
+ * a CpCallError the loops can classify.
+ */
+import { isIP } from "node:net";
+import { Agent, fetch } from "undici";
+import type { z } from "zod";
+import { NODE_AGENT_CLOSE_GRACE_MS, NODE_MAX_CP_RESPONSE_BYTES } from "../../shared/config/defaults.js";
+import {
+  authEpochDeltaResponse,
+  batchAcceptedResponse,
+  blacklistDeltaResponse,
+  type CheckinRequest,
+  type CheckinResponse,
+  checkinResponse,
+  type CommandResultRequest,
+  type CommandsPullResponse,
+  commandsPullResponse,
+  type ConfigsAcksRequest,
+  type ConfigsErrorsRequest,
+  type ConfigsPullRequest,
+  type ConfigsPullResponse,
+  configsPullResponse,
+  type DeltaStream,
+  nodePaths,
+} from "../../shared/node-protocol/index.js";
+import { CpCallError, classifyFetchError, httpError } from "./cp-call-error.js";
+
+export interface CpClientOptions {
+  /** node_agent.json's cp_url (https://host:port, maybe with a path prefix). */
+  cpUrl: string;
+  nodeId: string;
+  tls: { caPem: string; certPem: string; keyPem: string };
+  /** Deadline of one call (ms); read on every call so a new cp_agent_runtime applies at once. */
+  requestTimeoutMs: () => number;
+  maxResponseBytes?: number;
+}
+
+export const DELTA_RESPONSE_SCHEMAS = {
+  "auth-epochs": authEpochDeltaResponse,
+  blacklist: blacklistDeltaResponse,
+} as const;
+export type DeltaResponse<S extends DeltaStream> = z.infer<(typeof DELTA_RESPONSE_SCHEMAS)[S]>;
+
+type ResponseBody = NonNullable<Awaited<ReturnType<typeof fetch>>["body"]>;
+
+export class CpClient {
+  private readonly baseUrl: string;
+  private readonly shortCalls: Agent;
+  private readonly eventStream: Agent;
+  private readonly closing = new AbortController();
+  private readonly maxBytes: number;
+
+  constructor(private readonly options: CpClientOptions) {
+    this.baseUrl = options.cpUrl.replace(/\/+$/, "");
+    this.maxBytes = options.maxResponseBytes ?? NODE_MAX_CP_RESPONSE_BYTES;
+    const hostname = new URL(this.baseUrl).hostname.replace(/^\[|\]$/g, "");
+    const connect = {
+      ca: options.tls.caPem,
+      cert: options.tls.certPem,
+      key: options.tls.keyPem,
+      // SNI must be a DNS name (RFC 6066); for an IP the certificate's IP SAN is checked instead.
+      ...(isIP(hostname) === 0 ? { servername: hostname } : {}),
+      minVersion: "TLSv1.2" as const,
+    };
+    this.shortCalls = new Agent({ connect, keepAliveTimeout: 30_000 });
+    // One stream, no body timeout: the subscriber watches ping frames for liveness itself.
+    this.eventStream = new Agent({ connect, connections: 1, bodyTimeout: 0, keepAliveTimeout: 1000 });
+  }
+
+  checkin(body: CheckinRequest): Promise<CheckinResponse> {
+    return this.call("POST", nodePaths.checkin(this.options.nodeId), body, checkinResponse);
+  }
+
+  pullCommands(since: number): Promise<CommandsPullResponse> {
+    return this.call("POST", nodePaths.commandsPull(this.options.nodeId, since), {}, commandsPullResponse);
+  }
+
+  async reportCommandResult(commandId: string, body: CommandResultRequest): Promise<void> {
+    await this.call("POST", nodePaths.commandResult(this.options.nodeId, commandId), body, null);
+  }
+
+  pullConfigs(body: ConfigsPullRequest): Promise<ConfigsPullResponse> {
+    return this.call("POST", nodePaths.configsPull(this.options.nodeId), body, configsPullResponse);
+  }
+
+  async ackConfigs(body: ConfigsAcksRequest): Promise<number> {
+    return (await this.call("POST", nodePaths.configsAcks(this.options.nodeId), body, batchAcceptedResponse)).accepted;
+  }
+
+  async reportConfigErrors(body: ConfigsErrorsRequest): Promise<number> {
+    return (await this.call("POST", nodePaths.configsErrors(this.options.nodeId), body, batchAcceptedResponse)).accepted;
+  }
+
+  /** A cloud function's script, as bytes (the caller checks its SHA-256 against the manifest). */
+  async fetchCloudFunction(name: string, appId: string): Promise<Buffer> {
+    return this.request("GET", nodePaths.cloudFunction(name, appId), undefined, async (body) => body);
+  }
+
+  pullDelta<S extends DeltaStream>(stream: S, since: number, limit?: number): Promise<DeltaResponse<S>> {
+    const schema = DELTA_RESPONSE_SCHEMAS[stream] as unknown as z.ZodType<DeltaResponse<S>>;
+    return this.call("GET", nodePaths.delta(this.options.nodeId, stream, since, limit), undefined, schema);
+  }
+
+  /**
+   * Opens Channel 2 on its own pool. Resolves once the CP answered 200 with an event stream
+   * (within the request timeout); the body then stays open until `signal` aborts or the CP ends it.
+   */
+  async openEventStream(signal: AbortSignal): Promise<ResponseBody> {
+    const headersDeadline = AbortSignal.timeout(this.options.requestTimeoutMs());
+    const state = { timedOut: false, aborted: false };
+    const headerPhase = new AbortController();
+    const onTimeout = () => {
+      state.timedOut = true;
+      headerPhase.abort(headersDeadline.reason);
+    };
+    const onAbort = () => {
+      state.aborted = true;
+      headerPhase.abort(signal.reason);
+    };
+    headersDeadline.addEventListener("abort", onTimeout, { once: true });
+    signal.addEventListener("abort", onAbort, { once: true });
+    this.closing.signal.addEventListener("abort", onAbort, { once: true });
+    try {
+      if (signal.aborted || this.closing.signal.aborted) onAbort();
+      const res = await fetch(`${this.baseUrl}${nodePaths.events(this.options.nodeId)}`, {
+        method: "GET",
+        headers: { accept: "text/event-stream", "cache-control": "no-cache" },
+        dispatcher: this.eventStream,
+        signal: headerPhase.signal,
+      });
+      if (res.status !== 200 || !res.body) {
+        const text = res.body ? await readLimited(res.body, 64 * 1024).then((b) => b.toString("utf8"), () => "") : "";
+        throw httpError(res.status, text);
+      }
+      const type = res.headers.get("content-type") ?? "";
+      if (!type.startsWith("text/event-stream")) {
+        await res.body.cancel().catch(() => undefined);
+        throw new CpCallError("invalid_response", `event stream answered with content-type "${type}"`);
+      }
+      return res.body;
+    } catch (error) {
+      throw classifyFetchError(error, state);
+    } finally {
+      // Past the headers the subscriber owns the body (it cancels it on abort; close() destroys
+      // the pool): these listeners must not pile up on long-lived signals across reconnects.
+      headersDeadline.removeEventListener("abort", onTimeout);
+      signal.removeEventListener("abort", onAbort);
+      this.closing.signal.removeEventListener("abort", onAbort);
+    }
+  }
+
+  /** Aborts whatever is in flight and closes both pools (nothing is left open). */
+  async close(): Promise<void> {
+    this.closing.abort(new Error("CP client closed"));
+    const closeOrDestroy = async (agent: Agent) => {
+      let timer: NodeJS.Timeout | undefined;
+      const grace = new Promise<"late">((resolve) => {
+        timer = setTimeout(() => resolve("late"), NODE_AGENT_CLOSE_GRACE_MS);
+      });
+      const outcome = await Promise.race([agent.close().then(() => "closed" as const), grace]);
+      clearTimeout(timer);
+      if (outcome === "late") await agent.destroy().catch(() => undefined);
+    };
+    // The stream pool holds a never-ending request: destroy it rather than wait for it.
+    await Promise.all([closeOrDestroy(this.shortCalls), this.eventStream.destroy().catch(() => undefined)]);
+  }
+
+  private call<T>(method: "GET" | "POST", path: string, body: unknown, schema: z.ZodType<T> | null): Promise<T> {
+    return this.request(method, path, body, async (bytes) => {
+      if (schema === null) return undefined as T;
+      let json: unknown;
+      try {
+        json = JSON.parse(bytes.toString("utf8"));
+      } catch {
+        throw new CpCallError("invalid_response", `${method} ${routeOf(path)}: response is not JSON`);
+      }
+      const parsed = schema.safeParse(json);
+      if (!parsed.success) {
+        const issue = parsed.error.issues[0];
+        throw new CpCallError("invalid_response", `${method} ${routeOf(path)}: response does not match the contract (${issue?.path.join(".") ?? ""}: ${issue?.message ?? "invalid"})`);
+      }
+      return parsed.data;
+    });
+  }
+
+  private async request<T>(method: "GET" | "POST", path: string, body: unknown, decode: (bytes: Buffer) => Promise<T>): Promise<T> {
+    const deadline = AbortSignal.timeout(this.options.requestTimeoutMs());
+    const signal = AbortSignal.any([deadline, this.closing.signal]);
+    try {
+      const res = await fetch(`${this.baseUrl}${path}`, {
+        method,
+        headers: body === undefined ? { accept: "application/json" } : { accept: "application/json", "content-type": "application/json" },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+        dispatcher: this.shortCalls,
+        signal,
+      });
+      if (!res.body) throw new CpCallError("invalid_response", `${method} ${routeOf(path)}: empty response`);
+      const bytes = await readLimited(res.body, this.maxBytes);
+      if (res.status < 200 || res.status > 299) throw httpError(res.status, bytes.toString("utf8"));
+      return await decode(bytes);
+    } catch (error) {
+      throw classifyFetchError(error, { timedOut: deadline.aborted, aborted: this.closing.signal.aborted && !deadline.aborted });
+    }
+  }
+}
+
+/** The path without ids, for messages: /cp/v2/nodes/<id>/checkin → checkin. */
+function routeOf(path: string): string {
+  return path.replace(/^\/cp\/v2\/nodes\/[^/]+\//, "").replace(/\?.*$/, "");
+}
+
+/** Reads a body to the end, refusing (not truncating) one larger than `limit`. */
+export async function readLimited(body: ResponseBody, limit: number): Promise<Buffer> {
+  const reader = body.getReader();
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > limit) {
+      await reader.cancel().catch(() => undefined);
+      throw new CpCallError("invalid_response", `response larger than ${limit} bytes`);
+    }
+    chunks.push(Buffer.from(value));
+  }
+  return Buffer.concat(chunks, total);
+}

@@ -1,0 +1,189 @@
+/**
+ * Channel 4, node side: the OCSP stapling manager. Fetches a response for the node's business
+ * certificate from the CP's responder (plain HTTP: responses are signed), verifies it, and keeps
+ * the last good one for the business listener to staple. Refreshes about every
+ * ocsp_refresh_ms (15 min) but never later than halfway to nextUpdate; a failed fetch keeps
+ * the cached response (until its nextUpdate) and retries with backoff. A `revoked` answer is
+ * kept and stapled like any other — SDKs then refuse the handshake — and the node never shuts
+ * itself down over it: its management channels stay up so an admin can re-enable it.
+ */
+import { Agent, request } from "undici";
+import { NODE_OCSP_CLOCK_SKEW_MS, NODE_OCSP_MIN_REFRESH_MS } from "../../shared/config/defaults.js";
+import type { Logger } from "../../shared/log/index.js";
+import type { Backoff } from "./backoff.js";
+import { buildOcspRequest, type OcspCertStatus, verifyOcspResponse, type VerifiedOcspResponse } from "./ocsp-codec.js";
+import { PeriodicTask } from "./periodic-task.js";
+import type { Scheduler } from "./scheduler.js";
+
+/** Largest OCSP response accepted (bytes); ours are a few hundred. */
+const MAX_OCSP_RESPONSE_BYTES = 64 * 1024;
+
+/** POSTs a DER request, resolves with the DER response (injectable for tests). */
+export type OcspTransport = (url: string, der: Buffer, timeoutMs: number) => Promise<Buffer>;
+
+export interface OcspStatus {
+  /** "none" when no response is held, or the held one has passed its nextUpdate. */
+  status: OcspCertStatus | "none";
+  fetchedAt: number | null;
+  thisUpdate: number | null;
+  nextUpdate: number | null;
+  lastAttemptAt: number | null;
+  lastError: string | null;
+}
+
+export interface OcspStaplerOptions {
+  url: string;
+  certDer: Buffer;
+  issuerDer: Buffer;
+  scheduler: Scheduler;
+  backoff: Backoff;
+  log: Logger;
+  refreshMs: () => number;
+  requestTimeoutMs: () => number;
+  transport?: OcspTransport;
+  onUpdate?: (status: OcspStatus) => void;
+}
+
+interface CachedResponse extends VerifiedOcspResponse {
+  der: Buffer;
+  fetchedAt: number;
+}
+
+export class OcspStapler {
+  private cached: CachedResponse | null = null;
+  private lastAttemptAt: number | null = null;
+  private lastError: string | null = null;
+  private readonly task: PeriodicTask;
+  private readonly transport: OcspTransport;
+  private ownAgent: Agent | null = null;
+
+  constructor(private readonly options: OcspStaplerOptions) {
+    if (options.transport) this.transport = options.transport;
+    else {
+      // Channel 4 gets its own pool: never shares sockets with the mTLS channels.
+      const agent = new Agent({ keepAliveTimeout: 10_000 });
+      this.ownAgent = agent;
+      this.transport = (url, der, timeoutMs) => httpOcspTransport(agent, url, der, timeoutMs);
+    }
+    this.task = new PeriodicTask({
+      name: "ocsp",
+      scheduler: options.scheduler,
+      backoff: options.backoff,
+      run: () => this.refresh(),
+      intervalMs: () => this.refreshDelay(),
+      onFailure: (error, info) => {
+        const keptUntil = this.cached && this.cached.nextUpdate > options.scheduler.clock.now() ? this.cached.nextUpdate : null;
+        options.log.warn("ocsp.fetch_failed", { error: (error as Error).message, attempt: info.attempt, retry_in_ms: info.retryInMs, cached_status: this.currentStatus(), cached_until: keptUntil });
+      },
+      onRecovered: ({ failures }) => options.log.info("ocsp.recovered", { failures }),
+    });
+  }
+
+  /** Settles after the first verified response (of any status). */
+  get firstResponse(): Promise<void> {
+    return this.task.firstSuccess;
+  }
+
+  start(): void {
+    this.task.start();
+  }
+
+  /** Fetch now (e.g. after the certificate changed); the schedule continues from there. */
+  refreshNow(): void {
+    this.task.wake();
+  }
+
+  /** Re-plans the next refresh after ocsp_refresh_ms changed. */
+  reschedule(): void {
+    this.task.reschedule();
+  }
+
+  async stop(): Promise<void> {
+    await this.task.stop();
+    await this.ownAgent?.destroy().catch(() => undefined);
+    this.ownAgent = null;
+  }
+
+  /** The DER response to staple, or null when none is held or it has expired. */
+  currentStaple(): Buffer | null {
+    const cached = this.cached;
+    if (!cached || cached.nextUpdate <= this.options.scheduler.clock.now()) return null;
+    return cached.der;
+  }
+
+  status(): OcspStatus {
+    return {
+      status: this.currentStatus(),
+      fetchedAt: this.cached?.fetchedAt ?? null,
+      thisUpdate: this.cached?.thisUpdate ?? null,
+      nextUpdate: this.cached?.nextUpdate ?? null,
+      lastAttemptAt: this.lastAttemptAt,
+      lastError: this.lastError,
+    };
+  }
+
+  private currentStatus(): OcspStatus["status"] {
+    return this.currentStaple() ? (this.cached?.status ?? "none") : "none";
+  }
+
+  private async refresh(): Promise<void> {
+    const { scheduler, log } = this.options;
+    this.lastAttemptAt = scheduler.clock.now();
+    try {
+      const built = buildOcspRequest(this.options.certDer, this.options.issuerDer);
+      const der = await this.transport(this.options.url, built.der, this.options.requestTimeoutMs());
+      const verified = await verifyOcspResponse(der, {
+        issuerDer: this.options.issuerDer,
+        certId: built.certId,
+        nonce: built.nonce,
+        now: scheduler.clock.now(),
+        clockSkewMs: NODE_OCSP_CLOCK_SKEW_MS,
+      });
+      const previous = this.cached?.status ?? null;
+      this.cached = { ...verified, der, fetchedAt: scheduler.clock.now() };
+      this.lastError = null;
+      if (verified.status === "revoked") log.warn("ocsp.revoked", { revoked_at: verified.revokedAt, next_update: verified.nextUpdate, action: "stapling the revoked response; the node keeps running" });
+      else if (verified.status === "unknown") log.warn("ocsp.unknown", { next_update: verified.nextUpdate });
+      else if (previous !== "good") log.info("ocsp.good", { next_update: verified.nextUpdate });
+      else log.debug("ocsp.refreshed", { next_update: verified.nextUpdate });
+      this.options.onUpdate?.(this.status());
+    } catch (error) {
+      this.lastError = error instanceof Error ? error.message : String(error);
+      this.options.onUpdate?.(this.status());
+      throw error;
+    }
+  }
+
+  /** ~ocsp_refresh_ms, but at most halfway to nextUpdate, and never a busy loop. */
+  private refreshDelay(): number {
+    const configured = this.options.refreshMs();
+    if (!this.cached) return configured;
+    const half = Math.floor((this.cached.nextUpdate - this.options.scheduler.clock.now()) / 2);
+    return Math.max(NODE_OCSP_MIN_REFRESH_MS, Math.min(configured, half));
+  }
+}
+
+/** RFC 6960 Appendix A.1: POST application/ocsp-request, expect application/ocsp-response. */
+async function httpOcspTransport(agent: Agent, url: string, der: Buffer, timeoutMs: number): Promise<Buffer> {
+  const response = await request(url, {
+    method: "POST",
+    dispatcher: agent,
+    headers: { "content-type": "application/ocsp-request", accept: "application/ocsp-response" },
+    body: der,
+    signal: AbortSignal.timeout(timeoutMs),
+  });
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of response.body) {
+    total += (chunk as Buffer).length;
+    if (total > MAX_OCSP_RESPONSE_BYTES) {
+      response.body.destroy();
+      throw new Error(`OCSP response larger than ${MAX_OCSP_RESPONSE_BYTES} bytes`);
+    }
+    chunks.push(chunk as Buffer);
+  }
+  if (response.statusCode !== 200) throw new Error(`OCSP responder answered HTTP ${response.statusCode}`);
+  const type = String(response.headers["content-type"] ?? "");
+  if (!type.startsWith("application/ocsp-response")) throw new Error(`OCSP responder answered content-type "${type}"`);
+  return Buffer.concat(chunks, total);
+}

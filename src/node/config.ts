@@ -1,0 +1,51 @@
+/**
+ * serve-node configuration: resolved from flags and AUTHNEXUS_* variables, validated as a
+ * whole (every problem listed at once). The DB flags name the node's Runtime DB; with no flags
+ * it is SQLite at <data-dir>/runtime.db — the same file serve-cp uses for its Runtime DB when
+ * both run from one directory, which is how one host shares one Runtime DB.
+ */
+import path from "node:path";
+import { DB_FLAGS, type DbOptions, type RawDbValues, resolveDbOptions } from "../shared/config/db-options.js";
+import { DEFAULT_DATA_DIR, DEFAULT_HEALTH_LISTEN } from "../shared/config/defaults.js";
+import { type HostPort, parseHostPort } from "../shared/config/host-port.js";
+import { flagValue, throwIfProblems } from "../shared/config/options.js";
+import { LOG_LEVELS, type LogFormat, type LogLevel } from "../shared/log/index.js";
+
+export interface NodeConfig {
+  /** Absolute path of node_agent.json; every file it names is relative to its directory. */
+  agentFile: string;
+  dataDir: string;
+  healthListen: HostPort;
+  runtimeDb: DbOptions;
+  logLevel: LogLevel;
+  logFormat: LogFormat | undefined;
+}
+
+/** Flags serve-node understands besides the DB flags. */
+export const NODE_FLAGS = ["agent", "data-dir", "health-listen", "log-level", "log-format"] as const;
+
+export function resolveNodeConfig(flags: Record<string, string | undefined>, env: NodeJS.ProcessEnv): NodeConfig {
+  const problems: string[] = [];
+  const get = (flag: string) => flagValue(flags, env, flag);
+  const agent = get("agent");
+  if (agent === undefined) problems.push("--agent is required: the node_agent.json from the node's deploy package");
+  const dataDir = path.resolve(get("data-dir") ?? DEFAULT_DATA_DIR);
+  const healthListen = parseHostPort(get("health-listen") ?? DEFAULT_HEALTH_LISTEN, "--health-listen", problems);
+  const dbValues = Object.fromEntries(DB_FLAGS.map((f) => [f, get(f)]).filter(([, v]) => v !== undefined)) as RawDbValues;
+  const runtimeDb = resolveDbOptions({ values: dbValues, prefix: "", dataDir, defaultSqliteFile: "runtime.db", defaultPgDatabase: "authnexus_runtime" }, problems);
+
+  const logLevel = (get("log-level") ?? "info") as LogLevel;
+  if (!LOG_LEVELS.includes(logLevel)) problems.push(`--log-level must be one of ${LOG_LEVELS.join(", ")}`);
+  const logFormat = get("log-format");
+  if (logFormat !== undefined && logFormat !== "json" && logFormat !== "pretty") problems.push("--log-format must be json or pretty");
+
+  throwIfProblems(problems);
+  return {
+    agentFile: path.resolve(agent ?? ""),
+    dataDir,
+    healthListen,
+    runtimeDb,
+    logLevel,
+    logFormat: logFormat as LogFormat | undefined,
+  };
+}

@@ -1,0 +1,211 @@
+/**
+ * Starts and stops a server node. Staged startup, in order: load the deploy package, open and
+ * migrate the Runtime DB, connect to the CP (first successful checkin; retried with backoff for
+ * as long as it takes), apply the initial configs, fetch the first OCSP response — and only
+ * then bind the business listener. A node that cannot reach the CP never binds it. The local
+ * health endpoint is up from the first moment, so /readyz and /status show which stage a
+ * starting node is waiting in.
+ */
+import http from "node:http";
+import { getRequestListener } from "@hono/node-server";
+import type { Kysely } from "kysely";
+import { type Clock, systemClock } from "../shared/clock.js";
+import { describeDb } from "../shared/config/db-options.js";
+import { SHUTDOWN_GRACE_MS } from "../shared/config/defaults.js";
+import { formatHostPort, type HostPort } from "../shared/config/host-port.js";
+import { migrateDatabase, openDatabase, type RuntimeSchema } from "../shared/db/index.js";
+import type { Logger } from "../shared/log/index.js";
+import { bindListener } from "../shared/net/listener.js";
+import { CpAgent, type CpAgentStatus } from "./agent/agent.js";
+import type { RandomSource } from "./agent/backoff.js";
+import type { OcspTransport } from "./agent/ocsp-stapler.js";
+import { realScheduler, type Scheduler } from "./agent/scheduler.js";
+import { type BusinessPlane, NO_BUSINESS_LISTENER } from "./business/business-plane.js";
+import type { NodeConfig } from "./config.js";
+import { createHealthApp } from "./health/health-app.js";
+import { type LoadedAgentPackage, loadAgentPackage } from "./package/load-agent-package.js";
+import { softwareVersion } from "./software-version.js";
+
+export const NODE_STAGES = ["load_package", "open_db", "connect_cp", "initial_configs", "first_ocsp", "ready", "stopping", "stopped"] as const;
+export type NodeStage = (typeof NODE_STAGES)[number];
+
+/** What the business listener gets once every stage has passed (implemented next issue). */
+export interface ReadyNode {
+  pkg: LoadedAgentPackage;
+  agent: CpAgent;
+  db: Kysely<RuntimeSchema>;
+  /** The OCSP response to staple right now, or null. */
+  currentStaple(): Buffer | null;
+}
+
+/** Binds the business listener after the last stage; resolves with a closer for stop(). */
+export type BindBusinessListener = (node: ReadyNode) => Promise<{ close(): Promise<void> } | null>;
+
+export interface StartServerNodeOptions {
+  log: Logger;
+  /** Defaults to the system clock; the scheduler's clock wins when both are given. */
+  clock?: Clock;
+  scheduler?: Scheduler;
+  business?: BusinessPlane;
+  bindBusinessListener?: BindBusinessListener;
+  random?: RandomSource;
+  sseSilenceTimeoutMs?: number;
+  ocspTransport?: OcspTransport;
+  deltaPageLimit?: number;
+  shutdownGraceMs?: number;
+}
+
+export interface NodeStatusReport extends Partial<CpAgentStatus> {
+  node_id: string | null;
+  node_name: string | null;
+  stage: NodeStage;
+  ready: boolean;
+  software_version: string;
+  started_at: number;
+}
+
+export interface ServerNode {
+  healthAddress: HostPort;
+  agent: CpAgent;
+  pkg: LoadedAgentPackage;
+  /** Settles true once ready, false if stopped first. */
+  ready: Promise<boolean>;
+  stage(): NodeStage;
+  status(): NodeStatusReport;
+  currentStaple(): Buffer | null;
+  stop(): Promise<void>;
+}
+
+/**
+ * Today no business listener exists (it arrives with the binary protocol): the hook says so and
+ * binds nothing.
+ */
+const NO_LISTENER_YET: BindBusinessListener = async () => null;
+
+export async function startServerNode(config: NodeConfig, options: StartServerNodeOptions): Promise<ServerNode> {
+  const scheduler = options.scheduler ?? realScheduler(options.clock ?? systemClock);
+  const clock = scheduler.clock;
+  const log = options.log;
+  const serverLog = log.category("Server");
+  const startedAt = clock.now();
+  let stage: NodeStage = "load_package";
+  let pkg: LoadedAgentPackage | null = null;
+  let agent: CpAgent | null = null;
+  const enter = (next: NodeStage) => {
+    stage = next;
+    serverLog.info("stage.entered", { stage: next });
+  };
+  const status = (): NodeStatusReport => ({
+    node_id: pkg?.manifest.node_id ?? null,
+    node_name: pkg?.manifest.node_name ?? null,
+    stage,
+    ready: stage === "ready",
+    software_version: softwareVersion(),
+    started_at: startedAt,
+    ...(agent ? agent.status() : {}),
+  });
+
+  const health = await bindListener(
+    "health",
+    http.createServer(getRequestListener(createHealthApp({ stage: () => stage, ready: () => stage === "ready", status }).fetch)),
+    config.healthListen,
+  );
+  serverLog.info("listener.bound", { listener: "health", address: formatHostPort(health.address) });
+  if (!isLoopback(health.address.host)) {
+    serverLog.warn("health.exposed", { address: formatHostPort(health.address), note: "/status describes this node's sync state to anyone who can reach it; keep --health-listen on loopback or firewall it" });
+  }
+
+  let db: Kysely<RuntimeSchema> | null = null;
+  try {
+    enter("load_package");
+    pkg = await loadAgentPackage(config.agentFile, clock);
+    for (const warning of pkg.warnings) log.category("TLS").warn("package.insecure_file", { warning });
+    serverLog.info("package.loaded", { node_id: pkg.manifest.node_id, package_id: pkg.manifest.package_id, cp_url: pkg.manifest.cp_url, ocsp_url: pkg.manifest.ocsp_url });
+
+    enter("open_db");
+    db = await openDatabase<RuntimeSchema>(config.runtimeDb);
+    const report = await migrateDatabase(db as Kysely<unknown>, "runtime", describeDb(config.runtimeDb));
+    log.category("DB").info("database.ready", { role: "runtime", location: describeDb(config.runtimeDb), migrations_applied: report.applied });
+
+    agent = new CpAgent({
+      pkg,
+      db,
+      scheduler,
+      log: log.with({ node_id: pkg.manifest.node_id }),
+      business: options.business ?? NO_BUSINESS_LISTENER,
+      ...(options.random ? { random: options.random } : {}),
+      ...(options.sseSilenceTimeoutMs ? { sseSilenceTimeoutMs: options.sseSilenceTimeoutMs } : {}),
+      ...(options.ocspTransport ? { ocspTransport: options.ocspTransport } : {}),
+      ...(options.deltaPageLimit ? { deltaPageLimit: options.deltaPageLimit } : {}),
+    });
+    await agent.loadState();
+  } catch (error) {
+    await db?.destroy().catch(() => undefined);
+    await health.close(0);
+    throw error;
+  }
+
+  const readyAgent = agent;
+  const readyPkg = pkg;
+  const openDb = db;
+  let stopRequested = false;
+  let resolveStopped!: () => void;
+  const stopped = new Promise<"stopped">((resolve) => {
+    resolveStopped = () => resolve("stopped");
+  });
+  let businessListener: { close(): Promise<void> } | null = null;
+  const until = async (work: Promise<void>) => (await Promise.race([work.then(() => "done" as const), stopped])) === "done";
+
+  const runStages = async (): Promise<boolean> => {
+    enter("connect_cp");
+    if (!(await until(readyAgent.connect()))) return false;
+    enter("initial_configs");
+    if (!(await until(readyAgent.startChannels()))) return false;
+    enter("first_ocsp");
+    if (!(await until(readyAgent.startOcsp()))) return false;
+    // Business listener: bound here, after every stage, never before (next issue implements it).
+    const bind = options.bindBusinessListener ?? NO_LISTENER_YET;
+    businessListener = await bind({ pkg: readyPkg, agent: readyAgent, db: openDb, currentStaple: () => readyAgent.stapler.currentStaple() });
+    if (stopRequested) return false;
+    enter("ready");
+    // The first checkin went out before OCSP and SSE were up: tell the CP the full picture now.
+    readyAgent.wake("checkin");
+    serverLog.info("node.ready", { node_id: readyPkg.manifest.node_id, business_listener: businessListener ? "bound" : "not built yet", startup_ms: clock.now() - startedAt });
+    return true;
+  };
+  const ready = runStages().catch((error: unknown) => {
+    serverLog.error("startup.failed", { stage, error: error instanceof Error ? error.message : String(error) });
+    return false;
+  });
+
+  let stopping: Promise<void> | null = null;
+  const stop = () => {
+    stopping ??= (async () => {
+      stopRequested = true;
+      enter("stopping");
+      resolveStopped();
+      await businessListener?.close();
+      await readyAgent.stop();
+      await ready;
+      await health.close(options.shutdownGraceMs ?? SHUTDOWN_GRACE_MS);
+      await openDb.destroy();
+      enter("stopped");
+    })();
+    return stopping;
+  };
+
+  return {
+    healthAddress: health.address,
+    agent: readyAgent,
+    pkg: readyPkg,
+    ready,
+    stage: () => stage,
+    status,
+    currentStaple: () => readyAgent.stapler.currentStaple(),
+    stop,
+  };
+}
+
+function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || host.startsWith("127.");
+}

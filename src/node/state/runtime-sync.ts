@@ -1,0 +1,143 @@
+/**
+ * What Channel 3 writes to the Runtime DB: the applied blacklist, the applied auth epochs and
+ * this node's cursors (sync_cursors, keyed by node id and stream). A page of changes and the
+ * cursor that follows it commit in ONE transaction, so a crash can never leave the cursor past
+ * changes that were not applied (or the reverse). Applying a page again changes nothing: every
+ * node of a deployment may share one Runtime DB, so another node may already have applied it.
+ */
+import type { Kysely, Transaction } from "kysely";
+import type { RuntimeSchema } from "../../shared/db/index.js";
+import type { AuthEpochChange, BlacklistChange, BlacklistKind, DeltaStream } from "../../shared/node-protocol/index.js";
+import type { BlacklistEntry } from "./blacklist-cache.js";
+
+/** The three logs a node follows by cursor. */
+export type CursorStream = "commands" | DeltaStream;
+
+type Db = Kysely<RuntimeSchema> | Transaction<RuntimeSchema>;
+
+/** Rows per multi-row statement: well inside SQLite's and PostgreSQL's parameter limits. */
+const ROWS_PER_STATEMENT = 200;
+
+export async function readCursor(db: Db, nodeId: string, stream: CursorStream): Promise<number> {
+  const row = await db.selectFrom("sync_cursors").select("cursor").where("node_id", "=", nodeId).where("stream", "=", stream).executeTakeFirst();
+  return row?.cursor ?? 0;
+}
+
+export async function writeCursor(db: Db, nodeId: string, stream: CursorStream, cursor: number, now: number): Promise<void> {
+  await db
+    .insertInto("sync_cursors")
+    .values({ node_id: nodeId, stream, cursor, updated_at: now })
+    .onConflict((oc) => oc.columns(["node_id", "stream"]).doUpdateSet({ cursor, updated_at: now }))
+    .execute();
+}
+
+/** The net effect of a blacklist page: the last change per entry wins. */
+export interface BlacklistPageEffect {
+  added: BlacklistEntry[];
+  removed: string[];
+}
+
+export function netBlacklistEffect(changes: readonly BlacklistChange[]): BlacklistPageEffect {
+  const last = new Map<string, BlacklistChange>();
+  for (const change of [...changes].sort((a, b) => a.id - b.id)) last.set(change.entry_id, change);
+  const added: BlacklistEntry[] = [];
+  const removed: string[] = [];
+  for (const change of last.values()) {
+    if (change.op === "remove") removed.push(change.entry_id);
+    else added.push({ entryId: change.entry_id, kind: change.kind, value: change.value, reason: change.reason, expiresAt: change.expires_at, changeId: change.id });
+  }
+  return { added, removed };
+}
+
+/** The highest epoch per user in a page. */
+export function netEpochEffect(changes: readonly AuthEpochChange[]): AuthEpochChange[] {
+  const best = new Map<string, AuthEpochChange>();
+  for (const change of changes) {
+    const current = best.get(change.user_id);
+    if (!current || change.epoch > current.epoch || (change.epoch === current.epoch && change.id > current.id)) best.set(change.user_id, change);
+  }
+  return [...best.values()];
+}
+
+export async function applyBlacklistPage(db: Kysely<RuntimeSchema>, nodeId: string, changes: readonly BlacklistChange[], nextSince: number, now: number): Promise<BlacklistPageEffect> {
+  const effect = netBlacklistEffect(changes);
+  await db.transaction().execute(async (tx) => {
+    for (const ids of chunks(effect.removed)) await tx.deleteFrom("applied_blacklist").where("entry_id", "in", ids).execute();
+    for (const entries of chunks(effect.added)) {
+      await tx
+        .insertInto("applied_blacklist")
+        .values(entries.map((e) => ({ entry_id: e.entryId, kind: e.kind, value: e.value, reason: e.reason, expires_at: e.expiresAt, change_id: e.changeId, applied_at: now })))
+        .onConflict((oc) =>
+          oc
+            .column("entry_id")
+            .doUpdateSet((eb) => ({
+              kind: eb.ref("excluded.kind"),
+              value: eb.ref("excluded.value"),
+              reason: eb.ref("excluded.reason"),
+              expires_at: eb.ref("excluded.expires_at"),
+              change_id: eb.ref("excluded.change_id"),
+              applied_at: eb.ref("excluded.applied_at"),
+            }))
+            // A replayed older add never overwrites what a newer change wrote.
+            .where("applied_blacklist.change_id", "<", (eb) => eb.ref("excluded.change_id")),
+        )
+        .execute();
+    }
+    await writeCursor(tx, nodeId, "blacklist", nextSince, now);
+  });
+  return effect;
+}
+
+export async function applyEpochPage(db: Kysely<RuntimeSchema>, nodeId: string, changes: readonly AuthEpochChange[], nextSince: number, now: number): Promise<AuthEpochChange[]> {
+  const effect = netEpochEffect(changes);
+  await db.transaction().execute(async (tx) => {
+    for (const rows of chunks(effect)) {
+      await tx
+        .insertInto("applied_auth_epochs")
+        .values(rows.map((c) => ({ user_id: c.user_id, app_id: c.app_id, epoch: c.epoch, change_id: c.id, applied_at: now })))
+        .onConflict((oc) =>
+          oc
+            .column("user_id")
+            .doUpdateSet((eb) => ({
+              app_id: eb.ref("excluded.app_id"),
+              epoch: eb.ref("excluded.epoch"),
+              change_id: eb.ref("excluded.change_id"),
+              applied_at: eb.ref("excluded.applied_at"),
+            }))
+            // Epochs only move forward: keep the maximum, whatever order pages arrive in.
+            .where("applied_auth_epochs.epoch", "<", (eb) => eb.ref("excluded.epoch")),
+        )
+        .execute();
+    }
+    await writeCursor(tx, nodeId, "auth-epochs", nextSince, now);
+  });
+  return effect;
+}
+
+/**
+ * After DELTA_CURSOR_EXPIRED: forget what this stream applied and start again from 0, in one
+ * transaction. The blacklist rows go (the replay rebuilds them from the retained log, which
+ * always holds the full current state); epochs stay, because the max-merge makes a replay safe.
+ */
+export async function resetStream(db: Kysely<RuntimeSchema>, nodeId: string, stream: DeltaStream, now: number): Promise<void> {
+  await db.transaction().execute(async (tx) => {
+    if (stream === "blacklist") await tx.deleteFrom("applied_blacklist").execute();
+    await writeCursor(tx, nodeId, stream, 0, now);
+  });
+}
+
+export async function loadBlacklist(db: Db): Promise<BlacklistEntry[]> {
+  const rows = await db.selectFrom("applied_blacklist").selectAll().execute();
+  return rows.map((r) => ({ entryId: r.entry_id, kind: r.kind as BlacklistKind, value: r.value, reason: r.reason, expiresAt: r.expires_at, changeId: r.change_id }));
+}
+
+export async function loadEpochs(db: Db): Promise<[string, number][]> {
+  const rows = await db.selectFrom("applied_auth_epochs").select(["user_id", "epoch"]).execute();
+  return rows.map((r) => [r.user_id, r.epoch]);
+}
+
+function chunks<T>(items: readonly T[]): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += ROWS_PER_STATEMENT) out.push(items.slice(i, i + ROWS_PER_STATEMENT));
+  return out;
+}
