@@ -3,12 +3,13 @@
  * the problem: wrong content type (415), not JSON (400), unknown or mistyped fields (400).
  * Size is capped before this runs by the body-limit middleware (413).
  */
+import type { IncomingMessage } from "node:http";
 import type { Context } from "hono";
 import type { z } from "zod";
 import { AuthNexusError } from "../../shared/errors/index.js";
 
 export async function readJson<S extends z.ZodType>(c: Context, schema: S): Promise<z.infer<S>> {
-  const text = await c.req.text();
+  const text = await bodyText(c);
   let value: unknown = {};
   if (text.trim() !== "") {
     const type = c.req.header("content-type") ?? "";
@@ -37,4 +38,19 @@ function describeIssue(issue: z.core.$ZodIssue): string {
   if (issue.code === "unrecognized_keys") return `unknown field(s): ${issue.keys.join(", ")}`;
   if (issue.code === "invalid_type") return `expected ${issue.expected}`;
   return issue.message;
+}
+
+/**
+ * The body as text. With a declared Content-Length (already checked against the limit by the
+ * body-limit middleware) it is read straight from the Node request: building the Web Request
+ * that `c.req.text()` needs was a quarter of a node checkin's cost. Without one (chunked), the
+ * Web path keeps the body-limit middleware's streaming check in force.
+ */
+async function bodyText(c: Context): Promise<string> {
+  const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
+  const declared = c.req.header("content-length");
+  if (!incoming || declared === undefined || !/^\d+$/.test(declared) || incoming.readableEnded || incoming.readableDidRead) return c.req.text();
+  const chunks: Buffer[] = [];
+  for await (const chunk of incoming) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString("utf8");
 }

@@ -36,7 +36,9 @@ export function createNodeApiApp(ctx: CpContext, sse: SseHub): Hono<NodeApiEnv> 
     c.set("requestId", newId("req"));
     await next();
     const socket = c.env?.incoming?.socket as TLSSocket | undefined;
-    log.info("request", {
+    // Nodes call every few seconds: successful calls are debug noise; refusals and failures are not.
+    const level = c.res.status < 400 ? "debug" : c.res.status < 500 ? "info" : "warn";
+    log[level]("request", {
       request_id: c.get("requestId"),
       method: c.req.method,
       path: c.req.path.slice(0, 256),

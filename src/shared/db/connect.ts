@@ -43,7 +43,34 @@ function openSqlite<Schema>(options: SqliteOptions): Kysely<Schema> {
     database.close();
     throw error;
   }
-  return new Kysely<Schema>({ dialect: new SqliteDialect({ database }) });
+  return new Kysely<Schema>({ dialect: new SqliteDialect({ database: withStatementCache(database) }) });
+}
+
+/** Distinct SQL texts kept prepared; the application has a few hundred at most. */
+const STATEMENT_CACHE_SIZE = 1000;
+
+/**
+ * Kysely's SQLite driver prepares every query anew, and on the hot paths (node checkins,
+ * identity checks) preparing costs more than running. Statements are reusable in
+ * better-sqlite3 (it is synchronous), except one still being iterated, which gets a fresh one.
+ */
+function withStatementCache(database: SqliteDatabase.Database): SqliteDatabase.Database {
+  const cache = new Map<string, SqliteDatabase.Statement>();
+  const prepare = (source: string): SqliteDatabase.Statement => {
+    const cached = cache.get(source);
+    if (cached && !cached.busy) return cached;
+    const statement = database.prepare(source);
+    if (cache.size >= STATEMENT_CACHE_SIZE) cache.delete(cache.keys().next().value as string);
+    cache.set(source, statement);
+    return statement;
+  };
+  return new Proxy(database, {
+    get(target, property, receiver) {
+      if (property === "prepare") return prepare;
+      const value = Reflect.get(target, property, receiver);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
 }
 
 function openPostgres<Schema>(options: PostgresOptions): Kysely<Schema> {
