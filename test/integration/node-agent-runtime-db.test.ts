@@ -14,7 +14,7 @@ import { DeltaPuller } from "../../src/node/agent/delta-puller.js";
 import { NO_BUSINESS_LISTENER } from "../../src/node/business/business-plane.js";
 import { BlacklistCache } from "../../src/node/state/blacklist-cache.js";
 import { AuthEpochCache } from "../../src/node/state/epoch-cache.js";
-import { applyBlacklistPage, applyEpochPage, readCursor, resetStream } from "../../src/node/state/runtime-sync.js";
+import { applyBlacklistPage, applyEpochPage, readCursor, resetStream, writeCursor } from "../../src/node/state/runtime-sync.js";
 import { ManualClock } from "../../src/shared/clock.js";
 import { migrateDatabase, openDatabase, type RuntimeSchema } from "../../src/shared/db/index.js";
 import { createMemoryLogger } from "../../src/shared/log/index.js";
@@ -36,7 +36,7 @@ const removeChange = (id: number, added: BlacklistChange): BlacklistChange => ({
 
 async function snapshot(db: Kysely<RuntimeSchema>) {
   return {
-    blacklist: await db.selectFrom("applied_blacklist").select(["entry_id", "kind", "value", "reason", "expires_at", "change_id"]).orderBy("entry_id").execute(),
+    blacklist: await db.selectFrom("applied_blacklist").select(["entry_id", "kind", "value", "reason", "expires_at", "change_id"]).where("removed_at", "is", null).orderBy("entry_id").execute(),
     epochs: await db.selectFrom("applied_auth_epochs").select(["user_id", "app_id", "epoch", "change_id"]).orderBy("user_id").execute(),
     cursors: await db.selectFrom("sync_cursors").select(["node_id", "stream", "cursor"]).orderBy("node_id").orderBy("stream").execute(),
   };
@@ -113,6 +113,22 @@ for (const variant of dbVariants()) {
         assert.equal(await readCursor(db, "node_a", "auth-epochs"), 3, "the other stream is untouched");
         await resetStream(db, "node_a", "auth-epochs", clock.now());
         assert.equal((await snapshot(db)).epochs.length, 2, "epochs are kept: the max-merge makes a replay safe");
+      });
+
+      test("a node still behind never revives an entry another node sharing the DB already removed; the tombstone goes once both have passed it", async () => {
+        await clear();
+        const added = addChange(30, "bl_y", "192.0.2.50");
+        await writeCursor(db, "node_slow", "blacklist", 29, clock.now());
+        await applyBlacklistPage(db, "node_fast", [added, removeChange(31, added)], 31, clock.now());
+        assert.ok(!(await snapshot(db)).blacklist.some((r) => r.entry_id === "bl_y"), "removed by the fast node");
+        await applyBlacklistPage(db, "node_slow", [added], 30, clock.now());
+        assert.ok(!(await snapshot(db)).blacklist.some((r) => r.entry_id === "bl_y"), "the slow node's older add does not bring it back");
+        const tombstone = await db.selectFrom("applied_blacklist").select(["change_id", "removed_at"]).where("entry_id", "=", "bl_y").executeTakeFirstOrThrow();
+        assert.equal(tombstone.change_id, 31);
+        assert.notEqual(tombstone.removed_at, null);
+        await applyBlacklistPage(db, "node_slow", [removeChange(31, added)], 31, clock.now());
+        const left = await db.selectFrom("applied_blacklist").select("entry_id").where("entry_id", "=", "bl_y").execute();
+        assert.deepEqual(left, [], "every node is past the removal: the tombstone is pruned");
       });
     });
 

@@ -38,11 +38,9 @@ export interface BlacklistPageEffect {
 }
 
 export function netBlacklistEffect(changes: readonly BlacklistChange[]): BlacklistPageEffect {
-  const last = new Map<string, BlacklistChange>();
-  for (const change of [...changes].sort((a, b) => a.id - b.id)) last.set(change.entry_id, change);
   const added: BlacklistEntry[] = [];
   const removed: string[] = [];
-  for (const change of last.values()) {
+  for (const change of lastChangePerEntry(changes)) {
     if (change.op === "remove") removed.push(change.entry_id);
     else added.push({ entryId: change.entry_id, kind: change.kind, value: change.value, reason: change.reason, expiresAt: change.expires_at, changeId: change.id });
   }
@@ -61,12 +59,14 @@ export function netEpochEffect(changes: readonly AuthEpochChange[]): AuthEpochCh
 
 export async function applyBlacklistPage(db: Kysely<RuntimeSchema>, nodeId: string, changes: readonly BlacklistChange[], nextSince: number, now: number): Promise<BlacklistPageEffect> {
   const effect = netBlacklistEffect(changes);
+  const removals = lastChangePerEntry(changes).filter((c) => c.op === "remove");
   await db.transaction().execute(async (tx) => {
-    for (const ids of chunks(effect.removed)) await tx.deleteFrom("applied_blacklist").where("entry_id", "in", ids).execute();
-    for (const entries of chunks(effect.added)) {
+    // Removes become tombstones and adds revive an entry only when they are newer than what
+    // the row holds, so nodes applying the shared table at different paces converge.
+    const upsert = async (rows: AppliedBlacklistRow[]) => {
       await tx
         .insertInto("applied_blacklist")
-        .values(entries.map((e) => ({ entry_id: e.entryId, kind: e.kind, value: e.value, reason: e.reason, expires_at: e.expiresAt, change_id: e.changeId, applied_at: now })))
+        .values(rows)
         .onConflict((oc) =>
           oc
             .column("entry_id")
@@ -77,15 +77,39 @@ export async function applyBlacklistPage(db: Kysely<RuntimeSchema>, nodeId: stri
               expires_at: eb.ref("excluded.expires_at"),
               change_id: eb.ref("excluded.change_id"),
               applied_at: eb.ref("excluded.applied_at"),
+              removed_at: eb.ref("excluded.removed_at"),
             }))
-            // A replayed older add never overwrites what a newer change wrote.
             .where("applied_blacklist.change_id", "<", (eb) => eb.ref("excluded.change_id")),
         )
         .execute();
+    };
+    for (const rows of chunks(removals)) await upsert(rows.map((c) => ({ ...rowOf(c, now), removed_at: now })));
+    for (const entries of chunks(effect.added)) {
+      await upsert(entries.map((e) => ({ entry_id: e.entryId, kind: e.kind, value: e.value, reason: e.reason, expires_at: e.expiresAt, change_id: e.changeId, applied_at: now, removed_at: null })));
     }
     await writeCursor(tx, nodeId, "blacklist", nextSince, now);
+    await pruneTombstones(tx);
   });
   return effect;
+}
+
+type AppliedBlacklistRow = Omit<RuntimeSchema["applied_blacklist"], never>;
+
+function rowOf(change: BlacklistChange, now: number): Omit<AppliedBlacklistRow, "removed_at"> {
+  return { entry_id: change.entry_id, kind: change.kind, value: change.value, reason: change.reason, expires_at: change.expires_at, change_id: change.id, applied_at: now };
+}
+
+function lastChangePerEntry(changes: readonly BlacklistChange[]): BlacklistChange[] {
+  const last = new Map<string, BlacklistChange>();
+  for (const change of [...changes].sort((a, b) => a.id - b.id)) last.set(change.entry_id, change);
+  return [...last.values()];
+}
+
+/** A tombstone is needed only until every node sharing this DB has moved past its change. */
+async function pruneTombstones(tx: Transaction<RuntimeSchema>): Promise<void> {
+  const slowest = await tx.selectFrom("sync_cursors").select((eb) => eb.fn.min("cursor").as("cursor")).where("stream", "=", "blacklist").executeTakeFirst();
+  const floor = Number(slowest?.cursor ?? 0);
+  if (floor > 0) await tx.deleteFrom("applied_blacklist").where("removed_at", "is not", null).where("change_id", "<=", floor).execute();
 }
 
 export async function applyEpochPage(db: Kysely<RuntimeSchema>, nodeId: string, changes: readonly AuthEpochChange[], nextSince: number, now: number): Promise<AuthEpochChange[]> {
@@ -127,7 +151,7 @@ export async function resetStream(db: Kysely<RuntimeSchema>, nodeId: string, str
 }
 
 export async function loadBlacklist(db: Db): Promise<BlacklistEntry[]> {
-  const rows = await db.selectFrom("applied_blacklist").selectAll().execute();
+  const rows = await db.selectFrom("applied_blacklist").selectAll().where("removed_at", "is", null).execute();
   return rows.map((r) => ({ entryId: r.entry_id, kind: r.kind as BlacklistKind, value: r.value, reason: r.reason, expiresAt: r.expires_at, changeId: r.change_id }));
 }
 

@@ -79,6 +79,8 @@ export interface AppliedBlacklistTable {
   expires_at: number | null;
   change_id: number;
   applied_at: number;
+  /** Set when the entry was removed: a tombstone that outranks older adds (see migration 0002). */
+  removed_at: number | null;
 }
 
 export interface AppliedAuthEpochsTable {
