@@ -413,10 +413,10 @@ for (const variant of dbVariants()) {
       assert.deepEqual(Object.keys(epochSample).sort(), ["app_id", "created_at", "epoch", "id", "user_id"]);
     });
 
-    it("bad since / limit → 400 (nothing recorded); unknown stream → 404; another node's path → 403", async () => {
+    it("bad since / limit → 400 (nothing recorded); since ahead of the log → 410; unknown stream → 404; another node's path → 403", async () => {
       const head = Number((await blacklistChanges()).at(-1)?.id);
       const base = `/cp/v2/nodes/${alpha.nodeId}/deltas/blacklist`;
-      const bad = ["since=-1", "since=1.5", "since=abc", "since=1e30", "since=", "since=%201", "since=0x10", `since=${head + 1}`, "since=99999999999999999", "", "limit=5", "since=0&limit=0", `since=0&limit=${MAX_DELTA_PAGE + 1}`, "since=0&limit=100000", "since=0&limit=abc", "since=0&limit=-5", "since=0&limit=2.5"];
+      const bad = ["since=-1", "since=1.5", "since=abc", "since=1e30", "since=", "since=%201", "since=0x10", "since=99999999999999999", "", "limit=5", "since=0&limit=0", `since=0&limit=${MAX_DELTA_PAGE + 1}`, "since=0&limit=100000", "since=0&limit=abc", "since=0&limit=-5", "since=0&limit=2.5"];
       const beta = await api.mintNode({ name: "beta-intruder-target" });
       const baseline = await snapshotDb(ctx());
       for (const q of bad) {
@@ -424,6 +424,12 @@ for (const variant of dbVariants()) {
         assert.equal(res.status, 400, `${q}: ${res.status} ${res.text}`);
         assert.equal(obj(res).error, "VALIDATION_FAILED", q);
       }
+      // A cursor ahead of the log comes from another history (a Control DB restored from an
+      // older backup): told explicitly to replay from 0, never a plain refusal it cannot leave.
+      const ahead = await alphaClient.request("GET", `${base}?since=${head + 1}`);
+      assert.equal(ahead.status, 410, ahead.text);
+      assert.equal(obj(ahead).error, "DELTA_CURSOR_EXPIRED");
+      assert.equal((obj(ahead).details as Record<string, unknown>).head, head);
       const unknown = await alphaClient.request("GET", `/cp/v2/nodes/${alpha.nodeId}/deltas/sessions?since=0`);
       assert.equal(unknown.status, 404);
       const foreign = await alphaClient.request("GET", nodePaths.delta(beta.nodeId, "blacklist", 0));

@@ -355,7 +355,9 @@ async function readChanges(db: Db, stream: DeltaStream, since: number, through: 
 export async function readDeltaPage(ctx: CpContext, nodeId: string, stream: DeltaStream, query: DeltaQuery): Promise<DeltaPage<AuthEpochChange | BlacklistChange>> {
   const db = ctx.controlDb;
   const head = await readHead(db, stream);
-  if (query.since > head) throw invalid(`since: ${query.since} is ahead of the log (head ${head})`);
+  // A cursor ahead of the log belongs to another history (a Control DB restored from an older
+  // backup): the node must rebuild from 0 rather than skip the ids this log will reuse.
+  if (query.since > head) throw cursorExpiredError(ctx, nodeId, stream, query.since, Number((await readRetention(db, stream)) ?? 0), head, "is ahead of the log");
   const rows = await readChanges(db, stream, query.since, head, query.limit + 1);
   const hasMore = rows.length > query.limit;
   const changes = hasMore ? rows.slice(0, query.limit) : rows;
@@ -365,15 +367,24 @@ export async function readDeltaPage(ctx: CpContext, nodeId: string, stream: Delt
   ]);
   const prunedThrough = Number(retention?.pruned_through ?? 0);
   if (cursorExpired(query.since, prunedThrough, cursor === undefined ? null : Number(cursor.cursor))) {
-    ctx.log.category("CP Agent").warn("delta.cursor_expired", { node_id: nodeId, stream, since: query.since, pruned_through: prunedThrough, head });
-    throw new AuthNexusError("DELTA_CURSOR_EXPIRED", {
-      message: `Changes after ${query.since} have been compacted; clear what was applied from this stream and replay from since=0.`,
-      detail: { public: { since: query.since, oldest_available: prunedThrough, head } },
-    });
+    throw cursorExpiredError(ctx, nodeId, stream, query.since, prunedThrough, head, "is in the compacted part of the log");
   }
   await recordDeltaCursor(db, nodeId, stream, query.since, ctx.clock.now());
   const last = changes.at(-1);
   return { changes, next_since: hasMore && last ? last.id : head, has_more: hasMore, head };
+}
+
+async function readRetention(db: Db, stream: DeltaStream): Promise<number | undefined> {
+  const row = await db.selectFrom("delta_retention").select("pruned_through").where("stream", "=", stream).executeTakeFirst();
+  return row === undefined ? undefined : Number(row.pruned_through);
+}
+
+function cursorExpiredError(ctx: CpContext, nodeId: string, stream: DeltaStream, since: number, prunedThrough: number, head: number, why: string): AuthNexusError {
+  ctx.log.category("CP Agent").warn("delta.cursor_expired", { node_id: nodeId, stream, since, pruned_through: prunedThrough, head, why });
+  return new AuthNexusError("DELTA_CURSOR_EXPIRED", {
+    message: `Cursor ${since} ${why} (head ${head}); clear what was applied from this stream and replay from since=0.`,
+    detail: { public: { since, oldest_available: prunedThrough, head } },
+  });
 }
 
 /**
