@@ -9,7 +9,7 @@ import { after, before, describe, it } from "node:test";
 import { CHECKIN_CACHE_TTL_MS } from "../../src/cp/services/node-checkin.js";
 import { bumpAuthEpoch } from "../../src/cp/services/security-changes.js";
 import { newId } from "../../src/shared/ids.js";
-import { type CheckinRequest, checkinResponse, nodePaths } from "../../src/shared/node-protocol/index.js";
+import { type CheckinRequest, checkinResponse, MAX_BATCH_ITEMS, NODE_API_MAX_BODY_BYTES, nodePaths } from "../../src/shared/node-protocol/index.js";
 import { snapshotDb } from "../helpers/admin-app.js";
 import { dbVariants } from "../helpers/databases.js";
 import { type NodeApiClient, type NodeIdentity, startTestNodeApi, type TestNodeApi } from "../helpers/node-api.js";
@@ -164,6 +164,10 @@ for (const variant of dbVariants()) {
           .controlDb.insertInto("config_versions")
           .values({ id: newId("cfv"), config_type: type, scope, version, content: "{}", created_at: now, created_by: null })
           .execute();
+      await ctx()
+        .controlDb.insertInto("applications")
+        .values({ id: "app_demo", name: "Demo", description: null, secret_hash: "x".repeat(64), status: "active", created_at: now, updated_at: now, created_by: null, deleted_at: null, deleted_by: null })
+        .execute();
       await addVersion("server_runtime_settings", "global", 1);
       await addVersion("server_runtime_settings", "global", 2);
       await addVersion("app_policy", "app:app_demo", 1);
@@ -194,6 +198,11 @@ for (const variant of dbVariants()) {
       await addVersion("app_policy", "app:app_demo", 2);
       api.cp.clock.advance(CHECKIN_CACHE_TTL_MS);
       assert.equal(await pending([...current]), true);
+
+      // A pull never delivers items of an application in the recycle bin: they are not pending.
+      await ctx().controlDb.updateTable("applications").set({ deleted_at: now }).where("id", "=", "app_demo").execute();
+      api.cp.clock.advance(CHECKIN_CACHE_TTL_MS);
+      assert.equal(await pending([{ type: "server_runtime_settings", scope: "global", version: 2 }]), false, "recycle-bin items do not count");
     });
 
     it("a disabled node still checks in and is told it is disabled", async () => {
@@ -205,8 +214,8 @@ for (const variant of dbVariants()) {
     });
 
     it("hostile or malformed bodies get a clear 4xx and change nothing", async () => {
-      const big = "x".repeat(300 * 1024);
-      const tooManyVersions = Array.from({ length: 501 }, (_, i) => ({ type: "app_policy", scope: `app:a${i}`, version: 1 }));
+      const big = "x".repeat(NODE_API_MAX_BODY_BYTES + 1024);
+      const tooManyVersions = Array.from({ length: MAX_BATCH_ITEMS + 1 }, (_, i) => ({ type: "app_policy", scope: `app:a${i}`, version: 1 }));
       const good = report();
       const cases: Array<[string, { body?: unknown; raw?: string; type?: string }, number, string]> = [
         ["empty body", { raw: "" }, 400, "VALIDATION_FAILED"],

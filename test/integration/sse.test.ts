@@ -6,6 +6,7 @@
  * changed loses its stream. Last, a whole CP stops promptly with a stream open.
  */
 import assert from "node:assert/strict";
+import { revokeCertificate } from "../../src/cp/services/pki-inventory.js";
 import { after, before, describe, it } from "node:test";
 import { createParser, type EventSourceMessage } from "eventsource-parser";
 import { resolveCpConfig } from "../../src/cp/config.js";
@@ -188,13 +189,15 @@ for (const variant of dbVariants()) {
       assert.equal(api.sse.current(beta.nodeId), undefined);
     });
 
-    it("a deleted node's stream, and one whose credentials changed, are ended", async () => {
+    it("a deleted node's stream, and one whose client certificate is revoked, are ended", async () => {
       const betaStream = await open(beta);
       assert.equal(betaStream.status, 200);
       await waitUntil("beta connected", () => connected(beta.nodeId));
-      api.cp.ctx.events.notice({ kind: "node.credentials_changed", nodeId: beta.nodeId });
+      await revokeCertificate(api.cp.ctx, beta.certificateId, "keyCompromise", "test");
       await waitUntil("beta stream ended", () => betaStream.ended());
       await waitUntil("beta disconnected", async () => !(await connected(beta.nodeId)));
+      const refused = await open(beta);
+      assert.equal(refused.status, 403, "the revoked certificate cannot reopen it");
 
       const gamma = await api.mintNode({ name: "gamma" });
       const gammaStream = await open(gamma);

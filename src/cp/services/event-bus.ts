@@ -15,7 +15,7 @@ export interface HintMessage {
   nodeId: string | null;
 }
 
-/** Lifecycle notices the SSE hub acts on (a deleted or disabled node loses its stream). */
+/** Lifecycle notices the SSE hub acts on: a deleted node, or one whose client certificate was revoked, loses its stream. */
 export interface NodeNotice {
   kind: "node.deleted" | "node.credentials_changed";
   nodeId: string;

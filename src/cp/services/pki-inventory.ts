@@ -218,8 +218,8 @@ export async function getCertificate(ctx: CpContext, id: string): Promise<Certif
 /** Marks a certificate revoked; OCSP answers `revoked` from the next request on. */
 export async function revokeCertificate(ctx: CpContext, id: string, reason: RevocationReason, actor: string): Promise<CertificateView> {
   const now = ctx.clock.now();
-  await ctx.controlDb.transaction().execute(async (tx) => {
-    const row = await tx.selectFrom("certificates").select(["status", "serial_hex", "ca_profile"]).where("id", "=", id).executeTakeFirst();
+  const revoked = await ctx.controlDb.transaction().execute(async (tx) => {
+    const row = await tx.selectFrom("certificates").select(["status", "serial_hex", "ca_profile", "owner_type", "owner_id", "purpose"]).where("id", "=", id).executeTakeFirst();
     if (!row) throw new AuthNexusError("NOT_FOUND", { message: "Certificate not found." });
     if (row.status === "revoked") throw new AuthNexusError("CONFLICT", { message: "Certificate is already revoked." });
     // The status check in the WHERE makes a concurrent second revoke lose instead of overwriting.
@@ -231,8 +231,11 @@ export async function revokeCertificate(ctx: CpContext, id: string, reason: Revo
       .executeTakeFirst();
     if (Number(updated.numUpdatedRows) !== 1) throw new AuthNexusError("CONFLICT", { message: "Certificate is already revoked." });
     await writePkiAudit(tx, ctx.clock, { event: "cert.revoked", certificateId: id, caProfile: row.ca_profile, serialHex: row.serial_hex, actor, detail: { reason } });
+    return row;
   });
   ctx.log.info("cert.revoked", { certificate_id: id, reason });
+  // A node's open SSE stream was admitted with this certificate: end it now, not at its next reconnect.
+  if (revoked.owner_type === "node" && revoked.owner_id && revoked.purpose === "node_client") ctx.events.notice({ kind: "node.credentials_changed", nodeId: revoked.owner_id });
   return getCertificate(ctx, id);
 }
 

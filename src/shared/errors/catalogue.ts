@@ -55,7 +55,6 @@ export const ERROR_CATALOGUE = {
 
   // Nodes (admin side)
   NODE_NOT_PROVISIONED: entry(409, "The node's onboarding job has not finished yet."),
-  NODE_DISABLED: entry(409, "The node is disabled."),
   PKI_JOB_NOT_RETRYABLE: entry(409, "Only a failed or cancelled job can be retried."),
   PKI_JOB_NOT_CANCELLABLE: entry(409, "Only a pending job can be cancelled."),
 

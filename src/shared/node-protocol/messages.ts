@@ -6,12 +6,16 @@
 import { z } from "zod";
 import { CONFIG_TYPES } from "./config-types.js";
 
-export const MAX_BATCH_ITEMS = 500;
+/**
+ * Config items a node may report or acknowledge in one call: four per application plus the
+ * globals, for deployments of up to ~1,200 applications (a reference is ~80 bytes of JSON).
+ */
+export const MAX_BATCH_ITEMS = 5000;
 export const MAX_DELTA_PAGE = 1000;
 export const DEFAULT_DELTA_PAGE = 500;
 export const MAX_COMMAND_PAGE = 200;
 /** Largest request body the node API accepts (bytes). */
-export const NODE_API_MAX_BODY_BYTES = 256 * 1024;
+export const NODE_API_MAX_BODY_BYTES = 1024 * 1024;
 /** Largest command result output a node may report (bytes, serialized). */
 export const MAX_COMMAND_OUTPUT_BYTES = 16 * 1024;
 
