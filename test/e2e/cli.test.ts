@@ -33,11 +33,20 @@ describe("authnexus CLI", () => {
     await outDir?.cleanup();
   });
 
-  test("--help lists the built subcommands and nothing that is not built", async () => {
+  test("--help lists the four subcommands", async () => {
     const help = await runCli(["--help"]);
     assert.equal(help.code, 0);
-    for (const command of ["serve-cp", "pki", "ops"]) assert.match(help.stdout, new RegExp(`^\\s+${command}\\b`, "m"), command);
-    assert.doesNotMatch(help.stdout, /serve-node/);
+    for (const command of ["serve-cp", "serve-node", "pki", "ops"]) assert.match(help.stdout, new RegExp(`^\\s+${command}\\b`, "m"), command);
+  });
+
+  test("serve-node without --agent, or with a package that does not exist, exits 2 naming the problem", async () => {
+    const missing = await runCli(["serve-node"]);
+    assert.equal(missing.code, 2, missing.stderr);
+    assert.match(missing.stderr, /--agent/);
+    const absent = await runCli(["serve-node", "--agent", join(dataDir.path, "nowhere", "node_agent.json"), "--data-dir", join(dataDir.path, "node-never")]);
+    assert.notEqual(absent.code, 0);
+    assert.match(absent.stderr + absent.stdout, /node_agent\.json/);
+    assert.equal(existsSync(join(dataDir.path, "node-never")), false, "nothing created for a node that cannot start");
   });
 
   test("invalid configuration exits 2 naming every bad flag, and creates no data dir", async () => {
