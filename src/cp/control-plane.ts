@@ -162,6 +162,8 @@ async function startChannelListeners(ctx: CpContext, config: CpConfig, listeners
   await Promise.all([attempt("node-api", () => startNodeApiListener(ctx, config, sse)), attempt("ocsp", () => startOcspListener(ctx, config))]);
 }
 
+const NODE_API_KEEP_ALIVE_MS = 65_000;
+
 async function startNodeApiListener(ctx: CpContext, config: CpConfig, sse: SseHub): Promise<BoundListener> {
   await ensureCpServerCertificate(ctx);
   const identity = await loadCpTlsIdentity(ctx);
@@ -177,6 +179,10 @@ async function startNodeApiListener(ctx: CpContext, config: CpConfig, sse: SseHu
     },
     getRequestListener(createNodeApiApp(ctx, sse).fetch),
   );
+  // Nodes call every few seconds (5 s epoch polls): keep their connections past that, so a
+  // pull reuses its mTLS session instead of paying a full handshake each time.
+  nodeServer.keepAliveTimeout = NODE_API_KEEP_ALIVE_MS;
+  nodeServer.headersTimeout = NODE_API_KEEP_ALIVE_MS + 5_000;
   nodeServer.on("tlsClientError", (error, socket) => {
     tlsLog.warn("handshake.failed", { listener: "node-api", ip: socket.remoteAddress, code: (error as NodeJS.ErrnoException).code, error: error.message });
   });
