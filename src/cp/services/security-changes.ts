@@ -369,7 +369,8 @@ export async function readDeltaPage(ctx: CpContext, nodeId: string, stream: Delt
   if (cursorExpired(query.since, prunedThrough, cursor === undefined ? null : Number(cursor.cursor))) {
     throw cursorExpiredError(ctx, nodeId, stream, query.since, prunedThrough, head, "is in the compacted part of the log");
   }
-  await recordDeltaCursor(db, nodeId, stream, query.since, ctx.clock.now());
+  // Polls mostly repeat the cursor they reported last time: no write then.
+  if (cursor === undefined || Number(cursor.cursor) !== query.since) await recordDeltaCursor(db, nodeId, stream, query.since, ctx.clock.now());
   const last = changes.at(-1);
   return { changes, next_since: hasMore && last ? last.id : head, has_more: hasMore, head };
 }

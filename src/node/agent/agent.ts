@@ -30,6 +30,9 @@ import { PeriodicTask } from "./periodic-task.js";
 import type { Scheduler } from "./scheduler.js";
 import { SseSubscriber, type SseState } from "./sse-subscriber.js";
 
+/** How much shorter than its interval a poll may come, at random. */
+const POLL_JITTER_RATIO = 0.1;
+
 export interface CpAgentOptions {
   pkg: LoadedAgentPackage;
   db: Kysely<RuntimeSchema>;
@@ -177,6 +180,7 @@ export class CpAgent {
     const { scheduler } = this.options;
     const rt = () => this.store.cpAgentRuntime();
     const degraded = () => !this.sse.connected;
+    const random = this.options.random ?? Math.random;
     const loop = (name: LoopName, run: () => Promise<unknown>, intervalMs: () => number, log: Logger) =>
       new PeriodicTask({
         name,
@@ -185,7 +189,9 @@ export class CpAgent {
         run: async () => {
           await run();
         },
-        intervalMs,
+        // Up to 10% shorter, never longer (the seed's intervals stay upper bounds): a fleet
+        // whose SSE dropped at the same moment must not poll the CP in lockstep waves.
+        intervalMs: () => Math.round(intervalMs() * (1 - POLL_JITTER_RATIO * random())),
         failureDelayMs: (error, b) => {
           const delay = b.next();
           // The CP refused this request: do not hammer it, come back at the slowest pace.
