@@ -247,28 +247,17 @@ export interface NodeTrailFilter extends TimeRange {
   event?: string | undefined;
 }
 
-export async function listNodeAuditLogs(ctx: CpContext, filter: NodeTrailFilter, request: PageRequest) {
-  const base = ctx.controlDb.selectFrom("node_audit_logs").$call((q) => {
-    let out = q;
-    if (filter.from !== undefined) out = out.where("created_at", ">=", filter.from);
-    if (filter.to !== undefined) out = out.where("created_at", "<=", filter.to);
-    if (filter.nodeId) out = out.where("node_id", "=", filter.nodeId);
-    if (filter.event) out = out.where("event", "=", filter.event);
-    return out;
-  });
-  const [rows, count] = await Promise.all([
-    base.selectAll().orderBy("created_at", "desc").orderBy("id", "desc").limit(request.pageSize).offset(pageOffset(request)).execute(),
-    base.select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow(),
-  ]);
-  return toPage(
-    rows.map((r) => ({ ...r, detail: parseJsonColumn(r.detail) })),
-    request,
-    Number(count.n),
-  );
+export function listNodeAuditLogs(ctx: CpContext, filter: NodeTrailFilter, request: PageRequest) {
+  return listNodeTrail(ctx, "node_audit_logs", filter, request);
 }
 
-export async function listNodeAuthEvents(ctx: CpContext, filter: NodeTrailFilter, request: PageRequest) {
-  const base = ctx.controlDb.selectFrom("node_auth_events").$call((q) => {
+export function listNodeAuthEvents(ctx: CpContext, filter: NodeTrailFilter, request: PageRequest) {
+  return listNodeTrail(ctx, "node_auth_events", filter, request);
+}
+
+/** The two node trails share their shape: time, node, event, JSON detail. */
+async function listNodeTrail(ctx: CpContext, table: "node_audit_logs" | "node_auth_events", filter: NodeTrailFilter, request: PageRequest) {
+  const base = ctx.controlDb.selectFrom(table).$call((q) => {
     let out = q;
     if (filter.from !== undefined) out = out.where("created_at", ">=", filter.from);
     if (filter.to !== undefined) out = out.where("created_at", "<=", filter.to);
