@@ -10,6 +10,7 @@
  * transaction advisory lock so commits happen in seq order; SQLite serialises writers anyway.
  */
 import { sql } from "kysely";
+import type { CommandsTable } from "../../shared/db/control-schema.js";
 import { dialectOf } from "../../shared/db/index.js";
 import { AuthNexusError } from "../../shared/errors/index.js";
 import { newId } from "../../shared/ids.js";
@@ -47,16 +48,7 @@ export interface CommandView {
   expires_at: number | null;
 }
 
-interface CommandRow {
-  id: string;
-  seq: number;
-  kind: string;
-  payload: string;
-  target_node_id: string | null;
-  created_at: number;
-  created_by: string | null;
-  expires_at: number | null;
-}
+type CommandRow = Omit<CommandsTable, "seq"> & { seq: number };
 
 /** Ids are newId("cmd"); anything else cannot name a command and is a 404 without a query. */
 const COMMAND_ID = /^[A-Za-z0-9_-]{1,64}$/;

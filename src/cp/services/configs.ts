@@ -9,7 +9,7 @@
  * views leave them out for the same reason; their history stays readable per item.
  */
 import { type Kysely, type SqlBool, sql } from "kysely";
-import type { ControlSchema } from "../../shared/db/index.js";
+import type { ConfigVersionsTable, ControlSchema } from "../../shared/db/control-schema.js";
 import { dialectOf, isUniqueViolation } from "../../shared/db/index.js";
 import { AuthNexusError } from "../../shared/errors/index.js";
 import { newId } from "../../shared/ids.js";
@@ -90,14 +90,7 @@ export interface ConfigVersionView {
   created_by: string | null;
 }
 
-interface VersionRow {
-  config_type: string;
-  scope: string;
-  version: number;
-  content: string;
-  created_at: number;
-  created_by: string | null;
-}
+type VersionRow = Omit<ConfigVersionsTable, "id">;
 
 function toVersionView(row: VersionRow): ConfigVersionView {
   return {

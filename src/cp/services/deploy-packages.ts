@@ -4,7 +4,7 @@
  * leaves through the download endpoint, which re-checks its SHA-256 before handing it out.
  */
 import type { Kysely } from "kysely";
-import type { ControlSchema } from "../../shared/db/control-schema.js";
+import type { ControlSchema, DeployPackagesTable } from "../../shared/db/control-schema.js";
 import { AuthNexusError } from "../../shared/errors/index.js";
 import { sha256Hex } from "../../shared/ids.js";
 import { openSecret, sealSecret } from "../../shared/pki/index.js";
@@ -49,17 +49,8 @@ export async function storeDeployPackage(db: Kysely<ControlSchema>, ctx: Pick<Cp
     .execute();
 }
 
-export interface DeployPackageView {
-  id: string;
-  node_id: string;
-  job_id: string | null;
-  created_at: number;
-  sha256: string;
-  size_bytes: number;
-  downloaded_at: number | null;
-  superseded_at: number | null;
-  current: boolean;
-}
+/** A package as the API lists it: never the archive bytes. */
+export type DeployPackageView = Omit<DeployPackagesTable, "archive_ciphertext"> & { current: boolean };
 
 const VIEW_COLUMNS = ["id", "node_id", "job_id", "created_at", "sha256", "size_bytes", "downloaded_at", "superseded_at"] as const;
 

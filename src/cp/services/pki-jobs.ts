@@ -59,26 +59,8 @@ export async function enqueueJob(db: Kysely<ControlSchema>, now: number, job: Ne
   return id;
 }
 
-export interface PkiJobView {
-  id: string;
-  kind: string;
-  status: string;
-  target_type: string | null;
-  target_id: string | null;
-  payload: unknown;
-  result: unknown;
-  attempts: number;
-  max_attempts: number;
-  last_error: string | null;
-  run_after: number;
-  created_at: number;
-  updated_at: number;
-  started_at: number | null;
-  finished_at: number | null;
-  created_by: string | null;
-  claimed_by: string | null;
-  lease_expires_at: number | null;
-}
+/** A job as the API shows it: the row with its JSON columns parsed. */
+export type PkiJobView = Omit<PkiJobsTable, "payload" | "result"> & { payload: unknown; result: unknown };
 
 export function toJobView(row: PkiJobsTable): PkiJobView {
   return { ...row, payload: parseJson(row.payload), result: row.result === null ? null : parseJson(row.result) };
