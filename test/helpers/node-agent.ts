@@ -55,16 +55,7 @@ export async function writeAgentPackage(pki: NodePki, nodeId: string, overrides:
     cp_url: "https://127.0.0.1:9",
     ocsp_url: "http://127.0.0.1:9/ocsp/",
     business: { host: "node.test", port: 8443 },
-    files: {
-      cp_ca: PACKAGE_FILES.cpCa,
-      client_cert: PACKAGE_FILES.clientCert,
-      client_key: PACKAGE_FILES.clientKey,
-      server_cert: PACKAGE_FILES.serverCert,
-      server_key: PACKAGE_FILES.serverKey,
-      server_issuer: PACKAGE_FILES.serverIssuer,
-      app_client_ca: PACKAGE_FILES.appClientCa,
-      password_hash_key: PACKAGE_FILES.passwordHashKey,
-    },
+    files: { ...PACKAGE_FILES },
     ...overrides.manifest,
   };
   const contents: Record<keyof AgentPackage["files"], string> = {

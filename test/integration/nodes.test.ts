@@ -258,10 +258,10 @@ for (const variant of dbVariants()) {
           assert.equal(modes.get("node_agent.json"), "-rw-r--r--");
           assert.equal(modes.get("tls/"), "drwxr-xr-x");
           assert.equal(modes.get("secrets/"), "drwx------");
-          assert.equal(modes.get(PACKAGE_FILES.clientKey), "-rw-------");
-          assert.equal(modes.get(PACKAGE_FILES.serverKey), "-rw-------");
-          assert.equal(modes.get(PACKAGE_FILES.passwordHashKey), "-rw-------");
-          for (const path of [PACKAGE_FILES.cpCa, PACKAGE_FILES.clientCert, PACKAGE_FILES.serverCert, PACKAGE_FILES.serverIssuer, PACKAGE_FILES.appClientCa]) {
+          assert.equal(modes.get(PACKAGE_FILES.client_key), "-rw-------");
+          assert.equal(modes.get(PACKAGE_FILES.server_key), "-rw-------");
+          assert.equal(modes.get(PACKAGE_FILES.password_hash_key), "-rw-------");
+          for (const path of [PACKAGE_FILES.cp_ca, PACKAGE_FILES.client_cert, PACKAGE_FILES.server_cert, PACKAGE_FILES.server_issuer, PACKAGE_FILES.app_client_ca]) {
             assert.equal(modes.get(path), "-rw-r--r--", path);
           }
           assert.equal(modes.size, 11, "manifest, two directories and eight files");

@@ -56,16 +56,7 @@ export function buildManifest(input: DeployPackageInput): AgentPackage {
     cp_url: input.cpUrl.replace(/\/+$/, ""),
     ocsp_url: input.ocspUrl,
     business: { host: input.business.host, port: input.business.port },
-    files: {
-      cp_ca: PACKAGE_FILES.cpCa,
-      client_cert: PACKAGE_FILES.clientCert,
-      client_key: PACKAGE_FILES.clientKey,
-      server_cert: PACKAGE_FILES.serverCert,
-      server_key: PACKAGE_FILES.serverKey,
-      server_issuer: PACKAGE_FILES.serverIssuer,
-      app_client_ca: PACKAGE_FILES.appClientCa,
-      password_hash_key: PACKAGE_FILES.passwordHashKey,
-    },
+    files: { ...PACKAGE_FILES },
   };
   const parsed = agentPackageSchema.safeParse(manifest);
   if (!parsed.success) {
@@ -80,14 +71,14 @@ function packageEntries(input: DeployPackageInput, manifest: AgentPackage): TarE
   return [
     file(AGENT_FILE_NAME, `${JSON.stringify(manifest, null, 2)}\n`, PUBLIC_FILE_MODE),
     ...directoriesOf(Object.values(PACKAGE_FILES)),
-    file(PACKAGE_FILES.cpCa, pem(input.cpServerCaPem), PUBLIC_FILE_MODE),
-    file(PACKAGE_FILES.clientCert, pem(input.client.certPem), PUBLIC_FILE_MODE),
-    file(PACKAGE_FILES.clientKey, pem(input.client.keyPem), SECRET_FILE_MODE),
-    file(PACKAGE_FILES.serverCert, pem(input.server.certPem), PUBLIC_FILE_MODE),
-    file(PACKAGE_FILES.serverKey, pem(input.server.keyPem), SECRET_FILE_MODE),
-    file(PACKAGE_FILES.serverIssuer, pem(input.tcpServerCaPem), PUBLIC_FILE_MODE),
-    file(PACKAGE_FILES.appClientCa, pem(input.appClientCaPem), PUBLIC_FILE_MODE),
-    file(PACKAGE_FILES.passwordHashKey, `${input.passwordHashKey.toString("hex")}\n`, SECRET_FILE_MODE),
+    file(PACKAGE_FILES.cp_ca, pem(input.cpServerCaPem), PUBLIC_FILE_MODE),
+    file(PACKAGE_FILES.client_cert, pem(input.client.certPem), PUBLIC_FILE_MODE),
+    file(PACKAGE_FILES.client_key, pem(input.client.keyPem), SECRET_FILE_MODE),
+    file(PACKAGE_FILES.server_cert, pem(input.server.certPem), PUBLIC_FILE_MODE),
+    file(PACKAGE_FILES.server_key, pem(input.server.keyPem), SECRET_FILE_MODE),
+    file(PACKAGE_FILES.server_issuer, pem(input.tcpServerCaPem), PUBLIC_FILE_MODE),
+    file(PACKAGE_FILES.app_client_ca, pem(input.appClientCaPem), PUBLIC_FILE_MODE),
+    file(PACKAGE_FILES.password_hash_key, `${input.passwordHashKey.toString("hex")}\n`, SECRET_FILE_MODE),
   ];
 }
 

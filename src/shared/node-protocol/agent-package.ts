@@ -8,16 +8,16 @@ import { z } from "zod";
 export const AGENT_PACKAGE_FORMAT = 1;
 export const AGENT_FILE_NAME = "node_agent.json";
 
-/** Where each file lives inside the package (and so, relative to node_agent.json). */
+/** Where each file lives inside the package (relative to node_agent.json), by its manifest key. */
 export const PACKAGE_FILES = {
-  cpCa: "tls/cp_server_ca.pem",
-  clientCert: "tls/node_client.pem",
-  clientKey: "tls/node_client.key",
-  serverCert: "tls/node_server.pem",
-  serverKey: "tls/node_server.key",
-  serverIssuer: "tls/tcp_server_ca.pem",
-  appClientCa: "tls/app_client_ca.pem",
-  passwordHashKey: "secrets/password_hash.key",
+  cp_ca: "tls/cp_server_ca.pem",
+  client_cert: "tls/node_client.pem",
+  client_key: "tls/node_client.key",
+  server_cert: "tls/node_server.pem",
+  server_key: "tls/node_server.key",
+  server_issuer: "tls/tcp_server_ca.pem",
+  app_client_ca: "tls/app_client_ca.pem",
+  password_hash_key: "secrets/password_hash.key",
 } as const;
 
 const relativePath = z
