@@ -335,11 +335,17 @@ export async function listNodeConfigStates(ctx: CpContext, nodeId: string, filte
 export async function pullConfigs(ctx: CpContext, node: CallingNode, applied: readonly ConfigVersionRef[]): Promise<ConfigsPullResponse> {
   assertDistinctItems(applied, "applied");
   const appliedBy = new Map(applied.map((a) => [keyOf(a), a.version]));
-  const latest = await withLatest(ctx.controlDb).selectFrom("latest as l").where(deliveredScope).select(["l.config_type", "l.scope", "l.version"]).execute();
-  const due = latest.filter((l) => Number(l.version) > (appliedBy.get(keyOf({ type: l.config_type, scope: l.scope })) ?? 0));
-  const configs = await loadContents(ctx.controlDb, due.map((d) => ({ type: d.config_type, scope: d.scope, version: Number(d.version) })));
+  const latest = await latestDeliveredVersions(ctx.controlDb);
+  const due = latest.filter((l) => l.version > (appliedBy.get(keyOf(l)) ?? 0));
+  const configs = await loadContents(ctx.controlDb, due);
   if (configs.length > 0) await recordSent(ctx, node.id, configs);
   return { configs, cloud_functions: await cloudFunctionManifest(ctx) };
+}
+
+/** The latest version of every item a pull delivers: global items and those of live applications. */
+export async function latestDeliveredVersions(db: Db): Promise<Array<{ type: string; scope: string; version: number }>> {
+  const rows = await withLatest(db).selectFrom("latest as l").where(deliveredScope).select(["l.config_type", "l.scope", "l.version"]).execute();
+  return rows.map((r) => ({ type: r.config_type, scope: r.scope, version: Number(r.version) }));
 }
 
 async function loadContents(db: Db, refs: ReadonlyArray<{ type: string; scope: string; version: number }>): Promise<ConfigItem[]> {

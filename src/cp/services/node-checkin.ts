@@ -13,7 +13,8 @@
  */
 import { type Kysely, sql } from "kysely";
 import type { ControlSchema } from "../../shared/db/index.js";
-import { type CheckinRequest, type CheckinResponse, type DeltaStream, GLOBAL_SCOPE } from "../../shared/node-protocol/index.js";
+import { type CheckinRequest, type CheckinResponse, type DeltaStream } from "../../shared/node-protocol/index.js";
+import { latestDeliveredVersions } from "./configs.js";
 import type { CpContext } from "./context.js";
 import type { CallingNode } from "./node-identity.js";
 import { NODE_ONLINE_WINDOW_MS } from "./node-views.js";
@@ -158,15 +159,9 @@ function checkinCache(ctx: CpContext): CheckinCache {
   const cache: CheckinCache = {
     heads: reloading(heads, () => readLogHeads(ctx.controlDb)),
     latestConfigVersions: reloading(configs, async () => {
-      // Only what a pull would deliver: global items and those of live applications.
-      const liveScopes = ctx.controlDb.selectFrom("applications").select(sql<string>`'app:' || id`.as("scope")).where("deleted_at", "is", null);
-      const rows = await ctx.controlDb
-        .selectFrom("config_versions")
-        .select((eb) => ["config_type", "scope", eb.fn.max("version").as("version")])
-        .where((eb) => eb.or([eb("scope", "=", GLOBAL_SCOPE), eb("scope", "in", liveScopes)]))
-        .groupBy(["config_type", "scope"])
-        .execute();
-      return new Map(rows.map((r) => [itemKey(r.config_type, r.scope), Number(r.version)]));
+      // Only what a pull would deliver, or a node could never stop being told it is behind.
+      const latest = await latestDeliveredVersions(ctx.controlDb);
+      return new Map(latest.map((l) => [itemKey(l.type, l.scope), l.version]));
     }),
     writtenCursors: new Map(),
   };
