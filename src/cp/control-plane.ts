@@ -24,7 +24,7 @@ import { createSseHub, type SseHub } from "./node-api/sse-hub.js";
 import { createOcspAnswerer, createOcspListener } from "./ocsp/index.js";
 import type { CpContext } from "./services/context.js";
 import { createEventBus } from "./services/event-bus.js";
-import { ensureCpServerCertificate, loadCpTlsIdentity } from "./services/cp-identity.js";
+import { ensureCpServerCertificate, loadCpTlsIdentity, nodeApiTlsOptions } from "./services/cp-identity.js";
 import { loadMasterKey } from "./services/master-key.js";
 import { scheduleRetentionPass } from "./services/security-changes.js";
 import { createInventoryResolver, loadOcspIssuers } from "./services/ocsp-status.js";
@@ -169,14 +169,7 @@ async function startNodeApiListener(ctx: CpContext, config: CpConfig, sse: SseHu
   const identity = await loadCpTlsIdentity(ctx);
   const tlsLog = ctx.log.category("TLS");
   const nodeServer = https.createServer(
-    {
-      key: identity.keyPem,
-      cert: `${identity.certPem.trim()}\n${identity.serverCaPem.trim()}\n`,
-      ca: [identity.nodeClientCaPem],
-      requestCert: true,
-      rejectUnauthorized: true,
-      minVersion: "TLSv1.2",
-    },
+    nodeApiTlsOptions(identity),
     getRequestListener(createNodeApiApp(ctx, sse).fetch),
   );
   // Nodes call every few seconds (5 s epoch polls): keep their connections past that, so a

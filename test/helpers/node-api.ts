@@ -12,7 +12,7 @@ import { Agent, fetch as undiciFetch } from "undici";
 import { createNodeApiApp } from "../../src/cp/node-api/app.js";
 import { createSseHub, type SseHub, type SseHubOptions } from "../../src/cp/node-api/sse-hub.js";
 import type { CpContext } from "../../src/cp/services/context.js";
-import { ensureCpServerCertificate, loadCpTlsIdentity } from "../../src/cp/services/cp-identity.js";
+import { ensureCpServerCertificate, loadCpTlsIdentity, nodeApiTlsOptions } from "../../src/cp/services/cp-identity.js";
 import { loadActiveCa, recordCertificate } from "../../src/cp/services/pki-inventory.js";
 import { newId } from "../../src/shared/ids.js";
 import { type CaProfile, issueLeafCertificate, type LeafProfile, nodeUri } from "../../src/shared/pki/index.js";
@@ -60,14 +60,7 @@ export async function startTestNodeApi(variant: DbVariant, label = "nodeapi", ap
   const identity = await loadCpTlsIdentity(cp.ctx);
   const sse = createSseHub(cp.ctx, sseOptions);
   const server = https.createServer(
-    {
-      key: identity.keyPem,
-      cert: `${identity.certPem.trim()}\n${identity.serverCaPem.trim()}\n`,
-      ca: [identity.nodeClientCaPem],
-      requestCert: true,
-      rejectUnauthorized: true,
-      minVersion: "TLSv1.2",
-    },
+    nodeApiTlsOptions(identity),
     getRequestListener(app(cp.ctx, sse).fetch),
   );
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));

@@ -5,6 +5,7 @@
  * API over its own certificate.
  */
 import { isIP } from "node:net";
+import type { TlsOptions } from "node:tls";
 import type { Kysely } from "kysely";
 import { LEAF_VALIDITY_DAYS } from "../../shared/config/defaults.js";
 import type { ControlSchema } from "../../shared/db/index.js";
@@ -24,6 +25,21 @@ export interface CpTlsIdentity {
   serverCaPem: string;
   /** cp_node_client_ca: the only issuer accepted for node client certificates. */
   nodeClientCaPem: string;
+}
+
+/**
+ * TLS settings of the node API (9091): the CP's chain, and a client certificate from
+ * cp_node_client_ca required of every peer. One definition for the CP, its tests and benchmarks.
+ */
+export function nodeApiTlsOptions(identity: CpTlsIdentity): TlsOptions {
+  return {
+    key: identity.keyPem,
+    cert: `${identity.certPem.trim()}\n${identity.serverCaPem.trim()}\n`,
+    ca: [identity.nodeClientCaPem],
+    requestCert: true,
+    rejectUnauthorized: true,
+    minVersion: "TLSv1.2",
+  };
 }
 
 /** The CP's 9091 names: the public CP host plus loopback names, so local nodes verify it too. */

@@ -11,21 +11,14 @@
  */
 import { readFileSync } from "node:fs";
 import https from "node:https";
-import type { CpTlsIdentity } from "../../../src/cp/services/cp-identity.js";
+import { type CpTlsIdentity, nodeApiTlsOptions } from "../../../src/cp/services/cp-identity.js";
 
 const identity = JSON.parse(readFileSync(process.argv[2] ?? "", "utf8")) as CpTlsIdentity;
 const port = Number(process.argv[3]);
 const body = JSON.stringify({ error: "ROUTE_NOT_FOUND", message: "No such endpoint." });
 
 const server = https.createServer(
-  {
-    key: identity.keyPem,
-    cert: `${identity.certPem.trim()}\n${identity.serverCaPem.trim()}\n`,
-    ca: [identity.nodeClientCaPem],
-    requestCert: true,
-    rejectUnauthorized: true,
-    minVersion: "TLSv1.2",
-  },
+  nodeApiTlsOptions(identity),
   (req, res) => {
     req.resume();
     req.on("end", () => {
