@@ -13,8 +13,8 @@ import {
   DEFAULT_OCSP_PORT,
 } from "../shared/config/defaults.js";
 import { type HostPort, parseHostPort } from "../shared/config/host-port.js";
-import { flagValue, throwIfProblems } from "../shared/config/options.js";
-import { LOG_LEVELS, type LogFormat, type LogLevel } from "../shared/log/index.js";
+import { flagValue, readLogOptions, throwIfProblems } from "../shared/config/options.js";
+import type { LogFormat, LogLevel } from "../shared/log/index.js";
 
 export interface CpConfig {
   dataDir: string;
@@ -64,10 +64,7 @@ export function resolveCpConfig(flags: Record<string, string | undefined>, env: 
   );
   if (sameDatabase(controlDb, runtimeDb)) problems.push("the Control DB and the Runtime DB must be separate databases; set --runtime-db-path or --runtime-db-name");
 
-  const logLevel = (get("log-level") ?? "info") as LogLevel;
-  if (!LOG_LEVELS.includes(logLevel)) problems.push(`--log-level must be one of ${LOG_LEVELS.join(", ")}`);
-  const logFormat = get("log-format");
-  if (logFormat !== undefined && logFormat !== "json" && logFormat !== "pretty") problems.push("--log-format must be json or pretty");
+  const { logLevel, logFormat } = readLogOptions(get, problems);
 
   throwIfProblems(problems);
   return {
@@ -82,7 +79,7 @@ export function resolveCpConfig(flags: Record<string, string | undefined>, env: 
     controlDb,
     runtimeDb,
     logLevel,
-    logFormat: logFormat as LogFormat | undefined,
+    logFormat,
   };
 }
 

@@ -8,8 +8,8 @@ import path from "node:path";
 import { DB_FLAGS, type DbOptions, type RawDbValues, resolveDbOptions } from "../shared/config/db-options.js";
 import { DEFAULT_DATA_DIR, DEFAULT_HEALTH_LISTEN } from "../shared/config/defaults.js";
 import { type HostPort, parseHostPort } from "../shared/config/host-port.js";
-import { flagValue, throwIfProblems } from "../shared/config/options.js";
-import { LOG_LEVELS, type LogFormat, type LogLevel } from "../shared/log/index.js";
+import { flagValue, readLogOptions, throwIfProblems } from "../shared/config/options.js";
+import type { LogFormat, LogLevel } from "../shared/log/index.js";
 
 export interface NodeConfig {
   /** Absolute path of node_agent.json; every file it names is relative to its directory. */
@@ -34,10 +34,7 @@ export function resolveNodeConfig(flags: Record<string, string | undefined>, env
   const dbValues = Object.fromEntries(DB_FLAGS.map((f) => [f, get(f)]).filter(([, v]) => v !== undefined)) as RawDbValues;
   const runtimeDb = resolveDbOptions({ values: dbValues, prefix: "", dataDir, defaultSqliteFile: "runtime.db", defaultPgDatabase: "authnexus_runtime" }, problems);
 
-  const logLevel = (get("log-level") ?? "info") as LogLevel;
-  if (!LOG_LEVELS.includes(logLevel)) problems.push(`--log-level must be one of ${LOG_LEVELS.join(", ")}`);
-  const logFormat = get("log-format");
-  if (logFormat !== undefined && logFormat !== "json" && logFormat !== "pretty") problems.push("--log-format must be json or pretty");
+  const { logLevel, logFormat } = readLogOptions(get, problems);
 
   throwIfProblems(problems);
   return {
@@ -46,6 +43,6 @@ export function resolveNodeConfig(flags: Record<string, string | undefined>, env
     healthListen,
     runtimeDb,
     logLevel,
-    logFormat: logFormat as LogFormat | undefined,
+    logFormat,
   };
 }
