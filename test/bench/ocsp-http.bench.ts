@@ -12,11 +12,11 @@ import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import http from "node:http";
-import net from "node:net";
 import { join } from "node:path";
 import type { Kysely } from "kysely";
 import { loadActiveCa } from "../../src/cp/services/pki-inventory.js";
 import { type ControlSchema, openDatabase } from "../../src/shared/db/index.js";
+import { freePort } from "../helpers/authnexus-process.js";
 import { runProcess, startCpProcess } from "../helpers/cp-process.js";
 import { makeTempDir } from "../helpers/temp-dir.js";
 
@@ -145,12 +145,3 @@ function post(port: number, body: Buffer, agent: http.Agent): Promise<Buffer> {
   });
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer().listen(0, "127.0.0.1", () => {
-      const port = (server.address() as net.AddressInfo).port;
-      server.close(() => resolve(port));
-    });
-    server.on("error", reject);
-  });
-}
