@@ -33,7 +33,8 @@ import { Client } from "undici";
 import { checkinResponse, nodePaths } from "../../src/shared/node-protocol/index.js";
 import type { NodeIdentity } from "../helpers/node-api.js";
 import { REPO_ROOT } from "../helpers/cp-process.js";
-import { freePort, loadAverage, percentile, processCpuSeconds, startBenchCp } from "./support/cp-child.js";
+import { freePort } from "../helpers/authnexus-process.js";
+import { loadAverage, percentile, processCpuSeconds, startBenchCp } from "./support/cp-child.js";
 
 const SECONDS = Number(process.argv[2] ?? 10);
 const NODES = Number(process.argv[3] ?? 50);

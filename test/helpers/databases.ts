@@ -84,3 +84,11 @@ export function dbFlags(prefix: "" | "runtime-", options: DbOptions): string[] {
     options.database,
   ];
 }
+
+/** The same flags as a parsed-flags record (kebab-case keys), for resolve*Config in process. */
+export function dbFlagRecord(prefix: "" | "runtime-", options: DbOptions): Record<string, string> {
+  const args = dbFlags(prefix, options);
+  const out: Record<string, string> = {};
+  for (let i = 0; i < args.length; i += 2) out[(args[i] as string).replace(/^--/, "")] = args[i + 1] as string;
+  return out;
+}

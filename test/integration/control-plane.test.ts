@@ -4,7 +4,6 @@
  * node and OCSP listeners, instead of refusing everything until restarted.
  */
 import assert from "node:assert/strict";
-import net from "node:net";
 import { after, before, describe, test } from "node:test";
 import { resolveCpConfig } from "../../src/cp/config.js";
 import { type ControlPlane, startControlPlane } from "../../src/cp/control-plane.js";
@@ -12,17 +11,8 @@ import { systemClock } from "../../src/shared/clock.js";
 import { createMemoryLogger } from "../../src/shared/log/index.js";
 import { ROOT_PASSWORD } from "../helpers/cp-context.js";
 import { makeTempDir, type TempDir } from "../helpers/temp-dir.js";
+import { canConnect } from "../helpers/authnexus-process.js";
 
-function connects(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, "127.0.0.1");
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => resolve(false));
-  });
-}
 
 describe("control plane lifecycle", () => {
   let dataDir: TempDir;
@@ -77,6 +67,6 @@ describe("control plane lifecycle", () => {
     assert.ok(ports.every((p) => p > 0), "all three listeners were bound");
     await plane.stop();
     planes.splice(1, 1);
-    for (const port of ports) assert.equal(await connects(port), false, `port ${port} still accepts connections`);
+    for (const port of ports) assert.equal(await canConnect(port), false, `port ${port} still accepts connections`);
   });
 });

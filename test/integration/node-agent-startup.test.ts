@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import https from "node:https";
-import net, { type AddressInfo } from "node:net";
+import type { AddressInfo } from "node:net";
 import { after, before, describe, test } from "node:test";
 import { resolveNodeConfig } from "../../src/node/config.js";
 import { startServerNode } from "../../src/node/server-node.js";
@@ -16,37 +16,14 @@ import type { DbOptions } from "../../src/shared/config/db-options.js";
 import { isAuthNexusError } from "../../src/shared/errors/index.js";
 import { createMemoryLogger } from "../../src/shared/log/index.js";
 import { issueLeafCertificate } from "../../src/shared/pki/index.js";
-import { dbFlags, dbVariants } from "../helpers/databases.js";
+import { dbFlagRecord, dbVariants } from "../helpers/databases.js";
 import { mintNodePki, type NodePki, waitFor, type WrittenPackage, writeAgentPackage } from "../helpers/node-agent.js";
+import { canConnect, freePort } from "../helpers/authnexus-process.js";
 
 const NODE_ID = "nod_startup";
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = net.createServer().listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
-function connects(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, "127.0.0.1");
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => resolve(false));
-  });
-}
 
-function flagRecord(options: DbOptions): Record<string, string> {
-  const args = dbFlags("", options);
-  const out: Record<string, string> = {};
-  for (let i = 0; i < args.length; i += 2) out[(args[i] as string).replace(/^--/, "")] = args[i + 1] as string;
-  return out;
-}
 
 for (const variant of dbVariants()) {
   describe(`serve-node staged startup on ${variant.name}`, { skip: variant.skip }, () => {
@@ -54,7 +31,7 @@ for (const variant of dbVariants()) {
     let runtimeDb: DbOptions;
     const packages: WrittenPackage[] = [];
     const config = (pkg: WrittenPackage, healthPort = 0) =>
-      resolveNodeConfig({ agent: pkg.agentFile, "data-dir": pkg.dir.path, "health-listen": `127.0.0.1:${healthPort}`, ...flagRecord(runtimeDb) }, {});
+      resolveNodeConfig({ agent: pkg.agentFile, "data-dir": pkg.dir.path, "health-listen": `127.0.0.1:${healthPort}`, ...dbFlagRecord("", runtimeDb) }, {});
 
     before(async () => {
       pki = await mintNodePki(NODE_ID, systemClock);
@@ -93,7 +70,7 @@ for (const variant of dbVariants()) {
       await node.stop();
       assert.equal(await node.ready, false, "a node that never reached its CP never became ready");
       assert.equal(node.stage(), "stopped");
-      assert.equal(await connects(node.healthAddress.port), false);
+      assert.equal(await canConnect(node.healthAddress.port), false);
       assert.ok(!memory.events().some((e) => e.msg === "node.ready"));
     });
 
@@ -129,7 +106,7 @@ for (const variant of dbVariants()) {
         assert.match(error.message, /URI SAN must be exactly urn:authnexus:node:nod_not_this_one/);
         return true;
       });
-      assert.equal(await connects(port), false);
+      assert.equal(await canConnect(port), false);
     });
   });
 }

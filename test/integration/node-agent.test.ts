@@ -14,7 +14,6 @@
  */
 import assert from "node:assert/strict";
 import fs from "node:fs/promises";
-import net from "node:net";
 import { after, before, describe, test } from "node:test";
 import { resolveCpConfig } from "../../src/cp/config.js";
 import { type ControlPlane, startControlPlane } from "../../src/cp/control-plane.js";
@@ -25,10 +24,11 @@ import { systemClock } from "../../src/shared/clock.js";
 import type { DbOptions } from "../../src/shared/config/db-options.js";
 import { createMemoryLogger } from "../../src/shared/log/index.js";
 import { ROOT_PASSWORD } from "../helpers/cp-context.js";
-import { dbFlags, dbVariants } from "../helpers/databases.js";
+import { dbFlagRecord, dbVariants } from "../helpers/databases.js";
 import { waitFor } from "../helpers/node-agent.js";
 import { type ProvisionedNode, unpackPackage } from "../helpers/nodes.js";
 import { makeTempDir, type TempDir } from "../helpers/temp-dir.js";
+import { canConnect } from "../helpers/authnexus-process.js";
 
 /** Healthy polls so slow that only an SSE hint (or a checkin) can explain a fast delivery. */
 const SLOW_MS = 600_000;
@@ -46,24 +46,7 @@ const AGENT_RUNTIME = {
   request_timeout_ms: 2000,
 };
 
-/** ["--db-type","postgres",...] → {"db-type":"postgres",...} (the resolvers take a record). */
-function flagRecord(prefix: "" | "runtime-", options: DbOptions): Record<string, string> {
-  const args = dbFlags(prefix, options);
-  const out: Record<string, string> = {};
-  for (let i = 0; i < args.length; i += 2) out[(args[i] as string).replace(/^--/, "")] = args[i + 1] as string;
-  return out;
-}
 
-function connects(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, "127.0.0.1");
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => resolve(false));
-  });
-}
 
 for (const variant of dbVariants()) {
   describe(`serve-node agent against a real CP on ${variant.name}`, { skip: variant.skip }, () => {
@@ -87,8 +70,8 @@ for (const variant of dbVariants()) {
           "cp-listen": `127.0.0.1:${listen.cp}`,
           "ocsp-listen": `127.0.0.1:${listen.ocsp}`,
           "public-cp-url": "https://localhost:9091",
-          ...flagRecord("", controlDb),
-          ...flagRecord("runtime-", runtimeDb),
+          ...dbFlagRecord("", controlDb),
+          ...dbFlagRecord("runtime-", runtimeDb),
         },
         {},
       );
@@ -110,7 +93,7 @@ for (const variant of dbVariants()) {
     };
     const startNode = () =>
       startServerNode(
-        resolveNodeConfig({ agent: provisioned.agentJsonPath, "data-dir": dataDir.path, "health-listen": "127.0.0.1:0", ...flagRecord("", runtimeDb) }, {}),
+        resolveNodeConfig({ agent: provisioned.agentJsonPath, "data-dir": dataDir.path, "health-listen": "127.0.0.1:0", ...dbFlagRecord("", runtimeDb) }, {}),
         { log: nodeLogs.logger, clock: systemClock, shutdownGraceMs: 200 },
       );
     const stageOrder = () => nodeLogs.events().filter((e) => e.msg === "stage.entered").map((e) => e.stage);
@@ -266,7 +249,7 @@ for (const variant of dbVariants()) {
     test("node offline while changes pile up: on restart the persisted cursors catch up, nothing missed, nothing run twice", async () => {
       const cursorsBefore = node.status().cursors;
       await node.stop();
-      assert.equal(await connects(node.healthAddress.port), false, "health listener closed");
+      assert.equal(await canConnect(node.healthAddress.port), false, "health listener closed");
       const values = Array.from({ length: 25 }, (_, i) => `198.51.100.${i + 1}`);
       for (const value of values) await admin("POST", "/security/blacklist", { kind: "ip", value, reason: "while offline" });
       for (let i = 0; i < 5; i++) await admin("POST", "/security/auth-epochs", { user_id: "usr_agent_3" });
@@ -329,7 +312,7 @@ for (const variant of dbVariants()) {
       const port = node.healthAddress.port;
       await node.stop();
       assert.equal(node.stage(), "stopped");
-      assert.equal(await connects(port), false);
+      assert.equal(await canConnect(port), false);
     });
   });
 }

@@ -13,7 +13,6 @@
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
-import net from "node:net";
 import { join } from "node:path";
 import type { Kysely } from "kysely";
 import type { CpContext } from "../../../src/cp/services/context.js";
@@ -26,6 +25,7 @@ import { CLI_PATH, REPO_ROOT } from "../../helpers/cp-process.js";
 import { ROOT_PASSWORD } from "../../helpers/cp-context.js";
 import { mintNode, type NodeIdentity } from "../../helpers/node-api.js";
 import { makeTempDir, type TempDir } from "../../helpers/temp-dir.js";
+import { canConnect, freePort } from "../../helpers/authnexus-process.js";
 
 export interface BenchCpOptions {
   /** serve-cp --log-level (default info, as deployed). */
@@ -214,32 +214,13 @@ function consoleTokenFrom(child: ChildProcess, logFile: string): Promise<string>
 
 async function waitForPort(port: number): Promise<void> {
   const deadline = Date.now() + START_TIMEOUT_MS;
-  while (!(await connects(port))) {
+  while (!(await canConnect(port))) {
     if (Date.now() > deadline) throw new Error(`nothing listening on ${port} after ${START_TIMEOUT_MS} ms`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
 
-function connects(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, "127.0.0.1");
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => resolve(false));
-  });
-}
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer().listen(0, "127.0.0.1", () => {
-      const port = (server.address() as net.AddressInfo).port;
-      server.close(() => resolve(port));
-    });
-    server.on("error", reject);
-  });
-}
 
 /** "msg (kind) ×count" for every warn/error line of a JSON log file, most frequent first. */
 export function summarizeWarnings(file: string, limit = 8): string[] {
