@@ -107,20 +107,12 @@ export function retryDelayMs(attempts: number, options: Pick<JobWorkerOptions, "
   return Math.min(options.retryMaxMs, options.retryBaseMs * 2 ** Math.max(0, attempts - 1));
 }
 
-/** Workers by Control DB, so services can wake the one running in this process. */
-const runningWorkers = new WeakMap<object, JobWorker>();
-
-/** Asks this process's worker (if any) to look for due jobs now. */
-export function wakeJobWorker(ctx: Pick<CpContext, "controlDb">): void {
-  runningWorkers.get(ctx.controlDb)?.wake();
-}
-
 export function createJobWorker(ctx: CpContext, handlers: Readonly<Record<string, JobHandler>>, overrides: Partial<JobWorkerOptions> = {}): JobWorker {
   const options = { ...DEFAULT_OPTIONS, ...overrides };
   const log = ctx.log.category("PKI");
   const db = ctx.controlDb;
   const kinds = Object.keys(handlers);
-  const loop = { timer: null as NodeJS.Timeout | null, inFlight: null as Promise<void> | null, wakeAgain: false, stopping: true };
+  const loop = { timer: null as NodeJS.Timeout | null, inFlight: null as Promise<void> | null, wakeAgain: false, stopping: true, unsubscribe: () => {} };
 
   async function sweep(): Promise<number> {
     const now = ctx.clock.now();
@@ -306,7 +298,8 @@ export function createJobWorker(ctx: CpContext, handlers: Readonly<Record<string
     start() {
       if (!loop.stopping) return;
       loop.stopping = false;
-      runningWorkers.set(db, worker);
+      // Services announce new or retried jobs on the event bus.
+      loop.unsubscribe = ctx.events.onJobQueued(() => worker.wake());
       log.info("job_worker.started", { instance_id: ctx.instanceId, kinds });
       schedule(0);
     },
@@ -314,7 +307,7 @@ export function createJobWorker(ctx: CpContext, handlers: Readonly<Record<string
       loop.stopping = true;
       if (loop.timer) clearTimeout(loop.timer);
       loop.timer = null;
-      if (runningWorkers.get(db) === worker) runningWorkers.delete(db);
+      loop.unsubscribe();
       const inFlight = loop.inFlight;
       if (!inFlight) return;
       let timeout: NodeJS.Timeout | undefined;

@@ -27,13 +27,17 @@ export type NoticeListener = (notice: NodeNotice) => void;
 export interface EventBus {
   publish(event: HintEvent, nodeId?: string | null): void;
   notice(notice: NodeNotice): void;
+  /** A PKI job became due (created or retried): the job worker looks at once instead of at its next poll. */
+  jobQueued(): void;
   onHint(listener: HintListener): () => void;
   onNotice(listener: NoticeListener): () => void;
+  onJobQueued(listener: () => void): () => void;
 }
 
 export function createEventBus(onListenerError: (error: unknown) => void = () => {}): EventBus {
   const hintListeners = new Set<HintListener>();
   const noticeListeners = new Set<NoticeListener>();
+  const jobListeners = new Set<() => void>();
   const deliver = <T>(listeners: Set<(value: T) => void>, value: T) => {
     for (const listener of listeners) {
       try {
@@ -46,6 +50,7 @@ export function createEventBus(onListenerError: (error: unknown) => void = () =>
   return {
     publish: (event, nodeId = null) => deliver(hintListeners, { event, nodeId }),
     notice: (notice) => deliver(noticeListeners, notice),
+    jobQueued: () => deliver(jobListeners, undefined),
     onHint(listener) {
       hintListeners.add(listener);
       return () => hintListeners.delete(listener);
@@ -53,6 +58,10 @@ export function createEventBus(onListenerError: (error: unknown) => void = () =>
     onNotice(listener) {
       noticeListeners.add(listener);
       return () => noticeListeners.delete(listener);
+    },
+    onJobQueued(listener) {
+      jobListeners.add(listener);
+      return () => jobListeners.delete(listener);
     },
   };
 }

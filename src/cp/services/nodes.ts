@@ -9,7 +9,6 @@ import { isUniqueViolation } from "../../shared/db/index.js";
 import { AuthNexusError } from "../../shared/errors/index.js";
 import { newId } from "../../shared/ids.js";
 import { canonicalDnsName, canonicalIp } from "../../shared/pki/names.js";
-import { wakeJobWorker } from "../jobs/worker.js";
 import type { Actor, CpContext } from "./context.js";
 import { writeNodeAudit } from "./node-audit.js";
 import { getNode, type NodeDetail, nodeNotFound } from "./node-views.js";
@@ -93,7 +92,7 @@ export async function createNode(ctx: CpContext, actor: Actor, input: NewNode): 
     throw error;
   }
   ctx.log.category("PKI").info("node.created", { node_id: nodeId, job_id: jobId, host: host.value, business_port: input.businessPort, agent_id: actor.agentId });
-  wakeJobWorker(ctx);
+  ctx.events.jobQueued();
   return { ...(await getNode(ctx, nodeId)), job_id: jobId };
 }
 

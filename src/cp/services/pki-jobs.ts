@@ -8,7 +8,6 @@ import type { Kysely } from "kysely";
 import type { ControlSchema, PkiJobsTable } from "../../shared/db/control-schema.js";
 import { AuthNexusError } from "../../shared/errors/index.js";
 import { newId } from "../../shared/ids.js";
-import { wakeJobWorker } from "../jobs/worker.js";
 import type { Actor, CpContext } from "./context.js";
 import { type Page, type PageRequest, pageOffset, toPage } from "./pagination.js";
 import { writePkiAudit } from "./pki-inventory.js";
@@ -115,7 +114,7 @@ export async function retryJob(ctx: CpContext, actor: Actor, id: string): Promis
     await writePkiAudit(tx, ctx.clock, { event: "job.retried", actor: actor.agentId ?? "system", detail: { job_id: id } });
   });
   ctx.log.category("PKI").info("job.retried", { job_id: id, agent_id: actor.agentId });
-  wakeJobWorker(ctx);
+  ctx.events.jobQueued();
   return getJob(ctx, id);
 }
 
