@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { Kysely } from "kysely";
 import { controlMigrations } from "../../migrations/control/index.js";
-import { type ControlSchema, isUniqueViolation, migrateDatabase, migrationTableName, openDatabase, type RuntimeSchema } from "../../src/shared/db/index.js";
+import { type ControlSchema, isUniqueViolation, migrateDatabase, migrationTableName, openDatabase, precompiled, type RuntimeSchema } from "../../src/shared/db/index.js";
 import { isAuthNexusError } from "../../src/shared/errors/index.js";
 import { dbVariants } from "../helpers/databases.js";
 
@@ -91,6 +91,33 @@ for (const variant of dbVariants()) {
           .returning("seq")
           .executeTakeFirstOrThrow();
         assert.equal(typeof cmd.seq, "number");
+      });
+
+      test("a precompiled query runs with each call's values, keeps its constants and refuses a missing value", async () => {
+        const findAgent = precompiled<{ username: string; role: string }, { id: string }>((db: Kysely<ControlSchema>, p) =>
+          db.selectFrom("agents").select("id").where("username", "=", p.username).where("role", "=", p.role).where("status", "=", "active"),
+        );
+        const agent = { display_name: null, password_hash: "x", created_at: 1, updated_at: 1, created_by: null, password_changed_at: 1, last_login_at: null };
+        await control
+          .insertInto("agents")
+          .values([
+            { ...agent, id: "agt_pc1", username: "pc-one", role: "admin", status: "active" },
+            { ...agent, id: "agt_pc2", username: "pc-two", role: "viewer", status: "active" },
+            { ...agent, id: "agt_pc3", username: "pc-three", role: "viewer", status: "disabled" },
+          ])
+          .execute();
+        assert.deepEqual((await findAgent(control, { username: "pc-one", role: "admin" })).rows, [{ id: "agt_pc1" }]);
+        assert.deepEqual((await findAgent(control, { username: "pc-two", role: "viewer" })).rows, [{ id: "agt_pc2" }]);
+        assert.deepEqual((await findAgent(control, { username: "pc-three", role: "viewer" })).rows, [], "the constant status filter still applies");
+        assert.deepEqual((await findAgent(control, { username: "' or 1=1 --", role: "admin" })).rows, [], "values stay parameters");
+        await assert.rejects(findAgent(control, { username: "pc-one" } as never), /no value for parameter "role"/);
+        const rename = precompiled<{ id: string; name: string | null }, unknown>((db: Kysely<ControlSchema>, p) =>
+          db.updateTable("agents").set({ display_name: p.name }).where("id", "=", p.id),
+        );
+        assert.equal(Number((await rename(control, { id: "agt_pc2", name: "Two" })).numAffectedRows), 1);
+        assert.equal(Number((await rename(control, { id: "agt_none", name: null })).numAffectedRows), 0);
+        const row = await control.selectFrom("agents").select("display_name").where("id", "=", "agt_pc2").executeTakeFirstOrThrow();
+        assert.equal(row.display_name, "Two");
       });
 
       test("unique violations are recognised on this dialect", async () => {

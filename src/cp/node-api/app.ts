@@ -8,7 +8,7 @@ import type { TLSSocket } from "node:tls";
 import { Hono, type MiddlewareHandler } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { AuthNexusError } from "../../shared/errors/index.js";
-import { newId } from "../../shared/ids.js";
+import { sequentialIds } from "../../shared/ids.js";
 import { CP_API_PREFIX, NODE_API_MAX_BODY_BYTES } from "../../shared/node-protocol/index.js";
 import { errorToResponse } from "../http/error-response.js";
 import type { CpContext } from "../services/context.js";
@@ -26,6 +26,7 @@ export type { NodeApiEnv } from "./env.js";
 
 export function createNodeApiApp(ctx: CpContext, sse: SseHub): Hono<NodeApiEnv> {
   const log = ctx.log.category("CP Agent");
+  const requestId = sequentialIds("req");
   const app = new Hono<NodeApiEnv>();
   app.onError((error, c) => errorToResponse(c, error, log));
   app.notFound(() => {
@@ -33,7 +34,7 @@ export function createNodeApiApp(ctx: CpContext, sse: SseHub): Hono<NodeApiEnv> 
   });
   app.use(async function nodeAccessLog(c, next) {
     const started = performance.now();
-    c.set("requestId", newId("req"));
+    c.set("requestId", requestId());
     await next();
     const socket = c.env?.incoming?.socket as TLSSocket | undefined;
     // Nodes call every few seconds: successful calls are debug noise; refusals and failures are not.

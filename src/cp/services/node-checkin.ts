@@ -12,7 +12,7 @@
  * written only when they differ from what this process last wrote for the node.
  */
 import { type Kysely, sql } from "kysely";
-import type { ControlSchema } from "../../shared/db/index.js";
+import { type ControlSchema, type Placeholders, precompiled } from "../../shared/db/index.js";
 import { type CheckinRequest, type CheckinResponse, type DeltaStream } from "../../shared/node-protocol/index.js";
 import { latestDeliveredVersions } from "./configs.js";
 import type { CpContext } from "./context.js";
@@ -67,28 +67,54 @@ export async function recordCheckin(ctx: CpContext, node: CallingNode, report: C
  * worth a log line; the second update then writes the same values unconditionally.
  */
 async function updateNodeRow(ctx: CpContext, node: CallingNode, report: CheckinRequest, now: number): Promise<void> {
-  const fetchedAt = report.ocsp?.fetched_at ?? null;
-  const values = {
-    last_checkin_at: now,
-    software_version: report.software_version,
+  const values: CheckinRowValues = {
+    nodeId: node.id,
+    now,
+    softwareVersion: report.software_version,
     metadata: JSON.stringify({ ...report.node_metadata, ocsp: report.ocsp ?? null, cursors: report.cursors, sse_connected_reported: report.sse_connected }),
     metrics: JSON.stringify(report.presence ? { ...report.metrics, presence: report.presence } : report.metrics),
-    app_versions: JSON.stringify(report.app_versions),
-    online_users: report.metrics.online_users,
-    ...(fetchedAt !== null ? { ocsp_last_applied_at: fetchedAt } : {}),
+    appVersions: JSON.stringify(report.app_versions),
+    onlineUsers: report.metrics.online_users,
+    ocspFetchedAt: report.ocsp?.fetched_at ?? null,
+    onlineSince: now - NODE_ONLINE_WINDOW_MS,
   };
-  const stillOnline = await ctx.controlDb
-    .updateTable("nodes")
-    .set(values)
-    .where("id", "=", node.id)
-    .where("last_checkin_at", ">=", now - NODE_ONLINE_WINDOW_MS)
-    .executeTakeFirst();
-  if (Number(stillOnline.numUpdatedRows) > 0) return;
-  const updated = await ctx.controlDb.updateTable("nodes").set(values).where("id", "=", node.id).executeTakeFirst();
-  if (Number(updated.numUpdatedRows) > 0) {
+  const stillOnline = await updateOnlineNode(ctx.controlDb, values);
+  if (Number(stillOnline.numAffectedRows ?? 0) > 0) return;
+  const updated = await updateAnyNode(ctx.controlDb, values);
+  if (Number(updated.numAffectedRows ?? 0) > 0) {
     ctx.log.category("CP Agent").info("node.online", { node_id: node.id, status: node.status, software_version: report.software_version });
   }
 }
+
+interface CheckinRowValues extends Record<string, unknown> {
+  nodeId: string;
+  now: number;
+  softwareVersion: string;
+  metadata: string;
+  metrics: string;
+  appVersions: string;
+  onlineUsers: number;
+  /** Kept as it was when the report carries no OCSP state. */
+  ocspFetchedAt: number | null;
+  onlineSince: number;
+}
+
+// Precompiled: a checkin is the node API's hottest call, and building the statement cost more than running it.
+const setCheckinColumns = (db: Kysely<ControlSchema>, p: Placeholders<CheckinRowValues>) =>
+  db
+    .updateTable("nodes")
+    .set({
+      last_checkin_at: p.now,
+      software_version: p.softwareVersion,
+      metadata: p.metadata,
+      metrics: p.metrics,
+      app_versions: p.appVersions,
+      online_users: p.onlineUsers,
+      ocsp_last_applied_at: sql<number | null>`coalesce(${p.ocspFetchedAt}, ocsp_last_applied_at)`,
+    })
+    .where("id", "=", p.nodeId);
+const updateOnlineNode = precompiled<CheckinRowValues, unknown>((db, p) => setCheckinColumns(db, p).where("last_checkin_at", ">=", p.onlineSince));
+const updateAnyNode = precompiled<CheckinRowValues, unknown>(setCheckinColumns);
 
 /**
  * The cursors a node reports are what it has applied. They only ever raise the recorded

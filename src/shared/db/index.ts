@@ -6,3 +6,5 @@ export type { DialectName } from "./dialect.js";
 export type { ControlSchema } from "./control-schema.js";
 export type { RuntimeSchema } from "./runtime-schema.js";
 export { isUniqueViolation } from "./errors.js";
+export { precompiled } from "./precompiled.js";
+export type { PrecompiledQuery, Placeholders } from "./precompiled.js";
