@@ -16,7 +16,7 @@
 import { isIP } from "node:net";
 import { type Kysely, sql, type Transaction } from "kysely";
 import type { ServerBlacklistEntriesTable } from "../../shared/db/control-schema.js";
-import { type ControlSchema, dialectOf } from "../../shared/db/index.js";
+import { type ControlSchema, dialectOf, precompiled, type PrecompiledQuery } from "../../shared/db/index.js";
 import { AuthNexusError } from "../../shared/errors/index.js";
 import { newId } from "../../shared/ids.js";
 import {
@@ -304,13 +304,8 @@ export function parseDeltaQuery(raw: { since?: string | undefined; limit?: strin
 
 /** Newest id a log has ever issued: max(id), or the retention watermark when compaction emptied the tail. */
 export async function readHead(db: Db, stream: DeltaStream): Promise<number> {
-  const row = await db
-    .selectNoFrom((eb) => [
-      eb.selectFrom(LOG_TABLE[stream]).select((s) => s.fn.max("id").as("m")).as("max_id"),
-      eb.selectFrom("delta_retention").select("pruned_through").where("stream", "=", stream).as("pruned_through"),
-    ])
-    .executeTakeFirstOrThrow();
-  return Math.max(Number(row.max_id ?? 0), Number(row.pruned_through ?? 0));
+  const row = (await HEAD_QUERY[stream](db, {})).rows[0];
+  return Math.max(Number(row?.max_id ?? 0), Number(row?.pruned_through ?? 0));
 }
 
 export interface DeltaPage<T> {
@@ -321,25 +316,12 @@ export interface DeltaPage<T> {
 }
 
 async function readChanges(db: Db, stream: DeltaStream, since: number, through: number, limit: number): Promise<Array<AuthEpochChange | BlacklistChange>> {
+  const range = { since, through, limit };
   if (stream === "auth-epochs") {
-    const rows = await db
-      .selectFrom("auth_epoch_changes")
-      .select(["id", "user_id", "app_id", "epoch", "created_at"])
-      .where("id", ">", since)
-      .where("id", "<=", through)
-      .orderBy("id")
-      .limit(limit)
-      .execute();
+    const { rows } = await EPOCH_PAGE_QUERY(db, range);
     return rows.map((r) => ({ ...r, id: Number(r.id) }));
   }
-  const rows = await db
-    .selectFrom("server_blacklist_changes")
-    .select(["id", "entry_id", "op", "kind", "value", "reason", "expires_at", "created_at"])
-    .where("id", ">", since)
-    .where("id", "<=", through)
-    .orderBy("id")
-    .limit(limit)
-    .execute();
+  const { rows } = await BLACKLIST_PAGE_QUERY(db, range);
   return rows.map((r) => ({ ...r, id: Number(r.id), op: r.op as BlacklistChange["op"], kind: r.kind as BlacklistKind }));
 }
 
@@ -351,33 +333,30 @@ async function readChanges(db: Db, stream: DeltaStream, since: number, through: 
  *
  * `next_since` is the last change's id while more follow, and the head once the page is the
  * last one: everything between was either returned or compacted away as superseded.
+ *
+ * Every node pulls after every hint, so the statements are precompiled (shared/db/precompiled):
+ * building them cost more than running them.
  */
 export async function readDeltaPage(ctx: CpContext, nodeId: string, stream: DeltaStream, query: DeltaQuery): Promise<DeltaPage<AuthEpochChange | BlacklistChange>> {
   const db = ctx.controlDb;
   const head = await readHead(db, stream);
   // A cursor ahead of the log belongs to another history (a Control DB restored from an older
   // backup): the node must rebuild from 0 rather than skip the ids this log will reuse.
-  if (query.since > head) throw cursorExpiredError(ctx, nodeId, stream, query.since, Number((await readRetention(db, stream)) ?? 0), head, "is ahead of the log");
+  if (query.since > head) {
+    const { prunedThrough } = await readRetentionAndCursor(db, stream, nodeId);
+    throw cursorExpiredError(ctx, nodeId, stream, query.since, prunedThrough, head, "is ahead of the log");
+  }
   const rows = await readChanges(db, stream, query.since, head, query.limit + 1);
   const hasMore = rows.length > query.limit;
   const changes = hasMore ? rows.slice(0, query.limit) : rows;
-  const [retention, cursor] = await Promise.all([
-    db.selectFrom("delta_retention").select("pruned_through").where("stream", "=", stream).executeTakeFirst(),
-    db.selectFrom("node_delta_cursors").select("cursor").where("node_id", "=", nodeId).where("stream", "=", stream).executeTakeFirst(),
-  ]);
-  const prunedThrough = Number(retention?.pruned_through ?? 0);
-  if (cursorExpired(query.since, prunedThrough, cursor === undefined ? null : Number(cursor.cursor))) {
+  const { prunedThrough, recorded } = await readRetentionAndCursor(db, stream, nodeId);
+  if (cursorExpired(query.since, prunedThrough, recorded)) {
     throw cursorExpiredError(ctx, nodeId, stream, query.since, prunedThrough, head, "is in the compacted part of the log");
   }
   // Polls mostly repeat the cursor they reported last time: no write then.
-  if (cursor === undefined || Number(cursor.cursor) !== query.since) await recordDeltaCursor(db, nodeId, stream, query.since, ctx.clock.now());
+  if (recorded !== query.since) await RECORD_CURSOR_QUERY(db, { nodeId, stream, cursor: query.since, now: ctx.clock.now() });
   const last = changes.at(-1);
   return { changes, next_since: hasMore && last ? last.id : head, has_more: hasMore, head };
-}
-
-async function readRetention(db: Db, stream: DeltaStream): Promise<number | undefined> {
-  const row = await db.selectFrom("delta_retention").select("pruned_through").where("stream", "=", stream).executeTakeFirst();
-  return row === undefined ? undefined : Number(row.pruned_through);
 }
 
 function cursorExpiredError(ctx: CpContext, nodeId: string, stream: DeltaStream, since: number, prunedThrough: number, head: number, why: string): AuthNexusError {
@@ -387,6 +366,54 @@ function cursorExpiredError(ctx: CpContext, nodeId: string, stream: DeltaStream,
     detail: { public: { since, oldest_available: prunedThrough, head } },
   });
 }
+
+/** The log's retention watermark and the cursor the CP last recorded for the node (null: none yet), in one statement. */
+async function readRetentionAndCursor(db: Db, stream: DeltaStream, nodeId: string): Promise<{ prunedThrough: number; recorded: number | null }> {
+  const row = (await RETENTION_AND_CURSOR_QUERY(db, { stream, nodeId })).rows[0];
+  const recorded = row?.cursor;
+  return { prunedThrough: Number(row?.pruned_through ?? 0), recorded: recorded === null || recorded === undefined ? null : Number(recorded) };
+}
+
+const headQuery = (stream: DeltaStream) =>
+  precompiled<Record<string, never>, { max_id: number | null; pruned_through: number | null }>((db: Db) =>
+    db.selectNoFrom((eb) => [
+      eb.selectFrom(LOG_TABLE[stream]).select((s) => s.fn.max("id").as("m")).as("max_id"),
+      eb.selectFrom("delta_retention").select("pruned_through").where("stream", "=", stream).as("pruned_through"),
+    ]),
+  );
+const HEAD_QUERY: Record<DeltaStream, PrecompiledQuery<Record<string, never>, { max_id: number | null; pruned_through: number | null }>> = {
+  "auth-epochs": headQuery("auth-epochs"),
+  blacklist: headQuery("blacklist"),
+};
+
+type PageRange = { since: number; through: number; limit: number };
+const EPOCH_PAGE_QUERY = precompiled<PageRange, Omit<AuthEpochChange, "id"> & { id: number | string }>((db: Db, p) =>
+  db.selectFrom("auth_epoch_changes").select(["id", "user_id", "app_id", "epoch", "created_at"]).where("id", ">", p.since).where("id", "<=", p.through).orderBy("id").limit(p.limit),
+);
+const BLACKLIST_PAGE_QUERY = precompiled<PageRange, { id: number | string; entry_id: string; op: string; kind: string; value: string; reason: string | null; expires_at: number | null; created_at: number }>((db: Db, p) =>
+  db
+    .selectFrom("server_blacklist_changes")
+    .select(["id", "entry_id", "op", "kind", "value", "reason", "expires_at", "created_at"])
+    .where("id", ">", p.since)
+    .where("id", "<=", p.through)
+    .orderBy("id")
+    .limit(p.limit),
+);
+
+const RETENTION_AND_CURSOR_QUERY = precompiled<{ stream: DeltaStream; nodeId: string }, { pruned_through: number | null; cursor: number | null }>((db: Db, p) =>
+  db.selectNoFrom((eb) => [
+    eb.selectFrom("delta_retention").select("pruned_through").where("stream", "=", p.stream).as("pruned_through"),
+    eb.selectFrom("node_delta_cursors").select("cursor").where("node_id", "=", p.nodeId).where("stream", "=", p.stream).as("cursor"),
+  ]),
+);
+
+/** The node has applied everything ≤ cursor: compaction may prune superseded changes up to the minimum over nodes. */
+const RECORD_CURSOR_QUERY = precompiled<{ nodeId: string; stream: DeltaStream; cursor: number; now: number }, unknown>((db: Db, p) =>
+  db
+    .insertInto("node_delta_cursors")
+    .values({ node_id: p.nodeId, stream: p.stream, cursor: p.cursor, updated_at: p.now })
+    .onConflict((oc) => oc.columns(["node_id", "stream"]).doUpdateSet({ cursor: p.cursor, updated_at: p.now })),
+);
 
 /**
  * A cursor inside the pruned range is trustworthy only when the node reached it by replaying
@@ -398,15 +425,6 @@ function cursorExpiredError(ctx: CpContext, nodeId: string, stream: DeltaStream,
 export function cursorExpired(since: number, prunedThrough: number, recorded: number | null): boolean {
   if (since === 0 || since >= prunedThrough) return false;
   return recorded === null || since < recorded;
-}
-
-/** The node has applied everything ≤ cursor: compaction may prune superseded changes up to the minimum over nodes. */
-async function recordDeltaCursor(db: Db, nodeId: string, stream: DeltaStream, cursor: number, now: number): Promise<void> {
-  await db
-    .insertInto("node_delta_cursors")
-    .values({ node_id: nodeId, stream, cursor, updated_at: now })
-    .onConflict((oc) => oc.columns(["node_id", "stream"]).doUpdateSet({ cursor, updated_at: now }))
-    .execute();
 }
 
 // ---- retention -----------------------------------------------------------------------------
