@@ -31,6 +31,7 @@ describe("node CpClient over mTLS", () => {
   let handler: Handler = (_req, res) => res.end();
   const seen: Array<{ method?: string; url?: string; peerUri?: string; body: string }> = [];
   const clients: CpClient[] = [];
+  const tcp = { connections: 0, handshakeFailures: [] as string[] };
   const client = (overrides: { cpUrl?: string; timeoutMs?: number; caPem?: string; maxResponseBytes?: number } = {}) => {
     const c = new CpClient({
       cpUrl: overrides.cpUrl ?? baseUrl,
@@ -70,6 +71,8 @@ describe("node CpClient over mTLS", () => {
         handler(req, res);
       });
     });
+    server.on("connection", () => (tcp.connections += 1));
+    server.on("tlsClientError", (error) => tcp.handshakeFailures.push(error.message));
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     baseUrl = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
   });
@@ -138,11 +141,15 @@ describe("node CpClient over mTLS", () => {
   test("a CP that does not answer within the deadline is a timeout", async () => {
     const held: ServerResponse[] = [];
     handler = (_req, res) => void held.push(res);
+    const failuresBefore = tcp.handshakeFailures.length;
     const started = Date.now();
     const late = await failure(client({ timeoutMs: 200 }).pullDelta("blacklist", 0));
     assert.equal(late.kind, "timeout");
+    assert.equal(late.code, "UND_ERR_HEADERS_TIMEOUT", "undici's own timeout, not an abort (an abort would reconnect)");
     assert.ok(late.retryable);
     assert.ok(Date.now() - started < 3000, "the deadline cut the call short");
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.deepEqual(tcp.handshakeFailures.slice(failuresBefore), [], "a timed-out call leaves no half-opened connection behind (nodejs/undici#5845)");
     for (const res of held) res.destroy();
   });
 
@@ -152,10 +159,39 @@ describe("node CpClient over mTLS", () => {
     const c = client();
     const pending = failure(c.pullDelta("blacklist", 0));
     while (held.length === 0) await new Promise((resolve) => setImmediate(resolve));
+    const failuresBefore = tcp.handshakeFailures.length;
     await c.close();
     assert.equal((await pending).kind, "aborted");
     await c.close();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.deepEqual(tcp.handshakeFailures.slice(failuresBefore), [], "closing leaves no half-opened connection behind");
     for (const res of held) res.destroy();
+  });
+
+  test("an event stream ended by its subscriber closes its connection and opens no other (nodejs/undici#5845)", async () => {
+    const streams: ServerResponse[] = [];
+    handler = (_req, res) => {
+      res.writeHead(200, { "content-type": "text/event-stream" });
+      res.write(": open\n\n");
+      streams.push(res);
+    };
+    const c = client();
+    const before = { ...tcp, handshakeFailures: tcp.handshakeFailures.length };
+    for (let round = 1; round <= 3; round++) {
+      const subscriber = new AbortController();
+      const body = await c.openEventStream(subscriber.signal);
+      const reader = body.getReader();
+      assert.match(Buffer.from((await reader.read()).value ?? []).toString("utf8"), /: open/);
+      const closed = new Promise<void>((resolve) => streams.at(-1)?.on("close", () => resolve()));
+      subscriber.abort(new Error("dropped"));
+      await reader.cancel().catch(() => undefined);
+      await closed;
+      assert.equal(tcp.connections - before.connections, round, `round ${round}: one connection per stream`);
+    }
+    // Give a spurious reconnect (what aborting inside a live undici pool does) time to show.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(tcp.connections - before.connections, 3, "no connection beyond the three streams");
+    assert.deepEqual(tcp.handshakeFailures.slice(before.handshakeFailures), [], "no half-opened connection for the server to log");
   });
 
   test("nothing listening is a network error; a server certificate from another CA is a TLS error", async () => {

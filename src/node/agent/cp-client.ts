@@ -18,7 +18,7 @@ import type { Readable } from "node:stream";
 import { createSecureContext } from "node:tls";
 import { Agent, fetch } from "undici";
 import type { z } from "zod";
-import { NODE_AGENT_CLOSE_GRACE_MS, NODE_MAX_CP_RESPONSE_BYTES } from "../../shared/config/defaults.js";
+import { NODE_MAX_CP_RESPONSE_BYTES } from "../../shared/config/defaults.js";
 import {
   authEpochDeltaResponse,
   batchAcceptedResponse,
@@ -63,7 +63,9 @@ export class CpClient {
   private readonly origin: string;
   private readonly pathPrefix: string;
   private readonly shortCalls: Agent;
-  private readonly eventStream: Agent;
+  private readonly connect: Agent.Options["connect"];
+  /** The pool holding the current event stream (one stream at a time; each stream gets its own pool). */
+  private eventStream: Agent | null = null;
   private readonly closing = new AbortController();
   private closed: Promise<void> | undefined;
   private readonly maxBytes: number;
@@ -80,9 +82,8 @@ export class CpClient {
       // SNI must be a DNS name (RFC 6066); for an IP the certificate's IP SAN is checked instead.
       ...(isIP(hostname) === 0 ? { servername: hostname } : {}),
     };
+    this.connect = connect;
     this.shortCalls = new Agent({ connect, keepAliveTimeout: 30_000 });
-    // One stream, no body timeout: the subscriber watches ping frames for liveness itself.
-    this.eventStream = new Agent({ connect, connections: 1, bodyTimeout: 0, keepAliveTimeout: 1000 });
   }
 
   checkin(body: CheckinRequest): Promise<CheckinResponse> {
@@ -124,26 +125,37 @@ export class CpClient {
    * (within the request timeout); the body then stays open until `signal` aborts or the CP ends it.
    */
   async openEventStream(signal: AbortSignal): Promise<ResponseBody> {
+    // A stream is ended by destroying its own pool, never by aborting the request inside a live
+    // pool: undici then re-queues the aborted request and opens a connection it drops mid-
+    // handshake (nodejs/undici#5845), which the CP logs as a failed TLS handshake per node.
+    // One stream, no body timeout: the subscriber watches ping frames for liveness itself.
+    const dispatcher = new Agent({ connect: this.connect, connections: 1, bodyTimeout: 0, keepAliveTimeout: 1000 });
+    this.replaceEventStream(dispatcher);
     const headersDeadline = AbortSignal.timeout(this.options.requestTimeoutMs());
     const state = { timedOut: false, aborted: false };
     const headerPhase = new AbortController();
+    const end = (reason: unknown) => {
+      if (this.eventStream === dispatcher) this.replaceEventStream(null);
+      headerPhase.abort(reason);
+    };
     const onTimeout = () => {
       state.timedOut = true;
-      headerPhase.abort(headersDeadline.reason);
+      end(headersDeadline.reason);
     };
     const onAbort = () => {
       state.aborted = true;
-      headerPhase.abort(signal.reason);
+      end(signal.reason);
     };
     headersDeadline.addEventListener("abort", onTimeout, { once: true });
     signal.addEventListener("abort", onAbort, { once: true });
     this.closing.signal.addEventListener("abort", onAbort, { once: true });
+    let opened = false;
     try {
       if (signal.aborted || this.closing.signal.aborted) onAbort();
       const res = await fetch(`${this.baseUrl}${nodePaths.events(this.options.nodeId)}`, {
         method: "GET",
         headers: { accept: "text/event-stream", "cache-control": "no-cache" },
-        dispatcher: this.eventStream,
+        dispatcher,
         signal: headerPhase.signal,
       });
       if (res.status !== 200 || !res.body) {
@@ -155,16 +167,26 @@ export class CpClient {
         await res.body.cancel().catch(() => undefined);
         throw new CpCallError("invalid_response", `event stream answered with content-type "${type}"`);
       }
+      opened = true;
+      // Past the headers the subscriber owns the body; aborting its signal ends the stream's pool.
+      signal.addEventListener("abort", () => end(signal.reason), { once: true });
       return res.body;
     } catch (error) {
       throw classifyFetchError(error, state);
     } finally {
-      // Past the headers the subscriber owns the body (it cancels it on abort; close() destroys
-      // the pool): these listeners must not pile up on long-lived signals across reconnects.
+      // These listeners must not pile up on long-lived signals across reconnects.
       headersDeadline.removeEventListener("abort", onTimeout);
       signal.removeEventListener("abort", onAbort);
       this.closing.signal.removeEventListener("abort", onAbort);
+      if (!opened && this.eventStream === dispatcher) this.replaceEventStream(null);
     }
+  }
+
+  /** Destroys the previous stream's pool (if any) and remembers the new one. */
+  private replaceEventStream(next: Agent | null): void {
+    const previous = this.eventStream;
+    this.eventStream = next;
+    if (previous && previous !== next) void previous.destroy().catch(() => undefined);
   }
 
   /** Aborts whatever is in flight and closes both pools (nothing is left open). Idempotent. */
@@ -174,18 +196,13 @@ export class CpClient {
   }
 
   private async closePools(): Promise<void> {
+    // Destroying the pools fails what is in flight without the reconnect an abort would cause
+    // (see request()); the closing signal then releases an event stream still in its header phase.
+    const stream = this.eventStream;
+    this.eventStream = null;
+    const destroyed = Promise.all([this.shortCalls.destroy().catch(() => undefined), stream?.destroy().catch(() => undefined)]);
     this.closing.abort(new Error("CP client closed"));
-    const closeOrDestroy = async (agent: Agent) => {
-      let timer: NodeJS.Timeout | undefined;
-      const grace = new Promise<"late">((resolve) => {
-        timer = setTimeout(() => resolve("late"), NODE_AGENT_CLOSE_GRACE_MS);
-      });
-      const outcome = await Promise.race([agent.close().then(() => "closed" as const), grace]);
-      clearTimeout(timer);
-      if (outcome === "late") await agent.destroy().catch(() => undefined);
-    };
-    // The stream pool holds a never-ending request: destroy it rather than wait for it.
-    await Promise.all([closeOrDestroy(this.shortCalls), this.eventStream.destroy().catch(() => undefined)]);
+    await destroyed;
   }
 
   private call<T>(method: "GET" | "POST", path: string, body: unknown, schema: z.ZodType<T> | null): Promise<T> {
@@ -206,40 +223,49 @@ export class CpClient {
     });
   }
 
+  /**
+   * The deadline is undici's own headers and body timeouts, not an abort: aborting a request
+   * inside the shared pool makes undici open a connection it then drops mid-handshake
+   * (nodejs/undici#5845), a false "[TLS] handshake.failed" on the CP for every timed-out call.
+   * The headers must arrive within the deadline and no gap between body chunks may exceed it;
+   * a backstop abort ends a call that trickles on past twice the deadline (undici checks its
+   * timeouts on a ~0.5 s tick, so the backstop leaves at least 2 s for them to fire first).
+   */
   private async request<T>(method: "GET" | "POST", path: string, body: unknown, decode: (bytes: Buffer) => Promise<T>): Promise<T> {
-    // One controller for the deadline and for close(): cheaper than AbortSignal.timeout + any per call.
+    const deadlineMs = this.options.requestTimeoutMs();
     const state = { timedOut: false, aborted: false };
-    const controller = new AbortController();
+    const backstop = new AbortController();
     const timer = setTimeout(() => {
       state.timedOut = true;
-      controller.abort(new Error("request timed out"));
-    }, this.options.requestTimeoutMs());
-    const onClose = () => {
-      state.aborted = true;
-      controller.abort(this.closing.signal.reason);
-    };
-    this.closing.signal.addEventListener("abort", onClose, { once: true });
+      backstop.abort(new Error("request timed out"));
+    }, deadlineMs + Math.max(deadlineMs, BACKSTOP_MIN_MARGIN_MS));
     try {
-      if (this.closing.signal.aborted) onClose();
+      if (this.closing.signal.aborted) throw new CpCallError("aborted", "request aborted: the agent is stopping");
       const res = await this.shortCalls.request({
         origin: this.origin,
         path: `${this.pathPrefix}${path}`,
         method,
         headers: body === undefined ? { accept: "application/json" } : { accept: "application/json", "content-type": "application/json" },
         ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-        signal: controller.signal,
+        headersTimeout: deadlineMs,
+        bodyTimeout: deadlineMs,
+        signal: backstop.signal,
       });
       const bytes = await readLimitedStream(res.body, this.maxBytes);
       if (res.statusCode < 200 || res.statusCode > 299) throw httpError(res.statusCode, bytes.toString("utf8"));
       return await decode(bytes);
     } catch (error) {
+      // close() destroys the pool under calls in flight: that is an abort, not a network failure.
+      state.aborted = this.closing.signal.aborted;
       throw classifyFetchError(error, state);
     } finally {
       clearTimeout(timer);
-      this.closing.signal.removeEventListener("abort", onClose);
     }
   }
 }
+
+/** The least time past the deadline before the backstop abort (ms): undici's own timeouts should win. */
+const BACKSTOP_MIN_MARGIN_MS = 2000;
 
 /** The path without ids, for messages: /cp/v2/nodes/<id>/checkin → checkin. */
 function routeOf(path: string): string {

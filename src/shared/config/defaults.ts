@@ -62,5 +62,3 @@ export const NODE_MAX_CP_RESPONSE_BYTES = 8 * 1024 * 1024;
 export const NODE_OCSP_MIN_REFRESH_MS = 1000;
 /** serve-node: thisUpdate may lie this far in the future (ms): the CP's clock may run slightly ahead. */
 export const NODE_OCSP_CLOCK_SKEW_MS = 5 * 60 * 1000;
-/** serve-node: how long stop() waits for the CP agent's HTTP pools to close before cutting them (ms). */
-export const NODE_AGENT_CLOSE_GRACE_MS = 2000;
