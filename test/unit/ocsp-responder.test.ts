@@ -14,7 +14,7 @@ import {
   TBSRequest,
 } from "@peculiar/asn1-ocsp";
 import { AsnConvert, OctetString } from "@peculiar/asn1-schema";
-import { AlgorithmIdentifier, Extension } from "@peculiar/asn1-x509";
+import { AlgorithmIdentifier, Extension, GeneralName } from "@peculiar/asn1-x509";
 import * as asn1js from "asn1js";
 import * as pkijs from "pkijs";
 import { ManualClock } from "../../src/shared/clock.js";
@@ -23,6 +23,7 @@ import {
   buildOcspErrorResponse,
   buildOcspResponse,
   computeIssuerHashes,
+  type CertIdQuery,
   createOcspAnswerer,
   DEFAULT_OCSP_VALIDITY_MS,
   type OcspCertStatus,
@@ -31,6 +32,7 @@ import {
   parseOcspRequest,
   responderKeyHash,
 } from "../../src/cp/ocsp/index.js";
+import { encodeTlv, TAG } from "../../src/cp/ocsp/der.js";
 import { inventoryResolver, mintCa, mintLeaf, mintPki, type TestCert } from "../helpers/ocsp-fixture.js";
 
 type EngineCrypto = ConstructorParameters<typeof pkijs.CryptoEngine>[0]["crypto"];
@@ -270,6 +272,103 @@ describe("parseOcspRequest", () => {
     expectMalformed(makeRequest([certIdFor(ca, "01")], { extensions: [critical] }));
     const ignorable = new Extension({ extnID: "1.2.3.4", critical: false, extnValue: new OctetString(Buffer.from([5, 0])) });
     assert.equal(parseOcspRequest(makeRequest([certIdFor(ca, "01")], { extensions: [ignorable] })).certIds.length, 1);
+  });
+});
+
+describe("parseOcspRequest: the optional parts of RFC 6960 4.1", () => {
+  const tbsWith = (edit: (tbs: TBSRequest) => void) => {
+    const tbs = new TBSRequest({ requestList: [new Request({ reqCert: certIdFor(ca, "01") })] });
+    edit(tbs);
+    return tbs;
+  };
+  const requestOf = (tbs: TBSRequest, signed = false) => {
+    const der = Buffer.from(AsnConvert.serialize(new OCSPRequest({ tbsRequest: tbs })));
+    if (!signed) return der;
+    // optionalSignature [0] EXPLICIT Signature: any well-formed SEQUENCE is accepted and ignored.
+    const signature = Buffer.from("a00d300b300906072a8648ce3d0401", "hex");
+    const inner = Buffer.concat([der.subarray(2), signature]);
+    return Buffer.concat([Buffer.from([0x30, inner.length]), inner]);
+  };
+
+  test("an explicit version 0, a requestorName, a request signature and a non-critical single extension are accepted", () => {
+    const withVersion = Buffer.from(AsnConvert.serialize(new OCSPRequest({ tbsRequest: tbsWith(() => undefined) })));
+    // Re-encode tbsRequest with version [0] EXPLICIT INTEGER 0 written out (DER would omit it).
+    const tbsStart = 2;
+    const tbsLen = withVersion[tbsStart + 1] as number;
+    const tbsBody = withVersion.subarray(tbsStart + 2, tbsStart + 2 + tbsLen);
+    const versioned = Buffer.concat([Buffer.from([0xa0, 0x03, 0x02, 0x01, 0x00]), tbsBody]);
+    const explicitV1 = Buffer.concat([Buffer.from([0x30, versioned.length + 2, 0x30, versioned.length]), versioned]);
+    assert.equal(parseOcspRequest(explicitV1).certIds[0]?.serialHex, "01");
+    const explicitV2 = Buffer.from(explicitV1);
+    explicitV2[8] = 0x01;
+    expectMalformed(explicitV2);
+
+    const named = requestOf(tbsWith((tbs) => (tbs.requestorName = new GeneralName({ dNSName: "client.test" }))));
+    assert.equal(parseOcspRequest(named).certIds.length, 1);
+    assert.equal(parseOcspRequest(requestOf(tbsWith(() => undefined), true)).certIds.length, 1);
+    // Written by hand: @peculiar/asn1-ocsp encodes singleRequestExtensions without RFC 6960's [0] EXPLICIT tag.
+    const withSingleExtension = (critical: boolean) => {
+      const extension = encodeTlv(TAG.SEQUENCE, Buffer.from("06032a0304", "hex"), ...(critical ? [Buffer.from("0101ff", "hex")] : []), encodeTlv(TAG.OCTET_STRING, Buffer.from([5, 0])));
+      const single = encodeTlv(TAG.SEQUENCE, Buffer.from(AsnConvert.serialize(certIdFor(ca, "01"))), encodeTlv(TAG.CONTEXT_0, encodeTlv(TAG.SEQUENCE, extension)));
+      return encodeTlv(TAG.SEQUENCE, encodeTlv(TAG.SEQUENCE, encodeTlv(TAG.SEQUENCE, single)));
+    };
+    assert.equal(parseOcspRequest(withSingleExtension(false)).certIds[0]?.serialHex, "01");
+    expectMalformed(withSingleExtension(true));
+  });
+
+  test("a malformed OBJECT IDENTIFIER or an unexpected field is malformed", () => {
+    const good = makeRequest([certIdFor(ca, "01")]);
+    const sha1Oid = Buffer.from("06052b0e03021a", "hex");
+    const at = good.indexOf(sha1Oid);
+    assert.ok(at > 0);
+    const leading80 = Buffer.from(good);
+    leading80[at + 2] = 0x80;
+    expectMalformed(leading80);
+    const truncatedArc = Buffer.from(good);
+    truncatedArc[at + 6] = 0x9a;
+    expectMalformed(truncatedArc);
+    // An extra INTEGER after requestList inside tbsRequest.
+    const tbsBody = good.subarray(4);
+    const extra = Buffer.concat([tbsBody, Buffer.from([0x02, 0x01, 0x00])]);
+    expectMalformed(Buffer.concat([Buffer.from([0x30, extra.length + 2, 0x30, extra.length]), extra]));
+  });
+
+  test("agrees with a schema-driven decoder on every mutation both accept", () => {
+    const base = makeRequest([certIdFor(ca, leaf(0).serialHex), certIdFor(ca, "7f01", "sha256")], { nonce: nonceValue(Buffer.alloc(16, 9)) });
+    let compared = 0;
+    for (let i = 0; i < 3000; i++) {
+      const mutated = Buffer.from(base);
+      const flips = 1 + (i % 3);
+      for (let f = 0; f < flips; f++) {
+        const at = (i * 7919 + f * 104_729) % mutated.length;
+        mutated[at] = (mutated[at] as number) ^ (1 << ((i + f) % 8));
+      }
+      let ours: ParsedOcspRequest | null = null;
+      try {
+        ours = parseOcspRequest(mutated);
+      } catch (error) {
+        assert.ok(error instanceof OcspRequestError, `only OcspRequestError escapes, got ${String(error)}`);
+      }
+      if (ours === null) continue;
+      let theirs: OCSPRequest;
+      try {
+        theirs = AsnConvert.parse(mutated, OCSPRequest);
+      } catch {
+        // Stricter about parts the responder ignores (AlgorithmIdentifier parameters, the
+        // contents of extension values); what it reads is compared below when both decode.
+        continue;
+      }
+      compared += 1;
+      assert.equal(ours.certIds.length, theirs.tbsRequest.requestList.length);
+      for (const [k, single] of theirs.tbsRequest.requestList.entries()) {
+        const q: CertIdQuery | undefined = ours.certIds[k];
+        assert.ok(q);
+        assert.deepEqual(q.issuerNameHash, Buffer.from(single.reqCert.issuerNameHash.buffer));
+        assert.deepEqual(q.issuerKeyHash, Buffer.from(single.reqCert.issuerKeyHash.buffer));
+        assert.deepEqual(q.raw, Buffer.from(AsnConvert.serialize(single.reqCert)));
+      }
+    }
+    assert.ok(compared > 50, `enough accepted mutations to compare (${compared})`);
   });
 });
 

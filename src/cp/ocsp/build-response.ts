@@ -1,17 +1,6 @@
 import { createHash, type KeyObject, sign, X509Certificate } from "node:crypto";
-import {
-  CertStatus,
-  id_pkix_ocsp_nonce,
-  KeyHash,
-  ResponderID,
-  ResponseData,
-  RevokedInfo,
-  SingleResponse,
-} from "@peculiar/asn1-ocsp";
-import { AsnConvert, OctetString } from "@peculiar/asn1-schema";
-import { CRLReason, Extension } from "@peculiar/asn1-x509";
 import type { Clock } from "../../shared/clock.js";
-import { encodeTlv, TAG } from "./der.js";
+import { encodeGeneralizedTime, encodeTlv, TAG } from "./der.js";
 import { computeIssuerHashes, extractCertificateParts, type IssuerHashes } from "./issuer-hashes.js";
 import type { CertIdQuery, ParsedOcspRequest } from "./parse-request.js";
 
@@ -77,10 +66,17 @@ const OID_OCSP_BASIC = Buffer.from("06092b0601050507300101", "hex");
 /** responseStatus successful (0). */
 const STATUS_SUCCESSFUL = Buffer.from([TAG.ENUMERATED, 0x01, 0x00]);
 
+/** OBJECT IDENTIFIER id-pkix-ocsp-nonce (1.3.6.1.5.5.7.48.1.2). */
+const OID_OCSP_NONCE = Buffer.from("06092b0601050507300102", "hex");
+/** CertStatus good [0] IMPLICIT NULL and unknown [2] IMPLICIT NULL. */
+const STATUS_GOOD = Buffer.from([TAG.IMPLICIT_PRIMITIVE_0, 0x00]);
+const STATUS_UNKNOWN = Buffer.from([TAG.IMPLICIT_PRIMITIVE_2, 0x00]);
+
 interface SignerInfo {
   /** certs [0] EXPLICIT SEQUENCE OF Certificate holding the signer certificate, ready to append. */
   readonly certsField: Buffer;
-  readonly responderKeyHash: Buffer;
+  /** responderID byKey: [2] EXPLICIT KeyHash (OCTET STRING of the SHA-1 of the signer's key). */
+  readonly responderIdField: Buffer;
   readonly hashes: IssuerHashes;
   readonly checkedKeys: WeakSet<KeyObject>;
   readonly certificate: X509Certificate;
@@ -100,9 +96,10 @@ function signerInfo(signer: OcspSigner): SignerInfo {
     if (info === undefined) {
       const certDer = Buffer.from(signer.certDer);
       const parts = extractCertificateParts(certDer);
+      const responderKeyHash = createHash("sha1").update(parts.publicKeyBits).digest();
       info = {
         certsField: encodeTlv(TAG.CONTEXT_0, encodeTlv(TAG.SEQUENCE, certDer)),
-        responderKeyHash: createHash("sha1").update(parts.publicKeyBits).digest(),
+        responderIdField: encodeTlv(TAG.CONTEXT_2, encodeTlv(TAG.OCTET_STRING, responderKeyHash)),
         hashes: computeIssuerHashes(certDer),
         checkedKeys: new WeakSet(),
         certificate: new X509Certificate(certDer),
@@ -135,29 +132,25 @@ function signatureAlgorithm(key: KeyObject): Buffer {
   }
 }
 
-/** GeneralizedTime has whole seconds here (no fractions): truncate, never round up. */
-function wholeSeconds(ms: number): Date {
-  return new Date(Math.floor(ms / 1000) * 1000);
-}
-
 const VALID_REASONS = new Set([0, 1, 2, 3, 4, 5, 6, 8, 9, 10]);
 
-function certStatus(status: OcspCertStatus): CertStatus {
+/**
+ * CertStatus ::= CHOICE { good [0] IMPLICIT NULL, revoked [1] IMPLICIT RevokedInfo, unknown [2] IMPLICIT NULL }
+ * RevokedInfo ::= SEQUENCE { revocationTime GeneralizedTime, revocationReason [0] EXPLICIT CRLReason OPTIONAL }
+ * Times are whole seconds, truncated (never rounded up).
+ */
+function certStatus(status: OcspCertStatus): Buffer {
   switch (status.kind) {
     case "good":
-      return new CertStatus({ good: null });
+      return STATUS_GOOD;
     case "unknown":
-      return new CertStatus({ unknown: null });
+      return STATUS_UNKNOWN;
     case "revoked": {
       if (!Number.isFinite(status.revokedAt)) throw new RangeError("revokedAt must be epoch ms");
-      const info = new RevokedInfo({ revocationTime: wholeSeconds(status.revokedAt) });
-      if (status.reason !== undefined) {
-        if (!VALID_REASONS.has(status.reason)) {
-          throw new RangeError(`Invalid CRLReason code: ${status.reason}`);
-        }
-        info.revocationReason = new CRLReason(status.reason);
-      }
-      return new CertStatus({ revoked: info });
+      const time = encodeGeneralizedTime(status.revokedAt);
+      if (status.reason === undefined) return encodeTlv(TAG.CONTEXT_1, time);
+      if (!VALID_REASONS.has(status.reason)) throw new RangeError(`Invalid CRLReason code: ${status.reason}`);
+      return encodeTlv(TAG.CONTEXT_1, time, encodeTlv(TAG.CONTEXT_0, Buffer.from([TAG.ENUMERATED, 0x01, status.reason])));
     }
     default:
       throw new TypeError(`Unknown certificate status: ${JSON.stringify(status)}`);
@@ -188,6 +181,12 @@ export function validateValidityMs(validityMs: number): number {
 /**
  * Builds the DER of tbsResponseData (ResponseData) for a request whose CertIDs all resolved to
  * one signer. Deterministic for a given request, statuses, signer and clock reading.
+ *
+ * ResponseData ::= SEQUENCE { version [0] EXPLICIT DEFAULT v1 (omitted), responderID,
+ *   producedAt GeneralizedTime, responses SEQUENCE OF SingleResponse,
+ *   responseExtensions [1] EXPLICIT Extensions OPTIONAL }
+ * SingleResponse ::= SEQUENCE { certID (the request's bytes), certStatus, thisUpdate,
+ *   nextUpdate [0] EXPLICIT GeneralizedTime }
  */
 function buildTbsResponseData(
   request: ParsedOcspRequest,
@@ -196,32 +195,19 @@ function buildTbsResponseData(
   now: number,
   validityMs: number,
 ): Buffer {
-  const thisUpdate = wholeSeconds(now);
-  const nextUpdate = wholeSeconds(thisUpdate.getTime() + validityMs);
-  const responses = request.certIds.map(
-    (query, i) =>
-      new SingleResponse({
-        certID: query.raw,
-        certStatus: certStatus(statuses[i] as OcspCertStatus),
-        thisUpdate,
-        nextUpdate,
-      }),
+  const thisUpdateMs = Math.floor(now / 1000) * 1000;
+  const thisUpdate = encodeGeneralizedTime(thisUpdateMs);
+  const nextUpdate = encodeTlv(TAG.CONTEXT_0, encodeGeneralizedTime(thisUpdateMs + validityMs));
+  const responses = request.certIds.map((query, i) =>
+    encodeTlv(TAG.SEQUENCE, query.raw, certStatus(statuses[i] as OcspCertStatus), thisUpdate, nextUpdate),
   );
-  const data = new ResponseData({
-    responderID: new ResponderID({ byKey: new KeyHash(info.responderKeyHash) }),
-    producedAt: thisUpdate,
-    responses,
-  });
+  const fields = [info.responderIdField, thisUpdate, encodeTlv(TAG.SEQUENCE, ...responses)];
   if (request.nonce !== null) {
-    data.responseExtensions = [
-      new Extension({
-        extnID: id_pkix_ocsp_nonce,
-        critical: false,
-        extnValue: new OctetString(request.nonce),
-      }),
-    ];
+    // The nonce's extnValue octets echoed verbatim; critical is FALSE, so omitted (DER).
+    const nonce = encodeTlv(TAG.SEQUENCE, OID_OCSP_NONCE, encodeTlv(TAG.OCTET_STRING, request.nonce));
+    fields.push(encodeTlv(TAG.CONTEXT_1, encodeTlv(TAG.SEQUENCE, nonce)));
   }
-  return Buffer.from(AsnConvert.serialize(data));
+  return encodeTlv(TAG.SEQUENCE, ...fields);
 }
 
 /**

@@ -1,8 +1,10 @@
 /**
- * A minimal DER reader and writer for the few places where the responder must work on exact
- * bytes (the issuer's subject Name, its public key BIT STRING, the signer certificate that is
- * embedded verbatim, the outer response envelopes). Only low tag numbers (< 31) and definite
- * lengths are supported: that covers everything in X.509 certificates and OCSP messages.
+ * A minimal DER reader and writer: the OCSP responder decodes requests and encodes responses
+ * with it directly (a schema-driven ASN.1 library spent two thirds of the responder's CPU on
+ * these small, fixed structures), and works on exact bytes where it must (the issuer's subject
+ * Name, its public key BIT STRING, the CertIDs and the signer certificate echoed verbatim).
+ * Only low tag numbers (< 31) and definite lengths are supported: that covers everything in
+ * X.509 certificates and OCSP messages.
  */
 
 export interface Tlv {
@@ -86,16 +88,56 @@ export function encodeTlv(tag: number, ...parts: Uint8Array[]): Buffer {
   return Buffer.concat([Buffer.from([tag]), encodeLength(length), ...parts]);
 }
 
+/** The children of `parent`, which must be a constructed TLV with tag `expectedTag`. */
+export function readChildrenOf(buf: Uint8Array, parent: Tlv, expectedTag: number, what: string): Tlv[] {
+  if (parent.tag !== expectedTag) throw new DerError(`${what}: unexpected tag 0x${parent.tag.toString(16)}`);
+  return readChildren(buf, parent);
+}
+
+/** Dotted-decimal form of an OBJECT IDENTIFIER's content octets; throws on a malformed encoding. */
+export function decodeOid(content: Uint8Array): string {
+  if (content.length === 0) throw new DerError("empty OBJECT IDENTIFIER");
+  const arcs: number[] = [];
+  let value = 0;
+  let fresh = true;
+  for (const byte of content) {
+    if (fresh && byte === 0x80) throw new DerError("OBJECT IDENTIFIER arc with a leading 0x80");
+    if (value > 0x1fffffffffff) throw new DerError("OBJECT IDENTIFIER arc too large");
+    value = value * 128 + (byte & 0x7f);
+    fresh = (byte & 0x80) === 0;
+    if (fresh) {
+      arcs.push(value);
+      value = 0;
+    }
+  }
+  if (!fresh) throw new DerError("truncated OBJECT IDENTIFIER");
+  const first = arcs[0] as number;
+  const head = first < 40 ? [0, first] : first < 80 ? [1, first - 40] : [2, first - 80];
+  return [...head, ...arcs.slice(1)].join(".");
+}
+
+/** GeneralizedTime "YYYYMMDDHHMMSSZ" (whole seconds, UTC) as RFC 5280 requires. */
+export function encodeGeneralizedTime(ms: number): Buffer {
+  const iso = new Date(Math.floor(ms / 1000) * 1000).toISOString(); // 2026-11-22T16:01:02.000Z
+  const text = `${iso.slice(0, 4)}${iso.slice(5, 7)}${iso.slice(8, 10)}${iso.slice(11, 13)}${iso.slice(14, 16)}${iso.slice(17, 19)}Z`;
+  return encodeTlv(TAG.GENERALIZED_TIME, Buffer.from(text, "latin1"));
+}
+
 export const TAG = {
+  BOOLEAN: 0x01,
   INTEGER: 0x02,
   BIT_STRING: 0x03,
   OCTET_STRING: 0x04,
   NULL: 0x05,
   OID: 0x06,
   ENUMERATED: 0x0a,
+  GENERALIZED_TIME: 0x18,
   SEQUENCE: 0x30,
   CONTEXT_0: 0xa0,
   CONTEXT_1: 0xa1,
   CONTEXT_2: 0xa2,
   CONTEXT_3: 0xa3,
+  /** [0] and [2] IMPLICIT NULL (CertStatus good / unknown). */
+  IMPLICIT_PRIMITIVE_0: 0x80,
+  IMPLICIT_PRIMITIVE_2: 0x82,
 } as const;

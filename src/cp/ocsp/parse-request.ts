@@ -1,7 +1,5 @@
-import { type CertID, id_pkix_ocsp_nonce, OCSPRequest } from "@peculiar/asn1-ocsp";
-import { AsnConvert } from "@peculiar/asn1-schema";
 import { AuthNexusError } from "../../shared/errors/index.js";
-import { DerError, readTlv, TAG } from "./der.js";
+import { DerError, decodeOid, readChildren, readChildrenOf, readTlv, TAG, type Tlv, tlvBytes, tlvContent } from "./der.js";
 
 export const OID_SHA1 = "1.3.14.3.2.26";
 export const OID_SHA256 = "2.16.840.1.101.3.4.2.1";
@@ -22,8 +20,8 @@ export interface CertIdQuery {
   readonly issuerKeyHash: Buffer;
   /** The serial as a positive integer in lowercase hex, leading 00 octets stripped ("00" for 0). */
   readonly serialHex: string;
-  /** The decoded CertID, echoed back in the SingleResponse. */
-  readonly raw: CertID;
+  /** The CertID's DER exactly as the client sent it, echoed back in the SingleResponse. */
+  readonly raw: Buffer;
 }
 
 export interface ParsedOcspRequest {
@@ -51,88 +49,143 @@ export class OcspRequestError extends AuthNexusError {
 
 const EXPECTED_HASH_LENGTH: Readonly<Record<string, number>> = { sha1: 20, sha256: 32 };
 
-function hashName(oid: string): OcspHashAlgorithm {
-  if (oid === OID_SHA1) return "sha1";
-  if (oid === OID_SHA256) return "sha256";
-  return oid as DottedOid;
+/** Content octets of the OIDs the responder recognises, compared before any decoding. */
+const OID_CONTENT = {
+  sha1: Buffer.from("2b0e03021a", "hex"),
+  sha256: Buffer.from("608648016503040201", "hex"),
+  nonce: Buffer.from("2b0601050507300102", "hex"),
+} as const;
+
+function hashName(oid: Buffer): OcspHashAlgorithm {
+  if (oid.equals(OID_CONTENT.sha1)) return "sha1";
+  if (oid.equals(OID_CONTENT.sha256)) return "sha256";
+  return decodeOid(oid) as DottedOid;
 }
 
 /** Canonical serial hex: the positive INTEGER value, minimal octets, at least one octet. */
-function serialToHex(serial: ArrayBuffer): string {
-  const bytes = new Uint8Array(serial);
+function serialToHex(bytes: Buffer): string {
   if (bytes.length === 0) throw new OcspRequestError("empty serialNumber");
   if (((bytes[0] as number) & 0x80) !== 0) throw new OcspRequestError("negative serialNumber");
   let start = 0;
   while (start < bytes.length - 1 && bytes[start] === 0) start++;
-  return Buffer.from(bytes.buffer, bytes.byteOffset + start, bytes.length - start).toString("hex");
+  return bytes.subarray(start).toString("hex");
 }
 
-function toQuery(certId: CertID): CertIdQuery {
-  const hashAlgorithm = hashName(certId.hashAlgorithm.algorithm);
-  const issuerNameHash = Buffer.from(certId.issuerNameHash.buffer);
-  const issuerKeyHash = Buffer.from(certId.issuerKeyHash.buffer);
+function primitive(der: Uint8Array, tlv: Tlv | undefined, tag: number, what: string): Buffer {
+  if (tlv === undefined || tlv.tag !== tag) throw new OcspRequestError(`${what} missing or of the wrong type`);
+  return tlvContent(der, tlv);
+}
+
+/** CertID ::= SEQUENCE { hashAlgorithm AlgorithmIdentifier, issuerNameHash, issuerKeyHash OCTET STRING, serialNumber INTEGER } */
+function parseCertId(der: Uint8Array, certId: Tlv): CertIdQuery {
+  const fields = readChildrenOf(der, certId, TAG.SEQUENCE, "CertID");
+  if (fields.length !== 4) throw new OcspRequestError("CertID must have four fields");
+  const [algorithm, nameHash, keyHash, serial] = fields as [Tlv, Tlv, Tlv, Tlv];
+  const algorithmFields = readChildrenOf(der, algorithm, TAG.SEQUENCE, "hashAlgorithm");
+  if (algorithmFields.length < 1 || algorithmFields.length > 2) throw new OcspRequestError("hashAlgorithm must be an OID and optional parameters");
+  const hashAlgorithm = hashName(primitive(der, algorithmFields[0], TAG.OID, "hashAlgorithm OID"));
+  const issuerNameHash = primitive(der, nameHash, TAG.OCTET_STRING, "issuerNameHash");
+  const issuerKeyHash = primitive(der, keyHash, TAG.OCTET_STRING, "issuerKeyHash");
   const expected = EXPECTED_HASH_LENGTH[hashAlgorithm];
-  if (
-    expected !== undefined &&
-    (issuerNameHash.length !== expected || issuerKeyHash.length !== expected)
-  ) {
+  if (expected !== undefined && (issuerNameHash.length !== expected || issuerKeyHash.length !== expected)) {
     throw new OcspRequestError(`issuer hash length does not match ${hashAlgorithm}`);
   }
-  return {
-    hashAlgorithm,
-    issuerNameHash,
-    issuerKeyHash,
-    serialHex: serialToHex(certId.serialNumber),
-    raw: certId,
-  };
+  return { hashAlgorithm, issuerNameHash, issuerKeyHash, serialHex: serialToHex(primitive(der, serial, TAG.INTEGER, "serialNumber")), raw: tlvBytes(der, certId) };
+}
+
+interface ParsedExtension {
+  oid: Buffer;
+  critical: boolean;
+  value: Buffer;
+}
+
+/** `[n] EXPLICIT Extensions`, Extensions ::= SEQUENCE OF Extension { extnID, critical BOOLEAN DEFAULT FALSE, extnValue OCTET STRING } */
+function parseExtensions(der: Uint8Array, wrapper: Tlv): ParsedExtension[] {
+  const inner = readChildren(der, wrapper);
+  if (inner.length !== 1) throw new OcspRequestError("extensions must be one SEQUENCE");
+  return readChildrenOf(der, inner[0] as Tlv, TAG.SEQUENCE, "Extensions").map((extension) => {
+    const fields = readChildrenOf(der, extension, TAG.SEQUENCE, "Extension");
+    const oid = primitive(der, fields[0], TAG.OID, "extnID");
+    decodeOid(oid); // well-formed, even when not one we know
+    const hasCritical = fields.length === 3;
+    if (fields.length !== 2 && !hasCritical) throw new OcspRequestError("an Extension has two or three fields");
+    const critical = hasCritical ? primitive(der, fields[1], TAG.BOOLEAN, "critical") : undefined;
+    if (critical !== undefined && critical.length !== 1) throw new OcspRequestError("critical must be one octet");
+    return { oid, critical: critical !== undefined && critical[0] !== 0, value: primitive(der, fields[fields.length - 1], TAG.OCTET_STRING, "extnValue") };
+  });
+}
+
+function describeOid(oid: Buffer): string {
+  try {
+    return decodeOid(oid);
+  } catch {
+    return oid.toString("hex");
+  }
 }
 
 /**
  * Decodes a DER OCSPRequest (RFC 6960 4.1). Throws OcspRequestError when the input is not a
  * single well-formed OCSPRequest, has no CertID, has a negative or empty serial, hash lengths
  * that do not fit the hash algorithm, duplicate nonces, or a critical extension the responder
- * does not understand. A request signature (optionalSignature) is accepted and ignored.
+ * does not understand. A request signature (optionalSignature) and a requestorName are
+ * accepted and ignored.
  */
 export function parseOcspRequest(der: Uint8Array): ParsedOcspRequest {
   if (der.length === 0) throw new OcspRequestError("empty body");
   try {
-    const outer = readTlv(der, 0);
-    if (outer.tag !== TAG.SEQUENCE) throw new OcspRequestError("not a SEQUENCE");
-    if (outer.end !== der.length) throw new OcspRequestError("trailing data after the request");
+    return parseRequestDer(der);
   } catch (error) {
     if (error instanceof DerError) throw new OcspRequestError(error.message, error);
     throw error;
   }
+}
 
-  let request: OCSPRequest;
-  try {
-    request = AsnConvert.parse(der, OCSPRequest);
-  } catch (error) {
-    throw new OcspRequestError("not a decodable OCSPRequest", error);
+function parseRequestDer(der: Uint8Array): ParsedOcspRequest {
+  const outer = readTlv(der, 0);
+  if (outer.tag !== TAG.SEQUENCE) throw new OcspRequestError("not a SEQUENCE");
+  if (outer.end !== der.length) throw new OcspRequestError("trailing data after the request");
+  // OCSPRequest ::= SEQUENCE { tbsRequest TBSRequest, optionalSignature [0] EXPLICIT Signature OPTIONAL }
+  const [tbs, signature, ...extra] = readChildren(der, outer);
+  if (tbs === undefined || extra.length > 0 || (signature !== undefined && signature.tag !== TAG.CONTEXT_0)) {
+    throw new OcspRequestError("not a decodable OCSPRequest");
   }
+  // TBSRequest ::= SEQUENCE { version [0] EXPLICIT DEFAULT v1, requestorName [1] EXPLICIT OPTIONAL,
+  //   requestList SEQUENCE OF Request, requestExtensions [2] EXPLICIT Extensions OPTIONAL }
+  const fields = readChildrenOf(der, tbs, TAG.SEQUENCE, "tbsRequest");
+  let next = 0;
+  if (fields[next]?.tag === TAG.CONTEXT_0) {
+    const version = readChildren(der, fields[next] as Tlv);
+    const value = primitive(der, version[0], TAG.INTEGER, "version");
+    if (version.length !== 1 || value.length !== 1 || value[0] !== 0) throw new OcspRequestError("unsupported request version");
+    next++;
+  }
+  if (fields[next]?.tag === TAG.CONTEXT_1) next++;
+  const requestList = fields[next++];
+  if (requestList === undefined) throw new OcspRequestError("no requestList");
+  const requestExtensions = fields[next]?.tag === TAG.CONTEXT_2 ? fields[next++] : undefined;
+  if (next !== fields.length) throw new OcspRequestError("unexpected field in tbsRequest");
 
-  const tbs = request.tbsRequest;
-  if (tbs.version !== 0) throw new OcspRequestError("unsupported request version");
-  if (tbs.requestList.length === 0) throw new OcspRequestError("empty requestList");
-
-  const certIds: CertIdQuery[] = [];
-  for (const single of tbs.requestList) {
-    for (const ext of single.singleRequestExtensions ?? []) {
-      if (ext.critical) throw new OcspRequestError(`unsupported critical extension ${ext.extnID}`);
+  const requests = readChildrenOf(der, requestList, TAG.SEQUENCE, "requestList");
+  if (requests.length === 0) throw new OcspRequestError("empty requestList");
+  const certIds = requests.map((request) => {
+    // Request ::= SEQUENCE { reqCert CertID, singleRequestExtensions [0] EXPLICIT Extensions OPTIONAL }
+    const [certId, extensions, ...rest] = readChildrenOf(der, request, TAG.SEQUENCE, "Request");
+    if (certId === undefined || rest.length > 0 || (extensions !== undefined && extensions.tag !== TAG.CONTEXT_0)) throw new OcspRequestError("malformed Request");
+    for (const ext of extensions ? parseExtensions(der, extensions) : []) {
+      if (ext.critical) throw new OcspRequestError(`unsupported critical extension ${describeOid(ext.oid)}`);
     }
-    certIds.push(toQuery(single.reqCert));
-  }
+    return parseCertId(der, certId);
+  });
 
   let nonce: Buffer | null = null;
-  for (const ext of tbs.requestExtensions ?? []) {
-    if (ext.extnID === id_pkix_ocsp_nonce) {
+  for (const ext of requestExtensions ? parseExtensions(der, requestExtensions) : []) {
+    if (ext.oid.equals(OID_CONTENT.nonce)) {
       if (nonce !== null) throw new OcspRequestError("duplicate nonce extension");
-      nonce = Buffer.from(ext.extnValue.buffer);
-      if (nonce.length === 0) throw new OcspRequestError("empty nonce");
+      if (ext.value.length === 0) throw new OcspRequestError("empty nonce");
+      nonce = Buffer.from(ext.value);
     } else if (ext.critical) {
-      throw new OcspRequestError(`unsupported critical extension ${ext.extnID}`);
+      throw new OcspRequestError(`unsupported critical extension ${describeOid(ext.oid)}`);
     }
   }
-
   return { certIds, nonce };
 }

@@ -6,6 +6,8 @@
  * answers revoked (certificateHold, at the node's disabled_at) until the node is enabled again.
  */
 import { createPrivateKey, type KeyObject } from "node:crypto";
+import type { Kysely } from "kysely";
+import { type ControlSchema, precompiled } from "../../shared/db/index.js";
 import { AuthNexusError } from "../../shared/errors/index.js";
 import { type CaProfile, isRevocationReason, revocationReasonCode, x509 } from "../../shared/pki/index.js";
 import { type CertIdQuery, computeIssuerHashes, type OcspAsyncResolver, type OcspCertStatus, type ResolvedIssuer } from "../ocsp/index.js";
@@ -40,17 +42,20 @@ export function createInventoryResolver(ctx: CpContext, issuers: KnownIssuer[]):
   return async (query): Promise<ResolvedIssuer | null> => {
     const issuer = matchIssuer(issuers, query);
     if (!issuer) return null;
-    // One query per request: the owning node comes along so a disabled node answers revoked.
-    const row = await ctx.controlDb
-      .selectFrom("certificates")
-      .leftJoin("nodes", (join) => join.onRef("nodes.id", "=", "certificates.owner_id").on("certificates.owner_type", "=", "node"))
-      .select(["certificates.status", "certificates.revoked_at", "certificates.revocation_reason", "nodes.status as node_status", "nodes.disabled_at as node_disabled_at"])
-      .where("certificates.ca_id", "=", issuer.caId)
-      .where("certificates.serial_hex", "=", query.serialHex)
-      .executeTakeFirst();
+    const row = (await statusQuery(ctx.controlDb, { caId: issuer.caId, serialHex: query.serialHex })).rows[0];
     return { signer: { certDer: issuer.certDer, privateKey: issuer.privateKey }, status: toStatus(row, ctx.clock.now()) };
   };
 }
+
+/** One precompiled query per request: the owning node comes along so a disabled node answers revoked. */
+const statusQuery = precompiled<{ caId: string; serialHex: string }, StatusRow>((db: Kysely<ControlSchema>, p) =>
+  db
+    .selectFrom("certificates")
+    .leftJoin("nodes", (join) => join.onRef("nodes.id", "=", "certificates.owner_id").on("certificates.owner_type", "=", "node"))
+    .select(["certificates.status", "certificates.revoked_at", "certificates.revocation_reason", "nodes.status as node_status", "nodes.disabled_at as node_disabled_at"])
+    .where("certificates.ca_id", "=", p.caId)
+    .where("certificates.serial_hex", "=", p.serialHex),
+);
 
 interface StatusRow {
   status: string;
