@@ -556,12 +556,20 @@ for (const variant of dbVariants()) {
         assert.equal(stale.count, stale.nodes.length);
       });
 
-      test("presence follows the clock: no checkin within 2 minutes → offline", async () => {
+      test("presence follows the clock: no checkin within 2 minutes → offline, and a stream flag left by a dead CP no longer counts", async () => {
+        const sseCount = async () => Number(json(await get("/nodes/overview"), 200, "overview").sse_connected);
+        const connectedBefore = await sseCount();
         cp.clock.advance(NODE_ONLINE_WINDOW_MS);
-        assert.equal(json(await get(`/nodes/${ids.online}`), 200, "detail").status, "offline");
+        const detail = json(await get(`/nodes/${ids.online}`), 200, "detail");
+        assert.equal(detail.status, "offline");
+        assert.equal(detail.sse_connected, false, "the flag is still 1 in the row, but the node stopped checking in");
+        assert.equal(await sseCount(), connectedBefore - 1);
         assert.deepEqual(await fleet("&status=online"), []);
         await cp.ctx.controlDb.updateTable("nodes").set({ last_checkin_at: cp.clock.now() }).where("id", "=", ids.online).execute();
-        assert.equal(json(await get(`/nodes/${ids.online}`), 200, "detail").status, "online");
+        const back = json(await get(`/nodes/${ids.online}`), 200, "detail");
+        assert.equal(back.status, "online");
+        assert.equal(back.sse_connected, true);
+        assert.equal(await sseCount(), connectedBefore);
       });
 
       test("audit logs and auth events: paginated, filtered by node, event and time", async () => {

@@ -82,12 +82,21 @@ function toNodeView(row: NodeListRow, now: number): NodeView {
     created_by: row.created_by,
     disabled_at: row.disabled_at,
     last_checkin_at: row.last_checkin_at,
-    sse_connected: row.sse_connected === 1,
+    sse_connected: sseConnected(row, now),
     sse_changed_at: row.sse_changed_at,
     ocsp_last_applied_at: row.ocsp_last_applied_at,
     software_version: row.software_version,
     online_users: row.online_users,
   };
+}
+
+/**
+ * The stream flag is written when a stream opens or closes on this CP; a CP that died with
+ * streams open never cleared it. A node whose stream is really up checks in too, so the flag
+ * counts only while the node is checking in.
+ */
+function sseConnected(row: Pick<NodeListRow, "sse_connected" | "last_checkin_at">, now: number): boolean {
+  return row.sse_connected === 1 && row.last_checkin_at !== null && row.last_checkin_at >= now - NODE_ONLINE_WINDOW_MS;
 }
 
 export async function listNodes(ctx: CpContext, filter: { status?: DisplayedNodeStatus | undefined }, request: PageRequest): Promise<Page<NodeView>> {
@@ -217,7 +226,7 @@ export async function nodesOverview(ctx: CpContext): Promise<NodesOverview> {
       sql<number>`coalesce(sum(case when status = 'disabled' then 1 else 0 end), 0)`.as("disabled"),
       sql<number>`coalesce(sum(case when ${isOnline} then 1 else 0 end), 0)`.as("online"),
       sql<number>`coalesce(sum(case when ${isOnline} then online_users else 0 end), 0)`.as("online_users"),
-      sql<number>`coalesce(sum(case when sse_connected = 1 then 1 else 0 end), 0)`.as("sse_connected"),
+      sql<number>`coalesce(sum(case when sse_connected = 1 and last_checkin_at >= ${cutoff} then 1 else 0 end), 0)`.as("sse_connected"),
     ])
     .executeTakeFirstOrThrow();
   const staleQuery = ctx.controlDb
