@@ -14,7 +14,7 @@ import { DeltaPuller } from "../../src/node/agent/delta-puller.js";
 import { NO_BUSINESS_LISTENER } from "../../src/node/business/business-plane.js";
 import { BlacklistCache } from "../../src/node/state/blacklist-cache.js";
 import { AuthEpochCache } from "../../src/node/state/epoch-cache.js";
-import { applyBlacklistPage, applyEpochPage, readCursor, resetStream, writeCursor } from "../../src/node/state/runtime-sync.js";
+import { applyBlacklistPage, applyEpochPage, BLACKLIST_REPLAY_MARKER, blacklistReplayPending, readCursor, resetStream, writeCursor } from "../../src/node/state/runtime-sync.js";
 import { ManualClock } from "../../src/shared/clock.js";
 import { migrateDatabase, openDatabase, type RuntimeSchema } from "../../src/shared/db/index.js";
 import { createMemoryLogger } from "../../src/shared/log/index.js";
@@ -105,14 +105,19 @@ for (const variant of dbVariants()) {
         assert.equal(row.change_id, 20);
       });
 
-      test("resetStream clears the applied blacklist and rewinds only that node's cursor, in one go", async () => {
+      test("resetStream keeps the shared rows, rewinds only that node's cursor and marks a blacklist replay due, in one go", async () => {
+        const before = await snapshot(db);
+        assert.ok(before.blacklist.length > 0);
         await resetStream(db, "node_a", "blacklist", clock.now());
         const after = await snapshot(db);
-        assert.equal(after.blacklist.length, 0);
+        assert.deepEqual(after.blacklist, before.blacklist, "other nodes sharing the DB still load every entry");
         assert.equal(await readCursor(db, "node_a", "blacklist"), 0);
+        assert.equal(await blacklistReplayPending(db, "node_a"), true);
+        assert.equal(await blacklistReplayPending(db, "node_b"), false);
         assert.equal(await readCursor(db, "node_a", "auth-epochs"), 3, "the other stream is untouched");
         await resetStream(db, "node_a", "auth-epochs", clock.now());
         assert.equal((await snapshot(db)).epochs.length, 2, "epochs are kept: the max-merge makes a replay safe");
+        await db.deleteFrom("sync_cursors").where("stream", "=", BLACKLIST_REPLAY_MARKER).execute();
       });
 
       test("a node still behind never revives an entry another node sharing the DB already removed; the tombstone goes once both have passed it", async () => {
@@ -175,7 +180,7 @@ for (const variant of dbVariants()) {
         assert.equal(caches.epochs.epochOf("u1"), 3);
       });
 
-      test("410 DELTA_CURSOR_EXPIRED: logged as a security error, applied rows cleared, replayed from 0, cache rebuilt", async () => {
+      test("410 DELTA_CURSOR_EXPIRED: logged as a security error, replayed from 0, entries compacted away retired, cache rebuilt", async () => {
         const a = addChange(1, "bl_1", "1.1.1.1");
         const b = addChange(2, "bl_2", "2.2.2.2");
         const changes: BlacklistChange[] = [a, b];
@@ -197,10 +202,54 @@ for (const variant of dbVariants()) {
         assert.equal(error?.since, 2);
         assert.equal(error?.oldest_available, 3);
         const rows = (await snapshot(db)).blacklist.map((r) => r.entry_id);
-        assert.deepEqual(rows, ["bl_2", "bl_3"], "bl_1's removal was never seen as a change, yet it is gone");
+        assert.deepEqual(rows, ["bl_2", "bl_3"], "bl_1's removal was never seen as a change, yet it is retired");
         assert.equal(caches.blacklist.isBlocked("ip", "1.1.1.1", clock.now()), false);
         assert.equal(caches.blacklist.isBlocked("ip", "3.3.3.3", clock.now()), true);
         assert.equal(await readCursor(db, "node_p", "blacklist"), 4);
+        assert.equal(await blacklistReplayPending(db, "node_p"), false, "the replay finished");
+      });
+
+      test("while one node replays, a node sharing the DB loads every entry; a replay cut by a restart starts again from 0 and still retires what was compacted", async () => {
+        await clear();
+        const keep = addChange(1, "bl_keep", "10.0.0.1");
+        const gone = addChange(2, "bl_gone", "10.0.0.2");
+        const later = [addChange(5, "bl_new1", "10.0.0.5"), addChange(6, "bl_new2", "10.0.0.6"), addChange(7, "bl_new3", "10.0.0.7")];
+        const changes: BlacklistChange[] = [keep, gone];
+        // Pages of two: each page after the first ends past the compacted range, as a real replay's would.
+        const log = fakeLog(changes, 2);
+        const memory = createMemoryLogger("Security");
+        const make = () => new DeltaPuller({ stream: "blacklist", nodeId: "node_r", db, client: log.client, clock, log: memory.logger, caches: { blacklist: new BlacklistCache(), epochs: new AuthEpochCache() } });
+        await make().pull();
+        // Away: bl_gone removed and both its changes compacted; three entries added.
+        changes.splice(0, changes.length, keep, ...later);
+        log.state.prunedThrough = 4;
+        // The replay fails after its first page (the CP goes away), then the node restarts.
+        let pulls = 0;
+        const flaky = {
+          pullDelta: async (stream: string, since: number) => {
+            pulls += 1;
+            if (pulls === 3) throw new CpCallError("network", "connect ECONNREFUSED", { code: "ECONNREFUSED" });
+            return (log.client as { pullDelta: (s: string, n: number) => Promise<unknown> }).pullDelta(stream, since);
+          },
+        };
+        const interrupted = new DeltaPuller({ stream: "blacklist", nodeId: "node_r", db, client: flaky as never, clock, log: memory.logger, caches: { blacklist: new BlacklistCache(), epochs: new AuthEpochCache() } });
+        await interrupted.load();
+        await assert.rejects(interrupted.pull(), /ECONNREFUSED/);
+        assert.equal(await blacklistReplayPending(db, "node_r"), true);
+        assert.ok((await readCursor(db, "node_r", "blacklist")) > 0, "the replay got somewhere before it was cut");
+        const shared = (await snapshot(db)).blacklist.map((r) => r.entry_id);
+        assert.ok(shared.includes("bl_keep"), "mid-replay, another node loading the shared table still gets every live entry");
+
+        const restarted = make();
+        await restarted.load();
+        assert.equal(restarted.cursor, 0, "an unfinished replay starts again from 0");
+        assert.ok(memory.events().some((e) => e.msg === "delta.replay_resumed"));
+        const result = await restarted.pull();
+        assert.equal(result.replayed, true);
+        assert.deepEqual((await snapshot(db)).blacklist.map((r) => r.entry_id), ["bl_keep", "bl_new1", "bl_new2", "bl_new3"]);
+        const retired = await db.selectFrom("applied_blacklist").select(["change_id", "removed_at"]).where("entry_id", "=", "bl_gone").executeTakeFirst();
+        assert.ok(retired === undefined || retired.removed_at !== null, "bl_gone retired (a tombstone, or already pruned)");
+        assert.equal(await blacklistReplayPending(db, "node_r"), false);
       });
 
       test("a CP that answers has_more without progress is refused instead of looping", async () => {

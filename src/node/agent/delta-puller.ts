@@ -3,8 +3,10 @@
  * persisted cursor. Each page and the cursor after it commit in one Runtime DB transaction, and
  * only then reach the in-memory cache, so a restart resumes exactly where the last commit left
  * off. When the CP says the cursor is older than what it still keeps (410
- * DELTA_CURSOR_EXPIRED), the puller says so loudly, forgets what the stream applied, and
- * replays from 0: the retained log always rebuilds the full current state.
+ * DELTA_CURSOR_EXPIRED), the puller says so loudly and replays from 0: the retained log always
+ * rebuilds the full current state. A blacklist replay remembers every entry it sees and, on its
+ * last page, retires the rows it never saw (their add and remove were compacted away); a replay
+ * cut short by a restart starts again from 0 (a marker row in the Runtime DB says one is due).
  */
 import type { Kysely } from "kysely";
 import type { RuntimeSchema } from "../../shared/db/index.js";
@@ -13,7 +15,7 @@ import { type AuthEpochChange, type BlacklistChange, cursorExpiredBody, type Del
 import type { Clock } from "../../shared/clock.js";
 import type { BlacklistCache } from "../state/blacklist-cache.js";
 import type { AuthEpochCache } from "../state/epoch-cache.js";
-import { applyBlacklistPage, applyEpochPage, loadBlacklist, loadEpochs, readCursor, resetStream } from "../state/runtime-sync.js";
+import { applyBlacklistPage, applyEpochPage, blacklistReplayPending, loadBlacklist, loadEpochs, readCursor, resetStream } from "../state/runtime-sync.js";
 import { CpCallError } from "./cp-call-error.js";
 import type { CpClient } from "./cp-client.js";
 
@@ -47,6 +49,8 @@ export class DeltaPuller {
   private cursor_ = 0;
   private head_ = 0;
   private loaded = false;
+  /** Entry ids seen since a blacklist replay from 0 began; null when no replay is under way. */
+  private replaySeen: Set<string> | null = null;
 
   constructor(private readonly options: DeltaPullerOptions) {}
 
@@ -67,9 +71,15 @@ export class DeltaPuller {
     this.head_ = Math.max(this.head_, head);
   }
 
-  /** Reads the persisted cursor (once, at startup). */
+  /** Reads the persisted cursor (once, at startup); an unfinished blacklist replay starts again from 0. */
   async load(): Promise<void> {
-    this.cursor_ = await readCursor(this.options.db, this.options.nodeId, this.options.stream);
+    const { db, nodeId, stream } = this.options;
+    this.cursor_ = await readCursor(db, nodeId, stream);
+    if (stream === "blacklist" && (await blacklistReplayPending(db, nodeId))) {
+      this.options.log.warn("delta.replay_resumed", { stream, cursor: this.cursor_, action: "replaying from 0" });
+      this.cursor_ = 0;
+      this.replaySeen = new Set();
+    }
     this.loaded = true;
   }
 
@@ -91,7 +101,7 @@ export class DeltaPuller {
       if (page.has_more && page.next_since <= this.cursor_) {
         throw new CpCallError("invalid_response", `${this.stream} delta: has_more without progress (since ${this.cursor_}, next_since ${page.next_since})`);
       }
-      await this.applyPage(page.changes, page.next_since);
+      if (await this.applyPage(page.changes, page.next_since, page.has_more)) result.replayed = true;
       this.noteHead(page.head);
       result.pages += 1;
       result.changes += page.changes.length;
@@ -103,13 +113,22 @@ export class DeltaPuller {
     return result;
   }
 
-  private async applyPage(changes: readonly (AuthEpochChange | BlacklistChange)[], nextSince: number): Promise<void> {
+  /** Commits one page and its cursor, then updates the cache; true when the page ended a blacklist replay. */
+  private async applyPage(changes: readonly (AuthEpochChange | BlacklistChange)[], nextSince: number, hasMore: boolean): Promise<boolean> {
     const { db, nodeId, clock, caches, log } = this.options;
     const now = clock.now();
+    let replayEnded = false;
     if (this.options.stream === "blacklist") {
-      const effect = await applyBlacklistPage(db, nodeId, changes as BlacklistChange[], nextSince, now);
+      const seen = this.replaySeen;
+      for (const change of changes as BlacklistChange[]) seen?.add(change.entry_id);
+      const replayEnd = seen !== null && !hasMore ? { seen, through: nextSince } : undefined;
+      const effect = await applyBlacklistPage(db, nodeId, changes as BlacklistChange[], nextSince, now, replayEnd);
       for (const id of effect.removed) caches.blacklist.remove(id);
       for (const entry of effect.added) caches.blacklist.add(entry);
+      if (replayEnd) {
+        this.replaySeen = null;
+        replayEnded = true;
+      }
     } else {
       const effect = await applyEpochPage(db, nodeId, changes as AuthEpochChange[], nextSince, now);
       for (const change of effect) caches.epochs.apply(change.user_id, change.epoch);
@@ -120,6 +139,7 @@ export class DeltaPuller {
       log.info("delta.applied", { stream: this.options.stream, changes: changes.length, from_cursor: from, cursor: nextSince });
       this.options.onApplied?.({ stream: this.options.stream, changes: changes.length, cursor: nextSince });
     }
+    return replayEnded;
   }
 
   private async startOver(error: CpCallError): Promise<void> {
@@ -133,6 +153,7 @@ export class DeltaPuller {
     });
     await resetStream(this.options.db, this.options.nodeId, this.options.stream, this.options.clock.now());
     this.cursor_ = 0;
+    if (this.options.stream === "blacklist") this.replaySeen = new Set();
   }
 
   /**

@@ -23,7 +23,7 @@ export async function readCursor(db: Db, nodeId: string, stream: CursorStream): 
   return row?.cursor ?? 0;
 }
 
-export async function writeCursor(db: Db, nodeId: string, stream: CursorStream, cursor: number, now: number): Promise<void> {
+export async function writeCursor(db: Db, nodeId: string, stream: CursorStream | typeof BLACKLIST_REPLAY_MARKER, cursor: number, now: number): Promise<void> {
   await db
     .insertInto("sync_cursors")
     .values({ node_id: nodeId, stream, cursor, updated_at: now })
@@ -57,7 +57,25 @@ export function netEpochEffect(changes: readonly AuthEpochChange[]): AuthEpochCh
   return [...best.values()];
 }
 
-export async function applyBlacklistPage(db: Kysely<RuntimeSchema>, nodeId: string, changes: readonly BlacklistChange[], nextSince: number, now: number): Promise<BlacklistPageEffect> {
+/**
+ * The last page of a blacklist replay from 0: every entry the retained log still mentions, and
+ * the id the replay reached. A live row of the shared table at or below that id which the
+ * replay never mentioned belongs to an entry whose add and remove were both compacted away: it
+ * was removed, and the sweep says so.
+ */
+export interface BlacklistReplayEnd {
+  seen: ReadonlySet<string>;
+  through: number;
+}
+
+export async function applyBlacklistPage(
+  db: Kysely<RuntimeSchema>,
+  nodeId: string,
+  changes: readonly BlacklistChange[],
+  nextSince: number,
+  now: number,
+  replayEnd?: BlacklistReplayEnd,
+): Promise<BlacklistPageEffect> {
   const effect = netBlacklistEffect(changes);
   const removals = lastChangePerEntry(changes).filter((c) => c.op === "remove");
   await db.transaction().execute(async (tx) => {
@@ -87,10 +105,22 @@ export async function applyBlacklistPage(db: Kysely<RuntimeSchema>, nodeId: stri
     for (const entries of chunks(effect.added)) {
       await upsert(entries.map((e) => ({ entry_id: e.entryId, kind: e.kind, value: e.value, reason: e.reason, expires_at: e.expiresAt, change_id: e.changeId, applied_at: now, removed_at: null })));
     }
+    if (replayEnd) effect.removed.push(...(await sweepUnmentioned(tx, replayEnd, now)));
     await writeCursor(tx, nodeId, "blacklist", nextSince, now);
+    if (replayEnd) await tx.deleteFrom("sync_cursors").where("node_id", "=", nodeId).where("stream", "=", BLACKLIST_REPLAY_MARKER).execute();
     await pruneTombstones(tx);
   });
   return effect;
+}
+
+/** Tombstones (same change id, so a slower node's old add cannot revive them) the live rows a finished replay never mentioned. */
+async function sweepUnmentioned(tx: Transaction<RuntimeSchema>, end: BlacklistReplayEnd, now: number): Promise<string[]> {
+  const live = await tx.selectFrom("applied_blacklist").select("entry_id").where("removed_at", "is", null).where("change_id", "<=", end.through).execute();
+  const stale = live.map((r) => r.entry_id).filter((id) => !end.seen.has(id));
+  for (const ids of chunks(stale)) {
+    await tx.updateTable("applied_blacklist").set({ removed_at: now }).where("entry_id", "in", ids).where("removed_at", "is", null).where("change_id", "<=", end.through).execute();
+  }
+  return stale;
 }
 
 type AppliedBlacklistRow = Omit<RuntimeSchema["applied_blacklist"], never>;
@@ -139,15 +169,30 @@ export async function applyEpochPage(db: Kysely<RuntimeSchema>, nodeId: string, 
 }
 
 /**
- * After DELTA_CURSOR_EXPIRED: forget what this stream applied and start again from 0, in one
- * transaction. The blacklist rows go (the replay rebuilds them from the retained log, which
- * always holds the full current state); epochs stay, because the max-merge makes a replay safe.
+ * sync_cursors row (stream name) marking a blacklist replay in progress for a node: a replay cut
+ * short by a restart must start again from 0, or the sweep at its end would not know every entry.
+ */
+export const BLACKLIST_REPLAY_MARKER = "blacklist:replay";
+
+/**
+ * After DELTA_CURSOR_EXPIRED: rewind this node's cursor to 0, in one transaction. The rows
+ * stay: every node of the deployment may share this Runtime DB and load its blacklist from
+ * them, so wiping them would open a window in which a restarting node blocks nothing. Replays
+ * are idempotent; for the blacklist, a marker row records that a replay is under way, and its
+ * last page sweeps the entries the retained log no longer mentions (applyBlacklistPage).
+ * Epochs need no sweep: the max-merge makes a replay safe.
  */
 export async function resetStream(db: Kysely<RuntimeSchema>, nodeId: string, stream: DeltaStream, now: number): Promise<void> {
   await db.transaction().execute(async (tx) => {
-    if (stream === "blacklist") await tx.deleteFrom("applied_blacklist").execute();
     await writeCursor(tx, nodeId, stream, 0, now);
+    if (stream === "blacklist") await writeCursor(tx, nodeId, BLACKLIST_REPLAY_MARKER, 1, now);
   });
+}
+
+/** True while a blacklist replay of this node has not reached its last page. */
+export async function blacklistReplayPending(db: Db, nodeId: string): Promise<boolean> {
+  const row = await db.selectFrom("sync_cursors").select("cursor").where("node_id", "=", nodeId).where("stream", "=", BLACKLIST_REPLAY_MARKER).executeTakeFirst();
+  return row !== undefined;
 }
 
 export async function loadBlacklist(db: Db): Promise<BlacklistEntry[]> {
