@@ -118,6 +118,8 @@ for (const variant of dbVariants()) {
         assert.equal(Number((await rename(control, { id: "agt_none", name: null })).numAffectedRows), 0);
         const row = await control.selectFrom("agents").select("display_name").where("id", "=", "agt_pc2").executeTakeFirstOrThrow();
         assert.equal(row.display_name, "Two");
+        const folded = precompiled<{ prefix: string }, { id: string }>((db: Kysely<ControlSchema>, p) => db.selectFrom("agents").select("id").where("username", "like", `${p.prefix}%`));
+        await assert.rejects(folded(control, { prefix: "pc-" }), /placeholder used inside a larger value/);
       });
 
       test("unique violations are recognised on this dialect", async () => {

@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { createServer, type Server } from "node:https";
-import type { AddressInfo } from "node:net";
+import net, { type AddressInfo } from "node:net";
 import type { TLSSocket } from "node:tls";
 import { after, before, describe, test } from "node:test";
 import { CpCallError } from "../../src/node/agent/cp-call-error.js";
@@ -151,6 +151,23 @@ describe("node CpClient over mTLS", () => {
     await new Promise((resolve) => setTimeout(resolve, 300));
     assert.deepEqual(tcp.handshakeFailures.slice(failuresBefore), [], "a timed-out call leaves no half-opened connection behind (nodejs/undici#5845)");
     for (const res of held) res.destroy();
+  });
+
+  test("a CP that accepts the connection but never completes the handshake still times out near the deadline", async () => {
+    const stalled = net.createServer(() => undefined);
+    const sockets: net.Socket[] = [];
+    stalled.on("connection", (socket) => void sockets.push(socket));
+    await new Promise<void>((resolve) => stalled.listen(0, "127.0.0.1", resolve));
+    try {
+      const started = Date.now();
+      const late = await failure(client({ cpUrl: `https://127.0.0.1:${(stalled.address() as AddressInfo).port}`, timeoutMs: 300 }).pullDelta("blacklist", 0));
+      const took = Date.now() - started;
+      assert.equal(late.kind, "timeout");
+      assert.ok(took < 4000, `gave up after ${took} ms, not undici's fixed 10 s connect timeout`);
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      await new Promise<void>((resolve) => stalled.close(() => resolve()));
+    }
   });
 
   test("close() aborts a call in flight, and closing again is harmless", async () => {

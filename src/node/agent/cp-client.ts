@@ -235,13 +235,21 @@ export class CpClient {
     const deadlineMs = this.options.requestTimeoutMs();
     const state = { timedOut: false, aborted: false };
     const backstop = new AbortController();
-    const timer = setTimeout(() => {
+    const backstopTimer = setTimeout(() => {
       state.timedOut = true;
       backstop.abort(new Error("request timed out"));
     }, deadlineMs + Math.max(deadlineMs, BACKSTOP_MIN_MARGIN_MS));
+    // undici acts on neither its timeouts nor an abort before it has a connection (its connect
+    // timeout is a fixed 10 s): a CP that accepts TCP but stalls the handshake is given up on
+    // here, without touching the request; the backstop still ends it in the pool later.
+    let connectTimer: NodeJS.Timeout | undefined;
+    const connectDeadline = new Promise<never>((_resolve, reject) => {
+      connectTimer = setTimeout(() => reject(new CpCallError("timeout", `request timed out: no answer within ${deadlineMs} ms`)), deadlineMs + CONNECT_GRACE_MS);
+    });
+    let gaveUp = false;
     try {
       if (this.closing.signal.aborted) throw new CpCallError("aborted", "request aborted: the agent is stopping");
-      const res = await this.shortCalls.request({
+      const pending = this.shortCalls.request({
         origin: this.origin,
         path: `${this.pathPrefix}${path}`,
         method,
@@ -251,6 +259,15 @@ export class CpClient {
         bodyTimeout: deadlineMs,
         signal: backstop.signal,
       });
+      const res = await Promise.race([pending, connectDeadline]).catch((error: unknown) => {
+        if (error instanceof CpCallError && error.kind === "timeout") {
+          gaveUp = true;
+          // Whatever arrives later is read and dropped (destroying it would abort inside the pool).
+          pending.then((late) => late.body.dump(), () => undefined).catch(() => undefined);
+        }
+        throw error;
+      });
+      clearTimeout(connectTimer);
       const bytes = await readLimitedStream(res.body, this.maxBytes);
       if (res.statusCode < 200 || res.statusCode > 299) throw httpError(res.statusCode, bytes.toString("utf8"));
       return await decode(bytes);
@@ -259,10 +276,14 @@ export class CpClient {
       state.aborted = this.closing.signal.aborted;
       throw classifyFetchError(error, state);
     } finally {
-      clearTimeout(timer);
+      clearTimeout(connectTimer);
+      if (!gaveUp) clearTimeout(backstopTimer);
     }
   }
 }
+
+/** How long past the deadline a call may wait for undici to connect before it is given up on (ms). */
+const CONNECT_GRACE_MS = 2000;
 
 /** The least time past the deadline before the backstop abort (ms): undici's own timeouts should win. */
 const BACKSTOP_MIN_MARGIN_MS = 2000;

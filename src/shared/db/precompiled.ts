@@ -6,11 +6,14 @@
  * node, every few seconds) it was a tenth of the CP's CPU. The query is still written with
  * the typed builder: `build` receives placeholders, which Kysely compiles as ordinary
  * parameters; executing swaps each placeholder for its value. The SQL text never changes, so
- * nothing a caller passes can alter it.
+ * nothing a caller passes can alter it. Placeholders must be passed to the builder as whole
+ * values (not folded into strings, arithmetic or `in` lists): that is checked at compile time.
  */
-import { type Compilable, type CompiledQuery, type Kysely, type QueryResult } from "kysely";
+import { type Compilable, type CompiledQuery, createQueryId, type Kysely, type QueryResult } from "kysely";
 
 const PLACEHOLDER = "\u0000authnexus:param:";
+const PLACEHOLDER_END = "\u0000";
+const WHOLE_PLACEHOLDER = /^\u0000authnexus:param:([^\u0000]+)\u0000$/;
 
 /** Stands in for a parameter while the query is built (typed as the value it will carry). */
 export type Placeholders<Params> = { readonly [K in keyof Params]: Params[K] };
@@ -18,14 +21,21 @@ export type Placeholders<Params> = { readonly [K in keyof Params]: Params[K] };
 export type PrecompiledQuery<Params, Row> = (db: Kysely<any>, values: Params) => Promise<QueryResult<Row>>;
 
 export function precompiled<Params extends Record<string, unknown>, Row>(build: (db: Kysely<any>, params: Placeholders<Params>) => Compilable<Row>): PrecompiledQuery<Params, Row> {
-  const params = new Proxy({} as Placeholders<Params>, { get: (_target, name) => `${PLACEHOLDER}${String(name)}` });
+  const params = new Proxy({} as Placeholders<Params>, { get: (_target, name) => `${PLACEHOLDER}${String(name)}${PLACEHOLDER_END}` });
   // Compiled per database handle: the SQL differs between dialects.
   const byDb = new WeakMap<Kysely<any>, { compiled: CompiledQuery<Row>; slots: (string | null)[] }>();
   return async (db, values) => {
     let entry = byDb.get(db);
     if (!entry) {
       const compiled = build(db, params).compile();
-      const slots = compiled.parameters.map((p) => (typeof p === "string" && p.startsWith(PLACEHOLDER) ? p.slice(PLACEHOLDER.length) : null));
+      const slots = compiled.parameters.map((p) => {
+        if (typeof p !== "string" || !p.includes(PLACEHOLDER)) return null;
+        // A placeholder must be a whole parameter: one folded into a larger value ("%" + p.name)
+        // or used in arithmetic would compile into SQL that can never see the real value.
+        const whole = WHOLE_PLACEHOLDER.exec(p);
+        if (!whole?.[1]) throw new Error(`precompiled query: placeholder used inside a larger value (${JSON.stringify(p)})`);
+        return whole[1];
+      });
       entry = { compiled, slots };
       byDb.set(db, entry);
     }
@@ -37,6 +47,7 @@ export function precompiled<Params extends Record<string, unknown>, Row>(build: 
       if (value === undefined) throw new Error(`precompiled query: no value for parameter "${name}"`);
       return value;
     });
-    return db.executeQuery<Row>({ ...compiled, parameters });
+    // A fresh query id per run: Kysely keys plugin state by it, and runs may overlap.
+    return db.executeQuery<Row>({ ...compiled, queryId: createQueryId(), parameters });
   };
 }
