@@ -16,7 +16,7 @@
 import { isIP } from "node:net";
 import { type Kysely, sql, type Transaction } from "kysely";
 import type { ServerBlacklistEntriesTable } from "../../shared/db/control-schema.js";
-import { type ControlSchema, dialectOf, precompiled, type PrecompiledQuery } from "../../shared/db/index.js";
+import { type ControlSchema, dialectOf, precompiled } from "../../shared/db/index.js";
 import { AuthNexusError } from "../../shared/errors/index.js";
 import { newId } from "../../shared/ids.js";
 import {
@@ -381,10 +381,7 @@ const headQuery = (stream: DeltaStream) =>
       eb.selectFrom("delta_retention").select("pruned_through").where("stream", "=", stream).as("pruned_through"),
     ]),
   );
-const HEAD_QUERY: Record<DeltaStream, PrecompiledQuery<Record<string, never>, { max_id: number | null; pruned_through: number | null }>> = {
-  "auth-epochs": headQuery("auth-epochs"),
-  blacklist: headQuery("blacklist"),
-};
+const HEAD_QUERY = { "auth-epochs": headQuery("auth-epochs"), blacklist: headQuery("blacklist") } satisfies Record<DeltaStream, unknown>;
 
 type PageRange = { since: number; through: number; limit: number };
 const EPOCH_PAGE_QUERY = precompiled<PageRange, Omit<AuthEpochChange, "id"> & { id: number | string }>((db: Db, p) =>

@@ -14,7 +14,6 @@
  * a CpCallError the loops can classify.
  */
 import { isIP } from "node:net";
-import type { Readable } from "node:stream";
 import { createSecureContext } from "node:tls";
 import { Agent, fetch } from "undici";
 import type { z } from "zod";
@@ -268,7 +267,7 @@ export class CpClient {
         throw error;
       });
       clearTimeout(connectTimer);
-      const bytes = await readLimitedStream(res.body, this.maxBytes);
+      const bytes = await readLimited(res.body, this.maxBytes);
       if (res.statusCode < 200 || res.statusCode > 299) throw httpError(res.statusCode, bytes.toString("utf8"));
       return await decode(bytes);
     } catch (error) {
@@ -293,35 +292,18 @@ function routeOf(path: string): string {
   return path.replace(/^\/cp\/v2\/nodes\/[^/]+\//, "").replace(/\?.*$/, "");
 }
 
-/** Reads a Node stream body to the end, refusing (not truncating) one larger than `limit`. */
-async function readLimitedStream(body: Readable, limit: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
+/**
+ * Reads a body (a Node stream from the pool's request API, or the event stream's web stream)
+ * to the end, refusing (not truncating) one larger than `limit`. Leaving the loop early
+ * destroys or cancels the body.
+ */
+async function readLimited(body: AsyncIterable<Uint8Array>, limit: number): Promise<Buffer> {
+  const chunks: Uint8Array[] = [];
   let total = 0;
   for await (const chunk of body) {
-    total += (chunk as Buffer).byteLength;
-    if (total > limit) {
-      body.destroy();
-      throw new CpCallError("invalid_response", `response larger than ${limit} bytes`);
-    }
-    chunks.push(chunk as Buffer);
-  }
-  return Buffer.concat(chunks, total);
-}
-
-/** Reads a web-stream body to the end, refusing (not truncating) one larger than `limit`. */
-async function readLimited(body: ResponseBody, limit: number): Promise<Buffer> {
-  const reader = body.getReader();
-  const chunks: Buffer[] = [];
-  let total = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
-    if (total > limit) {
-      await reader.cancel().catch(() => undefined);
-      throw new CpCallError("invalid_response", `response larger than ${limit} bytes`);
-    }
-    chunks.push(Buffer.from(value));
+    total += chunk.byteLength;
+    if (total > limit) throw new CpCallError("invalid_response", `response larger than ${limit} bytes`);
+    chunks.push(chunk);
   }
   return Buffer.concat(chunks, total);
 }
