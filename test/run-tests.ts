@@ -22,12 +22,7 @@ import { existsSync, readdirSync, statSync } from "node:fs";
 import { constants } from "node:os";
 import { dirname, join, relative, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
-import {
-  connectionFromEnv,
-  PostgresBinariesNotFoundError,
-  type PostgresServer,
-  startPostgres,
-} from "./helpers/postgres.js";
+import { connectionFromEnv, PostgresBinariesNotFoundError, type PostgresServer, startPostgres } from "./helpers/postgres.js";
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const TEST_ROOTS = ["test/unit", "test/integration", "test/e2e"];
@@ -113,9 +108,7 @@ async function main(): Promise<number> {
     } else if (env.AUTHNEXUS_TEST_PG_HOST) {
       const conn = connectionFromEnv(env);
       if (!conn) throw new Error("AUTHNEXUS_TEST_PG_HOST is set but unusable");
-      say(
-        `PostgreSQL: reusing ${env.AUTHNEXUS_TEST_PG_HOST}:${env.AUTHNEXUS_TEST_PG_PORT ?? "5432"} (from AUTHNEXUS_TEST_PG_HOST)`,
-      );
+      say(`PostgreSQL: reusing ${env.AUTHNEXUS_TEST_PG_HOST}:${env.AUTHNEXUS_TEST_PG_PORT ?? "5432"} (from AUTHNEXUS_TEST_PG_HOST)`);
     } else {
       try {
         server = await startPostgres();

@@ -132,7 +132,10 @@ export async function up(db: MigrationDb): Promise<void> {
     .addColumn("created_at", "bigint", (c) => c.notNull())
     .execute();
   // At most one active CA per profile; retired ones stay for verification and OCSP.
-  await createIndex(db, "certificate_authorities_active", "certificate_authorities", ["profile"], { unique: true, where: "status = 'active'" });
+  await createIndex(db, "certificate_authorities_active", "certificate_authorities", ["profile"], {
+    unique: true,
+    where: "status = 'active'",
+  });
 
   await db.schema
     .createTable("certificates")
@@ -314,7 +317,10 @@ export async function up(db: MigrationDb): Promise<void> {
     .addColumn("created_by", "text")
     .addColumn("removed_at", "bigint")
     .execute();
-  await createIndex(db, "server_blacklist_entries_live", "server_blacklist_entries", ["kind", "value"], { unique: true, where: "removed_at is null" });
+  await createIndex(db, "server_blacklist_entries_live", "server_blacklist_entries", ["kind", "value"], {
+    unique: true,
+    where: "removed_at is null",
+  });
 
   await withSequenceKey(db, db.schema.createTable("server_blacklist_changes"), "id")
     .addColumn("entry_id", "text", (c) => c.notNull())

@@ -9,7 +9,12 @@ export class AdminApiError extends Error {
   }
 }
 
-export async function adminRequest<T>(baseUrl: string, method: string, path: string, options: { body?: unknown; token?: string } = {}): Promise<T> {
+export async function adminRequest<T>(
+  baseUrl: string,
+  method: string,
+  path: string,
+  options: { body?: unknown; token?: string } = {},
+): Promise<T> {
   const headers: Record<string, string> = {};
   if (options.body !== undefined) headers["content-type"] = "application/json";
   if (options.token) headers.authorization = `Bearer ${options.token}`;
@@ -21,7 +26,11 @@ export async function adminRequest<T>(baseUrl: string, method: string, path: str
       ...(options.body !== undefined ? { body: JSON.stringify(options.body) } : {}),
     });
   } catch (cause) {
-    throw new AdminApiError(0, "UNREACHABLE", `cannot reach the admin API at ${baseUrl}: ${(cause as Error).cause ?? (cause as Error).message}`);
+    throw new AdminApiError(
+      0,
+      "UNREACHABLE",
+      `cannot reach the admin API at ${baseUrl}: ${(cause as Error).cause ?? (cause as Error).message}`,
+    );
   }
   const text = await response.text();
   const json = text ? (JSON.parse(text) as Record<string, unknown>) : {};

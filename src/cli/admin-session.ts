@@ -34,14 +34,20 @@ export async function withAdminSession<T>(flags: AdminSessionFlags, work: (sessi
   let loggedIn = false;
   if (flags.username) {
     const password = flags.passwordStdin ? await readAllStdin() : await promptHidden(`Password for ${flags.username}: `);
-    token = (await adminRequest<{ access_token: string }>(baseUrl, "POST", "/admin/v1/auth/login", { body: { username: flags.username, password } })).access_token;
+    token = (
+      await adminRequest<{ access_token: string }>(baseUrl, "POST", "/admin/v1/auth/login", {
+        body: { username: flags.username, password },
+      })
+    ).access_token;
     loggedIn = true;
   } else if (given) {
     token = given;
   } else {
     throw new Error("pass --token (or AUTHNEXUS_ADMIN_TOKEN), or --username to log in");
   }
-  const session: AdminSession = { call: (method, path, body) => adminRequest(baseUrl, method, path, { token, ...(body !== undefined ? { body } : {}) }) };
+  const session: AdminSession = {
+    call: (method, path, body) => adminRequest(baseUrl, method, path, { token, ...(body !== undefined ? { body } : {}) }),
+  };
   try {
     return await work(session);
   } finally {

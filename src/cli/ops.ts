@@ -48,8 +48,11 @@ export function registerOps(program: Command): void {
           },
         },
       );
-      process.stdout.write(`Setup complete. Root agent: ${result.root_agent.username} (${result.root_agent.id})\nCA fingerprints (SHA-256):\n`);
-      for (const [profile, fingerprint] of Object.entries(result.ca_fingerprints)) process.stdout.write(`  ${profile.padEnd(18)} ${fingerprint}\n`);
+      process.stdout.write(
+        `Setup complete. Root agent: ${result.root_agent.username} (${result.root_agent.id})\nCA fingerprints (SHA-256):\n`,
+      );
+      for (const [profile, fingerprint] of Object.entries(result.ca_fingerprints))
+        process.stdout.write(`  ${profile.padEnd(18)} ${fingerprint}\n`);
     });
 }
 

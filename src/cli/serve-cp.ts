@@ -7,7 +7,11 @@ import { addFlags, dbFlagSpecs, type FlagSpec, readFlags } from "./flags.js";
 import { runUntilSignal } from "./process.js";
 
 const CP_FLAG_SPECS: FlagSpec[] = [
-  { name: "data-dir", value: "dir", description: "data directory (SQLite files, console token, generated master key; default ./authnexus-data)" },
+  {
+    name: "data-dir",
+    value: "dir",
+    description: "data directory (SQLite files, console token, generated master key; default ./authnexus-data)",
+  },
   { name: "admin-listen", value: "host:port", description: "admin API (default 127.0.0.1:9090)" },
   { name: "cp-listen", value: "host:port", description: "node API, mTLS (default 0.0.0.0:9091)" },
   { name: "ocsp-listen", value: "host:port", description: "OCSP responder (default 0.0.0.0:9092)" },

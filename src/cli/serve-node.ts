@@ -8,7 +8,11 @@ import { addFlags, dbFlagSpecs, type FlagSpec, readFlags } from "./flags.js";
 import { runUntilSignal } from "./process.js";
 
 const NODE_FLAG_SPECS: FlagSpec[] = [
-  { name: "agent", value: "file", description: "node_agent.json from the node's deploy package (required; the files it names are relative to it)" },
+  {
+    name: "agent",
+    value: "file",
+    description: "node_agent.json from the node's deploy package (required; the files it names are relative to it)",
+  },
   { name: "data-dir", value: "dir", description: "data directory (the SQLite Runtime DB; default ./authnexus-data)" },
   { name: "health-listen", value: "host:port", description: "local health endpoint /healthz /readyz /status (default 127.0.0.1:9093)" },
   { name: "log-level", value: "level", description: "debug, info, warn or error" },
@@ -17,7 +21,9 @@ const NODE_FLAG_SPECS: FlagSpec[] = [
 ];
 
 export function registerServeNode(program: Command): void {
-  const command = program.command("serve-node").description("run a server node: the CP agent (Channels 1-4), staged startup, local health endpoint");
+  const command = program
+    .command("serve-node")
+    .description("run a server node: the CP agent (Channels 1-4), staged startup, local health endpoint");
   addFlags(command, NODE_FLAG_SPECS).action(async () => {
     const config = resolveNodeConfig(readFlags(command, NODE_FLAG_SPECS), process.env);
     const log = createLogger({ category: "Server", level: config.logLevel, ...(config.logFormat ? { format: config.logFormat } : {}) });

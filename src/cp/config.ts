@@ -52,17 +52,31 @@ export function resolveCpConfig(flags: Record<string, string | undefined>, env: 
   const cpListen = parseHostPort(get("cp-listen") ?? DEFAULT_CP_LISTEN, "--cp-listen", problems);
   const ocspListen = parseHostPort(get("ocsp-listen") ?? DEFAULT_OCSP_LISTEN, "--ocsp-listen", problems);
   const host = os.hostname() || "localhost";
-  const publicCpUrl = checkUrl(get("public-cp-url") ?? `https://${host}:${cpListen.port || DEFAULT_CP_PORT}`, "--public-cp-url", ["https:"], problems);
-  const publicOcspUrl = checkUrl(get("public-ocsp-url") ?? `http://${host}:${ocspListen.port || DEFAULT_OCSP_PORT}/ocsp/`, "--public-ocsp-url", ["http:", "https:"], problems);
+  const publicCpUrl = checkUrl(
+    get("public-cp-url") ?? `https://${host}:${cpListen.port || DEFAULT_CP_PORT}`,
+    "--public-cp-url",
+    ["https:"],
+    problems,
+  );
+  const publicOcspUrl = checkUrl(
+    get("public-ocsp-url") ?? `http://${host}:${ocspListen.port || DEFAULT_OCSP_PORT}/ocsp/`,
+    "--public-ocsp-url",
+    ["http:", "https:"],
+    problems,
+  );
 
   const dbValues = (prefix: "" | "runtime-"): RawDbValues =>
     Object.fromEntries(DB_FLAGS.map((f) => [f, get(`${prefix}${f}`)]).filter(([, v]) => v !== undefined)) as RawDbValues;
-  const controlDb = resolveDbOptions({ values: dbValues(""), prefix: "", dataDir, defaultSqliteFile: "control.db", defaultPgDatabase: "authnexus_control" }, problems);
+  const controlDb = resolveDbOptions(
+    { values: dbValues(""), prefix: "", dataDir, defaultSqliteFile: "control.db", defaultPgDatabase: "authnexus_control" },
+    problems,
+  );
   const runtimeDb = resolveDbOptions(
     { values: dbValues("runtime-"), prefix: "runtime-", dataDir, defaultSqliteFile: "runtime.db", defaultPgDatabase: "authnexus_runtime" },
     problems,
   );
-  if (sameDatabase(controlDb, runtimeDb)) problems.push("the Control DB and the Runtime DB must be separate databases; set --runtime-db-path or --runtime-db-name");
+  if (sameDatabase(controlDb, runtimeDb))
+    problems.push("the Control DB and the Runtime DB must be separate databases; set --runtime-db-path or --runtime-db-name");
 
   const { logLevel, logFormat } = readLogOptions(get, problems);
 

@@ -17,17 +17,17 @@ import { newId } from "../shared/ids.js";
 import type { Logger } from "../shared/log/index.js";
 import { type BoundListener, bindListener } from "../shared/net/listener.js";
 import { createAdminApp } from "./admin/app.js";
-import { createPkiJobWorker } from "./jobs/index.js";
 import type { CpConfig } from "./config.js";
+import { createPkiJobWorker } from "./jobs/index.js";
 import { createNodeApiApp } from "./node-api/app.js";
 import { createSseHub, type SseHub } from "./node-api/sse-hub.js";
 import { createOcspAnswerer, createOcspListener } from "./ocsp/index.js";
 import type { CpContext } from "./services/context.js";
-import { createEventBus } from "./services/event-bus.js";
 import { ensureCpServerCertificate, loadCpTlsIdentity, nodeApiTlsOptions } from "./services/cp-identity.js";
+import { createEventBus } from "./services/event-bus.js";
 import { loadMasterKey } from "./services/master-key.js";
-import { scheduleRetentionPass } from "./services/security-changes.js";
 import { createInventoryResolver, loadOcspIssuers } from "./services/ocsp-status.js";
+import { scheduleRetentionPass } from "./services/security-changes.js";
 import { ensureSetupRow, isSetupComplete, prepareConsoleToken, verifyMasterKey } from "./services/setup.js";
 
 export interface ControlPlane {
@@ -111,7 +111,9 @@ export async function startControlPlane(config: CpConfig, options: StartOptions)
     if (setupComplete) await startChannels();
     else {
       token = await prepareConsoleToken(ctx);
-      setupLog.warn("setup required: the CP serves only /admin/v1/setup/* until POST /admin/v1/setup/initialize", { console_token_path: token.path });
+      setupLog.warn("setup required: the CP serves only /admin/v1/setup/* until POST /admin/v1/setup/initialize", {
+        console_token_path: token.path,
+      });
     }
     const address = (name: string) => () => listeners.find((l) => l.name === name)?.address ?? null;
     return {
@@ -146,7 +148,13 @@ async function openMigrated<Schema>(options: CpConfig["controlDb"], role: "contr
  * certificate) never keeps the other down. Setup has committed by the time this runs, so a
  * failure is logged rather than turned into an error answer; the next start tries again.
  */
-async function startChannelListeners(ctx: CpContext, config: CpConfig, listeners: BoundListener[], lifecycle: { stopping: boolean }, sse: SseHub): Promise<void> {
+async function startChannelListeners(
+  ctx: CpContext,
+  config: CpConfig,
+  listeners: BoundListener[],
+  lifecycle: { stopping: boolean },
+  sse: SseHub,
+): Promise<void> {
   const serverLog = ctx.log.category("Server");
   const attempt = async (name: string, start: () => Promise<BoundListener>) => {
     try {
@@ -159,7 +167,10 @@ async function startChannelListeners(ctx: CpContext, config: CpConfig, listeners
       serverLog.error("listener.failed", { listener: name, error: (error as Error).message });
     }
   };
-  await Promise.all([attempt("node-api", () => startNodeApiListener(ctx, config, sse)), attempt("ocsp", () => startOcspListener(ctx, config))]);
+  await Promise.all([
+    attempt("node-api", () => startNodeApiListener(ctx, config, sse)),
+    attempt("ocsp", () => startOcspListener(ctx, config)),
+  ]);
 }
 
 const NODE_API_KEEP_ALIVE_MS = 65_000;
@@ -168,16 +179,18 @@ async function startNodeApiListener(ctx: CpContext, config: CpConfig, sse: SseHu
   await ensureCpServerCertificate(ctx);
   const identity = await loadCpTlsIdentity(ctx);
   const tlsLog = ctx.log.category("TLS");
-  const nodeServer = https.createServer(
-    nodeApiTlsOptions(identity),
-    getRequestListener(createNodeApiApp(ctx, sse).fetch),
-  );
+  const nodeServer = https.createServer(nodeApiTlsOptions(identity), getRequestListener(createNodeApiApp(ctx, sse).fetch));
   // Nodes call every few seconds (5 s epoch polls): keep their connections past that, so a
   // pull reuses its mTLS session instead of paying a full handshake each time.
   nodeServer.keepAliveTimeout = NODE_API_KEEP_ALIVE_MS;
   nodeServer.headersTimeout = NODE_API_KEEP_ALIVE_MS + 5_000;
   nodeServer.on("tlsClientError", (error, socket) => {
-    tlsLog.warn("handshake.failed", { listener: "node-api", ip: socket.remoteAddress, code: (error as NodeJS.ErrnoException).code, error: error.message });
+    tlsLog.warn("handshake.failed", {
+      listener: "node-api",
+      ip: socket.remoteAddress,
+      code: (error as NodeJS.ErrnoException).code,
+      error: error.message,
+    });
   });
   return bindListener("node-api", nodeServer, config.cpListen);
 }

@@ -32,7 +32,10 @@ export function resolveNodeConfig(flags: Record<string, string | undefined>, env
   const dataDir = path.resolve(get("data-dir") ?? DEFAULT_DATA_DIR);
   const healthListen = parseHostPort(get("health-listen") ?? DEFAULT_HEALTH_LISTEN, "--health-listen", problems);
   const dbValues = Object.fromEntries(DB_FLAGS.map((f) => [f, get(f)]).filter(([, v]) => v !== undefined)) as RawDbValues;
-  const runtimeDb = resolveDbOptions({ values: dbValues, prefix: "", dataDir, defaultSqliteFile: "runtime.db", defaultPgDatabase: "authnexus_runtime" }, problems);
+  const runtimeDb = resolveDbOptions(
+    { values: dbValues, prefix: "", dataDir, defaultSqliteFile: "runtime.db", defaultPgDatabase: "authnexus_runtime" },
+    problems,
+  );
 
   const { logLevel, logFormat } = readLogOptions(get, problems);
 

@@ -26,7 +26,16 @@ import { createHealthApp } from "./health/health-app.js";
 import { type LoadedAgentPackage, loadAgentPackage } from "./package/load-agent-package.js";
 import { softwareVersion } from "./software-version.js";
 
-export const NODE_STAGES = ["load_package", "open_db", "connect_cp", "initial_configs", "first_ocsp", "ready", "stopping", "stopped"] as const;
+export const NODE_STAGES = [
+  "load_package",
+  "open_db",
+  "connect_cp",
+  "initial_configs",
+  "first_ocsp",
+  "ready",
+  "stopping",
+  "stopped",
+] as const;
 export type NodeStage = (typeof NODE_STAGES)[number];
 
 /** What the business listener gets once every stage has passed (implemented next issue). */
@@ -112,7 +121,10 @@ export async function startServerNode(config: NodeConfig, options: StartServerNo
   );
   serverLog.info("listener.bound", { listener: "health", address: formatHostPort(health.address) });
   if (!isLoopback(health.address.host)) {
-    serverLog.warn("health.exposed", { address: formatHostPort(health.address), note: "/status describes this node's sync state to anyone who can reach it; keep --health-listen on loopback or firewall it" });
+    serverLog.warn("health.exposed", {
+      address: formatHostPort(health.address),
+      note: "/status describes this node's sync state to anyone who can reach it; keep --health-listen on loopback or firewall it",
+    });
   }
 
   let db: Kysely<RuntimeSchema> | null = null;
@@ -120,12 +132,19 @@ export async function startServerNode(config: NodeConfig, options: StartServerNo
     enter("load_package");
     pkg = await loadAgentPackage(config.agentFile, clock);
     for (const warning of pkg.warnings) log.category("TLS").warn("package.insecure_file", { warning });
-    serverLog.info("package.loaded", { node_id: pkg.manifest.node_id, package_id: pkg.manifest.package_id, cp_url: pkg.manifest.cp_url, ocsp_url: pkg.manifest.ocsp_url });
+    serverLog.info("package.loaded", {
+      node_id: pkg.manifest.node_id,
+      package_id: pkg.manifest.package_id,
+      cp_url: pkg.manifest.cp_url,
+      ocsp_url: pkg.manifest.ocsp_url,
+    });
 
     enter("open_db");
     db = await openDatabase<RuntimeSchema>(config.runtimeDb);
     const report = await migrateDatabase(db as Kysely<unknown>, "runtime", describeDb(config.runtimeDb));
-    log.category("DB").info("database.ready", { role: "runtime", location: describeDb(config.runtimeDb), migrations_applied: report.applied });
+    log
+      .category("DB")
+      .info("database.ready", { role: "runtime", location: describeDb(config.runtimeDb), migrations_applied: report.applied });
 
     agent = new CpAgent({
       pkg,
@@ -165,12 +184,21 @@ export async function startServerNode(config: NodeConfig, options: StartServerNo
     if (!(await until(readyAgent.startOcsp()))) return false;
     // Business listener: bound here, after every stage, never before (next issue implements it).
     const bind = options.bindBusinessListener ?? NO_LISTENER_YET;
-    businessListener = await bind({ pkg: readyPkg, agent: readyAgent, db: openDb, currentStaple: () => readyAgent.stapler.currentStaple() });
+    businessListener = await bind({
+      pkg: readyPkg,
+      agent: readyAgent,
+      db: openDb,
+      currentStaple: () => readyAgent.stapler.currentStaple(),
+    });
     if (stopRequested) return false;
     enter("ready");
     // The first checkin went out before OCSP and SSE were up: tell the CP the full picture now.
     readyAgent.wake("checkin");
-    serverLog.info("node.ready", { node_id: readyPkg.manifest.node_id, business_listener: businessListener ? "bound" : "not built yet", startup_ms: clock.now() - startedAt });
+    serverLog.info("node.ready", {
+      node_id: readyPkg.manifest.node_id,
+      business_listener: businessListener ? "bound" : "not built yet",
+      startup_ms: clock.now() - startedAt,
+    });
     return true;
   };
   const ready = runStages().catch((error: unknown) => {

@@ -31,9 +31,9 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { Client } from "undici";
 import { checkinResponse, nodePaths } from "../../src/shared/node-protocol/index.js";
-import type { NodeIdentity } from "../helpers/node-api.js";
-import { REPO_ROOT } from "../helpers/cp-process.js";
 import { freePort } from "../helpers/authnexus-process.js";
+import { REPO_ROOT } from "../helpers/cp-process.js";
+import type { NodeIdentity } from "../helpers/node-api.js";
 import { loadAverage, percentile, processCpuSeconds, startBenchCp } from "./support/cp-child.js";
 
 const SECONDS = Number(process.argv[2] ?? 10);
@@ -58,7 +58,10 @@ interface PhaseResult {
 }
 type Call = (node: NodeConnection, n: number) => Promise<number>;
 
-const cp = await startBenchCp({ logLevel: process.env.BENCH_CP_LOG_LEVEL ?? "info", nodeArgs: process.env.BENCH_CP_NODE_ARGS?.split(" ").filter(Boolean) ?? [] });
+const cp = await startBenchCp({
+  logLevel: process.env.BENCH_CP_LOG_LEVEL ?? "info",
+  nodeArgs: process.env.BENCH_CP_NODE_ARGS?.split(" ").filter(Boolean) ?? [],
+});
 const connections: NodeConnection[] = [];
 try {
   console.log(`load average at start: ${loadAverage()}; CP pid ${cp.pid}`);
@@ -67,18 +70,31 @@ try {
   const [identities, cpCaPem] = await Promise.all([cp.mintNodes(NODES), cp.caPem("cp_server_ca")]);
   for (const identity of identities) {
     // Like the agent's short-call pool, but exactly one connection per node.
-    const client = new Client(cp.cpUrl, { connect: { ca: cpCaPem, cert: identity.certPem, key: identity.keyPem }, pipelining: 1, keepAliveTimeout: 60_000 });
+    const client = new Client(cp.cpUrl, {
+      connect: { ca: cpCaPem, cert: identity.certPem, key: identity.keyPem },
+      pipelining: 1,
+      keepAliveTimeout: 60_000,
+    });
     connections.push({ identity, client, startedAt: Date.now() });
   }
   await checkContract(connections);
 
   const checkin: Call = async (node, n) => {
-    const res = await node.client.request({ method: "POST", path: nodePaths.checkin(node.identity.nodeId), headers: { "content-type": "application/json", accept: "application/json" }, body: checkinBody(node, n) });
+    const res = await node.client.request({
+      method: "POST",
+      path: nodePaths.checkin(node.identity.nodeId),
+      headers: { "content-type": "application/json", accept: "application/json" },
+      body: checkinBody(node, n),
+    });
     await res.body.dump();
     return res.statusCode;
   };
   const baseline: Call = async (node) => {
-    const res = await node.client.request({ method: "GET", path: `/cp/v2/nodes/${node.identity.nodeId}/bench-baseline`, headers: { accept: "application/json" } });
+    const res = await node.client.request({
+      method: "GET",
+      path: `/cp/v2/nodes/${node.identity.nodeId}/bench-baseline`,
+      headers: { accept: "application/json" },
+    });
     await res.body.dump();
     return res.statusCode;
   };
@@ -103,7 +119,13 @@ function checkinBody(node: NodeConnection, n: number): string {
   const now = Date.now();
   return JSON.stringify({
     software_version: "0.1.0",
-    node_metadata: { hostname: hostname(), os: `${process.platform} ${process.arch}`, uptime_s: Math.floor((now - node.startedAt) / 1000) + n, started_at: node.startedAt, pid: process.pid },
+    node_metadata: {
+      hostname: hostname(),
+      os: `${process.platform} ${process.arch}`,
+      uptime_s: Math.floor((now - node.startedAt) / 1000) + n,
+      started_at: node.startedAt,
+      pid: process.pid,
+    },
     metrics: { connections: 120, online_users: 87, requests_per_s: 42.5, errors_per_s: 0, rss_bytes: 95_000_000, cpu_percent: 3.2 },
     app_versions: [{ type: "cp_agent_runtime", scope: "global", version: 1 }],
     cursors: { commands: 0, "auth-epochs": 0, blacklist: 0 },
@@ -116,7 +138,12 @@ function checkinBody(node: NodeConnection, n: number): string {
 async function checkContract(nodes: NodeConnection[]): Promise<void> {
   const [a, b] = nodes;
   if (!a || !b) throw new Error("need at least two nodes");
-  const res = await a.client.request({ method: "POST", path: nodePaths.checkin(a.identity.nodeId), headers: { "content-type": "application/json" }, body: checkinBody(a, 0) });
+  const res = await a.client.request({
+    method: "POST",
+    path: nodePaths.checkin(a.identity.nodeId),
+    headers: { "content-type": "application/json" },
+    body: checkinBody(a, 0),
+  });
   const parsed = checkinResponse.safeParse(await res.body.json());
   if (res.statusCode !== 200 || !parsed.success) throw new Error(`checkin answered ${res.statusCode}: ${JSON.stringify(parsed)}`);
   if (parsed.data.config_pending) throw new Error("checkin reports config_pending although the body lists the only config item as applied");
@@ -124,8 +151,15 @@ async function checkContract(nodes: NodeConnection[]): Promise<void> {
   const ownBody = (await own.body.json()) as { error?: string };
   const other = await a.client.request({ method: "GET", path: `/cp/v2/nodes/${b.identity.nodeId}/bench-baseline` });
   const otherBody = (await other.body.json()) as { error?: string };
-  if (own.statusCode !== 404 || ownBody.error !== "ROUTE_NOT_FOUND" || other.statusCode !== 403 || otherBody.error !== "NODE_IDENTITY_MISMATCH") {
-    throw new Error(`baseline route is not "identity, then 404": own ${own.statusCode} ${ownBody.error}, other ${other.statusCode} ${otherBody.error}`);
+  if (
+    own.statusCode !== 404 ||
+    ownBody.error !== "ROUTE_NOT_FOUND" ||
+    other.statusCode !== 403 ||
+    otherBody.error !== "NODE_IDENTITY_MISMATCH"
+  ) {
+    throw new Error(
+      `baseline route is not "identity, then 404": own ${own.statusCode} ${ownBody.error}, other ${other.statusCode} ${otherBody.error}`,
+    );
   }
 }
 
@@ -140,7 +174,11 @@ async function measureFloor(identities: NodeIdentity[], cpCaPem: string, call: C
   const identityFile = join(cp.dir.path, "cp-tls.json");
   writeFileSync(identityFile, JSON.stringify(await cp.tlsIdentity()), { mode: 0o600 });
   const port = await freePort();
-  const server = spawn(process.execPath, ["--import", "tsx", join(REPO_ROOT, "test/bench/support/bare-https-server.ts"), identityFile, String(port)], { cwd: REPO_ROOT, stdio: ["ignore", "pipe", "inherit"] });
+  const server = spawn(
+    process.execPath,
+    ["--import", "tsx", join(REPO_ROOT, "test/bench/support/bare-https-server.ts"), identityFile, String(port)],
+    { cwd: REPO_ROOT, stdio: ["ignore", "pipe", "inherit"] },
+  );
   const bare: NodeConnection[] = [];
   try {
     await new Promise<void>((resolve, reject) => {
@@ -148,7 +186,15 @@ async function measureFloor(identities: NodeIdentity[], cpCaPem: string, call: C
       server.once("exit", (code) => reject(new Error(`bare https server exited (${code})`)));
     });
     for (const identity of identities) {
-      bare.push({ identity, client: new Client(`https://127.0.0.1:${port}`, { connect: { ca: cpCaPem, cert: identity.certPem, key: identity.keyPem }, pipelining: 1, keepAliveTimeout: 60_000 }), startedAt: Date.now() });
+      bare.push({
+        identity,
+        client: new Client(`https://127.0.0.1:${port}`, {
+          connect: { ca: cpCaPem, cert: identity.certPem, key: identity.keyPem },
+          pipelining: 1,
+          keepAliveTimeout: 60_000,
+        }),
+        startedAt: Date.now(),
+      });
     }
     await drive(bare, call, 404, WARMUP_SECONDS / 2);
     return await phase("floor (bare node:https, same TLS → 404)", bare, call, 404, () => processCpuSeconds(server.pid ?? -1));
@@ -176,7 +222,13 @@ async function drive(nodes: NodeConnection[], call: Call, expected: number, seco
 }
 
 /** `serverCpuSeconds` reads the answering process's CPU time (the CP, or the bare server). */
-async function phase(label: string, nodes: NodeConnection[], call: Call, expected: number, serverCpuSeconds: () => number): Promise<PhaseResult> {
+async function phase(
+  label: string,
+  nodes: NodeConnection[],
+  call: Call,
+  expected: number,
+  serverCpuSeconds: () => number,
+): Promise<PhaseResult> {
   const cpuBefore = serverCpuSeconds();
   const benchBefore = process.cpuUsage();
   const started = performance.now();
@@ -200,7 +252,9 @@ async function phase(label: string, nodes: NodeConnection[], call: Call, expecte
 function printTable(results: PhaseResult[]): void {
   console.log("");
   console.log(`${NODES} nodes, one keep-alive mTLS connection each, one request in flight per node, ${SECONDS} s per phase`);
-  console.log(`${"phase".padEnd(40)} ${"req/s".padStart(7)} ${"p50".padStart(8)} ${"p99".padStart(8)} ${"server CPU/req".padStart(14)} ${"server CPU".padStart(10)} ${"bench CPU".padStart(9)}`);
+  console.log(
+    `${"phase".padEnd(40)} ${"req/s".padStart(7)} ${"p50".padStart(8)} ${"p99".padStart(8)} ${"server CPU/req".padStart(14)} ${"server CPU".padStart(10)} ${"bench CPU".padStart(9)}`,
+  );
   for (const r of results) {
     console.log(
       `${r.label.padEnd(40)} ${Math.round(r.perSecond).toString().padStart(7)} ${`${r.p50.toFixed(1)} ms`.padStart(8)} ${`${r.p99.toFixed(1)} ms`.padStart(8)} ${`${(r.cpCpuMsPerRequest * 1000).toFixed(0)} µs`.padStart(14)} ${`${Math.round(r.cpCpuShare * 100)}%`.padStart(10)} ${`${Math.round(r.benchCpuShare * 100)}%`.padStart(9)}`,
@@ -209,9 +263,17 @@ function printTable(results: PhaseResult[]): void {
   const [checkin, base, floor] = results;
   if (checkin && base && floor) {
     const us = (ms: number) => `${(ms * 1000).toFixed(0)} µs`;
-    console.log(`per checkin: ${us(floor.cpCpuMsPerRequest)} Node TLS+HTTP floor, ${us(base.cpCpuMsPerRequest - floor.cpCpuMsPerRequest)} node-API stack (hono, access log, identity query), ${us(checkin.cpCpuMsPerRequest - base.cpCpuMsPerRequest)} the checkin's own work`);
-    console.log(`ratio checkin/baseline CPU = ${(checkin.cpCpuMsPerRequest / base.cpCpuMsPerRequest).toFixed(2)}, checkin/floor = ${(checkin.cpCpuMsPerRequest / floor.cpCpuMsPerRequest).toFixed(2)}`);
-    console.log(`checkins/s ${Math.round(checkin.perSecond)} vs target ≥ ${TARGET_PER_SECOND}: ${checkin.perSecond >= TARGET_PER_SECOND ? "ok" : "MISSED"}; CPU-bound ceiling at one full core ≈ ${Math.round(1000 / checkin.cpCpuMsPerRequest)}/s`);
+    console.log(
+      `per checkin: ${us(floor.cpCpuMsPerRequest)} Node TLS+HTTP floor, ${us(base.cpCpuMsPerRequest - floor.cpCpuMsPerRequest)} node-API stack (hono, access log, identity query), ${us(checkin.cpCpuMsPerRequest - base.cpCpuMsPerRequest)} the checkin's own work`,
+    );
+    console.log(
+      `ratio checkin/baseline CPU = ${(checkin.cpCpuMsPerRequest / base.cpCpuMsPerRequest).toFixed(2)}, checkin/floor = ${(checkin.cpCpuMsPerRequest / floor.cpCpuMsPerRequest).toFixed(2)}`,
+    );
+    console.log(
+      `checkins/s ${Math.round(checkin.perSecond)} vs target ≥ ${TARGET_PER_SECOND}: ${checkin.perSecond >= TARGET_PER_SECOND ? "ok" : "MISSED"}; CPU-bound ceiling at one full core ≈ ${Math.round(1000 / checkin.cpCpuMsPerRequest)}/s`,
+    );
   }
-  console.log("(server CPU = the answering process's utime+stime: the CP for the first two rows, the bare server for the floor; server CPU / bench CPU = CPU time over wall time, 100% = one core of 2.)");
+  console.log(
+    "(server CPU = the answering process's utime+stime: the CP for the first two rows, the bare server for the floor; server CPU / bench CPU = CPU time over wall time, 100% = one core of 2.)",
+  );
 }

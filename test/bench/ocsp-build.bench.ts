@@ -2,20 +2,15 @@
  * OCSP responder throughput, in-process: N responses built and signed at the real clock.
  * Run: node --import tsx test/bench/ocsp-build.bench.ts [N]
  */
+
+import { randomBytes } from "node:crypto";
 import { performance } from "node:perf_hooks";
-import { systemClock } from "../../src/shared/clock.js";
-import {
-  buildOcspResponse,
-  createOcspAnswerer,
-  type OcspCertStatus,
-  parseOcspRequest,
-} from "../../src/cp/ocsp/index.js";
-import { inventoryResolver, mintPki } from "../helpers/ocsp-fixture.js";
+import { CertID, id_pkix_ocsp_nonce, OCSPRequest, Request, TBSRequest } from "@peculiar/asn1-ocsp";
 import { AsnConvert, OctetString } from "@peculiar/asn1-schema";
 import { AlgorithmIdentifier, Extension } from "@peculiar/asn1-x509";
-import { CertID, id_pkix_ocsp_nonce, OCSPRequest, Request, TBSRequest } from "@peculiar/asn1-ocsp";
-import { computeIssuerHashes } from "../../src/cp/ocsp/index.js";
-import { randomBytes } from "node:crypto";
+import { buildOcspResponse, computeIssuerHashes, createOcspAnswerer, type OcspCertStatus, parseOcspRequest } from "../../src/cp/ocsp/index.js";
+import { systemClock } from "../../src/shared/clock.js";
+import { inventoryResolver, mintPki } from "../helpers/ocsp-fixture.js";
 
 const N = Number(process.argv[2] ?? 2000);
 const { ca, leaves } = await mintPki(3);

@@ -25,7 +25,12 @@ const CONCURRENCY = Number(process.argv[3] ?? 8);
 
 const dir = await makeTempDir("authnexus-ocsp-bench");
 const masterKey = randomBytes(32);
-const cp = await startCpProcess({ dataDir: dir.path, extraArgs: process.env.BENCH_LOG_LEVEL ? ["--log-level", process.env.BENCH_LOG_LEVEL] : [], env: { AUTHNEXUS_MASTER_KEY: masterKey.toString("hex") }, nodeArgs: process.env.BENCH_CP_NODE_ARGS?.split(" ") ?? [] });
+const cp = await startCpProcess({
+  dataDir: dir.path,
+  extraArgs: process.env.BENCH_LOG_LEVEL ? ["--log-level", process.env.BENCH_LOG_LEVEL] : [],
+  env: { AUTHNEXUS_MASTER_KEY: masterKey.toString("hex") },
+  nodeArgs: process.env.BENCH_CP_NODE_ARGS?.split(" ") ?? [],
+});
 try {
   const token = (await cp.waitForStderr(/Console token: (\S+)/))[1] ?? "";
   await completeSetupOver(cp.adminFetch, token);
@@ -35,7 +40,11 @@ try {
   try {
     await runProcess("openssl", ["ocsp", "-issuer", "ca.pem", "-cert", "leaf.pem", "-reqout", "req.der"], { cwd: dir.path });
     const request = readFileSync(join(dir.path, "req.der"));
-    for (const [name, port] of [["authnexus", ours], ["openssl", openssl.port]] as const) await verifyWithOpenssl(dir.path, name, port);
+    for (const [name, port] of [
+      ["authnexus", ours],
+      ["openssl", openssl.port],
+    ] as const)
+      await verifyWithOpenssl(dir.path, name, port);
 
     const rows: Array<[string, number]> = [];
     const measure = async (label: string, port: number, keepAlive: boolean) => {
@@ -69,12 +78,19 @@ async function writeOpensslFiles(dataDir: string, key: Buffer): Promise<void> {
   const db = await openDatabase<ControlSchema>({ type: "sqlite", path: join(dataDir, "control.db"), busyTimeoutMs: 5000 });
   try {
     const ca = await loadActiveCa({ controlDb: db as Kysely<ControlSchema>, masterKey: key }, "cp_server_ca");
-    const leaf = await db.selectFrom("certificates").select(["cert_pem", "serial_hex", "not_after", "subject"]).where("purpose", "=", "cp_server").executeTakeFirstOrThrow();
+    const leaf = await db
+      .selectFrom("certificates")
+      .select(["cert_pem", "serial_hex", "not_after", "subject"])
+      .where("purpose", "=", "cp_server")
+      .executeTakeFirstOrThrow();
     writeFileSync(join(dataDir, "ca.pem"), ca.certPem);
     writeFileSync(join(dataDir, "ca.key"), ca.keyPem, { mode: 0o600 });
     writeFileSync(join(dataDir, "leaf.pem"), leaf.cert_pem);
     const expiry = new Date(leaf.not_after).toISOString().replace(/[-:T]/g, "").slice(2, 14);
-    writeFileSync(join(dataDir, "index.txt"), `V\t${expiry}Z\t\t${leaf.serial_hex.toUpperCase()}\tunknown\t/${leaf.subject.replace(/, /g, "/")}\n`);
+    writeFileSync(
+      join(dataDir, "index.txt"),
+      `V\t${expiry}Z\t\t${leaf.serial_hex.toUpperCase()}\tunknown\t/${leaf.subject.replace(/, /g, "/")}\n`,
+    );
   } finally {
     await db.destroy();
   }
@@ -82,10 +98,29 @@ async function writeOpensslFiles(dataDir: string, key: Buffer): Promise<void> {
 
 async function startOpensslResponder(cwd: string): Promise<{ port: number; stop(): void }> {
   const port = await freePort();
-  const child = spawn("openssl", ["ocsp", "-index", "index.txt", "-port", String(port), "-rsigner", "ca.pem", "-rkey", "ca.key", "-CA", "ca.pem", "-nmin", "5", "-ignore_err"], {
-    cwd,
-    stdio: ["ignore", "ignore", "pipe"],
-  });
+  const child = spawn(
+    "openssl",
+    [
+      "ocsp",
+      "-index",
+      "index.txt",
+      "-port",
+      String(port),
+      "-rsigner",
+      "ca.pem",
+      "-rkey",
+      "ca.key",
+      "-CA",
+      "ca.pem",
+      "-nmin",
+      "5",
+      "-ignore_err",
+    ],
+    {
+      cwd,
+      stdio: ["ignore", "ignore", "pipe"],
+    },
+  );
   // Not a connect probe: the single-threaded responder would sit waiting on the probe's socket.
   const ready = await new Promise<boolean>((resolve) => {
     let seen = "";
@@ -102,8 +137,13 @@ async function startOpensslResponder(cwd: string): Promise<{ port: number; stop(
 }
 
 async function verifyWithOpenssl(cwd: string, name: string, port: number): Promise<void> {
-  const r = await runProcess("openssl", ["ocsp", "-issuer", "ca.pem", "-cert", "leaf.pem", "-url", `http://127.0.0.1:${port}/ocsp/`, "-CAfile", "ca.pem"], { cwd });
-  if (!/leaf\.pem: good/.test(r.stdout) || !/Response verify OK/.test(r.stderr + r.stdout)) throw new Error(`${name}: openssl did not verify a good answer:\n${r.stdout}\n${r.stderr}`);
+  const r = await runProcess(
+    "openssl",
+    ["ocsp", "-issuer", "ca.pem", "-cert", "leaf.pem", "-url", `http://127.0.0.1:${port}/ocsp/`, "-CAfile", "ca.pem"],
+    { cwd },
+  );
+  if (!/leaf\.pem: good/.test(r.stdout) || !/Response verify OK/.test(r.stderr + r.stdout))
+    throw new Error(`${name}: openssl did not verify a good answer:\n${r.stdout}\n${r.stderr}`);
   console.log(`${name}: openssl ocsp verified the response (good)`);
 }
 
@@ -134,14 +174,23 @@ function isSuccessfulOcspResponse(der: Buffer): boolean {
 
 function post(port: number, body: Buffer, agent: http.Agent): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: "127.0.0.1", port, path: "/ocsp/", method: "POST", agent, headers: { "content-type": "application/ocsp-request", "content-length": body.length } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on("data", (c: Buffer) => chunks.push(c));
-      res.on("end", () => (res.statusCode === 200 ? resolve(Buffer.concat(chunks)) : reject(new Error(`HTTP ${res.statusCode}`))));
-      res.on("error", reject);
-    });
+    const req = http.request(
+      {
+        host: "127.0.0.1",
+        port,
+        path: "/ocsp/",
+        method: "POST",
+        agent,
+        headers: { "content-type": "application/ocsp-request", "content-length": body.length },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (c: Buffer) => chunks.push(c));
+        res.on("end", () => (res.statusCode === 200 ? resolve(Buffer.concat(chunks)) : reject(new Error(`HTTP ${res.statusCode}`))));
+        res.on("error", reject);
+      },
+    );
     req.on("error", reject);
     req.end(body);
   });
 }
-

@@ -100,7 +100,10 @@ interface ModeResult {
 
 let target: Target | null = null;
 
-const cp = await startBenchCp({ logLevel: process.env.BENCH_CP_LOG_LEVEL ?? "info", nodeArgs: process.env.BENCH_CP_NODE_ARGS?.split(" ").filter(Boolean) ?? [] });
+const cp = await startBenchCp({
+  logLevel: process.env.BENCH_CP_LOG_LEVEL ?? "info",
+  nodeArgs: process.env.BENCH_CP_NODE_ARGS?.split(" ").filter(Boolean) ?? [],
+});
 const packages: WrittenPackage[] = [];
 const agents: CpAgent[] = [];
 let runtimeDb: Kysely<RuntimeSchema> | null = null;
@@ -129,7 +132,10 @@ try {
   results.push(await measure("degraded", BUMPS, () => Math.random() * 1000));
   printTables(results);
   console.log(`load average at end: ${loadAverage()}`);
-  for (const [who, file] of [["agents", join(cp.dir.path, "agents.log")], ["CP", cp.logFile]] as const) {
+  for (const [who, file] of [
+    ["agents", join(cp.dir.path, "agents.log")],
+    ["CP", cp.logFile],
+  ] as const) {
     const lines = summarizeWarnings(file).filter((line) => !line.includes("sse.connect_failed") && !line.includes("setup required"));
     console.log(`${who}: ${lines.length === 0 ? "no warnings beyond the intended SSE failures" : "warnings and errors logged:"}`);
     for (const line of lines) console.log(`  ${line}`);
@@ -157,11 +163,18 @@ async function buildPackages(benchCp: BenchCp, count: number): Promise<LoadedAge
     // writeAgentPackage reads only certPem/keyPem of each entry. The business certificate is
     // shared: these agents never serve it (no OCSP stapling here).
     const pki = {
-      cas: { cp_server_ca: { certPem: cpCa }, cp_node_client_ca: { certPem: nodeCa }, tcp_server_ca: { certPem: tcpCa }, app_client_ca: { certPem: appCa } },
+      cas: {
+        cp_server_ca: { certPem: cpCa },
+        cp_node_client_ca: { certPem: nodeCa },
+        tcp_server_ca: { certPem: tcpCa },
+        app_client_ca: { certPem: appCa },
+      },
       client: { certPem: identity.certPem, keyPem: identity.keyPem },
       server,
     } as unknown as NodePki;
-    const written = await writeAgentPackage(pki, identity.nodeId, { manifest: { cp_url: benchCp.cpUrl, ocsp_url: benchCp.ocspUrl, node_name: `bench-${identity.nodeId.slice(-6)}` } });
+    const written = await writeAgentPackage(pki, identity.nodeId, {
+      manifest: { cp_url: benchCp.cpUrl, ocsp_url: benchCp.ocspUrl, node_name: `bench-${identity.nodeId.slice(-6)}` },
+    });
     packages.push(written);
     loaded.push(await loadAgentPackage(written.agentFile, systemClock));
   }
@@ -183,7 +196,11 @@ async function startAgents(pkgs: LoadedAgentPackage[], db: Kysely<RuntimeSchema>
       }),
     );
   }
-  await waitUntil("every agent on SSE with the bench cp_agent_runtime applied", () => agents.every((a) => a.sse.connected && a.store.cpAgentRuntime().epoch_poll_ms === SLOW_MS), 30_000);
+  await waitUntil(
+    "every agent on SSE with the bench cp_agent_runtime applied",
+    () => agents.every((a) => a.sse.connected && a.store.cpAgentRuntime().epoch_poll_ms === SLOW_MS),
+    30_000,
+  );
   // The loops' first pulls (started with startChannels) finish before the first bump.
   await sleep(1000);
 }
@@ -205,7 +222,12 @@ function watch(agent: CpAgent, index: number): void {
     const sent = performance.now();
     const page = await pullDelta(stream, since, limit);
     const t = target;
-    if (t && stream === "auth-epochs" && Number.isNaN(t.pullAnswered[index] ?? 0) && (page.changes as { user_id?: string }[]).some((c) => c.user_id === t.user)) {
+    if (
+      t &&
+      stream === "auth-epochs" &&
+      Number.isNaN(t.pullAnswered[index] ?? 0) &&
+      (page.changes as { user_id?: string }[]).some((c) => c.user_id === t.user)
+    ) {
       t.pullSent[index] = sent - t.t0;
       t.pullAnswered[index] = performance.now() - t.t0;
     }
@@ -225,10 +247,30 @@ async function cutEveryStream(): Promise<void> {
 }
 
 async function measure(mode: Mode, bumps: number, pauseMs: () => number): Promise<ModeResult> {
-  const result: ModeResult = { mode, bumps, applied: [], beforePull: [], roundTrip: [], afterAnswer: [], misses: 0, postMs: [], hintsPerNode: 0, epochPullsPerNode: 0, cpCpuS: 0, benchCpuS: 0, wallS: 0 };
+  const result: ModeResult = {
+    mode,
+    bumps,
+    applied: [],
+    beforePull: [],
+    roundTrip: [],
+    afterAnswer: [],
+    misses: 0,
+    postMs: [],
+    hintsPerNode: 0,
+    epochPullsPerNode: 0,
+    cpCpuS: 0,
+    benchCpuS: 0,
+    wallS: 0,
+  };
   const hints = () => agents.reduce((sum, a) => sum + a.sse.status().hintsReceived, 0);
   const epochPulls = () => agents.reduce((sum, a) => sum + (a.status().loops["auth-epochs"]?.runs ?? 0), 0);
-  const [hintsBefore, pullsBefore, cpuBefore, benchBefore, wallBefore] = [hints(), epochPulls(), cp.cpuSeconds(), process.cpuUsage(), performance.now()];
+  const [hintsBefore, pullsBefore, cpuBefore, benchBefore, wallBefore] = [
+    hints(),
+    epochPulls(),
+    cp.cpuSeconds(),
+    process.cpuUsage(),
+    performance.now(),
+  ];
   for (let k = 0; k < bumps; k++) {
     await sleep(pauseMs());
     const user = `usr_bench_${mode.replace(/\W+/g, "_")}_${k}_${Math.random().toString(36).slice(2, 8)}`;
@@ -277,7 +319,9 @@ function collect(result: ModeResult, bump: Target, k: number): void {
   result.applied.push(...applied);
   if (process.env.BENCH_VERBOSE) {
     applied.sort((a, b) => a - b);
-    console.log(`  ${result.mode} bump ${k}: POST ${result.postMs.at(-1)?.toFixed(0)} ms, first ${applied[0]?.toFixed(0)} ms, p50 ${percentile(applied, 50).toFixed(0)} ms, last ${applied.at(-1)?.toFixed(0)} ms, missing ${agents.length - applied.length}`);
+    console.log(
+      `  ${result.mode} bump ${k}: POST ${result.postMs.at(-1)?.toFixed(0)} ms, first ${applied[0]?.toFixed(0)} ms, p50 ${percentile(applied, 50).toFixed(0)} ms, last ${applied.at(-1)?.toFixed(0)} ms, missing ${agents.length - applied.length}`,
+    );
   }
 }
 
@@ -286,7 +330,9 @@ function printTables(results: ModeResult[]): void {
   const col = (text: string, width: number) => text.padStart(width);
   console.log("");
   console.log(`Epoch bump → applied on every node (${NODES} nodes; samples = nodes × bumps)`);
-  console.log(`${"mode".padEnd(14)}${col("bumps", 6)}${col("samples", 8)}${col("p50", 9)}${col("p90", 9)}${col("p99", 9)}${col("max", 9)}${col("target p99", 17)}${col("misses", 7)}${col("admin POST p50", 15)}${col("hints/node", 11)}${col("epoch pulls/node", 17)}${col("CP CPU", 8)}${col("bench CPU", 10)}`);
+  console.log(
+    `${"mode".padEnd(14)}${col("bumps", 6)}${col("samples", 8)}${col("p50", 9)}${col("p90", 9)}${col("p99", 9)}${col("max", 9)}${col("target p99", 17)}${col("misses", 7)}${col("admin POST p50", 15)}${col("hints/node", 11)}${col("epoch pulls/node", 17)}${col("CP CPU", 8)}${col("bench CPU", 10)}`,
+  );
   for (const r of results) {
     const p99 = percentile(r.applied, 99);
     const verdict = r.misses === 0 && p99 <= TARGET_P99_MS[r.mode] ? "ok" : "MISSED";
@@ -295,7 +341,9 @@ function printTables(results: ModeResult[]): void {
     );
   }
   console.log("");
-  console.log("Where the time goes, p50 / p99 (ms): bump → pull sent (hint delivery or poll wait) | pull round trip (CP work + queueing) | answer → applied (validation, Runtime DB transaction, cache; agents share this process)");
+  console.log(
+    "Where the time goes, p50 / p99 (ms): bump → pull sent (hint delivery or poll wait) | pull round trip (CP work + queueing) | answer → applied (validation, Runtime DB transaction, cache; agents share this process)",
+  );
   for (const r of results) {
     const pair = (list: number[]) => `${ms(percentile(list, 50))} / ${ms(percentile(list, 99))}`;
     console.log(`${r.mode.padEnd(14)}${col(pair(r.beforePull), 22)}${col(pair(r.roundTrip), 22)}${col(pair(r.afterAnswer), 22)}`);

@@ -22,7 +22,10 @@ describe("authnexus CLI", () => {
     dataDir = await makeTempDir("authnexus-cli-data");
     outDir = await makeTempDir("authnexus-cli-out");
     cp = await startCpProcess({ dataDir: dataDir.path });
-    const setup = await runCli(["ops", "setup", "--admin-url", cp.adminUrl, "--data-dir", dataDir.path, "--username", "root", "--password-stdin"], { input: PASSWORD });
+    const setup = await runCli(
+      ["ops", "setup", "--admin-url", cp.adminUrl, "--data-dir", dataDir.path, "--username", "root", "--password-stdin"],
+      { input: PASSWORD },
+    );
     assert.equal(setup.code, 0, setup.stderr);
     await cp.waitForListener("ocsp");
     token = (await cp.adminFetch("POST", "/admin/v1/auth/login", { body: { username: "root", password: PASSWORD } })).json.access_token;
@@ -36,14 +39,21 @@ describe("authnexus CLI", () => {
   test("--help lists the four subcommands", async () => {
     const help = await runCli(["--help"]);
     assert.equal(help.code, 0);
-    for (const command of ["serve-cp", "serve-node", "pki", "ops"]) assert.match(help.stdout, new RegExp(`^\\s+${command}\\b`, "m"), command);
+    for (const command of ["serve-cp", "serve-node", "pki", "ops"])
+      assert.match(help.stdout, new RegExp(`^\\s+${command}\\b`, "m"), command);
   });
 
   test("serve-node without --agent, or with a package that does not exist, exits 2 naming the problem", async () => {
     const missing = await runCli(["serve-node"]);
     assert.equal(missing.code, 2, missing.stderr);
     assert.match(missing.stderr, /--agent/);
-    const absent = await runCli(["serve-node", "--agent", join(dataDir.path, "nowhere", "node_agent.json"), "--data-dir", join(dataDir.path, "node-never")]);
+    const absent = await runCli([
+      "serve-node",
+      "--agent",
+      join(dataDir.path, "nowhere", "node_agent.json"),
+      "--data-dir",
+      join(dataDir.path, "node-never"),
+    ]);
     assert.notEqual(absent.code, 0);
     assert.match(absent.stderr + absent.stdout, /node_agent\.json/);
     assert.equal(existsSync(join(dataDir.path, "node-never")), false, "nothing created for a node that cannot start");
@@ -58,7 +68,10 @@ describe("authnexus CLI", () => {
   });
 
   test("ops setup on a CP that is already set up fails with the server's reason", async () => {
-    const r = await runCli(["ops", "setup", "--admin-url", cp.adminUrl, "--data-dir", dataDir.path, "--username", "root", "--password-stdin"], { input: PASSWORD });
+    const r = await runCli(
+      ["ops", "setup", "--admin-url", cp.adminUrl, "--data-dir", dataDir.path, "--username", "root", "--password-stdin"],
+      { input: PASSWORD },
+    );
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /console token|SETUP_ALREADY_COMPLETED/);
   });
@@ -67,7 +80,12 @@ describe("authnexus CLI", () => {
     const env = { AUTHNEXUS_ADMIN_URL: cp.adminUrl };
     const cas = await runCli(["pki", "cas", "--out-dir", outDir.path, "--username", "root", "--password-stdin"], { input: PASSWORD, env });
     assert.equal(cas.code, 0, cas.stderr);
-    assert.deepEqual(readdirSync(outDir.path).sort(), ["app_client_ca.pem", "cp_node_client_ca.pem", "cp_server_ca.pem", "tcp_server_ca.pem"]);
+    assert.deepEqual(readdirSync(outDir.path).sort(), [
+      "app_client_ca.pem",
+      "cp_node_client_ca.pem",
+      "cp_server_ca.pem",
+      "tcp_server_ca.pem",
+    ]);
     assert.match(readFileSync(join(outDir.path, "tcp_server_ca.pem"), "utf8"), /BEGIN CERTIFICATE/);
 
     const certs = await runCli(["pki", "certs", "--owner-type", "control_plane"], { env: { ...env, AUTHNEXUS_ADMIN_TOKEN: token } });

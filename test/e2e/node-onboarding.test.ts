@@ -65,7 +65,9 @@ function runTool(file: string, args: string[], options: { cwd?: string; input?: 
 type NodeStatus = Record<string, any>;
 
 function configVersion(status: NodeStatus, type: string, scope = "global"): number | null {
-  const item = (status.configs as { type: string; scope: string; version: number }[] | undefined)?.find((c) => c.type === type && c.scope === scope);
+  const item = (status.configs as { type: string; scope: string; version: number }[] | undefined)?.find(
+    (c) => c.type === type && c.scope === scope,
+  );
   return item?.version ?? null;
 }
 
@@ -104,7 +106,12 @@ describe("node onboarding end to end: serve-cp + serve-node as real processes (s
     return started;
   };
   const startNode = async () => {
-    const started = await startNodeProcess({ agentFile: pkgFile("node_agent.json"), dataDir: dataDir.path, healthPort, extraArgs: ["--log-level", "debug"] });
+    const started = await startNodeProcess({
+      agentFile: pkgFile("node_agent.json"),
+      dataDir: dataDir.path,
+      healthPort,
+      extraArgs: ["--log-level", "debug"],
+    });
     nodes.push(started);
     return started;
   };
@@ -127,11 +134,15 @@ describe("node onboarding end to end: serve-cp + serve-node as real processes (s
   const nodeView = () => admin("GET", `/nodes/${nodeId}`);
   const configState = async (type: string) => {
     const states = await admin("GET", `/nodes/${nodeId}/configs`);
-    return (states.items as { type: string; scope: string; state: string; applied_version: number | null; latest_version: number }[]).find((i) => i.type === type && i.scope === "global");
+    return (states.items as { type: string; scope: string; state: string; applied_version: number | null; latest_version: number }[]).find(
+      (i) => i.type === type && i.scope === "global",
+    );
   };
   const commandResult = async (commandId: string, forNode = nodeId) => {
     const view = await admin("GET", `/commands/${commandId}`);
-    return (view.results as { node_id: string; status: string; output: unknown; reported_at: number | null }[]).find((r) => r.node_id === forNode);
+    return (view.results as { node_id: string; status: string; output: unknown; reported_at: number | null }[]).find(
+      (r) => r.node_id === forNode,
+    );
   };
   /** Records and prints one measured time. */
   const record = (t: TestContext, what: string, ms: number) => {
@@ -147,9 +158,18 @@ describe("node onboarding end to end: serve-cp + serve-node as real processes (s
    * answers travel on different pipes, so a line may be parsed a moment after /status shows
    * its effect: wait for it rather than look once.
    */
-  const logged = (from: number, predicate: (e: Record<string, unknown>) => boolean) => node.waitForEvent((e, i) => i >= from && predicate(e), 3000);
+  const logged = (from: number, predicate: (e: Record<string, unknown>) => boolean) =>
+    node.waitForEvent((e, i) => i >= from && predicate(e), 3000);
   /** The curl arguments every node-API probe shares: the CP's name resolved to the loopback, trust in cp_server_ca only. */
-  const curlBase = () => ["-sS", "--resolve", `localhost:${cpPort}:127.0.0.1`, "--cacert", pkgFile("tls/cp_server_ca.pem"), "-w", "\nHTTP_CODE=%{http_code}"];
+  const curlBase = () => [
+    "-sS",
+    "--resolve",
+    `localhost:${cpPort}:127.0.0.1`,
+    "--cacert",
+    pkgFile("tls/cp_server_ca.pem"),
+    "-w",
+    "\nHTTP_CODE=%{http_code}",
+  ];
   const curlJson = (out: CliResult) => {
     const body = out.stdout.slice(0, out.stdout.lastIndexOf("\nHTTP_CODE="));
     return { code: Number(/HTTP_CODE=(\d+)/.exec(out.stdout)?.[1] ?? 0), json: JSON.parse(body) as Record<string, unknown> };
@@ -157,7 +177,17 @@ describe("node onboarding end to end: serve-cp + serve-node as real processes (s
   const ocspCheck = async () => {
     const out = await runTool(
       "openssl",
-      ["ocsp", "-issuer", "tcp_server_ca.pem", "-cert", "node_server.pem", "-url", `http://127.0.0.1:${ocspPort}/ocsp/`, "-CAfile", "tcp_server_ca.pem"],
+      [
+        "ocsp",
+        "-issuer",
+        "tcp_server_ca.pem",
+        "-cert",
+        "node_server.pem",
+        "-url",
+        `http://127.0.0.1:${ocspPort}/ocsp/`,
+        "-CAfile",
+        "tcp_server_ca.pem",
+      ],
       { cwd: pkgFile("tls") },
     );
     assert.equal(out.code, 0, `openssl ocsp exit ${out.code}:\n${out.stdout}\n${out.stderr}`);
@@ -255,7 +285,11 @@ describe("node onboarding end to end: serve-cp + serve-node as real processes (s
     const listing = await runTool("tar", ["-tvzf", archive]);
     assert.equal(listing.code, 0, listing.stderr);
     for (const secret of ["tls/node_client.key", "tls/node_server.key", "secrets/password_hash.key"]) {
-      assert.match(listing.stdout, new RegExp(`^-rw------- .* ${secret.replace(/[./]/g, "\\$&")}$`, "m"), `archive mode of ${secret}:\n${listing.stdout}`);
+      assert.match(
+        listing.stdout,
+        new RegExp(`^-rw------- .* ${secret.replace(/[./]/g, "\\$&")}$`, "m"),
+        `archive mode of ${secret}:\n${listing.stdout}`,
+      );
     }
     pkgDir = join(workDir.path, "pkg");
     mkdirSync(pkgDir);
@@ -283,8 +317,12 @@ describe("node onboarding end to end: serve-cp + serve-node as real processes (s
     record(tc, "serve-node spawn → /readyz 200", performance.now() - started);
     const readyEvent = await node.waitForEvent((e) => e.msg === "node.ready");
     record(tc, "  of which staged startup inside serve-node (node.ready startup_ms)", Number(readyEvent.startup_ms));
-    const entered = node.events.filter((e) => e.msg === "stage.entered").map((e) => ({ stage: String(e.stage), at: Date.parse(String(e.ts)) }));
-    tc.diagnostic(`stages: ${entered.map((s, i) => `${s.stage} ${i + 1 < entered.length ? `${(entered[i + 1]?.at ?? s.at) - s.at} ms` : ""}`).join(", ")}`);
+    const entered = node.events
+      .filter((e) => e.msg === "stage.entered")
+      .map((e) => ({ stage: String(e.stage), at: Date.parse(String(e.ts)) }));
+    tc.diagnostic(
+      `stages: ${entered.map((s, i) => `${s.stage} ${i + 1 < entered.length ? `${(entered[i + 1]?.at ?? s.at) - s.at} ms` : ""}`).join(", ")}`,
+    );
     const stages = node.events.filter((e) => e.msg === "stage.entered").map((e) => e.stage);
     assert.deepEqual(stages, ["load_package", "open_db", "connect_cp", "initial_configs", "first_ocsp", "ready"]);
     assert.equal((await node.health("/healthz")).status, 200);
@@ -299,10 +337,20 @@ describe("node onboarding end to end: serve-cp + serve-node as real processes (s
     assert.equal(configVersion(s, "cp_agent_runtime"), 1, "the CP's agent timing is in force");
     await waitFor("SSE connected on the node", async () => (await status()).sse.state === "connected", 10_000);
 
-    const view = await waitFor("CP: online, SSE connected, checkin and OCSP recorded", async () => {
-      const v = await nodeView();
-      return v.status === "online" && v.sse_connected === true && typeof v.last_checkin_at === "number" && typeof v.ocsp_last_applied_at === "number" ? v : null;
-    }, 10_000, 50);
+    const view = await waitFor(
+      "CP: online, SSE connected, checkin and OCSP recorded",
+      async () => {
+        const v = await nodeView();
+        return v.status === "online" &&
+          v.sse_connected === true &&
+          typeof v.last_checkin_at === "number" &&
+          typeof v.ocsp_last_applied_at === "number"
+          ? v
+          : null;
+      },
+      10_000,
+      50,
+    );
     assert.equal(view.lifecycle_status, "active");
     assert.equal(typeof view.software_version, "string");
     const overview = await admin("GET", "/nodes/overview");
@@ -311,14 +359,22 @@ describe("node onboarding end to end: serve-cp + serve-node as real processes (s
     assert.equal(overview.sse_connected, 1);
     assert.ok(!(overview.ocsp_stale.nodes as { id: string }[]).some((n) => n.id === nodeId), "its OCSP staple is fresh");
     const cpStates = await admin("GET", `/nodes/${nodeId}/configs`);
-    assert.ok((cpStates.items as { state: string }[]).every((i) => i.state === "SYNCED"), JSON.stringify(cpStates.items));
+    assert.ok(
+      (cpStates.items as { state: string }[]).every((i) => i.state === "SYNCED"),
+      JSON.stringify(cpStates.items),
+    );
     // The CP has the OCSP time, so the checkin sent on "ready" is done: from here on, phase 1
     // runs no checkin at all.
     // (The node counts a run once it has handled the response, a moment after the CP stored it.)
-    phase1CheckinRuns = await waitFor("the checkin of connect_cp and the one on ready counted", async () => {
-      const runs = (await status()).loops.checkin.runs as number;
-      return runs >= 2 ? runs : null;
-    }, 5000, 20);
+    phase1CheckinRuns = await waitFor(
+      "the checkin of connect_cp and the one on ready counted",
+      async () => {
+        const runs = (await status()).loops.checkin.runs as number;
+        return runs >= 2 ? runs : null;
+      },
+      5000,
+      20,
+    );
   });
 
   test("a config change reaches the node by its SSE hint and the config pull; the CP shows it SYNCED", async (tc) => {
@@ -327,12 +383,22 @@ describe("node onboarding end to end: serve-cp + serve-node as real processes (s
     const started = performance.now();
     const saved = await admin("PUT", "/configs/server_runtime_settings", { content: { max_connections: 4321 } });
     const version = saved.version as number;
-    await waitFor("node applied server_runtime_settings", async () => configVersion(await status(), "server_runtime_settings") === version, PROPAGATION_LIMIT_MS, 10);
+    await waitFor(
+      "node applied server_runtime_settings",
+      async () => configVersion(await status(), "server_runtime_settings") === version,
+      PROPAGATION_LIMIT_MS,
+      10,
+    );
     const applied = performance.now() - started;
-    await waitFor("CP shows SYNCED", async () => {
-      const item = await configState("server_runtime_settings");
-      return item?.state === "SYNCED" && item.applied_version === version;
-    }, PROPAGATION_LIMIT_MS, 10);
+    await waitFor(
+      "CP shows SYNCED",
+      async () => {
+        const item = await configState("server_runtime_settings");
+        return item?.state === "SYNCED" && item.applied_version === version;
+      },
+      PROPAGATION_LIMIT_MS,
+      10,
+    );
     const synced = performance.now() - started;
     record(tc, "config (PUT → node applied)", applied);
     record(tc, "config (PUT → CP shows SYNCED)", synced);
@@ -345,11 +411,19 @@ describe("node onboarding end to end: serve-cp + serve-node as real processes (s
   test("a command reaches the node by its SSE hint and the command pull; the CP shows the node's result", async (tc) => {
     const from = node.events.length;
     const started = performance.now();
-    const command = await admin("POST", `/nodes/${nodeId}/commands`, { kind: "announcement", payload: { message: "maintenance at 10:00" } });
-    const result = await waitFor("the node's result on the CP", async () => {
-      const r = await commandResult(command.id);
-      return r?.status === "succeeded" ? r : null;
-    }, PROPAGATION_LIMIT_MS, 10);
+    const command = await admin("POST", `/nodes/${nodeId}/commands`, {
+      kind: "announcement",
+      payload: { message: "maintenance at 10:00" },
+    });
+    const result = await waitFor(
+      "the node's result on the CP",
+      async () => {
+        const r = await commandResult(command.id);
+        return r?.status === "succeeded" ? r : null;
+      },
+      PROPAGATION_LIMIT_MS,
+      10,
+    );
     record(tc, "command (POST → CP shows succeeded)", performance.now() - started);
     assert.deepEqual(result.output, { delivered: 0 }, "no business listener yet: it reached nobody, and says so");
     assert.ok(await hintSeen(from, "command.pending"), "the node received command.pending");
@@ -364,10 +438,17 @@ describe("node onboarding end to end: serve-cp + serve-node as real processes (s
     const from = node.events.length;
     const started = performance.now();
     await admin("POST", "/security/blacklist", { kind: "ip", value: "203.0.113.7", reason: "credential stuffing" });
-    const after = await waitFor("blacklist cursor advanced and cached", async () => {
-      const s = await status();
-      return s.cursors.blacklist > before.cursors.blacklist && s.caches.blacklist_entries === before.caches.blacklist_entries + 1 ? s : null;
-    }, PROPAGATION_LIMIT_MS, 10);
+    const after = await waitFor(
+      "blacklist cursor advanced and cached",
+      async () => {
+        const s = await status();
+        return s.cursors.blacklist > before.cursors.blacklist && s.caches.blacklist_entries === before.caches.blacklist_entries + 1
+          ? s
+          : null;
+      },
+      PROPAGATION_LIMIT_MS,
+      10,
+    );
     record(tc, "blacklist entry (POST → node cursor/cache)", performance.now() - started);
     assert.ok(await hintSeen(from, "blacklist.changed"), "the node received blacklist.changed");
     assert.equal(after.cursors.blacklist, before.cursors.blacklist + 1);
@@ -386,11 +467,15 @@ describe("node onboarding end to end: serve-cp + serve-node as real processes (s
     assert.equal(s.caches.auth_epochs, before.caches.auth_epochs + 1);
     const db = openReadOnly(join(dataDir.path, "runtime.db"));
     try {
-      const row = db.prepare("SELECT user_id, epoch, change_id FROM applied_auth_epochs WHERE user_id = ?").get("usr_e2e_1") as { epoch: number; change_id: number } | undefined;
+      const row = db.prepare("SELECT user_id, epoch, change_id FROM applied_auth_epochs WHERE user_id = ?").get("usr_e2e_1") as
+        | { epoch: number; change_id: number }
+        | undefined;
       assert.ok(row, "applied_auth_epochs has the user's row");
       assert.equal(row.epoch, change.epoch);
       assert.equal(row.change_id, change.id);
-      const cursor = db.prepare("SELECT cursor FROM sync_cursors WHERE node_id = ? AND stream = 'auth-epochs'").get(nodeId) as { cursor: number } | undefined;
+      const cursor = db.prepare("SELECT cursor FROM sync_cursors WHERE node_id = ? AND stream = 'auth-epochs'").get(nodeId) as
+        | { cursor: number }
+        | undefined;
       assert.equal(cursor?.cursor, change.id, "the cursor is persisted with the change");
     } finally {
       db.close();
@@ -405,23 +490,57 @@ describe("node onboarding end to end: serve-cp + serve-node as real processes (s
     const mine = ["--cert", pkgFile("tls/node_client.pem"), "--key", pkgFile("tls/node_client.key")];
     const lastCheckinBefore = (await nodeView()).last_checkin_at;
 
-    const bad = await runTool("curl", [...curlBase(), ...mine, "-X", "POST", "-H", "content-type: application/json", "--data", '{"software_version": 42}', checkinUrl(nodeId)]);
+    const bad = await runTool("curl", [
+      ...curlBase(),
+      ...mine,
+      "-X",
+      "POST",
+      "-H",
+      "content-type: application/json",
+      "--data",
+      '{"software_version": 42}',
+      checkinUrl(nodeId),
+    ]);
     assert.equal(bad.code, 0, `curl with the node cert completes the exchange: ${bad.stderr}`);
     const badJson = curlJson(bad);
     assert.ok(badJson.code >= 400 && badJson.code < 500, `a 4xx: ${bad.stdout}`);
     assert.equal(typeof badJson.json.error, "string", bad.stdout);
     assert.notEqual(badJson.json.error, "NODE_IDENTITY_MISMATCH");
-    const malformed = await runTool("curl", [...curlBase(), ...mine, "-X", "POST", "-H", "content-type: application/json", "--data", "{not json", checkinUrl(nodeId)]);
+    const malformed = await runTool("curl", [
+      ...curlBase(),
+      ...mine,
+      "-X",
+      "POST",
+      "-H",
+      "content-type: application/json",
+      "--data",
+      "{not json",
+      checkinUrl(nodeId),
+    ]);
     assert.equal(curlJson(malformed).code, 400, malformed.stdout);
     assert.equal(curlJson(malformed).json.error, "MALFORMED_JSON", malformed.stdout);
     assert.equal((await nodeView()).last_checkin_at, lastCheckinBefore, "refused checkins store nothing");
 
-    const cross = await runTool("curl", [...curlBase(), ...mine, "-X", "POST", "-H", "content-type: application/json", "--data", "{}", checkinUrl(otherNodeId)]);
+    const cross = await runTool("curl", [
+      ...curlBase(),
+      ...mine,
+      "-X",
+      "POST",
+      "-H",
+      "content-type: application/json",
+      "--data",
+      "{}",
+      checkinUrl(otherNodeId),
+    ]);
     assert.equal(cross.code, 0, cross.stderr);
     const crossJson = curlJson(cross);
     assert.equal(crossJson.code, 403, cross.stdout);
     assert.equal(crossJson.json.error, "NODE_IDENTITY_MISMATCH");
-    await cp.waitForEvent((e) => e.category === "Security" && e.msg === "node.auth_refused" && e.code === "NODE_IDENTITY_MISMATCH" && e.path_node_id === otherNodeId, 5000);
+    await cp.waitForEvent(
+      (e) =>
+        e.category === "Security" && e.msg === "node.auth_refused" && e.code === "NODE_IDENTITY_MISMATCH" && e.path_node_id === otherNodeId,
+      5000,
+    );
     assert.equal((await admin("GET", `/nodes/${otherNodeId}`)).last_checkin_at, null, "the other node was not checked in");
 
     const bare = await runTool("curl", [...curlBase(), "-X", "POST", "--data", "{}", checkinUrl(nodeId)]);
@@ -431,7 +550,21 @@ describe("node onboarding end to end: serve-cp + serve-node as real processes (s
     // The package's cp_server_ca is all it takes to verify the CP under its public name.
     const sClient = await runTool(
       "openssl",
-      ["s_client", "-connect", `127.0.0.1:${cpPort}`, "-servername", "localhost", "-verify_hostname", "localhost", "-CAfile", pkgFile("tls/cp_server_ca.pem"), "-cert", pkgFile("tls/node_client.pem"), "-key", pkgFile("tls/node_client.key")],
+      [
+        "s_client",
+        "-connect",
+        `127.0.0.1:${cpPort}`,
+        "-servername",
+        "localhost",
+        "-verify_hostname",
+        "localhost",
+        "-CAfile",
+        pkgFile("tls/cp_server_ca.pem"),
+        "-cert",
+        pkgFile("tls/node_client.pem"),
+        "-key",
+        pkgFile("tls/node_client.key"),
+      ],
       { input: "" },
     );
     assert.match(sClient.stdout, /Verify return code: 0 \(ok\)/, sClient.stdout + sClient.stderr);
@@ -463,7 +596,12 @@ describe("node onboarding end to end: serve-cp + serve-node as real processes (s
 
   test("phase 2 timing by hint; CP stopped → the node keeps serving from cache and backs off; CP restarted on the same ports → it recovers and gets new changes", async (tc) => {
     const runtime = await admin("PUT", "/configs/cp_agent_runtime", { content: PHASE2_RUNTIME });
-    await waitFor("phase 2 timing applied", async () => configVersion(await status(), "cp_agent_runtime") === runtime.version, PROPAGATION_LIMIT_MS, 20);
+    await waitFor(
+      "phase 2 timing applied",
+      async () => configVersion(await status(), "cp_agent_runtime") === runtime.version,
+      PROPAGATION_LIMIT_MS,
+      20,
+    );
     await waitFor("checkins every 500 ms", async () => (await status()).loops.checkin.runs >= 4, 10_000, 100);
     const cached = await status();
     assert.equal(cached.last_checkin.ok, true);
@@ -471,10 +609,15 @@ describe("node onboarding end to end: serve-cp + serve-node as real processes (s
 
     const stoppedAt = performance.now();
     assert.equal(await cp.stop("SIGTERM"), 0, `CP exit code after SIGTERM\n${cp.stderr}`);
-    const during = await waitFor("node sees the CP gone: checkin failing, SSE degraded, OCSP fetch failing", async () => {
-      const s = await status();
-      return s.last_checkin?.ok === false && s.sse.state === "degraded" && s.ocsp.last_error !== null ? s : null;
-    }, 10_000, 50);
+    const during = await waitFor(
+      "node sees the CP gone: checkin failing, SSE degraded, OCSP fetch failing",
+      async () => {
+        const s = await status();
+        return s.last_checkin?.ok === false && s.sse.state === "degraded" && s.ocsp.last_error !== null ? s : null;
+      },
+      10_000,
+      50,
+    );
     record(tc, "CP stopped → node reports checkin failing + SSE degraded + OCSP fetch failing", performance.now() - stoppedAt);
     assert.equal(during.stage, "ready");
     assert.equal(during.ocsp.status, "good", "the cached OCSP response is kept");
@@ -486,7 +629,10 @@ describe("node onboarding end to end: serve-cp + serve-node as real processes (s
     // Let a few retries happen, then check they back off within the configured bounds.
     await node.waitForEvent((e) => e.msg === "checkin.failed" && Number(e.attempt) >= 3, 10_000);
     const retries = node.events.filter((e) => e.msg === "checkin.failed").map((e) => Number(e.retry_in_ms));
-    assert.ok(retries.every((ms) => ms >= PHASE2_RUNTIME.backoff_base_ms && ms <= PHASE2_RUNTIME.backoff_max_ms), `retry delays within backoff bounds: ${retries}`);
+    assert.ok(
+      retries.every((ms) => ms >= PHASE2_RUNTIME.backoff_base_ms && ms <= PHASE2_RUNTIME.backoff_max_ms),
+      `retry delays within backoff bounds: ${retries}`,
+    );
     await logged(0, (e) => e.category === "SSE" && e.msg === "degraded");
     await logged(0, (e) => e.msg === "ocsp.fetch_failed");
 
@@ -495,20 +641,35 @@ describe("node onboarding end to end: serve-cp + serve-node as real processes (s
     assert.equal(await cp.waitForListener("node-api"), `127.0.0.1:${cpPort}`);
     assert.equal(await cp.waitForListener("ocsp"), `127.0.0.1:${ocspPort}`);
     await login();
-    const back = await waitFor("node recovered: SSE connected, checkin ok, OCSP ok", async () => {
-      const s = await status();
-      return s.sse.state === "connected" && s.last_checkin?.ok === true && s.ocsp.last_error === null ? s : null;
-    }, 15_000, 50);
+    const back = await waitFor(
+      "node recovered: SSE connected, checkin ok, OCSP ok",
+      async () => {
+        const s = await status();
+        return s.sse.state === "connected" && s.last_checkin?.ok === true && s.ocsp.last_error === null ? s : null;
+      },
+      15_000,
+      50,
+    );
     record(tc, "CP restart → node fully recovered", performance.now() - restartAt);
     assert.ok(back.sse.reconnects >= 1);
-    await waitFor("CP shows it online with SSE", async () => {
-      const v = await nodeView();
-      return v.status === "online" && v.sse_connected === true;
-    }, 10_000, 50);
+    await waitFor(
+      "CP shows it online with SSE",
+      async () => {
+        const v = await nodeView();
+        return v.status === "online" && v.sse_connected === true;
+      },
+      10_000,
+      50,
+    );
 
     const started = performance.now();
     await admin("POST", "/security/blacklist", { kind: "device", value: "dev-after-restart", reason: "test" });
-    await waitFor("new entry on the node", async () => (await status()).caches.blacklist_entries === cached.caches.blacklist_entries + 1, PROPAGATION_LIMIT_MS, 10);
+    await waitFor(
+      "new entry on the node",
+      async () => (await status()).caches.blacklist_entries === cached.caches.blacklist_entries + 1,
+      PROPAGATION_LIMIT_MS,
+      10,
+    );
     record(tc, "blacklist entry after CP restart (POST → node cache)", performance.now() - started);
   });
 
@@ -519,7 +680,10 @@ describe("node onboarding end to end: serve-cp + serve-node as real processes (s
     assert.equal(await canConnect(healthPort), false, "health listener closed");
 
     const entries: string[] = [];
-    for (let i = 1; i <= 6; i++) entries.push((await admin("POST", "/security/blacklist", { kind: "ip", value: `198.51.100.${i}`, reason: "while offline" })).id as string);
+    for (let i = 1; i <= 6; i++)
+      entries.push(
+        (await admin("POST", "/security/blacklist", { kind: "ip", value: `198.51.100.${i}`, reason: "while offline" })).id as string,
+      );
     const removed = entries[0] as string;
     await admin("DELETE", `/security/blacklist/${removed}`);
     const bumps: { id: number; epoch: number }[] = [];
@@ -544,10 +708,17 @@ describe("node onboarding end to end: serve-cp + serve-node as real processes (s
     await waitFor("/readyz 200 after restart", async () => (await node.health("/readyz")).status === 200, 30_000, 50);
     const loaded = await node.waitForEvent((e) => e.msg === "state.loaded");
     assert.deepEqual(loaded.cursors, beforeStop.cursors, "resumed from the cursors persisted in the Runtime DB");
-    const caughtUp = await waitFor("cursors at the heads", async () => {
-      const s = await status();
-      return s.cursors.blacklist === heads.blacklist && s.cursors["auth-epochs"] === heads.epochs && s.cursors.commands >= command.seq ? s : null;
-    }, 10_000, 20);
+    const caughtUp = await waitFor(
+      "cursors at the heads",
+      async () => {
+        const s = await status();
+        return s.cursors.blacklist === heads.blacklist && s.cursors["auth-epochs"] === heads.epochs && s.cursors.commands >= command.seq
+          ? s
+          : null;
+      },
+      10_000,
+      20,
+    );
     assert.equal(caughtUp.caches.blacklist_entries, beforeStop.caches.blacklist_entries + 5, "5 new entries (6 added, 1 removed)");
     const firstPull = await logged(0, (e) => e.msg === "delta.applied" && e.stream === "blacklist");
     assert.equal(firstPull?.from_cursor, beforeStop.cursors.blacklist, "pulled from the persisted cursor, not from 0");
@@ -555,27 +726,40 @@ describe("node onboarding end to end: serve-cp + serve-node as real processes (s
 
     const runtimeDb = openReadOnly(join(dataDir.path, "runtime.db"));
     try {
-      const applied = new Set((runtimeDb.prepare("SELECT entry_id FROM applied_blacklist").all() as { entry_id: string }[]).map((r) => r.entry_id));
+      const applied = new Set(
+        (runtimeDb.prepare("SELECT entry_id FROM applied_blacklist").all() as { entry_id: string }[]).map((r) => r.entry_id),
+      );
       for (const id of entries.slice(1)) assert.ok(applied.has(id), `applied_blacklist has ${id}`);
       assert.ok(!applied.has(removed), "the entry removed while offline is gone");
       const newest = Math.max(...bumps.map((b) => b.epoch));
-      const row = runtimeDb.prepare("SELECT epoch, change_id FROM applied_auth_epochs WHERE user_id = ?").get("usr_e2e_offline") as { epoch: number; change_id: number };
+      const row = runtimeDb.prepare("SELECT epoch, change_id FROM applied_auth_epochs WHERE user_id = ?").get("usr_e2e_offline") as {
+        epoch: number;
+        change_id: number;
+      };
       assert.equal(row.epoch, newest, "the newest epoch, not an intermediate one");
       assert.ok(runtimeDb.prepare("SELECT 1 FROM applied_auth_epochs WHERE user_id = ?").get("usr_e2e_other"));
     } finally {
       runtimeDb.close();
     }
 
-    const result = await waitFor("the command's result on the CP", async () => {
-      const r = await commandResult(command.id);
-      return r?.status === "succeeded" ? r : null;
-    }, 10_000, 20);
+    const result = await waitFor(
+      "the command's result on the CP",
+      async () => {
+        const r = await commandResult(command.id);
+        return r?.status === "succeeded" ? r : null;
+      },
+      10_000,
+      20,
+    );
     assert.ok(result.reported_at);
     // Give any duplicate delivery a checkin round or two to show up before counting.
     await waitFor("two more checkins", async () => (await status()).loops.checkin.runs >= 4, 10_000, 100);
     const executions = [...firstNode.events, ...node.events].filter((e) => e.msg === "command.executed" && e.command_id === command.id);
     assert.equal(executions.length, 1, "run and reported exactly once");
-    assert.ok(!node.events.some((e) => e.msg === "command.executed" && e.command_id !== command.id), "nothing from before the stop runs again");
+    assert.ok(
+      !node.events.some((e) => e.msg === "command.executed" && e.command_id !== command.id),
+      "nothing from before the stop runs again",
+    );
     assert.ok(!node.events.some((e) => e.msg === "command.result_refused"));
     assert.equal((await commandResult(command.id))?.reported_at, result.reported_at, "one result, never rewritten");
   });
@@ -598,7 +782,10 @@ describe("node onboarding end to end: serve-cp + serve-node as real processes (s
     const secrets = ["tls/node_client.key", "tls/node_server.key", "secrets/password_hash.key"].map((f) => {
       const text = readFileSync(pkgFile(f), "utf8").trim();
       // The base64 body of a PEM key, or the raw secret.
-      return text.replace(/-----[^-]+-----/g, "").replace(/\s+/g, "").slice(0, 40);
+      return text
+        .replace(/-----[^-]+-----/g, "")
+        .replace(/\s+/g, "")
+        .slice(0, 40);
     });
     const output = [...nodes, ...cps].map((p) => `${p.stdout}\n${p.stderr}`).join("\n");
     for (const secret of secrets) {

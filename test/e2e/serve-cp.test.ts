@@ -15,15 +15,23 @@ import { randomBytes, X509Certificate } from "node:crypto";
 import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import https from "node:https";
 import { join } from "node:path";
-import tls from "node:tls";
 import { after, before, describe, test } from "node:test";
+import tls from "node:tls";
 import type { Kysely } from "kysely";
 import { loadActiveCa } from "../../src/cp/services/pki-inventory.js";
 import { systemClock } from "../../src/shared/clock.js";
 import type { DbOptions } from "../../src/shared/config/db-options.js";
 import { type ControlSchema, openDatabase } from "../../src/shared/db/index.js";
 import { issueLeafCertificate, nodeUri, parseMasterKey } from "../../src/shared/pki/index.js";
-import { type AdminResponse, type CliResult, type CpEvent, type CpProcess, runCli, runProcess, startCpProcess } from "../helpers/cp-process.js";
+import {
+  type AdminResponse,
+  type CliResult,
+  type CpEvent,
+  type CpProcess,
+  runCli,
+  runProcess,
+  startCpProcess,
+} from "../helpers/cp-process.js";
 import { dbFlags, dbVariants } from "../helpers/databases.js";
 import { makeTempDir, type TempDir } from "../helpers/temp-dir.js";
 
@@ -328,14 +336,21 @@ for (const variant of [sqliteVariant(), postgresVariant()]) {
       assert.equal(me.json.role, "root");
       assert.equal(me.json.password_hash, undefined);
       assertError(await cp.adminFetch("GET", "/admin/v1/auth/me"), 401, "UNAUTHENTICATED");
-      assertError(await cp.adminFetch("GET", "/admin/v1/auth/me", { token: randomBytes(24).toString("base64url") }), 401, "UNAUTHENTICATED");
+      assertError(
+        await cp.adminFetch("GET", "/admin/v1/auth/me", { token: randomBytes(24).toString("base64url") }),
+        401,
+        "UNAUTHENTICATED",
+      );
 
       // Agents: only root manages them.
       for (const [agent, role] of [
         [ADMIN, "admin"],
         [OPERATOR, "operator"],
       ] as const) {
-        const created = await cp.adminFetch("POST", "/admin/v1/agents", { token: root, body: { username: agent.username, password: agent.password, role } });
+        const created = await cp.adminFetch("POST", "/admin/v1/agents", {
+          token: root,
+          body: { username: agent.username, password: agent.password, role },
+        });
         assertStatus(created, 201);
         assert.equal(created.json.username, agent.username);
         assert.equal(created.json.role, role);
@@ -345,7 +360,10 @@ for (const variant of [sqliteVariant(), postgresVariant()]) {
       }
       const agents = await cp.adminFetch("GET", "/admin/v1/agents", { token: root });
       assertStatus(agents, 200);
-      assert.deepEqual((agents.json.items as Array<{ username: string }>).map((a) => a.username).sort(), [ADMIN.username, ROOT_USERNAME, OPERATOR.username].sort());
+      assert.deepEqual(
+        (agents.json.items as Array<{ username: string }>).map((a) => a.username).sort(),
+        [ADMIN.username, ROOT_USERNAME, OPERATOR.username].sort(),
+      );
 
       const opLogin = await login(OPERATOR.username, OPERATOR.password);
       assertStatus(opLogin, 200);
@@ -355,21 +373,38 @@ for (const variant of [sqliteVariant(), postgresVariant()]) {
       const admin = adminLogin.json.access_token as string;
 
       assertStatus(await cp.adminFetch("GET", "/admin/v1/applications", { token: operator }), 200);
-      assertError(await cp.adminFetch("POST", "/admin/v1/applications", { token: operator, body: { name: "Operator App" } }), 403, "FORBIDDEN");
       assertError(
-        await cp.adminFetch("POST", "/admin/v1/agents", { token: operator, body: { username: "mallory", password: `Mallory-${suffix}-Pw!`, role: "root" } }),
+        await cp.adminFetch("POST", "/admin/v1/applications", { token: operator, body: { name: "Operator App" } }),
         403,
         "FORBIDDEN",
       );
       assertError(
-        await cp.adminFetch("POST", "/admin/v1/agents", { token: admin, body: { username: "mallory", password: `Mallory-${suffix}-Pw!`, role: "admin" } }),
+        await cp.adminFetch("POST", "/admin/v1/agents", {
+          token: operator,
+          body: { username: "mallory", password: `Mallory-${suffix}-Pw!`, role: "root" },
+        }),
         403,
         "FORBIDDEN",
       );
-      assertError(await cp.adminFetch("POST", `/admin/v1/agents/${String(agents.json.items[0].id)}/disable`, { token: admin }), 403, "FORBIDDEN");
+      assertError(
+        await cp.adminFetch("POST", "/admin/v1/agents", {
+          token: admin,
+          body: { username: "mallory", password: `Mallory-${suffix}-Pw!`, role: "admin" },
+        }),
+        403,
+        "FORBIDDEN",
+      );
+      assertError(
+        await cp.adminFetch("POST", `/admin/v1/agents/${String(agents.json.items[0].id)}/disable`, { token: admin }),
+        403,
+        "FORBIDDEN",
+      );
 
       // Application lifecycle, as the admin agent.
-      const created = await cp.adminFetch("POST", "/admin/v1/applications", { token: admin, body: { name: "Demo App", description: "first version" } });
+      const created = await cp.adminFetch("POST", "/admin/v1/applications", {
+        token: admin,
+        body: { name: "Demo App", description: "first version" },
+      });
       assertStatus(created, 201);
       const appId = created.json.app_id as string;
       assert.match(appId, /^[A-Za-z0-9_-]+$/);
@@ -384,7 +419,10 @@ for (const variant of [sqliteVariant(), postgresVariant()]) {
       assert.equal(fetched.json.app_secret, undefined, "the secret is shown only at creation");
       assert.ok(!fetched.text.includes(created.json.app_secret as string));
       const listed = await cp.adminFetch("GET", "/admin/v1/applications", { token: admin });
-      assert.deepEqual((listed.json.items as Array<{ app_id: string }>).map((a) => a.app_id), [appId]);
+      assert.deepEqual(
+        (listed.json.items as Array<{ app_id: string }>).map((a) => a.app_id),
+        [appId],
+      );
       assert.ok(!listed.text.includes(created.json.app_secret as string), "the list does not show the secret");
 
       const patched = await cp.adminFetch("PATCH", `/admin/v1/applications/${appId}`, {
@@ -397,7 +435,11 @@ for (const variant of [sqliteVariant(), postgresVariant()]) {
       assert.equal(patched.json.status, "disabled");
       assert.equal((await cp.adminFetch("GET", `/admin/v1/applications/${appId}`, { token: admin })).json.name, "Demo App Renamed");
 
-      assertError(await cp.adminFetch("POST", `/admin/v1/applications/${appId}/purge`, { token: admin }), 409, "APPLICATION_NOT_IN_RECYCLE_BIN");
+      assertError(
+        await cp.adminFetch("POST", `/admin/v1/applications/${appId}/purge`, { token: admin }),
+        409,
+        "APPLICATION_NOT_IN_RECYCLE_BIN",
+      );
       assertError(await cp.adminFetch("DELETE", `/admin/v1/applications/${appId}`, { token: operator }), 403, "FORBIDDEN");
 
       const deleted = await cp.adminFetch("DELETE", `/admin/v1/applications/${appId}`, { token: admin });
@@ -421,7 +463,11 @@ for (const variant of [sqliteVariant(), postgresVariant()]) {
       assert.equal(restored.json.deleted_at, null);
       assert.deepEqual(await ids(), [appId]);
       assert.deepEqual(await ids("recycle_bin"), []);
-      assertError(await cp.adminFetch("POST", `/admin/v1/applications/${appId}/purge`, { token: admin }), 409, "APPLICATION_NOT_IN_RECYCLE_BIN");
+      assertError(
+        await cp.adminFetch("POST", `/admin/v1/applications/${appId}/purge`, { token: admin }),
+        409,
+        "APPLICATION_NOT_IN_RECYCLE_BIN",
+      );
 
       assertStatus(await cp.adminFetch("DELETE", `/admin/v1/applications/${appId}`, { token: admin }), 200);
       const purged = await cp.adminFetch("POST", `/admin/v1/applications/${appId}/purge`, { token: admin });
@@ -472,7 +518,11 @@ for (const variant of [sqliteVariant(), postgresVariant()]) {
       const replay = await cp.adminFetch("POST", "/admin/v1/auth/refresh", { body: { refresh_token: first.json.refresh_token } });
       assertError(replay, 401, "INVALID_REFRESH_TOKEN");
       assertError(await cp.adminFetch("GET", "/admin/v1/auth/me", { token: rotated.json.access_token }), 401, "UNAUTHENTICATED");
-      assertError(await cp.adminFetch("POST", "/admin/v1/auth/refresh", { body: { refresh_token: rotated.json.refresh_token } }), 401, "INVALID_REFRESH_TOKEN");
+      assertError(
+        await cp.adminFetch("POST", "/admin/v1/auth/refresh", { body: { refresh_token: rotated.json.refresh_token } }),
+        401,
+        "INVALID_REFRESH_TOKEN",
+      );
       // Only the replayed session is revoked.
       assertStatus(await cp.adminFetch("GET", "/admin/v1/auth/me", { token: other.json.access_token }), 200);
     });
@@ -481,7 +531,9 @@ for (const variant of [sqliteVariant(), postgresVariant()]) {
       const root = await rootToken();
       const cas = await cp.adminFetch("GET", "/admin/v1/pki/cas", { token: root });
       assertStatus(cas, 200);
-      const byProfile = new Map((cas.json.items as Array<{ profile: string; certificate_pem: string }>).map((c) => [c.profile, c.certificate_pem]));
+      const byProfile = new Map(
+        (cas.json.items as Array<{ profile: string; certificate_pem: string }>).map((c) => [c.profile, c.certificate_pem]),
+      );
       assert.deepEqual([...byProfile.keys()].sort(), ["app_client_ca", "cp_node_client_ca", "cp_server_ca", "tcp_server_ca"]);
       const serverCa = byProfile.get("cp_server_ca") ?? "";
       const nodeClientCa = byProfile.get("cp_node_client_ca") ?? "";
@@ -512,19 +564,75 @@ for (const variant of [sqliteVariant(), postgresVariant()]) {
 
       // A foreign CA and a client cert from it; plus an impostor CA that copies the real
       // cp_node_client_ca's subject name (so only the signature can tell them apart).
-      const realSubject = (await runTool("openssl", ["x509", "-in", pem("cp_node_client_ca.pem"), "-noout", "-subject", "-nameopt", "compat"])).stdout
+      const realSubject = (
+        await runTool("openssl", ["x509", "-in", pem("cp_node_client_ca.pem"), "-noout", "-subject", "-nameopt", "compat"])
+      ).stdout
         .trim()
         .replace(/^subject=\s*/, "");
       assert.match(realSubject, /^\/.*CN=/, `openssl printed a usable subject: ${realSubject}`);
-      writeFileSync(pem("client-ext.cnf"), "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\nsubjectAltName=URI:urn:authnexus:node:nid_intruder\n");
+      writeFileSync(
+        pem("client-ext.cnf"),
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\nsubjectAltName=URI:urn:authnexus:node:nid_intruder\n",
+      );
       for (const [name, subject] of [
         ["foreign", "/O=Elsewhere/CN=Foreign Test CA"],
         ["impostor", realSubject],
       ] as const) {
         const steps: string[][] = [
-          ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", pem(`${name}-ca.key`), "-out", pem(`${name}-ca.pem`), "-days", "2", "-subj", subject, "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
-          ["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", pem(`${name}-client.key`), "-out", pem(`${name}-client.csr`), "-subj", "/CN=nid_intruder"],
-          ["x509", "-req", "-in", pem(`${name}-client.csr`), "-CA", pem(`${name}-ca.pem`), "-CAkey", pem(`${name}-ca.key`), "-set_serial", "0x1234abcd", "-days", "1", "-extfile", pem("client-ext.cnf"), "-out", pem(`${name}-client.pem`)],
+          [
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            pem(`${name}-ca.key`),
+            "-out",
+            pem(`${name}-ca.pem`),
+            "-days",
+            "2",
+            "-subj",
+            subject,
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+          ],
+          [
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            pem(`${name}-client.key`),
+            "-out",
+            pem(`${name}-client.csr`),
+            "-subj",
+            "/CN=nid_intruder",
+          ],
+          [
+            "x509",
+            "-req",
+            "-in",
+            pem(`${name}-client.csr`),
+            "-CA",
+            pem(`${name}-ca.pem`),
+            "-CAkey",
+            pem(`${name}-ca.key`),
+            "-set_serial",
+            "0x1234abcd",
+            "-days",
+            "1",
+            "-extfile",
+            pem("client-ext.cnf"),
+            "-out",
+            pem(`${name}-client.pem`),
+          ],
         ];
         for (const args of steps) {
           const r = await runTool("openssl", args);
@@ -567,17 +675,33 @@ for (const variant of [sqliteVariant(), postgresVariant()]) {
         });
         assert.doesNotMatch(probe.received, HTTP_STATUS_LINE, `${name} CA: no HTTP answer`);
         assert.equal(probe.received, "", `${name} CA: no application data at all`);
-        await cp.waitForEvent((e, i) => i >= logged && e.category === "TLS" && e.msg === "handshake.failed" && e.listener === "node-api", 5000);
+        await cp.waitForEvent(
+          (e, i) => i >= logged && e.category === "TLS" && e.msg === "handshake.failed" && e.listener === "node-api",
+          5000,
+        );
       }
 
       // 3. Positive control, same probe: a real node certificate gets an HTTP status line.
       const good = await probeTls(nodeApiPort, { ca: [serverCa], cert: nodeCert.certPem, key: nodeCert.keyPem ?? "" });
-      assert.match(good.received, /^HTTP\/1\.1 404 /, `the node API answers an authorised node: ${JSON.stringify(good.received)} ${good.error?.message}`);
+      assert.match(
+        good.received,
+        /^HTTP\/1\.1 404 /,
+        `the node API answers an authorised node: ${JSON.stringify(good.received)} ${good.error?.message}`,
+      );
       assert.match(good.received, /ROUTE_NOT_FOUND/);
       // And through https.request, as a node agent would.
       const viaHttps = await new Promise<{ status: number; body: string }>((resolveReq, reject) => {
         const req = https.request(
-          { host: "127.0.0.1", port: nodeApiPort, servername: "localhost", path: "/cp/v2/x", ca: [serverCa], cert: nodeCert.certPem, key: nodeCert.keyPem ?? "", agent: false },
+          {
+            host: "127.0.0.1",
+            port: nodeApiPort,
+            servername: "localhost",
+            path: "/cp/v2/x",
+            ca: [serverCa],
+            cert: nodeCert.certPem,
+            key: nodeCert.keyPem ?? "",
+            agent: false,
+          },
           (res) => {
             let body = "";
             res.setEncoding("utf8").on("data", (c: string) => (body += c));
@@ -591,12 +715,27 @@ for (const variant of [sqliteVariant(), postgresVariant()]) {
       assert.equal(JSON.parse(viaHttps.body).error, "ROUTE_NOT_FOUND");
 
       // 4. curl: refused without a client cert (non-zero exit), answered with the node cert.
-      const resolveArgs = ["--resolve", `localhost:${nodeApiPort}:127.0.0.1`, "--cacert", pem("cp_server_ca.pem"), "-sS", "-w", "\nHTTP_CODE=%{http_code}"];
+      const resolveArgs = [
+        "--resolve",
+        `localhost:${nodeApiPort}:127.0.0.1`,
+        "--cacert",
+        pem("cp_server_ca.pem"),
+        "-sS",
+        "-w",
+        "\nHTTP_CODE=%{http_code}",
+      ];
       const url = `https://localhost:${nodeApiPort}/cp/v2/x`;
       const curlBare = await runTool("curl", [...resolveArgs, url]);
       assert.notEqual(curlBare.code, 0, `curl without a client cert must fail:\n${curlBare.stdout}\n${curlBare.stderr}`);
       assert.doesNotMatch(curlBare.stdout, /ROUTE_NOT_FOUND|HTTP_CODE=[1-5]\d\d/);
-      const curlForeign = await runTool("curl", [...resolveArgs, "--cert", pem("foreign-client.pem"), "--key", pem("foreign-client.key"), url]);
+      const curlForeign = await runTool("curl", [
+        ...resolveArgs,
+        "--cert",
+        pem("foreign-client.pem"),
+        "--key",
+        pem("foreign-client.key"),
+        url,
+      ]);
       assert.notEqual(curlForeign.code, 0, `curl with a foreign client cert must fail:\n${curlForeign.stdout}\n${curlForeign.stderr}`);
       assert.doesNotMatch(curlForeign.stdout, /ROUTE_NOT_FOUND|HTTP_CODE=[1-5]\d\d/);
       const curlGood = await runTool("curl", [...resolveArgs, "--cert", pem("node.pem"), "--key", pem("node.key"), url]);
@@ -616,7 +755,15 @@ for (const variant of [sqliteVariant(), postgresVariant()]) {
         pem("cp_server_ca.pem"),
       ]);
       assert.match(sClient.stdout, /Verify return code: 0 \(ok\)/, sClient.stdout + sClient.stderr);
-      const sClientWrong = await runTool("openssl", ["s_client", "-connect", `127.0.0.1:${nodeApiPort}`, "-servername", "localhost", "-CAfile", pem("cp_node_client_ca.pem")]);
+      const sClientWrong = await runTool("openssl", [
+        "s_client",
+        "-connect",
+        `127.0.0.1:${nodeApiPort}`,
+        "-servername",
+        "localhost",
+        "-CAfile",
+        pem("cp_node_client_ca.pem"),
+      ]);
       assert.match(sClientWrong.stdout, /Verify return code: [1-9]\d* /, "control: another CA does not verify it");
     });
 
@@ -688,7 +835,10 @@ for (const variant of [sqliteVariant(), postgresVariant()]) {
       const before = await ocspCheck(ocspPort);
       assert.match(before, /cp\.pem: good/, before);
 
-      const revoked = await cp.adminFetch("POST", `/admin/v1/pki/certs/${cpCertId}/revoke`, { token: root, body: { reason: "keyCompromise" } });
+      const revoked = await cp.adminFetch("POST", `/admin/v1/pki/certs/${cpCertId}/revoke`, {
+        token: root,
+        body: { reason: "keyCompromise" },
+      });
       assertStatus(revoked, 200);
       assert.equal(revoked.json.status, "revoked");
       assert.equal(revoked.json.revocation_reason, "keyCompromise");
@@ -712,7 +862,10 @@ for (const variant of [sqliteVariant(), postgresVariant()]) {
       const ocsp = await cp.waitForListener("ocsp");
       nodeApiPort = portOf(nodeApi);
       ocspPort = portOf(ocsp);
-      assert.ok(cp.events.some((e) => e.category === "PKI" && e.msg === "cert.renewed"), "cert.renewed logged");
+      assert.ok(
+        cp.events.some((e) => e.category === "PKI" && e.msg === "cert.renewed"),
+        "cert.renewed logged",
+      );
       assert.ok(!cp.events.some((e) => e.msg === "listener.failed"), "no listener failed");
       const probe = await probeTls(nodeApiPort, { ca: [readFileSync(pem("cp_server_ca.pem"), "utf8")] });
       assert.equal(probe.authorized, true, "the renewed certificate chains to cp_server_ca");
@@ -727,9 +880,18 @@ for (const variant of [sqliteVariant(), postgresVariant()]) {
       const allStderr = [...processes.map((p) => p.stderr), ...cliOutputs.map((c) => c.stderr)].join("\n");
       // Not vacuous: the logs did record the calls that carried these secrets.
       const events: CpEvent[] = processes.flatMap((p) => [...p.events]);
-      assert.ok(events.some((e) => e.msg === "agent.login"), "logins were logged");
-      assert.ok(events.some((e) => e.msg === "agent.login_failed"), "failed logins were logged");
-      assert.ok(events.some((e) => e.msg === "request" && e.path === "/admin/v1/auth/refresh"), "refreshes were logged");
+      assert.ok(
+        events.some((e) => e.msg === "agent.login"),
+        "logins were logged",
+      );
+      assert.ok(
+        events.some((e) => e.msg === "agent.login_failed"),
+        "failed logins were logged",
+      );
+      assert.ok(
+        events.some((e) => e.msg === "request" && e.path === "/admin/v1/auth/refresh"),
+        "refreshes were logged",
+      );
 
       for (const [what, value] of secrets) {
         assert.ok(value.length >= 12, `${what} is a real value`);

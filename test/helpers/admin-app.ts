@@ -5,12 +5,12 @@
  */
 import { createHash } from "node:crypto";
 import type { IncomingMessage } from "node:http";
+import type { Hono } from "hono";
 import { type Kysely, sql } from "kysely";
 import { createAdminApp } from "../../src/cp/admin/app.js";
 import type { AdminEnv } from "../../src/cp/admin/env.js";
 import type { CpContext } from "../../src/cp/services/context.js";
 import { isSetupComplete } from "../../src/cp/services/setup.js";
-import type { Hono } from "hono";
 import type { TestCp } from "./cp-context.js";
 
 export type AdminApp = Hono<AdminEnv>;
@@ -92,7 +92,8 @@ export async function loginAs(app: AdminApp, username: string, password: string)
   const res = await call(app, "POST", "/admin/v1/auth/login", { body: { username, password } });
   if (res.status !== 200) throw new Error(`login as ${username} failed: ${res.status} ${res.text}`);
   const tokens = res.json as Tokens;
-  if (typeof tokens.access_token !== "string" || typeof tokens.refresh_token !== "string") throw new Error(`login as ${username}: no tokens in ${res.text}`);
+  if (typeof tokens.access_token !== "string" || typeof tokens.refresh_token !== "string")
+    throw new Error(`login as ${username}: no tokens in ${res.text}`);
   return tokens;
 }
 
@@ -109,12 +110,17 @@ export interface TableSnapshot {
 export type DbSnapshot = Record<string, TableSnapshot>;
 
 export async function snapshotDb(ctx: Pick<CpContext, "controlDb" | "runtimeDb">): Promise<DbSnapshot> {
-  const [control, runtime] = await Promise.all([snapshotOne(ctx.controlDb as Kysely<unknown>, "control"), snapshotOne(ctx.runtimeDb as Kysely<unknown>, "runtime")]);
+  const [control, runtime] = await Promise.all([
+    snapshotOne(ctx.controlDb as Kysely<unknown>, "control"),
+    snapshotOne(ctx.runtimeDb as Kysely<unknown>, "runtime"),
+  ]);
   return { ...control, ...runtime };
 }
 
 async function snapshotOne(db: Kysely<unknown>, label: string): Promise<DbSnapshot> {
-  const tables = (await db.introspection.getTables({ withInternalKyselyTables: true })).map((t) => t.name).filter((n) => !LOG_TABLES.has(n));
+  const tables = (await db.introspection.getTables({ withInternalKyselyTables: true }))
+    .map((t) => t.name)
+    .filter((n) => !LOG_TABLES.has(n));
   if (tables.length === 0) throw new Error(`${label} DB has no tables: not migrated?`);
   const entries = await Promise.all(
     tables.map(async (name): Promise<[string, TableSnapshot]> => {

@@ -197,8 +197,14 @@ export function spawnAuthnexus(args: string[], options: { env?: NodeJS.ProcessEn
       return exitCode;
     },
     waitForEvent: (predicate, timeoutMs = 10_000) =>
-      waitFor(() => events.find((e, i) => predicate(e, i)), `a log event matching ${predicate.toString().slice(0, 200)}`, timeoutMs, "event"),
-    waitForStderr: (pattern, timeoutMs = 10_000) => waitFor(() => stderr.match(pattern) ?? undefined, `stderr matching ${pattern}`, timeoutMs, "stderr"),
+      waitFor(
+        () => events.find((e, i) => predicate(e, i)),
+        `a log event matching ${predicate.toString().slice(0, 200)}`,
+        timeoutMs,
+        "event",
+      ),
+    waitForStderr: (pattern, timeoutMs = 10_000) =>
+      waitFor(() => stderr.match(pattern) ?? undefined, `stderr matching ${pattern}`, timeoutMs, "stderr"),
     stop,
   };
 }

@@ -7,7 +7,7 @@ import { randomBytes } from "node:crypto";
 import type { Kysely } from "kysely";
 import type { CpContext } from "../../src/cp/services/context.js";
 import { createEventBus } from "../../src/cp/services/event-bus.js";
-import { prepareConsoleToken, ensureSetupRow, initializeSetup } from "../../src/cp/services/setup.js";
+import { ensureSetupRow, initializeSetup, prepareConsoleToken } from "../../src/cp/services/setup.js";
 import { ManualClock } from "../../src/shared/clock.js";
 import { type ControlSchema, migrateDatabase, openDatabase, type RuntimeSchema } from "../../src/shared/db/index.js";
 import { createMemoryLogger } from "../../src/shared/log/index.js";

@@ -62,7 +62,10 @@ export async function startCpProcess(options: StartCpOptions): Promise<CpProcess
     "json",
     ...(options.extraArgs ?? []),
   ];
-  const proc = spawnAuthnexus(args, { ...(options.env ? { env: options.env } : {}), ...(options.nodeArgs ? { nodeArgs: options.nodeArgs } : {}) });
+  const proc = spawnAuthnexus(args, {
+    ...(options.env ? { env: options.env } : {}),
+    ...(options.nodeArgs ? { nodeArgs: options.nodeArgs } : {}),
+  });
   const waitForListener = async (name: string, timeoutMs = 15_000) => {
     const event = await proc.waitForEvent((e) => e.msg === "listener.bound" && e.listener === name, timeoutMs);
     if (typeof event.address !== "string") throw new Error(`listener.bound for ${name} has no address: ${JSON.stringify(event)}`);

@@ -22,8 +22,21 @@ export async function mintNodePki(nodeId: string, clock: Clock, ocspUrl = "http:
   const cas = {} as Record<CaProfile, IssuedCertificate>;
   for (const profile of profiles) cas[profile] = await createRootCa({ profile, commonName: `Test ${profile}`, clock });
   const issuer = (profile: CaProfile) => ({ certPem: cas[profile].certPem, keyPem: cas[profile].keyPem ?? "" });
-  const client = await issueLeafCertificate({ profile: "node_client", issuer: issuer("cp_node_client_ca"), commonName: nodeId, sans: { uri: [nodeUri(nodeId)] }, clock });
-  const server = await issueLeafCertificate({ profile: "node_server", issuer: issuer("tcp_server_ca"), commonName: "node.test", sans: { dns: ["node.test"] }, ocspUrl, clock });
+  const client = await issueLeafCertificate({
+    profile: "node_client",
+    issuer: issuer("cp_node_client_ca"),
+    commonName: nodeId,
+    sans: { uri: [nodeUri(nodeId)] },
+    clock,
+  });
+  const server = await issueLeafCertificate({
+    profile: "node_server",
+    issuer: issuer("tcp_server_ca"),
+    commonName: "node.test",
+    sans: { dns: ["node.test"] },
+    ocspUrl,
+    clock,
+  });
   return { cas, client, server };
 }
 
@@ -92,7 +105,8 @@ export async function waitFor<T>(what: string, probe: () => T | Promise<T>, time
     } catch (error) {
       last = error;
     }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ""}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${(last as Error).message})` : ""}`);
     await new Promise((resolve) => setTimeout(resolve, everyMs));
   }
 }

@@ -34,7 +34,12 @@ export interface NodeApiResponse {
 }
 
 export interface NodeApiClient {
-  request(method: string, path: string, body?: unknown, init?: { rawBody?: string; headers?: Record<string, string> }): Promise<NodeApiResponse>;
+  request(
+    method: string,
+    path: string,
+    body?: unknown,
+    init?: { rawBody?: string; headers?: Record<string, string> },
+  ): Promise<NodeApiResponse>;
   /** For streams (SSE): the raw undici response; the caller reads and cancels the body. */
   open(path: string, signal?: AbortSignal): Promise<Awaited<ReturnType<typeof undiciFetch>>>;
   close(): Promise<void>;
@@ -53,16 +58,18 @@ export interface TestNodeApi {
 }
 
 /** Setup done, node API listening on 127.0.0.1:0 with the CP's real TLS identity. */
-export async function startTestNodeApi(variant: DbVariant, label = "nodeapi", app = createNodeApiApp, sseOptions: Partial<SseHubOptions> = {}): Promise<TestNodeApi> {
+export async function startTestNodeApi(
+  variant: DbVariant,
+  label = "nodeapi",
+  app = createNodeApiApp,
+  sseOptions: Partial<SseHubOptions> = {},
+): Promise<TestNodeApi> {
   const cp = await createTestCp(variant, label);
   await completeSetup(cp.ctx);
   await ensureCpServerCertificate(cp.ctx);
   const identity = await loadCpTlsIdentity(cp.ctx);
   const sse = createSseHub(cp.ctx, sseOptions);
-  const server = https.createServer(
-    nodeApiTlsOptions(identity),
-    getRequestListener(app(cp.ctx, sse).fetch),
-  );
+  const server = https.createServer(nodeApiTlsOptions(identity), getRequestListener(app(cp.ctx, sse).fetch));
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const port = (server.address() as AddressInfo).port;
   const url = `https://127.0.0.1:${port}`;
@@ -108,13 +115,25 @@ export async function mintNode(ctx: CpContext, options: { name?: string; status?
     .execute();
   const issued = await issueNodeCertificate(ctx, "cp_node_client_ca", "node_client", nodeId);
   const ca = await loadActiveCa(ctx, "cp_node_client_ca");
-  const certificateId = await recordCertificate(ctx.controlDb, ctx.clock, { issued, caId: ca.id, leafProfile: "node_client", purpose: "node_client", ownerType: "node", ownerId: nodeId, actor: "test" });
+  const certificateId = await recordCertificate(ctx.controlDb, ctx.clock, {
+    issued,
+    caId: ca.id,
+    leafProfile: "node_client",
+    purpose: "node_client",
+    ownerType: "node",
+    ownerId: nodeId,
+    actor: "test",
+  });
   await ctx.controlDb.updateTable("nodes").set({ client_cert_id: certificateId }).where("id", "=", nodeId).execute();
   return { nodeId, certificateId, certPem: issued.certPem, keyPem: issued.keyPem ?? "" };
 }
 
 /** A certificate naming `nodeId` that the CP never recorded (same CA) or from another CA. */
-export async function mintForeignCert(ctx: CpContext, nodeId: string, ca: CaProfile = "cp_node_client_ca"): Promise<{ certPem: string; keyPem: string }> {
+export async function mintForeignCert(
+  ctx: CpContext,
+  nodeId: string,
+  ca: CaProfile = "cp_node_client_ca",
+): Promise<{ certPem: string; keyPem: string }> {
   const profile: LeafProfile = ca === "cp_node_client_ca" ? "node_client" : "app_client";
   const issued = await issueNodeCertificate(ctx, ca, profile, nodeId);
   return { certPem: issued.certPem, keyPem: issued.keyPem ?? "" };
@@ -137,7 +156,12 @@ export function nodeApiClient(url: string, cpCaPem: string, identity: { certPem:
         payload = JSON.stringify(body);
         headers["content-type"] ??= "application/json";
       }
-      const res = await undiciFetch(`${url}${path}`, { method, headers, ...(payload !== undefined ? { body: payload } : {}), dispatcher: agent });
+      const res = await undiciFetch(`${url}${path}`, {
+        method,
+        headers,
+        ...(payload !== undefined ? { body: payload } : {}),
+        dispatcher: agent,
+      });
       const text = await res.text();
       let json: unknown;
       try {
@@ -147,7 +171,8 @@ export function nodeApiClient(url: string, cpCaPem: string, identity: { certPem:
       }
       return { status: res.status, json, text, headers: res.headers as unknown as Headers };
     },
-    open: (path, signal) => undiciFetch(`${url}${path}`, { headers: { accept: "text/event-stream" }, dispatcher: agent, ...(signal ? { signal } : {}) }),
+    open: (path, signal) =>
+      undiciFetch(`${url}${path}`, { headers: { accept: "text/event-stream" }, dispatcher: agent, ...(signal ? { signal } : {}) }),
     close: () => agent.close(),
   };
 }

@@ -53,7 +53,10 @@ export async function startNodeProcess(options: StartNodeOptions): Promise<NodeP
     ...(options.extraArgs ?? []),
   ];
   const proc = spawnAuthnexus(args, options.env ? { env: options.env } : {});
-  await startedOrKilled(proc, proc.waitForEvent((e) => e.msg === "listener.bound" && e.listener === "health", options.startTimeoutMs ?? START_TIMEOUT_MS));
+  await startedOrKilled(
+    proc,
+    proc.waitForEvent((e) => e.msg === "listener.bound" && e.listener === "health", options.startTimeoutMs ?? START_TIMEOUT_MS),
+  );
 
   const healthUrl = `http://127.0.0.1:${options.healthPort}`;
   const health = async (path: string): Promise<HealthResponse> => {

@@ -69,7 +69,11 @@ export async function provisionNode(cp: { ctx: CpContext }, options: ProvisionNo
 export async function runJobToCompletion(ctx: CpContext, jobId: string): Promise<void> {
   const worker = createPkiJobWorker(ctx);
   for (let round = 0; round < MAX_WORKER_ROUNDS; round++) {
-    const job = await ctx.controlDb.selectFrom("pki_jobs").select(["status", "last_error"]).where("id", "=", jobId).executeTakeFirstOrThrow();
+    const job = await ctx.controlDb
+      .selectFrom("pki_jobs")
+      .select(["status", "last_error"])
+      .where("id", "=", jobId)
+      .executeTakeFirstOrThrow();
     if (job.status === "succeeded") return;
     if (job.status === "failed" || job.status === "cancelled") throw new Error(`job ${jobId} ended ${job.status}: ${job.last_error}`);
     if ((await worker.runOnce()) === null) throw new Error(`job ${jobId} is ${job.status} but not due (last error: ${job.last_error})`);
@@ -78,7 +82,9 @@ export async function runJobToCompletion(ctx: CpContext, jobId: string): Promise
 }
 
 /** Unpacks a deploy package with the system tar and validates its manifest. */
-export async function unpackPackage(archive: Buffer): Promise<Pick<ProvisionedNode, "dir" | "agentJsonPath" | "manifest" | "files" | "cleanup">> {
+export async function unpackPackage(
+  archive: Buffer,
+): Promise<Pick<ProvisionedNode, "dir" | "agentJsonPath" | "manifest" | "files" | "cleanup">> {
   const temp = await makeTempDir("authnexus-node-package");
   const archivePath = join(temp.path, "package.tar.gz");
   const dir = join(temp.path, "node");

@@ -2,7 +2,7 @@
  * Test PKI for the OCSP responder tests: mints ECDSA P-256 CAs and leaves with @peculiar/x509.
  */
 import "reflect-metadata";
-import { randomBytes, KeyObject, webcrypto } from "node:crypto";
+import { KeyObject, randomBytes, webcrypto } from "node:crypto";
 import * as x509 from "@peculiar/x509";
 import {
   type CertIdQuery,

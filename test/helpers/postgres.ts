@@ -201,8 +201,7 @@ async function makeRunner(): Promise<Runner> {
     gid = Number((await execFileAsync("id", ["-g", "postgres"])).stdout.trim());
   } catch {
     throw new PostgresBinariesNotFoundError(
-      "running as root, but there is no 'postgres' OS user to run initdb as " +
-        "(apt-get install postgresql creates it)",
+      "running as root, but there is no 'postgres' OS user to run initdb as " + "(apt-get install postgresql creates it)",
     );
   }
   const runuser = ["/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser"].find((p) => existsSync(p));
@@ -372,19 +371,7 @@ export async function startPostgres(): Promise<PostgresServer> {
         "-c max_connections=200",
       ].join(" ");
       try {
-        await runner.run(pgCtl, [
-          "start",
-          "-D",
-          dataDir,
-          "-l",
-          logFile,
-          "-w",
-          "-s",
-          "-t",
-          String(PG_START_TIMEOUT_S),
-          "-o",
-          opts,
-        ]);
+        await runner.run(pgCtl, ["start", "-D", dataDir, "-l", logFile, "-w", "-s", "-t", String(PG_START_TIMEOUT_S), "-o", opts]);
         started = true;
       } catch (err) {
         lastError = `${errorText(err)}\n--- ${logFile} ---\n${await tail(logFile)}`;

@@ -9,7 +9,18 @@ import { existsSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import { consoleTokenPath, prepareConsoleToken } from "../../src/cp/services/setup.js";
 import { CA_PROFILES } from "../../src/shared/pki/index.js";
-import { type AdminApp, buildAdminApp, type CallOptions, type CallResult, call, type DbSnapshot, loginAs, snapshotDb, type TestAdminApp, type Tokens } from "../helpers/admin-app.js";
+import {
+  type AdminApp,
+  buildAdminApp,
+  type CallOptions,
+  type CallResult,
+  call,
+  type DbSnapshot,
+  loginAs,
+  snapshotDb,
+  type TestAdminApp,
+  type Tokens,
+} from "../helpers/admin-app.js";
 import { completeSetup, createTestCp, ROOT_PASSWORD, ROOT_USERNAME, type TestCp } from "../helpers/cp-context.js";
 import { dbVariants } from "../helpers/databases.js";
 
@@ -189,7 +200,12 @@ interface MatrixCase {
 const JSON_TYPE = { "content-type": "application/json" };
 
 function wrongTypeValues(field: FieldSpec): unknown[] {
-  const common = field.kind === "array" ? ["cp.example.test", 7, true, {}] : field.kind === "object" ? ["My CA", 7, true, [], { bogus_ca: "x" }] : [123, 1.5, true, false, ["x"], {}];
+  const common =
+    field.kind === "array"
+      ? ["cp.example.test", 7, true, {}]
+      : field.kind === "object"
+        ? ["My CA", 7, true, [], { bogus_ca: "x" }]
+        : [123, 1.5, true, false, ["x"], {}];
   return field.nullable ? common : [...common, null];
 }
 
@@ -214,7 +230,13 @@ function matrixCases(spec: EndpointSpec, category: string): MatrixCase[] {
         json("trailing garbage", `${baseText}}`, 400, "MALFORMED_JSON"),
         json("bad escape", '{"a":"\\x41"}', 400, "MALFORMED_JSON"),
         json("a lone NUL", "\u0000", 400, "MALFORMED_JSON"),
-        { label: "invalid UTF-8", rawBody: new Uint8Array([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d]), headers: { ...JSON_TYPE }, status: 400, code: "MALFORMED_JSON" },
+        {
+          label: "invalid UTF-8",
+          rawBody: new Uint8Array([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d]),
+          headers: { ...JSON_TYPE },
+          status: 400,
+          code: "MALFORMED_JSON",
+        },
       ];
     case "not-object":
       return [
@@ -230,19 +252,45 @@ function matrixCases(spec: EndpointSpec, category: string): MatrixCase[] {
       return [
         json("extra field", JSON.stringify({ ...base, evil_field: 1 }), 400, "VALIDATION_FAILED", "evil_field"),
         json("__proto__", `${baseText.slice(0, -1)},"__proto__":{"role":"root","is_admin":true}}`, 400, "VALIDATION_FAILED", "__proto__"),
-        json("constructor", `${baseText.slice(0, -1)},"constructor":{"prototype":{"role":"root"}}}`, 400, "VALIDATION_FAILED", "constructor"),
+        json(
+          "constructor",
+          `${baseText.slice(0, -1)},"constructor":{"prototype":{"role":"root"}}}`,
+          400,
+          "VALIDATION_FAILED",
+          "constructor",
+        ),
         json("field name with CR/LF", JSON.stringify({ ...base, "evil\r\nfield": "x" }), 400, "VALIDATION_FAILED", "evil"),
       ];
     case "wrong-types":
       return spec.fields.flatMap((field) =>
         wrongTypeValues(field).map((value) =>
-          json(`${field.path} = ${JSON.stringify(value)}`, JSON.stringify(setAt(base, field.path, value)), 400, "VALIDATION_FAILED", field.path.split(".")[0]),
+          json(
+            `${field.path} = ${JSON.stringify(value)}`,
+            JSON.stringify(setAt(base, field.path, value)),
+            400,
+            "VALIDATION_FAILED",
+            field.path.split(".")[0],
+          ),
         ),
       );
     case "content-type": {
-      const types = ["text/plain", "text/plain;charset=UTF-8", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/jsonp", "application/json-patch+json", "text/json"];
+      const types = [
+        "text/plain",
+        "text/plain;charset=UTF-8",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+        "application/jsonp",
+        "application/json-patch+json",
+        "text/json",
+      ];
       return [
-        ...types.map((type) => ({ label: `content-type ${type}`, rawBody: baseText, headers: { "content-type": type }, status: 415, code: "UNSUPPORTED_MEDIA_TYPE" })),
+        ...types.map((type) => ({
+          label: `content-type ${type}`,
+          rawBody: baseText,
+          headers: { "content-type": type },
+          status: 415,
+          code: "UNSUPPORTED_MEDIA_TYPE",
+        })),
         { label: "no content-type", rawBody: new TextEncoder().encode(baseText), headers: {}, status: 415, code: "UNSUPPORTED_MEDIA_TYPE" },
       ];
     }
@@ -253,12 +301,43 @@ function matrixCases(spec: EndpointSpec, category: string): MatrixCase[] {
       assert.ok(multiByte.length < MAX_BODY);
       return [
         { label: "64 KiB + 1, no content-length", rawBody: over, headers: { ...JSON_TYPE }, status: 413, code: "BODY_TOO_LARGE" },
-        { label: "64 KiB + 1, honest content-length", rawBody: over, headers: { ...JSON_TYPE, "content-length": String(overBytes.length) }, status: 413, code: "BODY_TOO_LARGE" },
-        { label: "tiny body, content-length claiming 1 GB", rawBody: baseText, headers: { ...JSON_TYPE, "content-length": "1000000000" }, status: 413, code: "BODY_TOO_LARGE" },
-        { label: "64 KiB + 1 as a stream, no content-length", rawBody: streamOf(overBytes), headers: { ...JSON_TYPE }, status: 413, code: "BODY_TOO_LARGE" },
-        { label: "1 MiB as a chunked stream", rawBody: streamOf(new Uint8Array(1024 * 1024).fill(0x20)), headers: { ...JSON_TYPE, "transfer-encoding": "chunked" }, status: 413, code: "BODY_TOO_LARGE" },
+        {
+          label: "64 KiB + 1, honest content-length",
+          rawBody: over,
+          headers: { ...JSON_TYPE, "content-length": String(overBytes.length) },
+          status: 413,
+          code: "BODY_TOO_LARGE",
+        },
+        {
+          label: "tiny body, content-length claiming 1 GB",
+          rawBody: baseText,
+          headers: { ...JSON_TYPE, "content-length": "1000000000" },
+          status: 413,
+          code: "BODY_TOO_LARGE",
+        },
+        {
+          label: "64 KiB + 1 as a stream, no content-length",
+          rawBody: streamOf(overBytes),
+          headers: { ...JSON_TYPE },
+          status: 413,
+          code: "BODY_TOO_LARGE",
+        },
+        {
+          label: "1 MiB as a chunked stream",
+          rawBody: streamOf(new Uint8Array(1024 * 1024).fill(0x20)),
+          headers: { ...JSON_TYPE, "transfer-encoding": "chunked" },
+          status: 413,
+          code: "BODY_TOO_LARGE",
+        },
         { label: "multi-byte characters over 64 KiB", rawBody: multiByte, headers: { ...JSON_TYPE }, status: 413, code: "BODY_TOO_LARGE" },
-        { label: "exactly 64 KiB is read (and refused for its unknown field)", rawBody: paddedJson(base, MAX_BODY), headers: { ...JSON_TYPE }, status: 400, code: "VALIDATION_FAILED", names: "evil_pad" },
+        {
+          label: "exactly 64 KiB is read (and refused for its unknown field)",
+          rawBody: paddedJson(base, MAX_BODY),
+          headers: { ...JSON_TYPE },
+          status: 400,
+          code: "VALIDATION_FAILED",
+          names: "evil_pad",
+        },
       ];
     }
     case "metacharacters":
@@ -311,7 +390,11 @@ function defineMatrix(specs: EndpointSpec[], env: () => { app: AdminApp; cp: Tes
           const changed = JSON.stringify(after) !== JSON.stringify(baseline);
           baseline = after; // one change is reported once, not by every later case
           const json = assertError(res, c.status, c.code, label);
-          if (c.names) assert.ok((json.message as string).includes(c.names), `${label}: message ${JSON.stringify(json.message)} does not name ${c.names}`);
+          if (c.names)
+            assert.ok(
+              (json.message as string).includes(c.names),
+              `${label}: message ${JSON.stringify(json.message)} does not name ${c.names}`,
+            );
           assert.ok(!changed, `${label}: the database changed`);
         });
       });
@@ -352,7 +435,14 @@ const MISSING = {
 for (const variant of dbVariants()) {
   describe(`admin API on ${variant.name}`, { skip: variant.skip }, () => {
     /** Every password, token and app secret this suite handles: none may reach a log line. */
-    const secrets = new Set<string>([ROOT_PASSWORD, ADMIN_PASSWORD, OPERATOR_PASSWORD, TARGET_PASSWORD, NEVER_APPLIED_PASSWORD, SETUP_ROOT_PASSWORD]);
+    const secrets = new Set<string>([
+      ROOT_PASSWORD,
+      ADMIN_PASSWORD,
+      OPERATOR_PASSWORD,
+      TARGET_PASSWORD,
+      NEVER_APPLIED_PASSWORD,
+      SETUP_ROOT_PASSWORD,
+    ]);
     const keep = (tokens: Tokens): Tokens => {
       secrets.add(tokens.access_token);
       secrets.add(tokens.refresh_token);
@@ -414,9 +504,11 @@ for (const variant of dbVariants()) {
           ["GET", `${V1}/setup/%2e%2e/agents`],
           ["GET", `/admin/v1//setup/status`],
         ];
-        for (const [method, path, options] of gated) assertError(await call(admin.app, method, path, options), 503, "SETUP_REQUIRED", `${method} ${path}`);
+        for (const [method, path, options] of gated)
+          assertError(await call(admin.app, method, path, options), 503, "SETUP_REQUIRED", `${method} ${path}`);
         // Past the gate but not a route: still nothing served.
-        for (const path of [`${V1}/setup/nope`, `${V1}/setup/..%2Fagents`]) assertError(await call(admin.app, "GET", path), 404, "ROUTE_NOT_FOUND", path);
+        for (const path of [`${V1}/setup/nope`, `${V1}/setup/..%2Fagents`])
+          assertError(await call(admin.app, "GET", path), 404, "ROUTE_NOT_FOUND", path);
         assert.equal(admin.setupCompleteCalls(), 0);
       });
 
@@ -531,7 +623,9 @@ for (const variant of dbVariants()) {
       it("a second initialize → 409 SETUP_ALREADY_COMPLETED; onSetupComplete is not called again; nothing changes", async () => {
         const baseline = await snapshotDb(cp.ctx);
         for (const token of [consoleToken, wrongToken]) {
-          const res = await call(admin.app, "POST", `${V1}/setup/initialize`, { body: { ...setupBody(), console_token: token, admin_username: "another-root" } });
+          const res = await call(admin.app, "POST", `${V1}/setup/initialize`, {
+            body: { ...setupBody(), console_token: token, admin_username: "another-root" },
+          });
           assertError(res, 409, "SETUP_ALREADY_COMPLETED", "second initialize");
           await expectUnchanged(cp, baseline, "second initialize");
         }
@@ -553,7 +647,10 @@ for (const variant of dbVariants()) {
       let spareRefresh = "";
 
       const createAgent = async (username: string, password: string, role: Role, displayName?: string): Promise<string> => {
-        const res = await call(app, "POST", `${V1}/agents`, { token: tokens.root.access_token, body: { username, password, role, ...(displayName ? { display_name: displayName } : {}) } });
+        const res = await call(app, "POST", `${V1}/agents`, {
+          token: tokens.root.access_token,
+          body: { username, password, role, ...(displayName ? { display_name: displayName } : {}) },
+        });
         assertOk(res, 201, `create agent ${username}`);
         return String(body(res).id);
       };
@@ -586,7 +683,15 @@ for (const variant of dbVariants()) {
 
       it("snapshotDb sees every table of both databases except the two log tables, and notices a one-field change", async () => {
         const before = await snapshotDb(cp.ctx);
-        for (const table of ["control.agents", "control.agent_sessions", "control.applications", "control.certificates", "control.setup_state", "runtime.users", "runtime.sessions"]) {
+        for (const table of [
+          "control.agents",
+          "control.agent_sessions",
+          "control.applications",
+          "control.certificates",
+          "control.setup_state",
+          "runtime.users",
+          "runtime.sessions",
+        ]) {
           assert.ok(table in before, `${table} is in the snapshot`);
         }
         assert.ok(!("control.agent_audit_logs" in before) && !("control.agent_login_logs" in before), "log tables are left out");
@@ -728,38 +833,84 @@ for (const variant of dbVariants()) {
           // Proves the matrix refusals came from the injected fault, not from a broken base body.
           // Run on throwaway targets so the fixture stays as the matrix expects.
           const otherTarget = await createAgent("matrix-target-2", TARGET_PASSWORD, "operator");
-          assertOk(await call(app, "PATCH", `${V1}/agents/${otherTarget}`, { token: root(), body: { role: "admin", display_name: "Changed Name" } }), 200, "PATCH agent base");
-          assertOk(await call(app, "POST", `${V1}/agents/${otherTarget}/password`, { token: root(), body: { new_password: NEVER_APPLIED_PASSWORD } }), 204, "reset password base");
-          const created = await call(app, "POST", `${V1}/agents`, { token: root(), body: { username: "brand-new-agent", password: NEVER_APPLIED_PASSWORD, role: "operator", display_name: "Brand New" } });
+          assertOk(
+            await call(app, "PATCH", `${V1}/agents/${otherTarget}`, {
+              token: root(),
+              body: { role: "admin", display_name: "Changed Name" },
+            }),
+            200,
+            "PATCH agent base",
+          );
+          assertOk(
+            await call(app, "POST", `${V1}/agents/${otherTarget}/password`, {
+              token: root(),
+              body: { new_password: NEVER_APPLIED_PASSWORD },
+            }),
+            204,
+            "reset password base",
+          );
+          const created = await call(app, "POST", `${V1}/agents`, {
+            token: root(),
+            body: { username: "brand-new-agent", password: NEVER_APPLIED_PASSWORD, role: "operator", display_name: "Brand New" },
+          });
           assertOk(created, 201, "POST agents base");
           const otherApp = await createApp("Base Check App");
-          assertOk(await call(app, "PATCH", `${V1}/applications/${otherApp}`, { token: root(), body: { name: "Renamed App", description: "changed", status: "disabled" } }), 200, "PATCH app base");
-          const createdApp = await call(app, "POST", `${V1}/applications`, { token: root(), body: { name: "Never Created", description: "should never exist" } });
+          assertOk(
+            await call(app, "PATCH", `${V1}/applications/${otherApp}`, {
+              token: root(),
+              body: { name: "Renamed App", description: "changed", status: "disabled" },
+            }),
+            200,
+            "PATCH app base",
+          );
+          const createdApp = await call(app, "POST", `${V1}/applications`, {
+            token: root(),
+            body: { name: "Never Created", description: "should never exist" },
+          });
           assertOk(createdApp, 201, "POST applications base");
           secrets.add(String(body(createdApp).app_secret));
           const fresh = await login(app, ROOT_USERNAME, ROOT_PASSWORD);
           const refreshed = await call(app, "POST", `${V1}/auth/refresh`, { body: { refresh_token: fresh.refresh_token } });
           assertOk(refreshed, 200, "refresh base");
           keep(body(refreshed) as unknown as Tokens);
-          assertError(await call(app, "POST", `${V1}/setup/initialize`, { body: { console_token: "C".repeat(43), admin_username: "late-root", admin_password: NEVER_APPLIED_PASSWORD } }), 409, "SETUP_ALREADY_COMPLETED", "initialize base");
+          assertError(
+            await call(app, "POST", `${V1}/setup/initialize`, {
+              body: { console_token: "C".repeat(43), admin_username: "late-root", admin_password: NEVER_APPLIED_PASSWORD },
+            }),
+            409,
+            "SETUP_ALREADY_COMPLETED",
+            "initialize base",
+          );
           // Revoke and own-password bases are exercised for real in the audit tests below.
         });
 
         it("passwords may hold SQL metacharacters, NUL and CR/LF: they work like any password, never a 500", async () => {
           const allMeta = `Pw ${METACHARACTERS.map(([, m]) => m).join(" ")} 42`;
           secrets.add(allMeta);
-          const created = await call(app, "POST", `${V1}/agents`, { token: root(), body: { username: "meta-pw", password: allMeta, role: "operator" } });
+          const created = await call(app, "POST", `${V1}/agents`, {
+            token: root(),
+            body: { username: "meta-pw", password: allMeta, role: "operator" },
+          });
           assertOk(created, 201, "create with a metacharacter password");
           const id = String(body(created).id);
           await login(app, "meta-pw", allMeta);
           let ip = 1;
           const wrong = async (username: string, password: string, label: string) =>
-            assertError(await call(app, "POST", `${V1}/auth/login`, { body: { username, password }, ip: `198.51.100.${ip++}` }), 401, "INVALID_CREDENTIALS", label);
+            assertError(
+              await call(app, "POST", `${V1}/auth/login`, { body: { username, password }, ip: `198.51.100.${ip++}` }),
+              401,
+              "INVALID_CREDENTIALS",
+              label,
+            );
           let previous = allMeta;
           for (const [name, meta] of METACHARACTERS) {
             const next = `Reset ${meta} Pass 77 ${name}`;
             secrets.add(next);
-            assertOk(await call(app, "POST", `${V1}/agents/${id}/password`, { token: root(), body: { new_password: next } }), 204, `reset to a password with ${name}`);
+            assertOk(
+              await call(app, "POST", `${V1}/agents/${id}/password`, { token: root(), body: { new_password: next } }),
+              204,
+              `reset to a password with ${name}`,
+            );
             await login(app, "meta-pw", next);
             await wrong("meta-pw", previous, `old password after reset (${name})`);
             await wrong(ROOT_USERNAME, insertMiddle(ROOT_PASSWORD, meta), `root with ${name} inserted`);
@@ -770,22 +921,42 @@ for (const variant of dbVariants()) {
           const own = await login(app, "meta-pw", previous);
           const mine = `Own ${METACHARACTERS.map(([, m]) => m).join("")} Change`;
           secrets.add(mine);
-          assertOk(await call(app, "POST", `${V1}/auth/password`, { token: own.access_token, body: { current_password: previous, new_password: mine } }), 204, "own password change");
+          assertOk(
+            await call(app, "POST", `${V1}/auth/password`, {
+              token: own.access_token,
+              body: { current_password: previous, new_password: mine },
+            }),
+            204,
+            "own password change",
+          );
           await login(app, "meta-pw", mine);
           assertError(
-            await call(app, "POST", `${V1}/auth/password`, { token: own.access_token, body: { current_password: "' OR '1'='1", new_password: `${mine}!` } }),
+            await call(app, "POST", `${V1}/auth/password`, {
+              token: own.access_token,
+              body: { current_password: "' OR '1'='1", new_password: `${mine}!` },
+            }),
             401,
             "INVALID_CREDENTIALS",
             "own password change with an injected current password",
           );
-          assertError(await call(app, "POST", `${V1}/setup/initialize`, { body: { console_token: "C".repeat(43), admin_username: "late-root", admin_password: allMeta } }), 409, "SETUP_ALREADY_COMPLETED", "initialize after setup");
+          assertError(
+            await call(app, "POST", `${V1}/setup/initialize`, {
+              body: { console_token: "C".repeat(43), admin_username: "late-root", admin_password: allMeta },
+            }),
+            409,
+            "SETUP_ALREADY_COMPLETED",
+            "initialize after setup",
+          );
         });
 
         it("a password that differs only by trailing NUL characters is a different password (401)", async () => {
           // scrypt keys its PBKDF2-HMAC step with the password; HMAC zero-pads short keys, so
           // "pw" and "pw\0" derive the same hash unless the service refuses or pre-hashes them.
           await everyCase(["\u0000", "\u0000\u0000", "\u0000".repeat(20)], async (suffix) => {
-            const res = await call(app, "POST", `${V1}/auth/login`, { body: { username: ROOT_USERNAME, password: `${ROOT_PASSWORD}${suffix}` }, ip: `198.51.100.${100 + suffix.length}` });
+            const res = await call(app, "POST", `${V1}/auth/login`, {
+              body: { username: ROOT_USERNAME, password: `${ROOT_PASSWORD}${suffix}` },
+              ip: `198.51.100.${100 + suffix.length}`,
+            });
             if (isObj(res.json) && typeof res.json.access_token === "string") keep(res.json as unknown as Tokens);
             assertError(res, 401, "INVALID_CREDENTIALS", `root password + ${suffix.length} NUL`);
           });
@@ -857,7 +1028,11 @@ for (const variant of dbVariants()) {
           ];
           const baseline = await snapshotDb(cp.ctx);
           const cases = routes.flatMap(([method, template, requestBody]) => {
-            const missing = template.startsWith("/agents") ? MISSING.agent : template.startsWith("/applications") ? MISSING.app : MISSING.cert;
+            const missing = template.startsWith("/agents")
+              ? MISSING.agent
+              : template.startsWith("/applications")
+                ? MISSING.app
+                : MISSING.cert;
             return [...badIds, missing].map((id) => ({ method, path: `${V1}${template.replace(":id", id)}`, requestBody }));
           });
           await everyCase(cases, async ({ method, path, requestBody }) => {
@@ -871,11 +1046,35 @@ for (const variant of dbVariants()) {
       describe("pagination", () => {
         it("page and page_size are validated on every list endpoint (0, -1, abc, 1.5, 201 … → 400)", async () => {
           const lists = ["/agents", "/applications", "/pki/certs", "/agent-login-logs", "/agent-audit-logs"];
-          const bad = ["page=0", "page=-1", "page=abc", "page=1.5", "page=1e3", "page=%201", "page=0x10", "page=1000001", "page_size=0", "page_size=-1", "page_size=abc", "page_size=201", "page_size=99999999999", "page_size=2.5"];
+          const bad = [
+            "page=0",
+            "page=-1",
+            "page=abc",
+            "page=1.5",
+            "page=1e3",
+            "page=%201",
+            "page=0x10",
+            "page=1000001",
+            "page_size=0",
+            "page_size=-1",
+            "page_size=abc",
+            "page_size=201",
+            "page_size=99999999999",
+            "page_size=2.5",
+          ];
           for (const list of lists) {
-            assertOk(await call(app, "GET", `${V1}${list}?page=1&page_size=200`, { token: tokens.operator.access_token }), 200, `${list} at the cap`);
+            assertOk(
+              await call(app, "GET", `${V1}${list}?page=1&page_size=200`, { token: tokens.operator.access_token }),
+              200,
+              `${list} at the cap`,
+            );
             for (const query of bad) {
-              const json = assertError(await call(app, "GET", `${V1}${list}?${query}`, { token: tokens.operator.access_token }), 400, "VALIDATION_FAILED", `${list}?${query}`);
+              const json = assertError(
+                await call(app, "GET", `${V1}${list}?${query}`, { token: tokens.operator.access_token }),
+                400,
+                "VALIDATION_FAILED",
+                `${list}?${query}`,
+              );
               assert.ok((json.message as string).includes(query.split("=")[0] ?? ""), `${list}?${query}: ${json.message}`);
             }
           }
@@ -912,7 +1111,8 @@ for (const variant of dbVariants()) {
           assert.equal((capped.items as Obj[]).length, total);
 
           // The views split the same rows.
-          for (const id of created.slice(0, 2)) assertOk(await call(app, "DELETE", `${V1}/applications/${id}`, { token }), 200, "soft delete");
+          for (const id of created.slice(0, 2))
+            assertOk(await call(app, "DELETE", `${V1}/applications/${id}`, { token }), 200, "soft delete");
           const live = body(await call(app, "GET", `${V1}/applications?view=live&page_size=200`, { token }));
           const bin = body(await call(app, "GET", `${V1}/applications?view=recycle_bin&page_size=200`, { token }));
           const all = body(await call(app, "GET", `${V1}/applications?view=all&page_size=2`, { token }));
@@ -933,64 +1133,352 @@ for (const variant of dbVariants()) {
       describe("roles on every route", () => {
         const routeTable = (): RouteCase[] => [
           { method: "GET", template: "/setup/status", path: () => `${V1}/setup/status`, allowed: "public", status: 200 },
-          { method: "POST", template: "/setup/initialize", path: () => `${V1}/setup/initialize`, body: {}, allowed: "public", status: 400, code: "VALIDATION_FAILED" },
-          { method: "POST", template: "/auth/login", path: () => `${V1}/auth/login`, body: {}, allowed: "public", status: 400, code: "VALIDATION_FAILED" },
-          { method: "POST", template: "/auth/refresh", path: () => `${V1}/auth/refresh`, body: {}, allowed: "public", status: 400, code: "VALIDATION_FAILED" },
+          {
+            method: "POST",
+            template: "/setup/initialize",
+            path: () => `${V1}/setup/initialize`,
+            body: {},
+            allowed: "public",
+            status: 400,
+            code: "VALIDATION_FAILED",
+          },
+          {
+            method: "POST",
+            template: "/auth/login",
+            path: () => `${V1}/auth/login`,
+            body: {},
+            allowed: "public",
+            status: 400,
+            code: "VALIDATION_FAILED",
+          },
+          {
+            method: "POST",
+            template: "/auth/refresh",
+            path: () => `${V1}/auth/refresh`,
+            body: {},
+            allowed: "public",
+            status: 400,
+            code: "VALIDATION_FAILED",
+          },
           { method: "GET", template: "/auth/me", path: () => `${V1}/auth/me`, allowed: ALL_ROLES, status: 200 },
-          { method: "POST", template: "/auth/password", path: () => `${V1}/auth/password`, body: {}, allowed: ALL_ROLES, status: 400, code: "VALIDATION_FAILED" },
+          {
+            method: "POST",
+            template: "/auth/password",
+            path: () => `${V1}/auth/password`,
+            body: {},
+            allowed: ALL_ROLES,
+            status: 400,
+            code: "VALIDATION_FAILED",
+          },
           // POST /auth/logout (every role) ends the session: checked in its own test below.
           { method: "GET", template: "/agents", path: () => `${V1}/agents`, allowed: ALL_ROLES, status: 200 },
           { method: "GET", template: "/agents/:id", path: () => `${V1}/agents/${ids.target}`, allowed: ALL_ROLES, status: 200 },
-          { method: "POST", template: "/agents", path: () => `${V1}/agents`, body: {}, allowed: ROOT_ONLY, status: 400, code: "VALIDATION_FAILED" },
-          { method: "PATCH", template: "/agents/:id", path: () => `${V1}/agents/${ids.target}`, body: {}, allowed: ROOT_ONLY, status: 400, code: "VALIDATION_FAILED" },
-          { method: "POST", template: "/agents/:id/disable", path: () => `${V1}/agents/${MISSING.agent}/disable`, allowed: ROOT_ONLY, status: 404, code: "NOT_FOUND" },
-          { method: "POST", template: "/agents/:id/enable", path: () => `${V1}/agents/${MISSING.agent}/enable`, allowed: ROOT_ONLY, status: 404, code: "NOT_FOUND" },
-          { method: "POST", template: "/agents/:id/password", path: () => `${V1}/agents/${ids.target}/password`, body: {}, allowed: ROOT_ONLY, status: 400, code: "VALIDATION_FAILED" },
+          {
+            method: "POST",
+            template: "/agents",
+            path: () => `${V1}/agents`,
+            body: {},
+            allowed: ROOT_ONLY,
+            status: 400,
+            code: "VALIDATION_FAILED",
+          },
+          {
+            method: "PATCH",
+            template: "/agents/:id",
+            path: () => `${V1}/agents/${ids.target}`,
+            body: {},
+            allowed: ROOT_ONLY,
+            status: 400,
+            code: "VALIDATION_FAILED",
+          },
+          {
+            method: "POST",
+            template: "/agents/:id/disable",
+            path: () => `${V1}/agents/${MISSING.agent}/disable`,
+            allowed: ROOT_ONLY,
+            status: 404,
+            code: "NOT_FOUND",
+          },
+          {
+            method: "POST",
+            template: "/agents/:id/enable",
+            path: () => `${V1}/agents/${MISSING.agent}/enable`,
+            allowed: ROOT_ONLY,
+            status: 404,
+            code: "NOT_FOUND",
+          },
+          {
+            method: "POST",
+            template: "/agents/:id/password",
+            path: () => `${V1}/agents/${ids.target}/password`,
+            body: {},
+            allowed: ROOT_ONLY,
+            status: 400,
+            code: "VALIDATION_FAILED",
+          },
           { method: "GET", template: "/applications", path: () => `${V1}/applications`, allowed: ALL_ROLES, status: 200 },
           { method: "GET", template: "/applications/:id", path: () => `${V1}/applications/${ids.app}`, allowed: ALL_ROLES, status: 200 },
-          { method: "POST", template: "/applications", path: () => `${V1}/applications`, body: {}, allowed: WRITERS, status: 400, code: "VALIDATION_FAILED" },
-          { method: "PATCH", template: "/applications/:id", path: () => `${V1}/applications/${ids.app}`, body: {}, allowed: WRITERS, status: 400, code: "VALIDATION_FAILED" },
-          { method: "DELETE", template: "/applications/:id", path: () => `${V1}/applications/${MISSING.app}`, allowed: WRITERS, status: 404, code: "NOT_FOUND" },
-          { method: "POST", template: "/applications/:id/restore", path: () => `${V1}/applications/${MISSING.app}/restore`, allowed: WRITERS, status: 404, code: "NOT_FOUND" },
-          { method: "POST", template: "/applications/:id/purge", path: () => `${V1}/applications/${MISSING.app}/purge`, allowed: WRITERS, status: 404, code: "NOT_FOUND" },
+          {
+            method: "POST",
+            template: "/applications",
+            path: () => `${V1}/applications`,
+            body: {},
+            allowed: WRITERS,
+            status: 400,
+            code: "VALIDATION_FAILED",
+          },
+          {
+            method: "PATCH",
+            template: "/applications/:id",
+            path: () => `${V1}/applications/${ids.app}`,
+            body: {},
+            allowed: WRITERS,
+            status: 400,
+            code: "VALIDATION_FAILED",
+          },
+          {
+            method: "DELETE",
+            template: "/applications/:id",
+            path: () => `${V1}/applications/${MISSING.app}`,
+            allowed: WRITERS,
+            status: 404,
+            code: "NOT_FOUND",
+          },
+          {
+            method: "POST",
+            template: "/applications/:id/restore",
+            path: () => `${V1}/applications/${MISSING.app}/restore`,
+            allowed: WRITERS,
+            status: 404,
+            code: "NOT_FOUND",
+          },
+          {
+            method: "POST",
+            template: "/applications/:id/purge",
+            path: () => `${V1}/applications/${MISSING.app}/purge`,
+            allowed: WRITERS,
+            status: 404,
+            code: "NOT_FOUND",
+          },
           { method: "GET", template: "/pki/cas", path: () => `${V1}/pki/cas`, allowed: ALL_ROLES, status: 200 },
           { method: "GET", template: "/pki/certs", path: () => `${V1}/pki/certs`, allowed: ALL_ROLES, status: 200 },
           { method: "GET", template: "/pki/certs/:id", path: () => `${V1}/pki/certs/${ids.cert}`, allowed: ALL_ROLES, status: 200 },
-          { method: "POST", template: "/pki/certs/:id/revoke", path: () => `${V1}/pki/certs/${MISSING.cert}/revoke`, body: {}, allowed: WRITERS, status: 404, code: "NOT_FOUND" },
-          { method: "POST", template: "/nodes", path: () => `${V1}/nodes`, body: {}, allowed: WRITERS, status: 400, code: "VALIDATION_FAILED" },
+          {
+            method: "POST",
+            template: "/pki/certs/:id/revoke",
+            path: () => `${V1}/pki/certs/${MISSING.cert}/revoke`,
+            body: {},
+            allowed: WRITERS,
+            status: 404,
+            code: "NOT_FOUND",
+          },
+          {
+            method: "POST",
+            template: "/nodes",
+            path: () => `${V1}/nodes`,
+            body: {},
+            allowed: WRITERS,
+            status: 400,
+            code: "VALIDATION_FAILED",
+          },
           { method: "GET", template: "/nodes", path: () => `${V1}/nodes`, allowed: ALL_ROLES, status: 200 },
           { method: "GET", template: "/nodes/overview", path: () => `${V1}/nodes/overview`, allowed: ALL_ROLES, status: 200 },
           { method: "GET", template: "/nodes/audit-logs", path: () => `${V1}/nodes/audit-logs`, allowed: ALL_ROLES, status: 200 },
           { method: "GET", template: "/nodes/auth-events", path: () => `${V1}/nodes/auth-events`, allowed: ALL_ROLES, status: 200 },
-          { method: "GET", template: "/nodes/:id", path: () => `${V1}/nodes/${MISSING.node}`, allowed: ALL_ROLES, status: 404, code: "NOT_FOUND" },
-          { method: "POST", template: "/nodes/:id/disable", path: () => `${V1}/nodes/${MISSING.node}/disable`, allowed: WRITERS, status: 404, code: "NOT_FOUND" },
-          { method: "POST", template: "/nodes/:id/enable", path: () => `${V1}/nodes/${MISSING.node}/enable`, allowed: WRITERS, status: 404, code: "NOT_FOUND" },
-          { method: "DELETE", template: "/nodes/:id", path: () => `${V1}/nodes/${MISSING.node}`, allowed: WRITERS, status: 404, code: "NOT_FOUND" },
-          { method: "GET", template: "/nodes/:id/deploy-packages", path: () => `${V1}/nodes/${MISSING.node}/deploy-packages`, allowed: ALL_ROLES, status: 404, code: "NOT_FOUND" },
+          {
+            method: "GET",
+            template: "/nodes/:id",
+            path: () => `${V1}/nodes/${MISSING.node}`,
+            allowed: ALL_ROLES,
+            status: 404,
+            code: "NOT_FOUND",
+          },
+          {
+            method: "POST",
+            template: "/nodes/:id/disable",
+            path: () => `${V1}/nodes/${MISSING.node}/disable`,
+            allowed: WRITERS,
+            status: 404,
+            code: "NOT_FOUND",
+          },
+          {
+            method: "POST",
+            template: "/nodes/:id/enable",
+            path: () => `${V1}/nodes/${MISSING.node}/enable`,
+            allowed: WRITERS,
+            status: 404,
+            code: "NOT_FOUND",
+          },
+          {
+            method: "DELETE",
+            template: "/nodes/:id",
+            path: () => `${V1}/nodes/${MISSING.node}`,
+            allowed: WRITERS,
+            status: 404,
+            code: "NOT_FOUND",
+          },
+          {
+            method: "GET",
+            template: "/nodes/:id/deploy-packages",
+            path: () => `${V1}/nodes/${MISSING.node}/deploy-packages`,
+            allowed: ALL_ROLES,
+            status: 404,
+            code: "NOT_FOUND",
+          },
           // Packages carry private keys: downloading one needs write permission although it is a GET.
-          { method: "GET", template: "/nodes/:id/deploy-packages/:pid/download", path: () => `${V1}/nodes/${MISSING.node}/deploy-packages/${MISSING.pkg}/download`, allowed: WRITERS, status: 404, code: "NOT_FOUND" },
-          { method: "GET", template: "/nodes/:nid/configs", path: () => `${V1}/nodes/${MISSING.node}/configs`, allowed: ALL_ROLES, status: 404, code: "NOT_FOUND" },
-          { method: "POST", template: "/nodes/:nid/commands", path: () => `${V1}/nodes/${MISSING.node}/commands`, body: {}, allowed: WRITERS, status: 400, code: "VALIDATION_FAILED" },
-          { method: "POST", template: "/commands", path: () => `${V1}/commands`, body: {}, allowed: WRITERS, status: 400, code: "VALIDATION_FAILED" },
+          {
+            method: "GET",
+            template: "/nodes/:id/deploy-packages/:pid/download",
+            path: () => `${V1}/nodes/${MISSING.node}/deploy-packages/${MISSING.pkg}/download`,
+            allowed: WRITERS,
+            status: 404,
+            code: "NOT_FOUND",
+          },
+          {
+            method: "GET",
+            template: "/nodes/:nid/configs",
+            path: () => `${V1}/nodes/${MISSING.node}/configs`,
+            allowed: ALL_ROLES,
+            status: 404,
+            code: "NOT_FOUND",
+          },
+          {
+            method: "POST",
+            template: "/nodes/:nid/commands",
+            path: () => `${V1}/nodes/${MISSING.node}/commands`,
+            body: {},
+            allowed: WRITERS,
+            status: 400,
+            code: "VALIDATION_FAILED",
+          },
+          {
+            method: "POST",
+            template: "/commands",
+            path: () => `${V1}/commands`,
+            body: {},
+            allowed: WRITERS,
+            status: 400,
+            code: "VALIDATION_FAILED",
+          },
           { method: "GET", template: "/commands", path: () => `${V1}/commands`, allowed: ALL_ROLES, status: 200 },
-          { method: "GET", template: "/commands/:id", path: () => `${V1}/commands/${MISSING.command}`, allowed: ALL_ROLES, status: 404, code: "NOT_FOUND" },
+          {
+            method: "GET",
+            template: "/commands/:id",
+            path: () => `${V1}/commands/${MISSING.command}`,
+            allowed: ALL_ROLES,
+            status: 404,
+            code: "NOT_FOUND",
+          },
           { method: "GET", template: "/pki/jobs", path: () => `${V1}/pki/jobs`, allowed: ALL_ROLES, status: 200 },
-          { method: "GET", template: "/pki/jobs/:id", path: () => `${V1}/pki/jobs/${MISSING.job}`, allowed: ALL_ROLES, status: 404, code: "NOT_FOUND" },
-          { method: "POST", template: "/pki/jobs/:id/retry", path: () => `${V1}/pki/jobs/${MISSING.job}/retry`, allowed: WRITERS, status: 404, code: "NOT_FOUND" },
-          { method: "POST", template: "/pki/jobs/:id/cancel", path: () => `${V1}/pki/jobs/${MISSING.job}/cancel`, allowed: WRITERS, status: 404, code: "NOT_FOUND" },
-          { method: "PUT", template: "/configs/:type", path: () => `${V1}/configs/server_runtime_settings`, body: {}, allowed: WRITERS, status: 400, code: "VALIDATION_FAILED" },
-          { method: "PUT", template: "/applications/:app_id/configs/:type", path: () => `${V1}/applications/${ids.app}/configs/app_policy`, body: {}, allowed: WRITERS, status: 400, code: "VALIDATION_FAILED" },
+          {
+            method: "GET",
+            template: "/pki/jobs/:id",
+            path: () => `${V1}/pki/jobs/${MISSING.job}`,
+            allowed: ALL_ROLES,
+            status: 404,
+            code: "NOT_FOUND",
+          },
+          {
+            method: "POST",
+            template: "/pki/jobs/:id/retry",
+            path: () => `${V1}/pki/jobs/${MISSING.job}/retry`,
+            allowed: WRITERS,
+            status: 404,
+            code: "NOT_FOUND",
+          },
+          {
+            method: "POST",
+            template: "/pki/jobs/:id/cancel",
+            path: () => `${V1}/pki/jobs/${MISSING.job}/cancel`,
+            allowed: WRITERS,
+            status: 404,
+            code: "NOT_FOUND",
+          },
+          {
+            method: "PUT",
+            template: "/configs/:type",
+            path: () => `${V1}/configs/server_runtime_settings`,
+            body: {},
+            allowed: WRITERS,
+            status: 400,
+            code: "VALIDATION_FAILED",
+          },
+          {
+            method: "PUT",
+            template: "/applications/:app_id/configs/:type",
+            path: () => `${V1}/applications/${ids.app}/configs/app_policy`,
+            body: {},
+            allowed: WRITERS,
+            status: 400,
+            code: "VALIDATION_FAILED",
+          },
           { method: "GET", template: "/configs", path: () => `${V1}/configs`, allowed: ALL_ROLES, status: 200 },
-          { method: "GET", template: "/configs/:type", path: () => `${V1}/configs/server_runtime_settings`, allowed: ALL_ROLES, status: 404, code: "NOT_FOUND" },
-          { method: "GET", template: "/configs/:type/versions", path: () => `${V1}/configs/server_runtime_settings/versions`, allowed: ALL_ROLES, status: 200 },
-          { method: "GET", template: "/applications/:app_id/configs/:type", path: () => `${V1}/applications/${ids.app}/configs/app_policy`, allowed: ALL_ROLES, status: 404, code: "NOT_FOUND" },
-          { method: "GET", template: "/applications/:app_id/configs/:type/versions", path: () => `${V1}/applications/${ids.app}/configs/app_policy/versions`, allowed: ALL_ROLES, status: 200 },
+          {
+            method: "GET",
+            template: "/configs/:type",
+            path: () => `${V1}/configs/server_runtime_settings`,
+            allowed: ALL_ROLES,
+            status: 404,
+            code: "NOT_FOUND",
+          },
+          {
+            method: "GET",
+            template: "/configs/:type/versions",
+            path: () => `${V1}/configs/server_runtime_settings/versions`,
+            allowed: ALL_ROLES,
+            status: 200,
+          },
+          {
+            method: "GET",
+            template: "/applications/:app_id/configs/:type",
+            path: () => `${V1}/applications/${ids.app}/configs/app_policy`,
+            allowed: ALL_ROLES,
+            status: 404,
+            code: "NOT_FOUND",
+          },
+          {
+            method: "GET",
+            template: "/applications/:app_id/configs/:type/versions",
+            path: () => `${V1}/applications/${ids.app}/configs/app_policy/versions`,
+            allowed: ALL_ROLES,
+            status: 200,
+          },
           { method: "GET", template: "/security/blacklist", path: () => `${V1}/security/blacklist`, allowed: ALL_ROLES, status: 200 },
-          { method: "GET", template: "/security/blacklist/:id", path: () => `${V1}/security/blacklist/bl_doesNotExist000000000`, allowed: ALL_ROLES, status: 404, code: "NOT_FOUND" },
-          { method: "POST", template: "/security/blacklist", path: () => `${V1}/security/blacklist`, body: {}, allowed: WRITERS, status: 400, code: "VALIDATION_FAILED" },
-          { method: "DELETE", template: "/security/blacklist/:id", path: () => `${V1}/security/blacklist/bl_doesNotExist000000000`, allowed: WRITERS, status: 404, code: "NOT_FOUND" },
+          {
+            method: "GET",
+            template: "/security/blacklist/:id",
+            path: () => `${V1}/security/blacklist/bl_doesNotExist000000000`,
+            allowed: ALL_ROLES,
+            status: 404,
+            code: "NOT_FOUND",
+          },
+          {
+            method: "POST",
+            template: "/security/blacklist",
+            path: () => `${V1}/security/blacklist`,
+            body: {},
+            allowed: WRITERS,
+            status: 400,
+            code: "VALIDATION_FAILED",
+          },
+          {
+            method: "DELETE",
+            template: "/security/blacklist/:id",
+            path: () => `${V1}/security/blacklist/bl_doesNotExist000000000`,
+            allowed: WRITERS,
+            status: 404,
+            code: "NOT_FOUND",
+          },
           { method: "GET", template: "/security/auth-epochs", path: () => `${V1}/security/auth-epochs`, allowed: ALL_ROLES, status: 200 },
-          { method: "POST", template: "/security/auth-epochs", path: () => `${V1}/security/auth-epochs`, body: {}, allowed: WRITERS, status: 400, code: "VALIDATION_FAILED" },
+          {
+            method: "POST",
+            template: "/security/auth-epochs",
+            path: () => `${V1}/security/auth-epochs`,
+            body: {},
+            allowed: WRITERS,
+            status: 400,
+            code: "VALIDATION_FAILED",
+          },
           { method: "GET", template: "/agent-login-logs", path: () => `${V1}/agent-login-logs`, allowed: ALL_ROLES, status: 200 },
           { method: "GET", template: "/agent-audit-logs", path: () => `${V1}/agent-audit-logs`, allowed: ALL_ROLES, status: 200 },
         ];
@@ -999,15 +1487,26 @@ for (const variant of dbVariants()) {
         it("the table covers every route the app registers", () => {
           const registered = new Set(app.routes.filter((r) => r.method !== "ALL").map((r) => `${r.method} ${r.path}`));
           const tabled = new Set([...routeTable().map((r) => `${r.method} ${V1}${r.template}`), `POST ${V1}/auth/logout`]);
-          assert.deepEqual([...registered].filter((r) => !tabled.has(r)), [], "routes without a role expectation");
-          assert.deepEqual([...tabled].filter((r) => !registered.has(r)), [], "table rows for routes that do not exist");
+          assert.deepEqual(
+            [...registered].filter((r) => !tabled.has(r)),
+            [],
+            "routes without a role expectation",
+          );
+          assert.deepEqual(
+            [...tabled].filter((r) => !registered.has(r)),
+            [],
+            "table rows for routes that do not exist",
+          );
         });
 
         it("root, admin and operator get exactly what their role allows (403 FORBIDDEN otherwise)", async () => {
           for (const route of routeTable()) {
             for (const role of ALL_ROLES) {
               const label = `${role} ${route.method} ${route.template}`;
-              const res = await call(app, route.method, route.path(), { token: tokens[role].access_token, ...(route.body !== undefined ? { body: route.body } : {}) });
+              const res = await call(app, route.method, route.path(), {
+                token: tokens[role].access_token,
+                ...(route.body !== undefined ? { body: route.body } : {}),
+              });
               const allowed = route.allowed === "public" || route.allowed.includes(role);
               if (!allowed) assertError(res, 403, "FORBIDDEN", label);
               else if (route.code) assertError(res, route.status, route.code, label);
@@ -1029,7 +1528,10 @@ for (const variant of dbVariants()) {
           for (const route of protectedRoutes()) {
             for (const [name, headers] of headerSets) {
               const label = `${route.method} ${route.template} (${name})`;
-              const res = await call(app, route.method, route.path(), { headers, ...(route.body !== undefined ? { body: route.body } : {}) });
+              const res = await call(app, route.method, route.path(), {
+                headers,
+                ...(route.body !== undefined ? { body: route.body } : {}),
+              });
               assertError(res, 401, "UNAUTHENTICATED", label);
               assert.equal(res.headers.get("www-authenticate"), WWW_AUTHENTICATE, `${label}: WWW-Authenticate`);
             }
@@ -1044,33 +1546,75 @@ for (const variant of dbVariants()) {
         it("a well-formed but unknown (or revoked) token → 401 UNAUTHENTICATED with WWW-Authenticate", async () => {
           for (const route of protectedRoutes()) {
             const label = `${route.method} ${route.template} (unknown well-formed token)`;
-            const res = await call(app, route.method, route.path(), { token: "A".repeat(43), ...(route.body !== undefined ? { body: route.body } : {}) });
+            const res = await call(app, route.method, route.path(), {
+              token: "A".repeat(43),
+              ...(route.body !== undefined ? { body: route.body } : {}),
+            });
             assertError(res, 401, "UNAUTHENTICATED", label);
             // RFC 6750 §3.1: a presented but refused token adds error="invalid_token".
-            assert.equal(res.headers.get("www-authenticate"), `${WWW_AUTHENTICATE}, error="invalid_token"`, `${label}: WWW-Authenticate (RFC 6750 §3)`);
+            assert.equal(
+              res.headers.get("www-authenticate"),
+              `${WWW_AUTHENTICATE}, error="invalid_token"`,
+              `${label}: WWW-Authenticate (RFC 6750 §3)`,
+            );
           }
         });
 
         it("POST /auth/logout works for every role and ends that session only", async () => {
-          const passwords: Record<Role, [string, string]> = { root: [ROOT_USERNAME, ROOT_PASSWORD], admin: ["ada-admin", ADMIN_PASSWORD], operator: ["otto-operator", OPERATOR_PASSWORD] };
+          const passwords: Record<Role, [string, string]> = {
+            root: [ROOT_USERNAME, ROOT_PASSWORD],
+            admin: ["ada-admin", ADMIN_PASSWORD],
+            operator: ["otto-operator", OPERATOR_PASSWORD],
+          };
           for (const role of ALL_ROLES) {
             const [username, password] = passwords[role];
             const session = await login(app, username, password);
             assertOk(await call(app, "POST", `${V1}/auth/logout`, { token: session.access_token }), 204, `${role} logout`);
-            assertError(await call(app, "GET", `${V1}/auth/me`, { token: session.access_token }), 401, "UNAUTHENTICATED", `${role} after logout`);
-            assertError(await call(app, "POST", `${V1}/auth/refresh`, { body: { refresh_token: session.refresh_token } }), 401, "INVALID_REFRESH_TOKEN", `${role} refresh after logout`);
-            assertOk(await call(app, "GET", `${V1}/auth/me`, { token: tokens[role].access_token }), 200, `${role}'s other session survives`);
+            assertError(
+              await call(app, "GET", `${V1}/auth/me`, { token: session.access_token }),
+              401,
+              "UNAUTHENTICATED",
+              `${role} after logout`,
+            );
+            assertError(
+              await call(app, "POST", `${V1}/auth/refresh`, { body: { refresh_token: session.refresh_token } }),
+              401,
+              "INVALID_REFRESH_TOKEN",
+              `${role} refresh after logout`,
+            );
+            assertOk(
+              await call(app, "GET", `${V1}/auth/me`, { token: tokens[role].access_token }),
+              200,
+              `${role}'s other session survives`,
+            );
           }
           assertError(await call(app, "POST", `${V1}/auth/logout`), 401, "UNAUTHENTICATED", "logout without a token");
         });
       });
 
       describe("audit trail", () => {
-        const auditCount = async () => Number((await cp.ctx.controlDb.selectFrom("agent_audit_logs").select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow()).n);
+        const auditCount = async () =>
+          Number(
+            (
+              await cp.ctx.controlDb
+                .selectFrom("agent_audit_logs")
+                .select((eb) => eb.fn.countAll<number>().as("n"))
+                .executeTakeFirstOrThrow()
+            ).n,
+          );
         const expectAudit = async (
           label: string,
           send: () => Promise<CallResult>,
-          expected: { status: number; agentId: string; username: string; action: string; targetType: string; targetId?: string | null; result: "success" | "failure"; errorCode?: string },
+          expected: {
+            status: number;
+            agentId: string;
+            username: string;
+            action: string;
+            targetType: string;
+            targetId?: string | null;
+            result: "success" | "failure";
+            errorCode?: string;
+          },
         ): Promise<CallResult> => {
           const countBefore = await auditCount();
           const res = await send();
@@ -1084,8 +1628,26 @@ for (const variant of dbVariants()) {
           assert.ok(row);
           const targetId = expected.targetId !== undefined ? expected.targetId : String(body(res).id ?? body(res).app_id);
           assert.deepEqual(
-            { agent_id: row.agent_id, agent_username: row.agent_username, action: row.action, target_type: row.target_type, target_id: row.target_id, result: row.result, error_code: row.error_code, ip: row.ip },
-            { agent_id: expected.agentId, agent_username: expected.username, action: expected.action, target_type: expected.targetType, target_id: targetId, result: expected.result, error_code: expected.errorCode ?? null, ip: null },
+            {
+              agent_id: row.agent_id,
+              agent_username: row.agent_username,
+              action: row.action,
+              target_type: row.target_type,
+              target_id: row.target_id,
+              result: row.result,
+              error_code: row.error_code,
+              ip: row.ip,
+            },
+            {
+              agent_id: expected.agentId,
+              agent_username: expected.username,
+              action: expected.action,
+              target_type: expected.targetType,
+              target_id: targetId,
+              result: expected.result,
+              error_code: expected.errorCode ?? null,
+              ip: null,
+            },
             label,
           );
           assert.equal(row.created_at, cp.clock.now(), `${label}: created_at from the injected clock`);
@@ -1095,50 +1657,99 @@ for (const variant of dbVariants()) {
         it("every successful state-changing call writes exactly one success row with the response's request id", async () => {
           const root = { agentId: ids.root, username: ROOT_USERNAME };
           const r = tokens.root.access_token;
-          const created = await expectAudit("agent.create", () => call(app, "POST", `${V1}/agents`, { token: r, body: { username: "audit-op", password: TARGET_PASSWORD, role: "operator" } }), {
-            status: 201,
-            ...root,
-            action: "agent.create",
-            targetType: "agent",
-            result: "success",
-          });
+          const created = await expectAudit(
+            "agent.create",
+            () =>
+              call(app, "POST", `${V1}/agents`, { token: r, body: { username: "audit-op", password: TARGET_PASSWORD, role: "operator" } }),
+            {
+              status: 201,
+              ...root,
+              action: "agent.create",
+              targetType: "agent",
+              result: "success",
+            },
+          );
           const agentId = String(body(created).id);
           const onAgent = { ...root, targetType: "agent", targetId: agentId, result: "success" as const };
-          await expectAudit("agent.update", () => call(app, "PATCH", `${V1}/agents/${agentId}`, { token: r, body: { display_name: "Audit Operator" } }), { status: 200, ...onAgent, action: "agent.update" });
-          await expectAudit("agent.disable", () => call(app, "POST", `${V1}/agents/${agentId}/disable`, { token: r }), { status: 200, ...onAgent, action: "agent.disable" });
-          await expectAudit("agent.enable", () => call(app, "POST", `${V1}/agents/${agentId}/enable`, { token: r }), { status: 200, ...onAgent, action: "agent.enable" });
-          await expectAudit("agent.reset_password", () => call(app, "POST", `${V1}/agents/${agentId}/password`, { token: r, body: { new_password: ADMIN_PASSWORD } }), {
-            status: 204,
+          await expectAudit(
+            "agent.update",
+            () => call(app, "PATCH", `${V1}/agents/${agentId}`, { token: r, body: { display_name: "Audit Operator" } }),
+            { status: 200, ...onAgent, action: "agent.update" },
+          );
+          await expectAudit("agent.disable", () => call(app, "POST", `${V1}/agents/${agentId}/disable`, { token: r }), {
+            status: 200,
             ...onAgent,
-            action: "agent.reset_password",
+            action: "agent.disable",
           });
+          await expectAudit("agent.enable", () => call(app, "POST", `${V1}/agents/${agentId}/enable`, { token: r }), {
+            status: 200,
+            ...onAgent,
+            action: "agent.enable",
+          });
+          await expectAudit(
+            "agent.reset_password",
+            () => call(app, "POST", `${V1}/agents/${agentId}/password`, { token: r, body: { new_password: ADMIN_PASSWORD } }),
+            {
+              status: 204,
+              ...onAgent,
+              action: "agent.reset_password",
+            },
+          );
 
           const a = tokens.admin.access_token;
           const byAdmin = { agentId: ids.admin, username: "ada-admin", targetType: "application", result: "success" as const };
-          const createdApp = await expectAudit("application.create", () => call(app, "POST", `${V1}/applications`, { token: a, body: { name: "Audit App" } }), {
-            status: 201,
-            ...byAdmin,
-            action: "application.create",
-          });
+          const createdApp = await expectAudit(
+            "application.create",
+            () => call(app, "POST", `${V1}/applications`, { token: a, body: { name: "Audit App" } }),
+            {
+              status: 201,
+              ...byAdmin,
+              action: "application.create",
+            },
+          );
           secrets.add(String(body(createdApp).app_secret));
           const appId = String(body(createdApp).app_id);
           const onApp = { ...byAdmin, targetId: appId };
-          await expectAudit("application.update", () => call(app, "PATCH", `${V1}/applications/${appId}`, { token: a, body: { description: "audited" } }), { status: 200, ...onApp, action: "application.update" });
-          await expectAudit("application.delete", () => call(app, "DELETE", `${V1}/applications/${appId}`, { token: a }), { status: 200, ...onApp, action: "application.delete" });
-          await expectAudit("application.restore", () => call(app, "POST", `${V1}/applications/${appId}/restore`, { token: a }), { status: 200, ...onApp, action: "application.restore" });
-          await expectAudit("application.delete again", () => call(app, "DELETE", `${V1}/applications/${appId}`, { token: a }), { status: 200, ...onApp, action: "application.delete" });
-          await expectAudit("application.purge", () => call(app, "POST", `${V1}/applications/${appId}/purge`, { token: a }), { status: 204, ...onApp, action: "application.purge" });
+          await expectAudit(
+            "application.update",
+            () => call(app, "PATCH", `${V1}/applications/${appId}`, { token: a, body: { description: "audited" } }),
+            { status: 200, ...onApp, action: "application.update" },
+          );
+          await expectAudit("application.delete", () => call(app, "DELETE", `${V1}/applications/${appId}`, { token: a }), {
+            status: 200,
+            ...onApp,
+            action: "application.delete",
+          });
+          await expectAudit("application.restore", () => call(app, "POST", `${V1}/applications/${appId}/restore`, { token: a }), {
+            status: 200,
+            ...onApp,
+            action: "application.restore",
+          });
+          await expectAudit("application.delete again", () => call(app, "DELETE", `${V1}/applications/${appId}`, { token: a }), {
+            status: 200,
+            ...onApp,
+            action: "application.delete",
+          });
+          await expectAudit("application.purge", () => call(app, "POST", `${V1}/applications/${appId}/purge`, { token: a }), {
+            status: 204,
+            ...onApp,
+            action: "application.purge",
+          });
           assertError(await call(app, "GET", `${V1}/applications/${appId}`, { token: a }), 404, "NOT_FOUND", "purged application");
 
-          const revoked = await expectAudit("cert.revoke", () => call(app, "POST", `${V1}/pki/certs/${ids.cert}/revoke`, { token: a, body: { reason: "superseded" } }), {
-            status: 200,
-            agentId: ids.admin,
-            username: "ada-admin",
-            action: "cert.revoke",
-            targetType: "certificate",
-            targetId: ids.cert,
-            result: "success",
-          });
+          const revoked = await expectAudit(
+            "cert.revoke",
+            () => call(app, "POST", `${V1}/pki/certs/${ids.cert}/revoke`, { token: a, body: { reason: "superseded" } }),
+            {
+              status: 200,
+              agentId: ids.admin,
+              username: "ada-admin",
+              action: "cert.revoke",
+              targetType: "certificate",
+              targetId: ids.cert,
+              result: "success",
+            },
+          );
           assert.equal(body(revoked).status, "revoked");
           assert.equal(body(revoked).revocation_reason, "superseded");
 
@@ -1146,21 +1757,42 @@ for (const variant of dbVariants()) {
           const self = { agentId, username: "audit-op", targetType: "agent", targetId: agentId, result: "success" as const };
           const newOwn = "Audit-Own-Passw0rd-1";
           secrets.add(newOwn);
-          await expectAudit("agent.change_own_password", () => call(app, "POST", `${V1}/auth/password`, { token: op.access_token, body: { current_password: ADMIN_PASSWORD, new_password: newOwn } }), {
+          await expectAudit(
+            "agent.change_own_password",
+            () =>
+              call(app, "POST", `${V1}/auth/password`, {
+                token: op.access_token,
+                body: { current_password: ADMIN_PASSWORD, new_password: newOwn },
+              }),
+            {
+              status: 204,
+              ...self,
+              action: "agent.change_own_password",
+            },
+          );
+          await expectAudit("auth.logout", () => call(app, "POST", `${V1}/auth/logout`, { token: op.access_token }), {
             status: 204,
             ...self,
-            action: "agent.change_own_password",
+            action: "auth.logout",
           });
-          await expectAudit("auth.logout", () => call(app, "POST", `${V1}/auth/logout`, { token: op.access_token }), { status: 204, ...self, action: "auth.logout" });
 
           // A client-chosen request id is echoed and recorded; a malformed one is replaced.
           const echoed = await expectAudit(
             "client request id",
-            () => call(app, "PATCH", `${V1}/agents/${agentId}`, { token: r, body: { display_name: "Echo" }, headers: { "x-request-id": "client-req-42" } }),
+            () =>
+              call(app, "PATCH", `${V1}/agents/${agentId}`, {
+                token: r,
+                body: { display_name: "Echo" },
+                headers: { "x-request-id": "client-req-42" },
+              }),
             { status: 200, ...onAgent, action: "agent.update" },
           );
           assert.equal(echoed.headers.get("x-request-id"), "client-req-42");
-          const replaced = await call(app, "PATCH", `${V1}/agents/${agentId}`, { token: r, body: { display_name: "Echo" }, headers: { "x-request-id": "bad id <script>" } });
+          const replaced = await call(app, "PATCH", `${V1}/agents/${agentId}`, {
+            token: r,
+            body: { display_name: "Echo" },
+            headers: { "x-request-id": "bad id <script>" },
+          });
           assert.match(replaced.headers.get("x-request-id") ?? "", /^req_[A-Za-z0-9_-]{22}$/);
         });
 
@@ -1168,14 +1800,18 @@ for (const variant of dbVariants()) {
           const o = tokens.operator.access_token;
           const byOperator = { agentId: ids.operator, username: "otto-operator", result: "failure" as const };
           const appsBefore = body(await call(app, "GET", `${V1}/applications?view=all`, { token: o })).total;
-          await expectAudit("forbidden application.create", () => call(app, "POST", `${V1}/applications`, { token: o, body: { name: "Operator App" } }), {
-            status: 403,
-            ...byOperator,
-            action: "application.create",
-            targetType: "application",
-            targetId: null,
-            errorCode: "FORBIDDEN",
-          });
+          await expectAudit(
+            "forbidden application.create",
+            () => call(app, "POST", `${V1}/applications`, { token: o, body: { name: "Operator App" } }),
+            {
+              status: 403,
+              ...byOperator,
+              action: "application.create",
+              targetType: "application",
+              targetId: null,
+              errorCode: "FORBIDDEN",
+            },
+          );
           assert.equal(body(await call(app, "GET", `${V1}/applications?view=all`, { token: o })).total, appsBefore, "nothing was created");
           await expectAudit("forbidden agent.disable", () => call(app, "POST", `${V1}/agents/${ids.root}/disable`, { token: o }), {
             status: 403,
@@ -1185,42 +1821,68 @@ for (const variant of dbVariants()) {
             targetId: ids.root,
             errorCode: "FORBIDDEN",
           });
-          await expectAudit("forbidden agent.create by admin", () => call(app, "POST", `${V1}/agents`, { token: tokens.admin.access_token, body: { username: "sneaky", password: ADMIN_PASSWORD, role: "root" } }), {
-            status: 403,
-            agentId: ids.admin,
-            username: "ada-admin",
-            result: "failure",
-            action: "agent.create",
-            targetType: "agent",
-            targetId: null,
-            errorCode: "FORBIDDEN",
-          });
-          await expectAudit("missing application", () => call(app, "PATCH", `${V1}/applications/${MISSING.app}`, { token: tokens.root.access_token, body: { name: "Nope" } }), {
-            status: 404,
-            agentId: ids.root,
-            username: ROOT_USERNAME,
-            result: "failure",
-            action: "application.update",
-            targetType: "application",
-            targetId: MISSING.app,
-            errorCode: "NOT_FOUND",
-          });
-          await expectAudit("invalid body", () => call(app, "POST", `${V1}/applications`, { token: tokens.root.access_token, body: { name: "x';--" } }), {
-            status: 400,
-            agentId: ids.root,
-            username: ROOT_USERNAME,
-            result: "failure",
-            action: "application.create",
-            targetType: "application",
-            targetId: null,
-            errorCode: "VALIDATION_FAILED",
-          });
+          await expectAudit(
+            "forbidden agent.create by admin",
+            () =>
+              call(app, "POST", `${V1}/agents`, {
+                token: tokens.admin.access_token,
+                body: { username: "sneaky", password: ADMIN_PASSWORD, role: "root" },
+              }),
+            {
+              status: 403,
+              agentId: ids.admin,
+              username: "ada-admin",
+              result: "failure",
+              action: "agent.create",
+              targetType: "agent",
+              targetId: null,
+              errorCode: "FORBIDDEN",
+            },
+          );
+          await expectAudit(
+            "missing application",
+            () => call(app, "PATCH", `${V1}/applications/${MISSING.app}`, { token: tokens.root.access_token, body: { name: "Nope" } }),
+            {
+              status: 404,
+              agentId: ids.root,
+              username: ROOT_USERNAME,
+              result: "failure",
+              action: "application.update",
+              targetType: "application",
+              targetId: MISSING.app,
+              errorCode: "NOT_FOUND",
+            },
+          );
+          await expectAudit(
+            "invalid body",
+            () => call(app, "POST", `${V1}/applications`, { token: tokens.root.access_token, body: { name: "x';--" } }),
+            {
+              status: 400,
+              agentId: ids.root,
+              username: ROOT_USERNAME,
+              result: "failure",
+              action: "application.create",
+              targetType: "application",
+              targetId: null,
+              errorCode: "VALIDATION_FAILED",
+            },
+          );
 
           const countBefore = await auditCount();
           assertOk(await call(app, "GET", `${V1}/agents`, { token: o }), 200, "read");
           assertOk(await call(app, "GET", `${V1}/applications/${ids.app}`, { token: o }), 200, "read");
-          assertError(await call(app, "POST", `${V1}/applications`, { body: { name: "Anon App" } }), 401, "UNAUTHENTICATED", "anonymous write");
-          assertError(await call(app, "POST", `${V1}/agents/${ids.target}/disable`, { token: "A".repeat(43) }), 401, "UNAUTHENTICATED", "unknown token write");
+          assertError(
+            await call(app, "POST", `${V1}/applications`, { body: { name: "Anon App" } }),
+            401,
+            "UNAUTHENTICATED",
+            "anonymous write",
+          );
+          assertError(
+            await call(app, "POST", `${V1}/agents/${ids.target}/disable`, { token: "A".repeat(43) }),
+            401,
+            "UNAUTHENTICATED",
+            "unknown token write",
+          );
           assert.equal(await auditCount(), countBefore, "reads and unauthenticated calls write no audit rows");
         });
 
@@ -1230,24 +1892,77 @@ for (const variant of dbVariants()) {
             assert.equal(rows.length, 1, `one login row from ${ip}`);
             const row = rows[0];
             assert.ok(row);
-            return { username: row.username, agent_id: row.agent_id, ip: row.ip, user_agent: row.user_agent, result: row.result, reason: row.reason, created_at: row.created_at };
+            return {
+              username: row.username,
+              agent_id: row.agent_id,
+              ip: row.ip,
+              user_agent: row.user_agent,
+              result: row.result,
+              reason: row.reason,
+              created_at: row.created_at,
+            };
           };
           const ua = { "user-agent": "audit-test/1.0" };
-          const ok = await call(app, "POST", `${V1}/auth/login`, { body: { username: "ROOT", password: ROOT_PASSWORD }, ip: "192.0.2.41", headers: ua });
+          const ok = await call(app, "POST", `${V1}/auth/login`, {
+            body: { username: "ROOT", password: ROOT_PASSWORD },
+            ip: "192.0.2.41",
+            headers: ua,
+          });
           assertOk(ok, 200, "login success");
           keep(body(ok) as unknown as Tokens);
           const now = cp.clock.now();
-          assert.deepEqual(await loginRow("192.0.2.41"), { username: "root", agent_id: ids.root, ip: "192.0.2.41", user_agent: "audit-test/1.0", result: "success", reason: null, created_at: now });
-          const session = await cp.ctx.controlDb.selectFrom("agent_sessions").select(["ip", "user_agent", "agent_id"]).where("ip", "=", "192.0.2.41").execute();
+          assert.deepEqual(await loginRow("192.0.2.41"), {
+            username: "root",
+            agent_id: ids.root,
+            ip: "192.0.2.41",
+            user_agent: "audit-test/1.0",
+            result: "success",
+            reason: null,
+            created_at: now,
+          });
+          const session = await cp.ctx.controlDb
+            .selectFrom("agent_sessions")
+            .select(["ip", "user_agent", "agent_id"])
+            .where("ip", "=", "192.0.2.41")
+            .execute();
           assert.deepEqual(session, [{ ip: "192.0.2.41", user_agent: "audit-test/1.0", agent_id: ids.root }]);
 
-          assertError(await call(app, "POST", `${V1}/auth/login`, { body: { username: ROOT_USERNAME, password: "wrong-password-123" }, ip: "192.0.2.42", headers: ua }), 401, "INVALID_CREDENTIALS", "bad password");
-          assert.deepEqual(await loginRow("192.0.2.42"), { username: "root", agent_id: ids.root, ip: "192.0.2.42", user_agent: "audit-test/1.0", result: "failure", reason: "bad_credentials", created_at: now });
+          assertError(
+            await call(app, "POST", `${V1}/auth/login`, {
+              body: { username: ROOT_USERNAME, password: "wrong-password-123" },
+              ip: "192.0.2.42",
+              headers: ua,
+            }),
+            401,
+            "INVALID_CREDENTIALS",
+            "bad password",
+          );
+          assert.deepEqual(await loginRow("192.0.2.42"), {
+            username: "root",
+            agent_id: ids.root,
+            ip: "192.0.2.42",
+            user_agent: "audit-test/1.0",
+            result: "failure",
+            reason: "bad_credentials",
+            created_at: now,
+          });
 
-          const unknown = await call(app, "POST", `${V1}/auth/login`, { body: { username: "nobody-here", password: "wrong-password-123" }, ip: "2001:db8::43", headers: ua });
+          const unknown = await call(app, "POST", `${V1}/auth/login`, {
+            body: { username: "nobody-here", password: "wrong-password-123" },
+            ip: "2001:db8::43",
+            headers: ua,
+          });
           assertError(unknown, 401, "INVALID_CREDENTIALS", "unknown user");
           assert.equal(body(unknown).message, "Invalid username or password.", "unknown user and bad password answer the same");
-          assert.deepEqual(await loginRow("2001:db8::43"), { username: "nobody-here", agent_id: null, ip: "2001:db8::43", user_agent: "audit-test/1.0", result: "failure", reason: "unknown_user", created_at: now });
+          assert.deepEqual(await loginRow("2001:db8::43"), {
+            username: "nobody-here",
+            agent_id: null,
+            ip: "2001:db8::43",
+            user_agent: "audit-test/1.0",
+            result: "failure",
+            reason: "unknown_user",
+            created_at: now,
+          });
         });
       });
 
@@ -1284,10 +1999,20 @@ for (const variant of dbVariants()) {
         assertOk(disabled, 200, "disable");
         assert.equal(body(disabled).status, "disabled");
         assertError(await me(session.access_token), 401, "UNAUTHENTICATED", "token of a disabled agent");
-        assertError(await call(app, "POST", `${V1}/auth/refresh`, { body: { refresh_token: session.refresh_token } }), 401, "INVALID_REFRESH_TOKEN", "refresh of a disabled agent");
+        assertError(
+          await call(app, "POST", `${V1}/auth/refresh`, { body: { refresh_token: session.refresh_token } }),
+          401,
+          "INVALID_REFRESH_TOKEN",
+          "refresh of a disabled agent",
+        );
         const refused = await call(app, "POST", `${V1}/auth/login`, { body: { username: "soon-disabled", password: OPERATOR_PASSWORD } });
         assertError(refused, 401, "INVALID_CREDENTIALS", "login of a disabled agent");
-        const row = await cp.ctx.controlDb.selectFrom("agent_login_logs").select(["reason"]).where("username", "=", "soon-disabled").where("result", "=", "failure").execute();
+        const row = await cp.ctx.controlDb
+          .selectFrom("agent_login_logs")
+          .select(["reason"])
+          .where("username", "=", "soon-disabled")
+          .where("result", "=", "failure")
+          .execute();
         assert.deepEqual(row, [{ reason: "disabled" }]);
 
         assertOk(await call(app, "POST", `${V1}/agents/${id}/enable`, { token: root }), 200, "enable");
@@ -1301,23 +2026,51 @@ for (const variant of dbVariants()) {
         const other = await login(app, "pw-changer", OPERATOR_PASSWORD);
         const baseline = await snapshotDb(cp.ctx);
         assertError(
-          await call(app, "POST", `${V1}/auth/password`, { token: current.access_token, body: { current_password: "not-my-password-1", new_password: ADMIN_PASSWORD } }),
+          await call(app, "POST", `${V1}/auth/password`, {
+            token: current.access_token,
+            body: { current_password: "not-my-password-1", new_password: ADMIN_PASSWORD },
+          }),
           401,
           "INVALID_CREDENTIALS",
           "wrong current password",
         );
-        assertError(await call(app, "POST", `${V1}/auth/password`, { token: current.access_token, body: { current_password: OPERATOR_PASSWORD, new_password: "short" } }), 400, "WEAK_PASSWORD", "weak new password");
+        assertError(
+          await call(app, "POST", `${V1}/auth/password`, {
+            token: current.access_token,
+            body: { current_password: OPERATOR_PASSWORD, new_password: "short" },
+          }),
+          400,
+          "WEAK_PASSWORD",
+          "weak new password",
+        );
         await expectUnchanged(cp, baseline, "refused password changes");
         assertOk(await me(other.access_token), 200, "other session before the change");
 
-        assertOk(await call(app, "POST", `${V1}/auth/password`, { token: current.access_token, body: { current_password: OPERATOR_PASSWORD, new_password: ADMIN_PASSWORD } }), 204, "change");
+        assertOk(
+          await call(app, "POST", `${V1}/auth/password`, {
+            token: current.access_token,
+            body: { current_password: OPERATOR_PASSWORD, new_password: ADMIN_PASSWORD },
+          }),
+          204,
+          "change",
+        );
         assertOk(await me(current.access_token), 200, "the current session survives");
         assertError(await me(other.access_token), 401, "UNAUTHENTICATED", "the other session is revoked");
-        assertError(await call(app, "POST", `${V1}/auth/refresh`, { body: { refresh_token: other.refresh_token } }), 401, "INVALID_REFRESH_TOKEN", "other refresh");
+        assertError(
+          await call(app, "POST", `${V1}/auth/refresh`, { body: { refresh_token: other.refresh_token } }),
+          401,
+          "INVALID_REFRESH_TOKEN",
+          "other refresh",
+        );
         const kept = await call(app, "POST", `${V1}/auth/refresh`, { body: { refresh_token: current.refresh_token } });
         assertOk(kept, 200, "the current session still refreshes");
         keep(body(kept) as unknown as Tokens);
-        assertError(await call(app, "POST", `${V1}/auth/login`, { body: { username: "pw-changer", password: OPERATOR_PASSWORD } }), 401, "INVALID_CREDENTIALS", "old password");
+        assertError(
+          await call(app, "POST", `${V1}/auth/login`, { body: { username: "pw-changer", password: OPERATOR_PASSWORD } }),
+          401,
+          "INVALID_CREDENTIALS",
+          "old password",
+        );
         await login(app, "pw-changer", ADMIN_PASSWORD);
       });
 
@@ -1325,9 +2078,19 @@ for (const variant of dbVariants()) {
         const root = await rootToken();
         const rootId = String(body(await me(root)).id);
         const baseline = await snapshotDb(cp.ctx);
-        assertError(await call(app, "POST", `${V1}/agents/${rootId}/disable`, { token: root }), 409, "LAST_ROOT_AGENT", "disable the last root");
+        assertError(
+          await call(app, "POST", `${V1}/agents/${rootId}/disable`, { token: root }),
+          409,
+          "LAST_ROOT_AGENT",
+          "disable the last root",
+        );
         for (const role of ["admin", "operator"]) {
-          assertError(await call(app, "PATCH", `${V1}/agents/${rootId}`, { token: root, body: { role } }), 409, "LAST_ROOT_AGENT", `demote the last root to ${role}`);
+          assertError(
+            await call(app, "PATCH", `${V1}/agents/${rootId}`, { token: root, body: { role } }),
+            409,
+            "LAST_ROOT_AGENT",
+            `demote the last root to ${role}`,
+          );
         }
         await expectUnchanged(cp, baseline, "last root refusals");
         assertOk(await me(root), 200, "root still works");
@@ -1338,8 +2101,18 @@ for (const variant of dbVariants()) {
         assert.equal(body(demoted).role, "admin");
         assertOk(await call(app, "PATCH", `${V1}/agents/${secondId}`, { token: root, body: { role: "root" } }), 200, "promote again");
         assertOk(await call(app, "POST", `${V1}/agents/${secondId}/disable`, { token: root }), 200, "disable the second root");
-        assertError(await call(app, "PATCH", `${V1}/agents/${rootId}`, { token: root, body: { role: "admin" } }), 409, "LAST_ROOT_AGENT", "demote with only a disabled second root");
-        assertError(await call(app, "POST", `${V1}/agents/${rootId}/disable`, { token: root }), 409, "LAST_ROOT_AGENT", "disable with only a disabled second root");
+        assertError(
+          await call(app, "PATCH", `${V1}/agents/${rootId}`, { token: root, body: { role: "admin" } }),
+          409,
+          "LAST_ROOT_AGENT",
+          "demote with only a disabled second root",
+        );
+        assertError(
+          await call(app, "POST", `${V1}/agents/${rootId}/disable`, { token: root }),
+          409,
+          "LAST_ROOT_AGENT",
+          "disable with only a disabled second root",
+        );
         assert.equal(body(await call(app, "GET", `${V1}/agents/${rootId}`, { token: root })).role, "root");
       });
 
@@ -1395,7 +2168,8 @@ for (const variant of dbVariants()) {
       it("5 failures from one IP+username → 429 LOGIN_THROTTLED with Retry-After; other usernames and IPs unaffected; the window's end unlocks", async () => {
         await createAgent("throttled-user", OPERATOR_PASSWORD, "operator");
         await createAgent("bystander", OPERATOR_PASSWORD, "operator");
-        const attempt = (username: string, password: string, ip?: string) => call(app, "POST", `${V1}/auth/login`, { body: { username, password }, ...(ip ? { ip } : {}) });
+        const attempt = (username: string, password: string, ip?: string) =>
+          call(app, "POST", `${V1}/auth/login`, { body: { username, password }, ...(ip ? { ip } : {}) });
         for (let i = 1; i <= 5; i++) {
           assertError(await attempt("throttled-user", `wrong-password-${i}`), 401, "INVALID_CREDENTIALS", `failure ${i}`);
           if (i < 5) cp.clock.advance(MINUTE);
@@ -1406,7 +2180,12 @@ for (const variant of dbVariants()) {
           assertError(throttled, 429, "LOGIN_THROTTLED", "sixth attempt");
           assert.equal(throttled.headers.get("retry-after"), String(11 * 60), "Retry-After in seconds");
         }
-        const throttledRows = await cp.ctx.controlDb.selectFrom("agent_login_logs").select(["result", "reason"]).where("username", "=", "throttled-user").where("result", "=", "throttled").execute();
+        const throttledRows = await cp.ctx.controlDb
+          .selectFrom("agent_login_logs")
+          .select(["result", "reason"])
+          .where("username", "=", "throttled-user")
+          .where("result", "=", "throttled")
+          .execute();
         assert.equal(throttledRows.length, 2);
         assertError(await attempt("THROTTLED-USER", OPERATOR_PASSWORD), 429, "LOGIN_THROTTLED", "usernames are case-insensitive");
 

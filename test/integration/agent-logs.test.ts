@@ -19,7 +19,10 @@ for (const variant of dbVariants()) {
         headers: { authorization: `Bearer ${token}`, ...(body ? { "content-type": "application/json" } : {}) },
         ...(body ? { body: JSON.stringify(body) } : {}),
       });
-      return { status: res.status, json: (await res.json()) as Record<string, unknown> & { items: Array<Record<string, unknown>>; total: number } };
+      return {
+        status: res.status,
+        json: (await res.json()) as Record<string, unknown> & { items: Array<Record<string, unknown>>; total: number },
+      };
     };
 
     before(async () => {
@@ -27,7 +30,11 @@ for (const variant of dbVariants()) {
       await completeSetup(cp.ctx);
       app = createAdminApp(cp.ctx, { isSetupComplete: () => true, onSetupComplete: async () => {} });
       const login = async (password: string) =>
-        app.request("/admin/v1/auth/login", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ username: "root", password }) });
+        app.request("/admin/v1/auth/login", {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ username: "root", password }),
+        });
       assert.equal((await login("wrong password here")).status, 401);
       cp.clock.advance(60_000);
       token = ((await (await login(ROOT_PASSWORD)).json()) as { access_token: string }).access_token;
@@ -44,7 +51,10 @@ for (const variant of dbVariants()) {
       const { status, json } = await call("GET", "/admin/v1/agent-login-logs");
       assert.equal(status, 200);
       assert.equal(json.total, 2);
-      assert.deepEqual(json.items.map((i) => i.result), ["success", "failure"]);
+      assert.deepEqual(
+        json.items.map((i) => i.result),
+        ["success", "failure"],
+      );
       assert.equal(json.items[1]?.reason, "bad_credentials");
       const failures = await call("GET", "/admin/v1/agent-login-logs?result=failure&username=ROOT");
       assert.equal(failures.json.total, 1);

@@ -58,7 +58,8 @@ for (const variant of dbVariants()) {
 
     test("attack: a burst of parallel guesses gets no more than the five tries a sequential attacker gets", async () => {
       await createAgent(cp.ctx, { username: "burst-target", password: "Sturdy-Guard-Pass-1", role: "operator", createdBy: null });
-      const guess = (i: number) => loginAgent(cp.ctx, { username: "burst-target", password: `wrong guess ${i}`, ip: "203.0.113.7", userAgent: null });
+      const guess = (i: number) =>
+        loginAgent(cp.ctx, { username: "burst-target", password: `wrong guess ${i}`, ip: "203.0.113.7", userAgent: null });
       const results = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => guess(i)));
       const codes = results.map((r) => (r.status === "rejected" && isAuthNexusError(r.reason) ? r.reason.code : "OK"));
       const guessed = codes.filter((c) => c === "INVALID_CREDENTIALS").length;
@@ -66,23 +67,36 @@ for (const variant of dbVariants()) {
       assert.equal(codes.filter((c) => c === "LOGIN_THROTTLED").length, 20 - guessed);
       // Whatever the burst used up, the attacker's total stays at five before the lock.
       for (let i = guessed; i < 5; i++) await assert.rejects(guess(100 + i), (e) => isAuthNexusError(e, "INVALID_CREDENTIALS"));
-      await assert.rejects(loginAgent(cp.ctx, { username: "burst-target", password: "Sturdy-Guard-Pass-1", ip: "203.0.113.7", userAgent: null }), (e) =>
-        isAuthNexusError(e, "LOGIN_THROTTLED"),
+      await assert.rejects(
+        loginAgent(cp.ctx, { username: "burst-target", password: "Sturdy-Guard-Pass-1", ip: "203.0.113.7", userAgent: null }),
+        (e) => isAuthNexusError(e, "LOGIN_THROTTLED"),
       );
       const pending = await cp.ctx.controlDb.selectFrom("agent_login_logs").select("id").where("result", "=", "pending").execute();
       assert.equal(pending.length, 0, "every reserved attempt is finished");
     });
 
     test("attack: a stolen access token cannot guess the current password without limit", async () => {
-      const victim = await createAgent(cp.ctx, { username: "pw-victim", password: "Quiet-Harbor-Pass-123", role: "admin", createdBy: null });
+      const victim = await createAgent(cp.ctx, {
+        username: "pw-victim",
+        password: "Quiet-Harbor-Pass-123",
+        role: "admin",
+        createdBy: null,
+      });
       const origin = { ip: "203.0.113.8", userAgent: "curl" };
       for (let i = 0; i < 5; i++) {
-        await assert.rejects(changeAgentPassword(cp.ctx, { agentId: victim.id, currentPassword: `guess ${i}`, newPassword: "Fresh-Harbor-Pass-456", origin }), (e) =>
-          isAuthNexusError(e, "INVALID_CREDENTIALS"),
+        await assert.rejects(
+          changeAgentPassword(cp.ctx, { agentId: victim.id, currentPassword: `guess ${i}`, newPassword: "Fresh-Harbor-Pass-456", origin }),
+          (e) => isAuthNexusError(e, "INVALID_CREDENTIALS"),
         );
       }
-      await assert.rejects(changeAgentPassword(cp.ctx, { agentId: victim.id, currentPassword: "Quiet-Harbor-Pass-123", newPassword: "Fresh-Harbor-Pass-456", origin }), (e) =>
-        isAuthNexusError(e, "LOGIN_THROTTLED"),
+      await assert.rejects(
+        changeAgentPassword(cp.ctx, {
+          agentId: victim.id,
+          currentPassword: "Quiet-Harbor-Pass-123",
+          newPassword: "Fresh-Harbor-Pass-456",
+          origin,
+        }),
+        (e) => isAuthNexusError(e, "LOGIN_THROTTLED"),
       );
       const rows = await cp.ctx.controlDb.selectFrom("agent_login_logs").select(["reason"]).where("username", "=", "pw-victim").execute();
       assert.equal(rows.filter((r) => r.reason === "bad_current_password").length, 5);
@@ -103,16 +117,34 @@ for (const variant of dbVariants()) {
     });
 
     test("two roots demoting each other at once leave one root standing", async () => {
-      const second = await createAgent(cp.ctx, { username: "second-root", password: "Another-Keeper-Pass-1", role: "root", createdBy: null });
-      const roots = await cp.ctx.controlDb.selectFrom("agents").select("id").where("role", "=", "root").where("status", "=", "active").execute();
+      const second = await createAgent(cp.ctx, {
+        username: "second-root",
+        password: "Another-Keeper-Pass-1",
+        role: "root",
+        createdBy: null,
+      });
+      const roots = await cp.ctx.controlDb
+        .selectFrom("agents")
+        .select("id")
+        .where("role", "=", "root")
+        .where("status", "=", "active")
+        .execute();
       const others = roots.filter((r) => r.id !== second.id);
       for (const r of others.slice(1)) await updateAgent(cp.ctx, r.id, { role: "admin" });
       const first = others[0]?.id ?? "";
-      const results = await Promise.allSettled([updateAgent(cp.ctx, first, { role: "admin" }), updateAgent(cp.ctx, second.id, { status: "disabled" })]);
+      const results = await Promise.allSettled([
+        updateAgent(cp.ctx, first, { role: "admin" }),
+        updateAgent(cp.ctx, second.id, { status: "disabled" }),
+      ]);
       assert.equal(results.filter((r) => r.status === "fulfilled").length, 1, JSON.stringify(results.map((r) => r.status)));
       const loser = results.find((r) => r.status === "rejected") as PromiseRejectedResult;
       assert.ok(isAuthNexusError(loser.reason, "LAST_ROOT_AGENT"), String(loser.reason));
-      const left = await cp.ctx.controlDb.selectFrom("agents").select("id").where("role", "=", "root").where("status", "=", "active").execute();
+      const left = await cp.ctx.controlDb
+        .selectFrom("agents")
+        .select("id")
+        .where("role", "=", "root")
+        .where("status", "=", "active")
+        .execute();
       assert.equal(left.length, 1);
     });
 

@@ -9,7 +9,13 @@ import { after, before, describe, it } from "node:test";
 import { CHECKIN_CACHE_TTL_MS } from "../../src/cp/services/node-checkin.js";
 import { bumpAuthEpoch } from "../../src/cp/services/security-changes.js";
 import { newId } from "../../src/shared/ids.js";
-import { type CheckinRequest, checkinResponse, MAX_BATCH_ITEMS, NODE_API_MAX_BODY_BYTES, nodePaths } from "../../src/shared/node-protocol/index.js";
+import {
+  type CheckinRequest,
+  checkinResponse,
+  MAX_BATCH_ITEMS,
+  NODE_API_MAX_BODY_BYTES,
+  nodePaths,
+} from "../../src/shared/node-protocol/index.js";
 import { snapshotDb } from "../helpers/admin-app.js";
 import { dbVariants } from "../helpers/databases.js";
 import { type NodeApiClient, type NodeIdentity, startTestNodeApi, type TestNodeApi } from "../helpers/node-api.js";
@@ -48,15 +54,22 @@ for (const variant of dbVariants()) {
 
     const ctx = () => api.cp.ctx;
     const nodeRow = (id: string) => ctx().controlDb.selectFrom("nodes").selectAll().where("id", "=", id).executeTakeFirstOrThrow();
-    const cursors = (id: string) => ctx().controlDb.selectFrom("node_delta_cursors").select(["stream", "cursor"]).where("node_id", "=", id).orderBy("stream").execute();
+    const cursors = (id: string) =>
+      ctx().controlDb.selectFrom("node_delta_cursors").select(["stream", "cursor"]).where("node_id", "=", id).orderBy("stream").execute();
     const onlineLines = (id: string) => api.cp.logLines.filter((l) => l.includes('"node.online"') && l.includes(id)).length;
-    const checkin = (body: unknown, who: NodeApiClient = client, nodeId = alpha.nodeId) => who.request("POST", nodePaths.checkin(nodeId), body);
+    const checkin = (body: unknown, who: NodeApiClient = client, nodeId = alpha.nodeId) =>
+      who.request("POST", nodePaths.checkin(nodeId), body);
 
     it("records the node's health in its row and answers with server time, status, heads and config_pending", async () => {
       const res = await checkin(report());
       assert.equal(res.status, 200, res.text);
       const answer = checkinResponse.strict().parse(res.json);
-      assert.deepEqual(answer, { server_time: api.cp.clock.now(), node_status: "active", heads: { commands: 0, "auth-epochs": 0, blacklist: 0 }, config_pending: false });
+      assert.deepEqual(answer, {
+        server_time: api.cp.clock.now(),
+        node_status: "active",
+        heads: { commands: 0, "auth-epochs": 0, blacklist: 0 },
+        config_pending: false,
+      });
 
       const row = await nodeRow(alpha.nodeId);
       assert.equal(row.last_checkin_at, api.cp.clock.now());
@@ -114,7 +127,17 @@ for (const variant of dbVariants()) {
       const now = api.cp.clock.now();
       await ctx()
         .controlDb.insertInto("commands")
-        .values([1, 2, 3].map(() => ({ id: newId("cmd"), kind: "reload_configs", payload: "{}", target_node_id: null, created_at: now, created_by: null, expires_at: null })))
+        .values(
+          [1, 2, 3].map(() => ({
+            id: newId("cmd"),
+            kind: "reload_configs",
+            payload: "{}",
+            target_node_id: null,
+            created_at: now,
+            created_by: null,
+            expires_at: null,
+          })),
+        )
         .execute();
       ctx().events.publish("command.pending", null); // as the commands service does after queuing
       const seqs = await ctx().controlDb.selectFrom("commands").select("seq").orderBy("seq", "desc").execute();
@@ -127,13 +150,21 @@ for (const variant of dbVariants()) {
       assert.equal(answer.heads.commands, Number(seqs[0]?.seq));
       assert.equal(answer.heads["auth-epochs"], epoch.id + 1);
       assert.equal(answer.heads.blacklist, 0);
-      assert.deepEqual(await cursors(alpha.nodeId), [
-        { stream: "auth-epochs", cursor: epoch.id },
-        { stream: "blacklist", cursor: 0 },
-      ], "a cursor beyond the head is clamped to it");
+      assert.deepEqual(
+        await cursors(alpha.nodeId),
+        [
+          { stream: "auth-epochs", cursor: epoch.id },
+          { stream: "blacklist", cursor: 0 },
+        ],
+        "a cursor beyond the head is clamped to it",
+      );
 
       assert.equal((await checkin(report({ cursors: { commands: 0, "auth-epochs": 0, blacklist: 0 } }))).status, 200);
-      assert.equal((await cursors(alpha.nodeId))[0]?.cursor, epoch.id, "a lower report does not lower the cursor (only a pull with since may)");
+      assert.equal(
+        (await cursors(alpha.nodeId))[0]?.cursor,
+        epoch.id,
+        "a lower report does not lower the cursor (only a pull with since may)",
+      );
       assert.equal((await checkin(report({ cursors: { commands: 0, "auth-epochs": epoch.id + 1, blacklist: 0 } }))).status, 200);
       assert.equal((await cursors(alpha.nodeId))[0]?.cursor, epoch.id + 1);
     });
@@ -141,7 +172,18 @@ for (const variant of dbVariants()) {
     it("heads written by another CP process (no local hint) show up within the cache lifetime", async () => {
       const before = checkinResponse.parse((await checkin(report())).json).heads.commands;
       const now = api.cp.clock.now();
-      await ctx().controlDb.insertInto("commands").values({ id: newId("cmd"), kind: "reload_configs", payload: "{}", target_node_id: null, created_at: now, created_by: null, expires_at: null }).execute();
+      await ctx()
+        .controlDb.insertInto("commands")
+        .values({
+          id: newId("cmd"),
+          kind: "reload_configs",
+          payload: "{}",
+          target_node_id: null,
+          created_at: now,
+          created_by: null,
+          expires_at: null,
+        })
+        .execute();
       assert.equal(checkinResponse.parse((await checkin(report())).json).heads.commands, before, "served from the cache for now");
       api.cp.clock.advance(CHECKIN_CACHE_TTL_MS);
       assert.equal(checkinResponse.parse((await checkin(report())).json).heads.commands, before + 1);
@@ -166,7 +208,18 @@ for (const variant of dbVariants()) {
           .execute();
       await ctx()
         .controlDb.insertInto("applications")
-        .values({ id: "app_demo", name: "Demo", description: null, secret_hash: "x".repeat(64), status: "active", created_at: now, updated_at: now, created_by: null, deleted_at: null, deleted_by: null })
+        .values({
+          id: "app_demo",
+          name: "Demo",
+          description: null,
+          secret_hash: "x".repeat(64),
+          status: "active",
+          created_at: now,
+          updated_at: now,
+          created_by: null,
+          deleted_at: null,
+          deleted_by: null,
+        })
         .execute();
       await addVersion("server_runtime_settings", "global", 1);
       await addVersion("server_runtime_settings", "global", 2);
@@ -202,7 +255,11 @@ for (const variant of dbVariants()) {
       // A pull never delivers items of an application in the recycle bin: they are not pending.
       await ctx().controlDb.updateTable("applications").set({ deleted_at: now }).where("id", "=", "app_demo").execute();
       api.cp.clock.advance(CHECKIN_CACHE_TTL_MS);
-      assert.equal(await pending([{ type: "server_runtime_settings", scope: "global", version: 2 }]), false, "recycle-bin items do not count");
+      assert.equal(
+        await pending([{ type: "server_runtime_settings", scope: "global", version: 2 }]),
+        false,
+        "recycle-bin items do not count",
+      );
     });
 
     it("a disabled node still checks in and is told it is disabled", async () => {
@@ -215,7 +272,11 @@ for (const variant of dbVariants()) {
 
     it("hostile or malformed bodies get a clear 4xx and change nothing", async () => {
       const big = "x".repeat(NODE_API_MAX_BODY_BYTES + 1024);
-      const tooManyVersions = Array.from({ length: MAX_BATCH_ITEMS + 1 }, (_, i) => ({ type: "app_policy", scope: `app:a${i}`, version: 1 }));
+      const tooManyVersions = Array.from({ length: MAX_BATCH_ITEMS + 1 }, (_, i) => ({
+        type: "app_policy",
+        scope: `app:a${i}`,
+        version: 1,
+      }));
       const good = report();
       const cases: Array<[string, { body?: unknown; raw?: string; type?: string }, number, string]> = [
         ["empty body", { raw: "" }, 400, "VALIDATION_FAILED"],
@@ -230,8 +291,18 @@ for (const variant of dbVariants()) {
         ["fractional counter", { body: { ...good, metrics: { ...good.metrics, connections: 1.5 } } }, 400, "VALIDATION_FAILED"],
         ["huge cursor", { body: { ...good, cursors: { ...good.cursors, blacklist: 1e30 } } }, 400, "VALIDATION_FAILED"],
         ["missing cursors", { body: { ...good, cursors: undefined } }, 400, "VALIDATION_FAILED"],
-        ["unknown config type", { body: { ...good, app_versions: [{ type: "root_password", scope: "global", version: 1 }] } }, 400, "VALIDATION_FAILED"],
-        ["bad scope", { body: { ...good, app_versions: [{ type: "app_policy", scope: "app:../x", version: 1 }] } }, 400, "VALIDATION_FAILED"],
+        [
+          "unknown config type",
+          { body: { ...good, app_versions: [{ type: "root_password", scope: "global", version: 1 }] } },
+          400,
+          "VALIDATION_FAILED",
+        ],
+        [
+          "bad scope",
+          { body: { ...good, app_versions: [{ type: "app_policy", scope: "app:../x", version: 1 }] } },
+          400,
+          "VALIDATION_FAILED",
+        ],
         ["version 0", { body: { ...good, app_versions: [{ type: "app_policy", scope: "app:a", version: 0 }] } }, 400, "VALIDATION_FAILED"],
         ["oversized batch", { body: { ...good, app_versions: tooManyVersions } }, 400, "VALIDATION_FAILED"],
         ["oversized body", { body: { ...good, software_version: big } }, 413, "BODY_TOO_LARGE"],
@@ -241,7 +312,10 @@ for (const variant of dbVariants()) {
       for (const [label, input, status, code] of cases) {
         const res =
           input.raw !== undefined
-            ? await client.request("POST", nodePaths.checkin(alpha.nodeId), undefined, { rawBody: input.raw, headers: { "content-type": input.type ?? "application/json" } })
+            ? await client.request("POST", nodePaths.checkin(alpha.nodeId), undefined, {
+                rawBody: input.raw,
+                headers: { "content-type": input.type ?? "application/json" },
+              })
             : await checkin(input.body);
         assert.equal(res.status, status, `${label}: ${res.status} ${res.text.slice(0, 200)}`);
         assert.equal((res.json as { error?: string }).error, code, label);

@@ -9,17 +9,22 @@ import { resolveCpConfig } from "../../src/cp/config.js";
 import { type ControlPlane, startControlPlane } from "../../src/cp/control-plane.js";
 import { systemClock } from "../../src/shared/clock.js";
 import { createMemoryLogger } from "../../src/shared/log/index.js";
+import { canConnect } from "../helpers/authnexus-process.js";
 import { ROOT_PASSWORD } from "../helpers/cp-context.js";
 import { makeTempDir, type TempDir } from "../helpers/temp-dir.js";
-import { canConnect } from "../helpers/authnexus-process.js";
-
 
 describe("control plane lifecycle", () => {
   let dataDir: TempDir;
   const planes: ControlPlane[] = [];
   const start = async () => {
     const config = resolveCpConfig(
-      { "data-dir": dataDir.path, "admin-listen": "127.0.0.1:0", "cp-listen": "127.0.0.1:0", "ocsp-listen": "127.0.0.1:0", "public-cp-url": "https://localhost:9091" },
+      {
+        "data-dir": dataDir.path,
+        "admin-listen": "127.0.0.1:0",
+        "cp-listen": "127.0.0.1:0",
+        "ocsp-listen": "127.0.0.1:0",
+        "public-cp-url": "https://localhost:9091",
+      },
       {},
     );
     const plane = await startControlPlane(config, { clock: systemClock, log: createMemoryLogger("Server").logger, shutdownGraceMs: 1000 });
@@ -64,7 +69,10 @@ describe("control plane lifecycle", () => {
     const plane = planes[1];
     assert.ok(plane);
     const ports = [plane.adminAddress, plane.cpAddress(), plane.ocspAddress()].map((a) => a?.port ?? 0);
-    assert.ok(ports.every((p) => p > 0), "all three listeners were bound");
+    assert.ok(
+      ports.every((p) => p > 0),
+      "all three listeners were bound",
+    );
     await plane.stop();
     planes.splice(1, 1);
     for (const port of ports) assert.equal(await canConnect(port), false, `port ${port} still accepts connections`);

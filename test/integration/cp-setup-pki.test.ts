@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import { after, before, describe, test } from "node:test";
+import { computeIssuerHashes } from "../../src/cp/ocsp/index.js";
 import { CP_CERT_RENEW_BEFORE_MS, ensureCpServerCertificate, loadCpTlsIdentity } from "../../src/cp/services/cp-identity.js";
 import { createInventoryResolver, loadOcspIssuers } from "../../src/cp/services/ocsp-status.js";
 import { listCertificates, loadActiveCa, recordCertificate, revokeCertificate } from "../../src/cp/services/pki-inventory.js";
@@ -18,11 +19,17 @@ import {
   prepareConsoleToken,
   verifyMasterKey,
 } from "../../src/cp/services/setup.js";
-import { computeIssuerHashes } from "../../src/cp/ocsp/index.js";
 import { isAuthNexusError } from "../../src/shared/errors/index.js";
-import { CA_PROFILES, issueLeafCertificate, openSecret, parseCertificate, verifyCertificateChain, x509 } from "../../src/shared/pki/index.js";
-import { dbVariants } from "../helpers/databases.js";
+import {
+  CA_PROFILES,
+  issueLeafCertificate,
+  openSecret,
+  parseCertificate,
+  verifyCertificateChain,
+  x509,
+} from "../../src/shared/pki/index.js";
 import { createTestCp, ROOT_PASSWORD, type TestCp } from "../helpers/cp-context.js";
+import { dbVariants } from "../helpers/databases.js";
 
 for (const variant of dbVariants()) {
   describe(`setup and PKI inventory on ${variant.name}`, { skip: variant.skip }, () => {
@@ -72,9 +79,8 @@ for (const variant of dbVariants()) {
       });
 
       test("a weak root password is refused before anything is created", async () => {
-        await assert.rejects(
-          initializeSetup(cp.ctx, { consoleToken: token, adminUsername: "root", adminPassword: "short" }, null),
-          (e) => isAuthNexusError(e, "WEAK_PASSWORD"),
+        await assert.rejects(initializeSetup(cp.ctx, { consoleToken: token, adminUsername: "root", adminPassword: "short" }, null), (e) =>
+          isAuthNexusError(e, "WEAK_PASSWORD"),
         );
         assert.equal((await cp.ctx.controlDb.selectFrom("agents").selectAll().execute()).length, 0);
       });
@@ -100,7 +106,9 @@ for (const variant of dbVariants()) {
           const loaded = await loadActiveCa(cp.ctx, ca.profile as (typeof CA_PROFILES)[number]);
           assert.match(loaded.keyPem, /BEGIN PRIVATE KEY/);
         }
-        await assert.rejects(loadActiveCa({ ...cp.ctx, masterKey: randomBytes(32) }, "tcp_server_ca"), (e) => isAuthNexusError(e, "PKI_DECRYPT_FAILED"));
+        await assert.rejects(loadActiveCa({ ...cp.ctx, masterKey: randomBytes(32) }, "tcp_server_ca"), (e) =>
+          isAuthNexusError(e, "PKI_DECRYPT_FAILED"),
+        );
       });
 
       test("a different master key is refused at start", async () => {
@@ -109,7 +117,11 @@ for (const variant of dbVariants()) {
       });
 
       test("stores the password-hash server secret sealed, and the root agent", async () => {
-        const secret = await cp.ctx.controlDb.selectFrom("server_secrets").selectAll().where("name", "=", PASSWORD_HASH_SECRET_NAME).executeTakeFirstOrThrow();
+        const secret = await cp.ctx.controlDb
+          .selectFrom("server_secrets")
+          .selectAll()
+          .where("name", "=", PASSWORD_HASH_SECRET_NAME)
+          .executeTakeFirstOrThrow();
         assert.equal(openSecret(cp.ctx.masterKey, Buffer.from(secret.ciphertext), PASSWORD_HASH_SECRET_NAME).length, 32);
         const root = await cp.ctx.controlDb.selectFrom("agents").selectAll().executeTakeFirstOrThrow();
         const audit = await cp.ctx.controlDb.selectFrom("agent_audit_logs").selectAll().where("action", "=", "setup.initialize").execute();
@@ -123,7 +135,12 @@ for (const variant of dbVariants()) {
 
       test("the CP server certificate chains to cp_server_ca with the public and loopback names", async () => {
         const identity = await loadCpTlsIdentity(cp.ctx);
-        const verdict = await verifyCertificateChain({ leaf: identity.certPem, trustedCas: [identity.serverCaPem], clock: cp.clock, expectedProfile: "cp_server" });
+        const verdict = await verifyCertificateChain({
+          leaf: identity.certPem,
+          trustedCas: [identity.serverCaPem],
+          clock: cp.clock,
+          expectedProfile: "cp_server",
+        });
         assert.equal(verdict.ok, true);
         const info = parseCertificate(identity.certPem);
         assert.ok(info.sans.dns.includes("cp.example.test"));
@@ -143,7 +160,15 @@ for (const variant of dbVariants()) {
           ocspUrl: cp.ctx.publicOcspUrl,
           clock: cp.clock,
         });
-        const id = await recordCertificate(cp.ctx.controlDb, cp.clock, { issued: leaf, caId: ca.id, leafProfile: "node_server", purpose: "node_server", ownerType: "node", ownerId: "nod_1", actor: "test" });
+        const id = await recordCertificate(cp.ctx.controlDb, cp.clock, {
+          issued: leaf,
+          caId: ca.id,
+          leafProfile: "node_server",
+          purpose: "node_server",
+          ownerType: "node",
+          ownerId: "nod_1",
+          actor: "test",
+        });
         const listed = await listCertificates(cp.ctx, { ownerType: "node", ownerId: "nod_1" }, { page: 1, pageSize: 10 });
         assert.equal(listed.total, 1);
         assert.equal(listed.items[0]?.serial, leaf.serialHex);
@@ -164,12 +189,26 @@ for (const variant of dbVariants()) {
         const revoked = await revokeCertificate(cp.ctx, id, "keyCompromise", "test");
         assert.equal(revoked.status, "revoked");
         assert.equal(revoked.revocation_reason, "keyCompromise");
-        assert.deepEqual((await resolve(query(leaf.serialHex, "sha256") as never))?.status, { kind: "revoked", revokedAt: cp.clock.now(), reason: 1 });
+        assert.deepEqual((await resolve(query(leaf.serialHex, "sha256") as never))?.status, {
+          kind: "revoked",
+          revokedAt: cp.clock.now(),
+          reason: 1,
+        });
         await assert.rejects(revokeCertificate(cp.ctx, id, "superseded", "test"), (e) => isAuthNexusError(e, "CONFLICT"));
-        const again = await Promise.allSettled([revokeCertificate(cp.ctx, id, "superseded", "a"), revokeCertificate(cp.ctx, id, "superseded", "b")]);
-        assert.ok(again.every((r) => r.status === "rejected" && isAuthNexusError(r.reason, "CONFLICT")), "the first revocation's time and reason stand");
+        const again = await Promise.allSettled([
+          revokeCertificate(cp.ctx, id, "superseded", "a"),
+          revokeCertificate(cp.ctx, id, "superseded", "b"),
+        ]);
+        assert.ok(
+          again.every((r) => r.status === "rejected" && isAuthNexusError(r.reason, "CONFLICT")),
+          "the first revocation's time and reason stand",
+        );
 
-        const audit = await cp.ctx.controlDb.selectFrom("pki_audit_logs").select("event").where("serial_hex", "=", leaf.serialHex).execute();
+        const audit = await cp.ctx.controlDb
+          .selectFrom("pki_audit_logs")
+          .select("event")
+          .where("serial_hex", "=", leaf.serialHex)
+          .execute();
         assert.deepEqual(audit.map((a) => a.event).sort(), ["cert.issued", "cert.revoked"]);
 
         const otherIssuer = { ...query(leaf.serialHex, "sha256"), issuerKeyHash: Buffer.alloc(32) };
@@ -189,7 +228,17 @@ for (const variant of dbVariants()) {
         const renewed = await loadCpTlsIdentity(cp.ctx);
         assert.notEqual(renewed.certPem, before.certPem);
         assert.deepEqual(parseCertificate(renewed.certPem).sans, parseCertificate(before.certPem).sans);
-        assert.equal((await verifyCertificateChain({ leaf: renewed.certPem, trustedCas: [renewed.serverCaPem], clock: cp.clock, expectedProfile: "cp_server" })).ok, true);
+        assert.equal(
+          (
+            await verifyCertificateChain({
+              leaf: renewed.certPem,
+              trustedCas: [renewed.serverCaPem],
+              clock: cp.clock,
+              expectedProfile: "cp_server",
+            })
+          ).ok,
+          true,
+        );
 
         const info = parseCertificate(renewed.certPem);
         cp.clock.set(info.notAfter - CP_CERT_RENEW_BEFORE_MS + 1000);

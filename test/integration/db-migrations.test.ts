@@ -7,7 +7,15 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { Kysely } from "kysely";
 import { controlMigrations } from "../../migrations/control/index.js";
-import { type ControlSchema, isUniqueViolation, migrateDatabase, migrationTableName, openDatabase, precompiled, type RuntimeSchema } from "../../src/shared/db/index.js";
+import {
+  type ControlSchema,
+  isUniqueViolation,
+  migrateDatabase,
+  migrationTableName,
+  openDatabase,
+  precompiled,
+  type RuntimeSchema,
+} from "../../src/shared/db/index.js";
 import { isAuthNexusError } from "../../src/shared/errors/index.js";
 import { dbVariants } from "../helpers/databases.js";
 
@@ -47,7 +55,10 @@ for (const variant of dbVariants()) {
       });
       const runtime = await open<RuntimeSchema>("mix_runtime");
       await migrateDatabase(runtime as Kysely<unknown>, "runtime", "the runtime db");
-      await assert.rejects(migrateDatabase(runtime as Kysely<unknown>, "control", "the runtime db"), /holds the runtime database's migrations/);
+      await assert.rejects(
+        migrateDatabase(runtime as Kysely<unknown>, "control", "the runtime db"),
+        /holds the runtime database's migrations/,
+      );
       const runtimeTables = (await runtime.introspection.getTables()).map((t) => t.name);
       assert.ok(!runtimeTables.includes("agents"), "the refused migration must not have created anything");
     });
@@ -83,11 +94,22 @@ for (const variant of dbVariants()) {
           ids.push(r.id);
         }
         assert.equal(typeof ids[0], "number");
-        assert.deepEqual(ids, [...ids].sort((a, b) => a - b));
+        assert.deepEqual(
+          ids,
+          [...ids].sort((a, b) => a - b),
+        );
         assert.equal(new Set(ids).size, 3);
         const cmd = await control
           .insertInto("commands")
-          .values({ id: "cmd_1", kind: "reload_configs", payload: "{}", target_node_id: null, created_at: 1, created_by: null, expires_at: null })
+          .values({
+            id: "cmd_1",
+            kind: "reload_configs",
+            payload: "{}",
+            target_node_id: null,
+            created_at: 1,
+            created_by: null,
+            expires_at: null,
+          })
           .returning("seq")
           .executeTakeFirstOrThrow();
         assert.equal(typeof cmd.seq, "number");
@@ -97,7 +119,15 @@ for (const variant of dbVariants()) {
         const findAgent = precompiled<{ username: string; role: string }, { id: string }>((db: Kysely<ControlSchema>, p) =>
           db.selectFrom("agents").select("id").where("username", "=", p.username).where("role", "=", p.role).where("status", "=", "active"),
         );
-        const agent = { display_name: null, password_hash: "x", created_at: 1, updated_at: 1, created_by: null, password_changed_at: 1, last_login_at: null };
+        const agent = {
+          display_name: null,
+          password_hash: "x",
+          created_at: 1,
+          updated_at: 1,
+          created_by: null,
+          password_changed_at: 1,
+          last_login_at: null,
+        };
         await control
           .insertInto("agents")
           .values([
@@ -108,7 +138,11 @@ for (const variant of dbVariants()) {
           .execute();
         assert.deepEqual((await findAgent(control, { username: "pc-one", role: "admin" })).rows, [{ id: "agt_pc1" }]);
         assert.deepEqual((await findAgent(control, { username: "pc-two", role: "viewer" })).rows, [{ id: "agt_pc2" }]);
-        assert.deepEqual((await findAgent(control, { username: "pc-three", role: "viewer" })).rows, [], "the constant status filter still applies");
+        assert.deepEqual(
+          (await findAgent(control, { username: "pc-three", role: "viewer" })).rows,
+          [],
+          "the constant status filter still applies",
+        );
         assert.deepEqual((await findAgent(control, { username: "' or 1=1 --", role: "admin" })).rows, [], "values stay parameters");
         await assert.rejects(findAgent(control, { username: "pc-one" } as never), /no value for parameter "role"/);
         const rename = precompiled<{ id: string; name: string | null }, unknown>((db: Kysely<ControlSchema>, p) =>
@@ -118,31 +152,102 @@ for (const variant of dbVariants()) {
         assert.equal(Number((await rename(control, { id: "agt_none", name: null })).numAffectedRows), 0);
         const row = await control.selectFrom("agents").select("display_name").where("id", "=", "agt_pc2").executeTakeFirstOrThrow();
         assert.equal(row.display_name, "Two");
-        const folded = precompiled<{ prefix: string }, { id: string }>((db: Kysely<ControlSchema>, p) => db.selectFrom("agents").select("id").where("username", "like", `${p.prefix}%`));
+        const folded = precompiled<{ prefix: string }, { id: string }>((db: Kysely<ControlSchema>, p) =>
+          db.selectFrom("agents").select("id").where("username", "like", `${p.prefix}%`),
+        );
         await assert.rejects(folded(control, { prefix: "pc-" }), /placeholder used inside a larger value/);
       });
 
       test("unique violations are recognised on this dialect", async () => {
-        const agent = { id: "agt_a", username: "dup", display_name: null, password_hash: "x", role: "admin", status: "active", created_at: 1, updated_at: 1, created_by: null, password_changed_at: 1, last_login_at: null };
+        const agent = {
+          id: "agt_a",
+          username: "dup",
+          display_name: null,
+          password_hash: "x",
+          role: "admin",
+          status: "active",
+          created_at: 1,
+          updated_at: 1,
+          created_by: null,
+          password_changed_at: 1,
+          last_login_at: null,
+        };
         await control.insertInto("agents").values(agent).execute();
-        await assert.rejects(control.insertInto("agents").values({ ...agent, id: "agt_b" }).execute(), (e) => isUniqueViolation(e));
+        await assert.rejects(
+          control
+            .insertInto("agents")
+            .values({ ...agent, id: "agt_b" })
+            .execute(),
+          (e) => isUniqueViolation(e),
+        );
       });
 
       test("live application names are unique but the recycle bin may hold a namesake", async () => {
-        const app = { id: "app_1", name: "Same", description: null, secret_hash: "h", status: "active", created_at: 1, updated_at: 1, created_by: null, deleted_at: 5, deleted_by: null };
+        const app = {
+          id: "app_1",
+          name: "Same",
+          description: null,
+          secret_hash: "h",
+          status: "active",
+          created_at: 1,
+          updated_at: 1,
+          created_by: null,
+          deleted_at: 5,
+          deleted_by: null,
+        };
         await control.insertInto("applications").values(app).execute();
-        await control.insertInto("applications").values({ ...app, id: "app_2", deleted_at: null }).execute();
-        await assert.rejects(control.insertInto("applications").values({ ...app, id: "app_3", deleted_at: null }).execute(), (e) => isUniqueViolation(e));
+        await control
+          .insertInto("applications")
+          .values({ ...app, id: "app_2", deleted_at: null })
+          .execute();
+        await assert.rejects(
+          control
+            .insertInto("applications")
+            .values({ ...app, id: "app_3", deleted_at: null })
+            .execute(),
+          (e) => isUniqueViolation(e),
+        );
       });
 
       test("foreign keys cascade: deleting a node removes its deploy packages", async () => {
         await control
           .insertInto("nodes")
-          .values({ id: "nod_1", name: "n1", host: "h", business_port: 8443, status: "active", created_at: 1, updated_at: 1, created_by: null, server_cert_id: null, client_cert_id: null, previous_client_cert_id: null, last_checkin_at: null, sse_connected: 0, sse_changed_at: null, ocsp_last_applied_at: null, software_version: null, metadata: null, metrics: null, app_versions: null, online_users: 0 })
+          .values({
+            id: "nod_1",
+            name: "n1",
+            host: "h",
+            business_port: 8443,
+            status: "active",
+            created_at: 1,
+            updated_at: 1,
+            created_by: null,
+            server_cert_id: null,
+            client_cert_id: null,
+            previous_client_cert_id: null,
+            last_checkin_at: null,
+            sse_connected: 0,
+            sse_changed_at: null,
+            ocsp_last_applied_at: null,
+            software_version: null,
+            metadata: null,
+            metrics: null,
+            app_versions: null,
+            online_users: 0,
+          })
           .execute();
         await control
           .insertInto("deploy_packages")
-          .values({ id: "pkg_1", node_id: "nod_1", job_id: null, created_at: 1, sha256: "x", size_bytes: 1, archive_ciphertext: Buffer.from("a"), downloaded_at: null, superseded_at: null })
+          .values({
+            id: "pkg_1",
+            node_id: "nod_1",
+            job_id: null,
+            created_at: 1,
+            sha256: "x",
+            size_bytes: 1,
+            archive_ciphertext: Buffer.from("a"),
+            downloaded_at: null,
+            superseded_at: null,
+          })
           .execute();
         await control.deleteFrom("nodes").where("id", "=", "nod_1").execute();
         assert.equal((await control.selectFrom("deploy_packages").selectAll().execute()).length, 0);
@@ -151,16 +256,45 @@ for (const variant of dbVariants()) {
       test("runtime tables accept and return their rows", async () => {
         await runtime
           .insertInto("users")
-          .values({ id: "usr_1", app_id: "app_1", username: "Alice", username_normalized: "alice", email: null, password_hash: "$authnexus-fast-hmac-sha256$v=1$00$00", auth_epoch: 3, status: "active", invite_code_id: null, created_at: 1, updated_at: 1, last_login_at: null })
+          .values({
+            id: "usr_1",
+            app_id: "app_1",
+            username: "Alice",
+            username_normalized: "alice",
+            email: null,
+            password_hash: "$authnexus-fast-hmac-sha256$v=1$00$00",
+            auth_epoch: 3,
+            status: "active",
+            invite_code_id: null,
+            created_at: 1,
+            updated_at: 1,
+            last_login_at: null,
+          })
           .execute();
         await assert.rejects(
           runtime
             .insertInto("users")
-            .values({ id: "usr_2", app_id: "app_1", username: "ALICE", username_normalized: "alice", email: null, password_hash: "x", auth_epoch: 0, status: "active", invite_code_id: null, created_at: 1, updated_at: 1, last_login_at: null })
+            .values({
+              id: "usr_2",
+              app_id: "app_1",
+              username: "ALICE",
+              username_normalized: "alice",
+              email: null,
+              password_hash: "x",
+              auth_epoch: 0,
+              status: "active",
+              invite_code_id: null,
+              created_at: 1,
+              updated_at: 1,
+              last_login_at: null,
+            })
             .execute(),
           (e) => isUniqueViolation(e),
         );
-        await runtime.insertInto("sync_cursors").values({ node_id: "nod_1", stream: "auth_epoch", cursor: 2 ** 40, updated_at: 1 }).execute();
+        await runtime
+          .insertInto("sync_cursors")
+          .values({ node_id: "nod_1", stream: "auth_epoch", cursor: 2 ** 40, updated_at: 1 })
+          .execute();
         const cursor = await runtime.selectFrom("sync_cursors").select("cursor").executeTakeFirstOrThrow();
         assert.equal(cursor.cursor, 2 ** 40);
       });

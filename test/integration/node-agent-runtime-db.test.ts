@@ -14,14 +14,28 @@ import { DeltaPuller } from "../../src/node/agent/delta-puller.js";
 import { NO_BUSINESS_LISTENER } from "../../src/node/business/business-plane.js";
 import { BlacklistCache } from "../../src/node/state/blacklist-cache.js";
 import { AuthEpochCache } from "../../src/node/state/epoch-cache.js";
-import { applyBlacklistPage, applyEpochPage, BLACKLIST_REPLAY_MARKER, blacklistReplayPending, readCursor, resetStream, writeCursor } from "../../src/node/state/runtime-sync.js";
+import {
+  applyBlacklistPage,
+  applyEpochPage,
+  BLACKLIST_REPLAY_MARKER,
+  blacklistReplayPending,
+  readCursor,
+  resetStream,
+  writeCursor,
+} from "../../src/node/state/runtime-sync.js";
 import { ManualClock } from "../../src/shared/clock.js";
 import { migrateDatabase, openDatabase, type RuntimeSchema } from "../../src/shared/db/index.js";
 import { createMemoryLogger } from "../../src/shared/log/index.js";
 import type { AuthEpochChange, BlacklistChange, CommandResultRequest, PulledCommand } from "../../src/shared/node-protocol/index.js";
 import { dbVariants } from "../helpers/databases.js";
 
-const epochChange = (id: number, userId: string, epoch: number): AuthEpochChange => ({ id, user_id: userId, app_id: "app1", epoch, created_at: id });
+const epochChange = (id: number, userId: string, epoch: number): AuthEpochChange => ({
+  id,
+  user_id: userId,
+  app_id: "app1",
+  epoch,
+  created_at: id,
+});
 const addChange = (id: number, entryId: string, value: string, expiresAt: number | null = null): BlacklistChange => ({
   id,
   entry_id: entryId,
@@ -36,7 +50,12 @@ const removeChange = (id: number, added: BlacklistChange): BlacklistChange => ({
 
 async function snapshot(db: Kysely<RuntimeSchema>) {
   return {
-    blacklist: await db.selectFrom("applied_blacklist").select(["entry_id", "kind", "value", "reason", "expires_at", "change_id"]).where("removed_at", "is", null).orderBy("entry_id").execute(),
+    blacklist: await db
+      .selectFrom("applied_blacklist")
+      .select(["entry_id", "kind", "value", "reason", "expires_at", "change_id"])
+      .where("removed_at", "is", null)
+      .orderBy("entry_id")
+      .execute(),
     epochs: await db.selectFrom("applied_auth_epochs").select(["user_id", "app_id", "epoch", "change_id"]).orderBy("user_id").execute(),
     cursors: await db.selectFrom("sync_cursors").select(["node_id", "stream", "cursor"]).orderBy("node_id").orderBy("stream").execute(),
   };
@@ -68,7 +87,13 @@ for (const variant of dbVariants()) {
       test("epochs: the maximum wins whatever the order; page and cursor commit together; replays change nothing", async () => {
         await applyEpochPage(db, "node_a", [epochChange(1, "u1", 1), epochChange(2, "u2", 1), epochChange(3, "u1", 2)], 3, clock.now());
         const once = await snapshot(db);
-        assert.deepEqual(once.epochs.map((e) => [e.user_id, e.epoch, e.change_id]), [["u1", 2, 3], ["u2", 1, 2]]);
+        assert.deepEqual(
+          once.epochs.map((e) => [e.user_id, e.epoch, e.change_id]),
+          [
+            ["u1", 2, 3],
+            ["u2", 1, 2],
+          ],
+        );
         assert.equal(await readCursor(db, "node_a", "auth-epochs"), 3);
         // node_b shares the DB, is behind, and applies the same page later: nothing moves backwards.
         await applyEpochPage(db, "node_b", [epochChange(1, "u1", 1), epochChange(2, "u2", 1)], 2, clock.now());
@@ -87,12 +112,18 @@ for (const variant of dbVariants()) {
         assert.deepEqual(effect.added.map((e) => e.entryId).sort(), ["bl_a", "bl_b"]);
         assert.deepEqual(effect.removed, ["bl_c"]);
         const once = await snapshot(db);
-        assert.deepEqual(once.blacklist.map((r) => r.entry_id), ["bl_a", "bl_b"]);
+        assert.deepEqual(
+          once.blacklist.map((r) => r.entry_id),
+          ["bl_a", "bl_b"],
+        );
         assert.equal(once.blacklist[1]?.expires_at, clock.now() + 60_000);
         await applyBlacklistPage(db, "node_a", [a, b, c, removeChange(13, c)], 13, clock.now());
         assert.deepEqual(await snapshot(db), once);
         await applyBlacklistPage(db, "node_a", [removeChange(14, a)], 14, clock.now());
-        assert.deepEqual((await snapshot(db)).blacklist.map((r) => r.entry_id), ["bl_b"]);
+        assert.deepEqual(
+          (await snapshot(db)).blacklist.map((r) => r.entry_id),
+          ["bl_b"],
+        );
         assert.equal(await readCursor(db, "node_a", "blacklist"), 14);
       });
 
@@ -128,7 +159,11 @@ for (const variant of dbVariants()) {
         assert.ok(!(await snapshot(db)).blacklist.some((r) => r.entry_id === "bl_y"), "removed by the fast node");
         await applyBlacklistPage(db, "node_slow", [added], 30, clock.now());
         assert.ok(!(await snapshot(db)).blacklist.some((r) => r.entry_id === "bl_y"), "the slow node's older add does not bring it back");
-        const tombstone = await db.selectFrom("applied_blacklist").select(["change_id", "removed_at"]).where("entry_id", "=", "bl_y").executeTakeFirstOrThrow();
+        const tombstone = await db
+          .selectFrom("applied_blacklist")
+          .select(["change_id", "removed_at"])
+          .where("entry_id", "=", "bl_y")
+          .executeTakeFirstOrThrow();
         assert.equal(tombstone.change_id, 31);
         assert.notEqual(tombstone.removed_at, null);
         await applyBlacklistPage(db, "node_slow", [removeChange(31, added)], 31, clock.now());
@@ -148,7 +183,11 @@ for (const variant of dbVariants()) {
             state.calls.push(since);
             const head = changes.at(-1)?.id ?? 0;
             if (since > 0 && since < state.prunedThrough) {
-              const body = { error: "DELTA_CURSOR_EXPIRED", message: "replay from 0", details: { since, oldest_available: state.prunedThrough, head } };
+              const body = {
+                error: "DELTA_CURSOR_EXPIRED",
+                message: "replay from 0",
+                details: { since, oldest_available: state.prunedThrough, head },
+              };
               throw new CpCallError("http", "HTTP 410 DELTA_CURSOR_EXPIRED", { status: 410, code: "DELTA_CURSOR_EXPIRED", body });
             }
             const page = changes.filter((c) => c.id > since).slice(0, pageSize);
@@ -160,13 +199,23 @@ for (const variant of dbVariants()) {
       }
 
       test("pulls every page, persists the cursor, and resumes from it after a restart", async () => {
-        const changes = [epochChange(1, "u1", 1), epochChange(2, "u2", 1), epochChange(3, "u1", 2), epochChange(5, "u3", 1), epochChange(6, "u3", 2)];
+        const changes = [
+          epochChange(1, "u1", 1),
+          epochChange(2, "u2", 1),
+          epochChange(3, "u1", 2),
+          epochChange(5, "u3", 1),
+          epochChange(6, "u3", 2),
+        ];
         const log = fakeLog(changes);
         const caches = { blacklist: new BlacklistCache(), epochs: new AuthEpochCache() };
         const memory = createMemoryLogger("Security");
-        const make = () => new DeltaPuller({ stream: "auth-epochs", nodeId: "node_p", db, client: log.client, clock, log: memory.logger, caches });
+        const make = () =>
+          new DeltaPuller({ stream: "auth-epochs", nodeId: "node_p", db, client: log.client, clock, log: memory.logger, caches });
         const first = await make().pull();
-        assert.deepEqual({ pages: first.pages, changes: first.changes, cursor: first.cursor, head: first.head }, { pages: 3, changes: 5, cursor: 6, head: 6 });
+        assert.deepEqual(
+          { pages: first.pages, changes: first.changes, cursor: first.cursor, head: first.head },
+          { pages: 3, changes: 5, cursor: 6, head: 6 },
+        );
         assert.deepEqual(log.state.calls, [0, 2, 5]);
         assert.equal(caches.epochs.epochOf("u1"), 2);
         assert.equal(caches.epochs.epochOf("u3"), 2);
@@ -187,7 +236,15 @@ for (const variant of dbVariants()) {
         const log = fakeLog(changes, 10);
         const caches = { blacklist: new BlacklistCache(), epochs: new AuthEpochCache() };
         const memory = createMemoryLogger("Security");
-        const puller = new DeltaPuller({ stream: "blacklist", nodeId: "node_p", db, client: log.client, clock, log: memory.logger, caches });
+        const puller = new DeltaPuller({
+          stream: "blacklist",
+          nodeId: "node_p",
+          db,
+          client: log.client,
+          clock,
+          log: memory.logger,
+          caches,
+        });
         await puller.pull();
         assert.equal(caches.blacklist.size, 2);
         // While the node was away: bl_1 removed, bl_3 added, and the CP compacted everything it could.
@@ -218,7 +275,16 @@ for (const variant of dbVariants()) {
         // Pages of two: each page after the first ends past the compacted range, as a real replay's would.
         const log = fakeLog(changes, 2);
         const memory = createMemoryLogger("Security");
-        const make = () => new DeltaPuller({ stream: "blacklist", nodeId: "node_r", db, client: log.client, clock, log: memory.logger, caches: { blacklist: new BlacklistCache(), epochs: new AuthEpochCache() } });
+        const make = () =>
+          new DeltaPuller({
+            stream: "blacklist",
+            nodeId: "node_r",
+            db,
+            client: log.client,
+            clock,
+            log: memory.logger,
+            caches: { blacklist: new BlacklistCache(), epochs: new AuthEpochCache() },
+          });
         await make().pull();
         // Away: bl_gone removed and both its changes compacted; three entries added.
         changes.splice(0, changes.length, keep, ...later);
@@ -232,7 +298,15 @@ for (const variant of dbVariants()) {
             return (log.client as { pullDelta: (s: string, n: number) => Promise<unknown> }).pullDelta(stream, since);
           },
         };
-        const interrupted = new DeltaPuller({ stream: "blacklist", nodeId: "node_r", db, client: flaky as never, clock, log: memory.logger, caches: { blacklist: new BlacklistCache(), epochs: new AuthEpochCache() } });
+        const interrupted = new DeltaPuller({
+          stream: "blacklist",
+          nodeId: "node_r",
+          db,
+          client: flaky as never,
+          clock,
+          log: memory.logger,
+          caches: { blacklist: new BlacklistCache(), epochs: new AuthEpochCache() },
+        });
         await interrupted.load();
         await assert.rejects(interrupted.pull(), /ECONNREFUSED/);
         assert.equal(await blacklistReplayPending(db, "node_r"), true);
@@ -246,8 +320,15 @@ for (const variant of dbVariants()) {
         assert.ok(memory.events().some((e) => e.msg === "delta.replay_resumed"));
         const result = await restarted.pull();
         assert.equal(result.replayed, true);
-        assert.deepEqual((await snapshot(db)).blacklist.map((r) => r.entry_id), ["bl_keep", "bl_new1", "bl_new2", "bl_new3"]);
-        const retired = await db.selectFrom("applied_blacklist").select(["change_id", "removed_at"]).where("entry_id", "=", "bl_gone").executeTakeFirst();
+        assert.deepEqual(
+          (await snapshot(db)).blacklist.map((r) => r.entry_id),
+          ["bl_keep", "bl_new1", "bl_new2", "bl_new3"],
+        );
+        const retired = await db
+          .selectFrom("applied_blacklist")
+          .select(["change_id", "removed_at"])
+          .where("entry_id", "=", "bl_gone")
+          .executeTakeFirst();
         assert.ok(retired === undefined || retired.removed_at !== null, "bl_gone retired (a tombstone, or already pruned)");
         assert.equal(await blacklistReplayPending(db, "node_r"), false);
       });
@@ -255,7 +336,15 @@ for (const variant of dbVariants()) {
       test("a CP that answers has_more without progress is refused instead of looping", async () => {
         const caches = { blacklist: new BlacklistCache(), epochs: new AuthEpochCache() };
         const client = { pullDelta: async (_s: string, since: number) => ({ changes: [], next_since: since, has_more: true, head: 99 }) };
-        const puller = new DeltaPuller({ stream: "auth-epochs", nodeId: "node_loop", db, client: client as never, clock, log: createMemoryLogger("Security").logger, caches });
+        const puller = new DeltaPuller({
+          stream: "auth-epochs",
+          nodeId: "node_loop",
+          db,
+          client: client as never,
+          clock,
+          log: createMemoryLogger("Security").logger,
+          caches,
+        });
         await assert.rejects(puller.pull(), /has_more without progress/);
       });
     });
@@ -263,7 +352,12 @@ for (const variant of dbVariants()) {
     describe("CommandRunner", () => {
       before(clear);
 
-      const command = (seq: number, kind: PulledCommand["kind"], payload: Record<string, unknown>, expiresAt: number | null = null): PulledCommand => ({
+      const command = (
+        seq: number,
+        kind: PulledCommand["kind"],
+        payload: Record<string, unknown>,
+        expiresAt: number | null = null,
+      ): PulledCommand => ({
         id: `cmd_${seq}`,
         seq,
         kind,
@@ -323,7 +417,14 @@ for (const variant of dbVariants()) {
         assert.equal(reloads.count, 1, "reload_configs ran a config pull");
         assert.deepEqual(
           cp.reports.map((x) => [x.id, x.body.status]),
-          [["cmd_1", "succeeded"], ["cmd_2", "succeeded"], ["cmd_3", "succeeded"], ["cmd_4", "succeeded"], ["cmd_5", "rejected"], ["cmd_6", "rejected"]],
+          [
+            ["cmd_1", "succeeded"],
+            ["cmd_2", "succeeded"],
+            ["cmd_3", "succeeded"],
+            ["cmd_4", "succeeded"],
+            ["cmd_5", "rejected"],
+            ["cmd_6", "rejected"],
+          ],
         );
         assert.deepEqual(cp.reports[1]?.body.output, { delivered: 0 }, "no business listener: the push reached nobody, and says so");
         assert.match(JSON.stringify(cp.reports[4]?.body.output), /invalid payload/);
@@ -343,7 +444,10 @@ for (const variant of dbVariants()) {
         assert.equal(await readCursor(db, "node_c", "commands"), 0, "the cursor does not pass an unreported command");
         await first.runner.pull();
         assert.equal(reloads.count, 2, "command 1 was not executed twice; command 2 ran once");
-        assert.deepEqual(cp.reports.map((x) => x.id), ["cmd_1", "cmd_2"]);
+        assert.deepEqual(
+          cp.reports.map((x) => x.id),
+          ["cmd_1", "cmd_2"],
+        );
         assert.equal(await readCursor(db, "node_c", "commands"), 2);
         const restarted = runner(cp, reloads);
         await restarted.runner.pull();
@@ -367,7 +471,10 @@ for (const variant of dbVariants()) {
         cp.refuseReports = 1;
         await r.pull();
         assert.ok(memory.events().some((e) => e.msg === "command.result_refused" && e.status === 409));
-        assert.deepEqual(cp.reports.map((x) => [x.id, x.body.status, JSON.stringify(x.body.output)]), [["cmd_2", "failed", JSON.stringify({ error: "CP unreachable for configs" })]]);
+        assert.deepEqual(
+          cp.reports.map((x) => [x.id, x.body.status, JSON.stringify(x.body.output)]),
+          [["cmd_2", "failed", JSON.stringify({ error: "CP unreachable for configs" })]],
+        );
         assert.equal(await readCursor(db, "node_c", "commands"), 2);
       });
     });

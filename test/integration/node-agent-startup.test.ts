@@ -16,14 +16,11 @@ import type { DbOptions } from "../../src/shared/config/db-options.js";
 import { isAuthNexusError } from "../../src/shared/errors/index.js";
 import { createMemoryLogger } from "../../src/shared/log/index.js";
 import { issueLeafCertificate } from "../../src/shared/pki/index.js";
-import { dbFlagRecord, dbVariants } from "../helpers/databases.js";
-import { mintNodePki, type NodePki, waitFor, type WrittenPackage, writeAgentPackage } from "../helpers/node-agent.js";
 import { canConnect, freePort } from "../helpers/authnexus-process.js";
+import { dbFlagRecord, dbVariants } from "../helpers/databases.js";
+import { mintNodePki, type NodePki, type WrittenPackage, waitFor, writeAgentPackage } from "../helpers/node-agent.js";
 
 const NODE_ID = "nod_startup";
-
-
-
 
 for (const variant of dbVariants()) {
   describe(`serve-node staged startup on ${variant.name}`, { skip: variant.skip }, () => {
@@ -31,7 +28,10 @@ for (const variant of dbVariants()) {
     let runtimeDb: DbOptions;
     const packages: WrittenPackage[] = [];
     const config = (pkg: WrittenPackage, healthPort = 0) =>
-      resolveNodeConfig({ agent: pkg.agentFile, "data-dir": pkg.dir.path, "health-listen": `127.0.0.1:${healthPort}`, ...dbFlagRecord("", runtimeDb) }, {});
+      resolveNodeConfig(
+        { agent: pkg.agentFile, "data-dir": pkg.dir.path, "health-listen": `127.0.0.1:${healthPort}`, ...dbFlagRecord("", runtimeDb) },
+        {},
+      );
 
     before(async () => {
       pki = await mintNodePki(NODE_ID, systemClock);
@@ -77,15 +77,27 @@ for (const variant of dbVariants()) {
     test("a CP certificate the package does not trust: [TLS] handshake.failed, retried, never ready", async () => {
       const other = await mintNodePki("nod_elsewhere", systemClock);
       const ca = other.cas.cp_server_ca;
-      const cert = await issueLeafCertificate({ profile: "cp_server", issuer: { certPem: ca.certPem, keyPem: ca.keyPem ?? "" }, commonName: "impostor", sans: { ip: ["127.0.0.1"] }, clock: systemClock });
+      const cert = await issueLeafCertificate({
+        profile: "cp_server",
+        issuer: { certPem: ca.certPem, keyPem: ca.keyPem ?? "" },
+        commonName: "impostor",
+        sans: { ip: ["127.0.0.1"] },
+        clock: systemClock,
+      });
       const impostor = https.createServer({ key: cert.keyPem ?? "", cert: cert.certPem }, (_req, res) => res.end("{}"));
       await new Promise<void>((resolve) => impostor.listen(0, "127.0.0.1", resolve));
-      const pkg = await writeAgentPackage(pki, NODE_ID, { manifest: { cp_url: `https://127.0.0.1:${(impostor.address() as AddressInfo).port}` } });
+      const pkg = await writeAgentPackage(pki, NODE_ID, {
+        manifest: { cp_url: `https://127.0.0.1:${(impostor.address() as AddressInfo).port}` },
+      });
       packages.push(pkg);
       const memory = createMemoryLogger("Server");
       const node = await startServerNode(config(pkg), { log: memory.logger, clock: systemClock, shutdownGraceMs: 100 });
       try {
-        const tls = await waitFor("[TLS] handshake failure", () => memory.events().find((e) => e.category === "TLS" && e.msg === "handshake.failed"), 5000);
+        const tls = await waitFor(
+          "[TLS] handshake failure",
+          () => memory.events().find((e) => e.category === "TLS" && e.msg === "handshake.failed"),
+          5000,
+        );
         assert.equal(tls.kind, "tls");
         assert.equal(tls.peer, "control-plane");
         assert.match(String(tls.code), /SIGNATURE|UNABLE_TO|CERT/);
@@ -101,11 +113,14 @@ for (const variant of dbVariants()) {
       const pkg = await writeAgentPackage(pki, "nod_not_this_one");
       packages.push(pkg);
       const port = await freePort();
-      await assert.rejects(startServerNode(config(pkg, port), { log: createMemoryLogger("Server").logger, clock: systemClock }), (error: unknown) => {
-        assert.ok(isAuthNexusError(error, "CONFIG_INVALID"));
-        assert.match(error.message, /URI SAN must be exactly urn:authnexus:node:nod_not_this_one/);
-        return true;
-      });
+      await assert.rejects(
+        startServerNode(config(pkg, port), { log: createMemoryLogger("Server").logger, clock: systemClock }),
+        (error: unknown) => {
+          assert.ok(isAuthNexusError(error, "CONFIG_INVALID"));
+          assert.match(error.message, /URI SAN must be exactly urn:authnexus:node:nod_not_this_one/);
+          return true;
+        },
+      );
       assert.equal(await canConnect(port), false);
     });
   });

@@ -23,12 +23,12 @@ import { type ServerNode, startServerNode } from "../../src/node/server-node.js"
 import { systemClock } from "../../src/shared/clock.js";
 import type { DbOptions } from "../../src/shared/config/db-options.js";
 import { createMemoryLogger } from "../../src/shared/log/index.js";
+import { canConnect } from "../helpers/authnexus-process.js";
 import { ROOT_PASSWORD } from "../helpers/cp-context.js";
 import { dbFlagRecord, dbVariants } from "../helpers/databases.js";
 import { waitFor } from "../helpers/node-agent.js";
 import { type ProvisionedNode, unpackPackage } from "../helpers/nodes.js";
 import { makeTempDir, type TempDir } from "../helpers/temp-dir.js";
-import { canConnect } from "../helpers/authnexus-process.js";
 
 /** Healthy polls so slow that only an SSE hint (or a checkin) can explain a fast delivery. */
 const SLOW_MS = 600_000;
@@ -45,8 +45,6 @@ const AGENT_RUNTIME = {
   backoff_max_ms: 400,
   request_timeout_ms: 2000,
 };
-
-
 
 for (const variant of dbVariants()) {
   describe(`serve-node agent against a real CP on ${variant.name}`, { skip: variant.skip }, () => {
@@ -93,10 +91,17 @@ for (const variant of dbVariants()) {
     };
     const startNode = () =>
       startServerNode(
-        resolveNodeConfig({ agent: provisioned.agentJsonPath, "data-dir": dataDir.path, "health-listen": "127.0.0.1:0", ...dbFlagRecord("", runtimeDb) }, {}),
+        resolveNodeConfig(
+          { agent: provisioned.agentJsonPath, "data-dir": dataDir.path, "health-listen": "127.0.0.1:0", ...dbFlagRecord("", runtimeDb) },
+          {},
+        ),
         { log: nodeLogs.logger, clock: systemClock, shutdownGraceMs: 200 },
       );
-    const stageOrder = () => nodeLogs.events().filter((e) => e.msg === "stage.entered").map((e) => e.stage);
+    const stageOrder = () =>
+      nodeLogs
+        .events()
+        .filter((e) => e.msg === "stage.entered")
+        .map((e) => e.stage);
 
     before(async () => {
       dataDir = await makeTempDir("authnexus-node-agent");
@@ -124,12 +129,23 @@ for (const variant of dbVariants()) {
 
       // The operator's path: create the node, let the CP's job worker onboard it, download the package.
       const created = await admin("POST", "/nodes", { name: `agent-${variant.name}`, host: "localhost", business_port: 8443 });
-      const pkg = await waitFor("deploy package built", async () => ((await admin("GET", `/nodes/${created.id}/deploy-packages`)).items as { id: string; current: boolean }[]).find((p) => p.current), 15_000);
-      const download = await fetch(`http://127.0.0.1:${ports.admin}/admin/v1/nodes/${created.id}/deploy-packages/${pkg.id}/download`, { headers: { authorization: `Bearer ${token}` } });
+      const pkg = await waitFor(
+        "deploy package built",
+        async () =>
+          ((await admin("GET", `/nodes/${created.id}/deploy-packages`)).items as { id: string; current: boolean }[]).find((p) => p.current),
+        15_000,
+      );
+      const download = await fetch(`http://127.0.0.1:${ports.admin}/admin/v1/nodes/${created.id}/deploy-packages/${pkg.id}/download`, {
+        headers: { authorization: `Bearer ${token}` },
+      });
       assert.equal(download.status, 200);
       provisioned = { nodeId: created.id as string, ...(await unpackPackage(Buffer.from(await download.arrayBuffer()))) };
       // The package names the CP's public URLs; this CP listens on ports chosen at start.
-      const manifest = { ...provisioned.manifest, cp_url: `https://127.0.0.1:${ports.cp}`, ocsp_url: `http://127.0.0.1:${ports.ocsp}/ocsp/` };
+      const manifest = {
+        ...provisioned.manifest,
+        cp_url: `https://127.0.0.1:${ports.cp}`,
+        ocsp_url: `http://127.0.0.1:${ports.ocsp}/ocsp/`,
+      };
       await fs.writeFile(provisioned.agentJsonPath, JSON.stringify(manifest, null, 2));
       node = await startNode();
     });
@@ -146,7 +162,7 @@ for (const variant of dbVariants()) {
       assert.equal(await node.ready, true);
       assert.deepEqual(stageOrder(), ["load_package", "open_db", "connect_cp", "initial_configs", "first_ocsp", "ready"]);
       assert.equal((await health("/healthz")).status, 200);
-      assert.deepEqual((await health("/readyz")), { status: 200, json: { ready: true, stage: "ready" } });
+      assert.deepEqual(await health("/readyz"), { status: 200, json: { ready: true, stage: "ready" } });
       const status = (await health("/status")).json;
       assert.equal(status.node_id, provisioned.nodeId);
       assert.equal(status.ocsp.status, "good");
@@ -164,7 +180,10 @@ for (const variant of dbVariants()) {
       });
       assert.equal(view.software_version, "0.1.0");
       const states = await admin("GET", `/nodes/${provisioned.nodeId}/configs`);
-      assert.ok((states.items as { state: string }[]).every((i) => i.state === "SYNCED"), JSON.stringify(states.items));
+      assert.ok(
+        (states.items as { state: string }[]).every((i) => i.state === "SYNCED"),
+        JSON.stringify(states.items),
+      );
     });
 
     test("a config change arrives by its SSE hint and is acked (SYNCED); a bad one is reported (ERROR) and the old one stays", async () => {
@@ -178,7 +197,9 @@ for (const variant of dbVariants()) {
       });
       // The CP checks a bundle's shape; the node parses each certificate and refuses a leaf.
       const leafPem = provisioned.files["tls/node_client.pem"]?.toString() ?? "";
-      await admin("PUT", `/applications/${appId}/configs/app_client_ca_bundle`, { content: { pem: provisioned.files["tls/app_client_ca.pem"]?.toString() } });
+      await admin("PUT", `/applications/${appId}/configs/app_client_ca_bundle`, {
+        content: { pem: provisioned.files["tls/app_client_ca.pem"]?.toString() },
+      });
       await waitFor("bundle v1 applied", () => node.agent.store.version("app_client_ca_bundle", `app:${appId}`) === 1);
       await admin("PUT", `/applications/${appId}/configs/app_client_ca_bundle`, { content: { pem: leafPem } });
       const error = await waitFor("ERROR on the CP", async () => {
@@ -193,15 +214,25 @@ for (const variant of dbVariants()) {
     });
 
     test("commands reach the node by hint, run once, and the CP shows each result", async () => {
-      const announcement = await admin("POST", `/nodes/${provisioned.nodeId}/commands`, { kind: "announcement", payload: { message: "maintenance at 10" } });
+      const announcement = await admin("POST", `/nodes/${provisioned.nodeId}/commands`, {
+        kind: "announcement",
+        payload: { message: "maintenance at 10" },
+      });
       const reload = await admin("POST", "/commands", { kind: "reload_configs" });
       for (const command of [announcement, reload]) {
-        const result = await waitFor(`result of ${command.kind}`, async () => {
-          const view = await admin("GET", `/commands/${command.id}`);
-          const mine = (view.results as { node_id: string; status: string; output: unknown }[]).find((r) => r.node_id === provisioned.nodeId);
-          return mine?.status === "succeeded" ? mine : null;
-        }, 3000);
-        if (command.kind === "announcement") assert.deepEqual(result.output, { delivered: 0 }, "no business listener yet: reached nobody, and says so");
+        const result = await waitFor(
+          `result of ${command.kind}`,
+          async () => {
+            const view = await admin("GET", `/commands/${command.id}`);
+            const mine = (view.results as { node_id: string; status: string; output: unknown }[]).find(
+              (r) => r.node_id === provisioned.nodeId,
+            );
+            return mine?.status === "succeeded" ? mine : null;
+          },
+          3000,
+        );
+        if (command.kind === "announcement")
+          assert.deepEqual(result.output, { delivered: 0 }, "no business listener yet: reached nobody, and says so");
         else assert.deepEqual(result.output, { applied: 0, rejected: 0 });
       }
       assert.equal(node.status().cursors?.commands, reload.seq);
@@ -211,7 +242,11 @@ for (const variant of dbVariants()) {
       const started = Date.now();
       const entry = await admin("POST", "/security/blacklist", { kind: "ip", value: "203.0.113.9", reason: "credential stuffing" });
       await admin("POST", "/security/auth-epochs", { user_id: "usr_agent_1", app_id: appId });
-      await waitFor("both applied", () => node.agent.blacklist.isBlocked("ip", "203.0.113.9", Date.now()) && node.agent.epochs.epochOf("usr_agent_1") !== null, 3000);
+      await waitFor(
+        "both applied",
+        () => node.agent.blacklist.isBlocked("ip", "203.0.113.9", Date.now()) && node.agent.epochs.epochOf("usr_agent_1") !== null,
+        3000,
+      );
       assert.ok(Date.now() - started < 3000, "well inside the 10-minute healthy polls: the hints did it");
       const status = (await health("/status")).json;
       assert.equal(status.sse.state, "connected");
@@ -257,10 +292,16 @@ for (const variant of dbVariants()) {
       node = await startNode();
       assert.equal(await node.ready, true);
       assert.ok((node.status().cursors?.blacklist ?? 0) >= (cursorsBefore?.blacklist ?? 0), "resumed from the persisted cursor");
-      await waitFor("caught up", () => values.every((v) => node.agent.blacklist.isBlocked("ip", v, Date.now())) && node.agent.epochs.epochOf("usr_agent_3") !== null, 5000);
+      await waitFor(
+        "caught up",
+        () => values.every((v) => node.agent.blacklist.isBlocked("ip", v, Date.now())) && node.agent.epochs.epochOf("usr_agent_3") !== null,
+        5000,
+      );
       const view = await waitFor("command result", async () => {
         const v = await admin("GET", `/commands/${command.id}`);
-        return (v.results as { node_id: string; status: string }[]).find((r) => r.node_id === provisioned.nodeId && r.status === "succeeded");
+        return (v.results as { node_id: string; status: string }[]).find(
+          (r) => r.node_id === provisioned.nodeId && r.status === "succeeded",
+        );
       });
       assert.ok(view);
       const executions = nodeLogs.events().filter((e) => e.msg === "command.executed" && e.command_id === command.id);
@@ -283,7 +324,9 @@ for (const variant of dbVariants()) {
       assert.ok(node.currentStaple());
       assert.equal(during.caches.blacklist_entries, blocked, "cached security data kept");
       assert.equal((await health("/readyz")).status, 200, "the node keeps serving");
-      const failures = nodeLogs.events().filter((e) => e.msg === "ocsp.fetch_failed" || e.msg === "sse.connect_failed" || e.msg === "checkin.failed");
+      const failures = nodeLogs
+        .events()
+        .filter((e) => e.msg === "ocsp.fetch_failed" || e.msg === "sse.connect_failed" || e.msg === "checkin.failed");
       assert.ok(failures.length > 0);
 
       cp = await startCp(ports);

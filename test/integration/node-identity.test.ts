@@ -79,9 +79,18 @@ for (const variant of dbVariants()) {
       const foreign = await mintForeignCert(api.cp.ctx, alpha.nodeId, "app_client_ca");
       for (const identity of [foreign, null]) {
         const outcome = await new Promise<string>((resolve) => {
-          const socket = tls.connect({ host: "127.0.0.1", port, servername: "localhost", ca: api.cpCaPem, ...(identity ? { cert: identity.certPem, key: identity.keyPem } : {}) }, () => {
-            socket.write(`POST ${probe(alpha.nodeId)} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}`);
-          });
+          const socket = tls.connect(
+            {
+              host: "127.0.0.1",
+              port,
+              servername: "localhost",
+              ca: api.cpCaPem,
+              ...(identity ? { cert: identity.certPem, key: identity.keyPem } : {}),
+            },
+            () => {
+              socket.write(`POST ${probe(alpha.nodeId)} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n{}`);
+            },
+          );
           socket.on("data", (d) => resolve(`data:${d.toString().split("\r\n")[0]}`));
           socket.on("error", (e) => resolve(`error:${(e as NodeJS.ErrnoException).code ?? e.message}`));
           socket.on("close", () => resolve("closed"));

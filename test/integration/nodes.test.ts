@@ -71,7 +71,24 @@ async function ocspStatus(cp: TestCp, certPem: string, issuerPem: string): Promi
     const der = await answer(readFileSync(join(dir, "req.der")));
     writeFileSync(join(dir, "resp.der"), der);
     // The answer is dated by the test's ManualClock; the wide window lets openssl judge the rest.
-    const check = run("openssl", ["ocsp", "-respin", "resp.der", "-issuer", "issuer.pem", "-cert", "cert.pem", "-CAfile", "issuer.pem", "-no_nonce", "-validity_period", "300000000"], dir);
+    const check = run(
+      "openssl",
+      [
+        "ocsp",
+        "-respin",
+        "resp.der",
+        "-issuer",
+        "issuer.pem",
+        "-cert",
+        "cert.pem",
+        "-CAfile",
+        "issuer.pem",
+        "-no_nonce",
+        "-validity_period",
+        "300000000",
+      ],
+      dir,
+    );
     assert.equal(check.status, 0, check.stderr);
     assert.match(check.stderr, /Response verify OK/);
     const response = AsnConvert.parse(der, OCSPResponse);
@@ -82,7 +99,12 @@ async function ocspStatus(cp: TestCp, certPem: string, issuerPem: string): Promi
     const status = single.certStatus;
     if (status.revoked) {
       const reason = status.revoked.revocationReason?.reason;
-      return { kind: "revoked", revokedAt: status.revoked.revocationTime.getTime(), ...(reason === undefined ? {} : { reason }), openssl: check.stdout };
+      return {
+        kind: "revoked",
+        revokedAt: status.revoked.revocationTime.getTime(),
+        ...(reason === undefined ? {} : { reason }),
+        openssl: check.stdout,
+      };
     }
     return { kind: status.good !== undefined ? "good" : "unknown", openssl: check.stdout };
   } finally {
@@ -118,7 +140,14 @@ for (const variant of dbVariants()) {
       worker = createPkiJobWorker(cp.ctx);
       cp.ctx.events.onNotice((n) => notices.push(n));
       root = (await loginAs(app, ROOT_USERNAME, ROOT_PASSWORD)).access_token;
-      json(await call(app, "POST", `${V1}/agents`, { token: root, body: { username: "node-operator", password: OPERATOR_PASSWORD, role: "operator" } }), 201, "create operator");
+      json(
+        await call(app, "POST", `${V1}/agents`, {
+          token: root,
+          body: { username: "node-operator", password: OPERATOR_PASSWORD, role: "operator" },
+        }),
+        201,
+        "create operator",
+      );
       operator = (await loginAs(app, "node-operator", OPERATOR_PASSWORD)).access_token;
     });
     after(async () => {
@@ -188,14 +217,27 @@ for (const variant of dbVariants()) {
         packageId = current.id as string;
         assert.equal(result.package_id, packageId);
 
-        const inventory = await cp.ctx.controlDb.selectFrom("certificates").selectAll().where("owner_type", "=", "node").where("owner_id", "=", nodeId).execute();
+        const inventory = await cp.ctx.controlDb
+          .selectFrom("certificates")
+          .selectAll()
+          .where("owner_type", "=", "node")
+          .where("owner_id", "=", nodeId)
+          .execute();
         assert.deepEqual(inventory.map((c) => c.purpose).sort(), ["node_client", "node_server"]);
         const pkiAudit = await cp.ctx.controlDb.selectFrom("pki_audit_logs").selectAll().where("actor", "=", "job:node_onboard").execute();
         assert.deepEqual(pkiAudit.map((a) => a.event).sort(), ["cert.issued", "cert.issued", "package.built"]);
-        const nodeAudit = await cp.ctx.controlDb.selectFrom("node_audit_logs").select("event").where("node_id", "=", nodeId).orderBy("created_at").execute();
+        const nodeAudit = await cp.ctx.controlDb
+          .selectFrom("node_audit_logs")
+          .select("event")
+          .where("node_id", "=", nodeId)
+          .orderBy("created_at")
+          .execute();
         assert.ok(nodeAudit.some((a) => a.event === "node.provisioned"));
         const pkiLog = cp.logLines.filter((l) => l.includes('"category":"PKI"') || l.includes("[PKI]"));
-        assert.ok(pkiLog.some((l) => l.includes("cert.issued") && l.includes(nodeId)), "cert.issued is logged under [PKI]");
+        assert.ok(
+          pkiLog.some((l) => l.includes("cert.issued") && l.includes(nodeId)),
+          "cert.issued is logged under [PKI]",
+        );
         assert.ok(pkiLog.some((l) => l.includes("package.built")));
         assert.ok(!cp.logLines.some((l) => l.includes("PRIVATE KEY")), "no key material in logs");
       });
@@ -220,15 +262,24 @@ for (const variant of dbVariants()) {
 
       test("root downloads a gzip attachment; the download is recorded", async () => {
         cp.clock.advance(1000);
-        const res = await app.request(`${V1}/nodes/${nodeId}/deploy-packages/${packageId}/download`, { headers: { authorization: `Bearer ${root}` } });
+        const res = await app.request(`${V1}/nodes/${nodeId}/deploy-packages/${packageId}/download`, {
+          headers: { authorization: `Bearer ${root}` },
+        });
         assert.equal(res.status, 200);
         assert.equal(res.headers.get("content-type"), "application/gzip");
-        assert.match(res.headers.get("content-disposition") ?? "", /^attachment; filename="authnexus-node-edge-1-pkg_[A-Za-z0-9_-]+\.tar\.gz"$/);
+        assert.match(
+          res.headers.get("content-disposition") ?? "",
+          /^attachment; filename="authnexus-node-edge-1-pkg_[A-Za-z0-9_-]+\.tar\.gz"$/,
+        );
         assert.equal(res.headers.get("cache-control"), "no-store");
         archive = Buffer.from(await res.arrayBuffer());
         assert.equal(Number(res.headers.get("content-length")), archive.length);
         assert.deepEqual(archive.subarray(0, 2), Buffer.from([0x1f, 0x8b]));
-        const row = await cp.ctx.controlDb.selectFrom("deploy_packages").select(["sha256", "size_bytes", "downloaded_at"]).where("id", "=", packageId).executeTakeFirstOrThrow();
+        const row = await cp.ctx.controlDb
+          .selectFrom("deploy_packages")
+          .select(["sha256", "size_bytes", "downloaded_at"])
+          .where("id", "=", packageId)
+          .executeTakeFirstOrThrow();
         assert.equal(res.headers.get("x-package-sha256"), row.sha256);
         assert.equal(row.size_bytes, archive.length);
         assert.equal(row.downloaded_at, cp.clock.now());
@@ -236,8 +287,17 @@ for (const variant of dbVariants()) {
         assert.equal(audit.length, 1);
         assert.equal(JSON.parse(audit[0]?.detail ?? "{}").package_id, packageId);
         // The early attempt, the operator's refused one and this download: all in the agent audit trail.
-        const agentAudit = await cp.ctx.controlDb.selectFrom("agent_audit_logs").select(["result", "error_code"]).where("action", "=", "node.package_download").where("target_id", "=", nodeId).execute();
-        assert.deepEqual(agentAudit.map((a) => `${a.result}:${a.error_code}`).sort(), ["failure:FORBIDDEN", "failure:NODE_NOT_PROVISIONED", "success:null"]);
+        const agentAudit = await cp.ctx.controlDb
+          .selectFrom("agent_audit_logs")
+          .select(["result", "error_code"])
+          .where("action", "=", "node.package_download")
+          .where("target_id", "=", nodeId)
+          .execute();
+        assert.deepEqual(agentAudit.map((a) => `${a.result}:${a.error_code}`).sort(), [
+          "failure:FORBIDDEN",
+          "failure:NODE_NOT_PROVISIONED",
+          "success:null",
+        ]);
       });
 
       test("the real tar lists the files with their modes and extracts a manifest that validates", async () => {
@@ -261,7 +321,13 @@ for (const variant of dbVariants()) {
           assert.equal(modes.get(PACKAGE_FILES.client_key), "-rw-------");
           assert.equal(modes.get(PACKAGE_FILES.server_key), "-rw-------");
           assert.equal(modes.get(PACKAGE_FILES.password_hash_key), "-rw-------");
-          for (const path of [PACKAGE_FILES.cp_ca, PACKAGE_FILES.client_cert, PACKAGE_FILES.server_cert, PACKAGE_FILES.server_issuer, PACKAGE_FILES.app_client_ca]) {
+          for (const path of [
+            PACKAGE_FILES.cp_ca,
+            PACKAGE_FILES.client_cert,
+            PACKAGE_FILES.server_cert,
+            PACKAGE_FILES.server_issuer,
+            PACKAGE_FILES.app_client_ca,
+          ]) {
             assert.equal(modes.get(path), "-rw-r--r--", path);
           }
           assert.equal(modes.size, 11, "manifest, two directories and eight files");
@@ -285,7 +351,12 @@ for (const variant of dbVariants()) {
             assert.ok(content, `${path} is in the package`);
             return content.toString("utf8");
           };
-          const cas = Object.fromEntries((await cp.ctx.controlDb.selectFrom("certificate_authorities").select(["profile", "cert_pem"]).execute()).map((c) => [c.profile, c.cert_pem.trim()]));
+          const cas = Object.fromEntries(
+            (await cp.ctx.controlDb.selectFrom("certificate_authorities").select(["profile", "cert_pem"]).execute()).map((c) => [
+              c.profile,
+              c.cert_pem.trim(),
+            ]),
+          );
           assert.equal(file(m.files.cp_ca).trim(), cas.cp_server_ca);
           assert.equal(file(m.files.server_issuer).trim(), cas.tcp_server_ca);
           assert.equal(file(m.files.app_client_ca).trim(), cas.app_client_ca);
@@ -295,33 +366,87 @@ for (const variant of dbVariants()) {
           assert.equal(server.mustStaple, true);
           assert.deepEqual(server.ocspUrls, [cp.ctx.publicOcspUrl]);
           assert.deepEqual(server.extendedKeyUsages, ["serverAuth"]);
-          const serverChain = await verifyCertificateChain({ leaf: file(m.files.server_cert), trustedCas: [file(m.files.server_issuer)], clock: cp.clock, expectedProfile: "node_server" });
+          const serverChain = await verifyCertificateChain({
+            leaf: file(m.files.server_cert),
+            trustedCas: [file(m.files.server_issuer)],
+            clock: cp.clock,
+            expectedProfile: "node_server",
+          });
           assert.ok(serverChain.ok, JSON.stringify(serverChain));
 
           const client = parseCertificate(file(m.files.client_cert));
           assert.deepEqual(client.sans.uri, [nodeUri(nodeId)]);
           assert.deepEqual(client.extendedKeyUsages, ["clientAuth"]);
-          const clientChain = await verifyCertificateChain({ leaf: file(m.files.client_cert), trustedCas: [cas.cp_node_client_ca ?? ""], clock: cp.clock, expectedProfile: "node_client" });
+          const clientChain = await verifyCertificateChain({
+            leaf: file(m.files.client_cert),
+            trustedCas: [cas.cp_node_client_ca ?? ""],
+            clock: cp.clock,
+            expectedProfile: "node_client",
+          });
           assert.ok(clientChain.ok, JSON.stringify(clientChain));
-          const wrongCa = await verifyCertificateChain({ leaf: file(m.files.client_cert), trustedCas: [file(m.files.server_issuer)], clock: cp.clock });
+          const wrongCa = await verifyCertificateChain({
+            leaf: file(m.files.client_cert),
+            trustedCas: [file(m.files.server_issuer)],
+            clock: cp.clock,
+          });
           assert.equal(wrongCa.ok, false, "the client certificate does not chain to tcp_server_ca");
 
-          assert.ok(new X509Certificate(file(m.files.server_cert)).checkPrivateKey(createPrivateKey(file(m.files.server_key))), "server key matches");
-          assert.ok(new X509Certificate(file(m.files.client_cert)).checkPrivateKey(createPrivateKey(file(m.files.client_key))), "client key matches");
+          assert.ok(
+            new X509Certificate(file(m.files.server_cert)).checkPrivateKey(createPrivateKey(file(m.files.server_key))),
+            "server key matches",
+          );
+          assert.ok(
+            new X509Certificate(file(m.files.client_cert)).checkPrivateKey(createPrivateKey(file(m.files.client_key))),
+            "client key matches",
+          );
 
-          const inventory = await cp.ctx.controlDb.selectFrom("certificates").select(["purpose", "serial_hex"]).where("owner_id", "=", nodeId).execute();
+          const inventory = await cp.ctx.controlDb
+            .selectFrom("certificates")
+            .select(["purpose", "serial_hex"])
+            .where("owner_id", "=", nodeId)
+            .execute();
           assert.equal(inventory.find((c) => c.purpose === "node_server")?.serial_hex, server.serialHex);
           assert.equal(inventory.find((c) => c.purpose === "node_client")?.serial_hex, client.serialHex);
 
-          const secret = await cp.ctx.controlDb.selectFrom("server_secrets").select("ciphertext").where("name", "=", PASSWORD_HASH_SECRET_NAME).executeTakeFirstOrThrow();
+          const secret = await cp.ctx.controlDb
+            .selectFrom("server_secrets")
+            .select("ciphertext")
+            .where("name", "=", PASSWORD_HASH_SECRET_NAME)
+            .executeTakeFirstOrThrow();
           const expected = openSecret(cp.ctx.masterKey, Buffer.from(secret.ciphertext), PASSWORD_HASH_SECRET_NAME);
           assert.equal(file(m.files.password_hash_key).trim(), expected.toString("hex"));
 
           // openssl agrees: the business certificate is a TLS server certificate under tcp_server_ca.
-          const verify = run("openssl", ["verify", "-purpose", "sslserver", "-attime", String(Math.floor(cp.clock.now() / 1000)), "-CAfile", m.files.server_issuer, m.files.server_cert], pkg.dir);
+          const verify = run(
+            "openssl",
+            [
+              "verify",
+              "-purpose",
+              "sslserver",
+              "-attime",
+              String(Math.floor(cp.clock.now() / 1000)),
+              "-CAfile",
+              m.files.server_issuer,
+              m.files.server_cert,
+            ],
+            pkg.dir,
+          );
           assert.equal(verify.status, 0, verify.stdout + verify.stderr);
           writeFileSync(join(pkg.dir, "cp_node_client_ca.pem"), cas.cp_node_client_ca ?? "");
-          const verifyClient = run("openssl", ["verify", "-purpose", "sslclient", "-attime", String(Math.floor(cp.clock.now() / 1000)), "-CAfile", "cp_node_client_ca.pem", m.files.client_cert], pkg.dir);
+          const verifyClient = run(
+            "openssl",
+            [
+              "verify",
+              "-purpose",
+              "sslclient",
+              "-attime",
+              String(Math.floor(cp.clock.now() / 1000)),
+              "-CAfile",
+              "cp_node_client_ca.pem",
+              m.files.client_cert,
+            ],
+            pkg.dir,
+          );
           assert.equal(verifyClient.status, 0, verifyClient.stdout + verifyClient.stderr);
         } finally {
           await pkg.cleanup();
@@ -336,7 +461,12 @@ for (const variant of dbVariants()) {
           const created = json(await create({ name: `ip-${canonical.replace(/[:.]/g, "-")}`, host, business_port: 9443 }), 201, host);
           assert.equal(created.host, canonical);
           assert.equal((await worker.runOnce())?.outcome, "succeeded");
-          const row = await cp.ctx.controlDb.selectFrom("certificates").select("cert_pem").where("owner_id", "=", created.id as string).where("purpose", "=", "node_server").executeTakeFirstOrThrow();
+          const row = await cp.ctx.controlDb
+            .selectFrom("certificates")
+            .select("cert_pem")
+            .where("owner_id", "=", created.id as string)
+            .where("purpose", "=", "node_server")
+            .executeTakeFirstOrThrow();
           assert.deepEqual(parseCertificate(row.cert_pem).sans, { dns: [], ip: [canonical], uri: [] });
         }
       });
@@ -392,14 +522,19 @@ for (const variant of dbVariants()) {
           `${"a.".repeat(127)}ab`,
           "node.example.test\r\nX-Injected: 1",
         ];
-        for (const host of badHosts) cases.push([`host ${JSON.stringify(host).slice(0, 40)}`, { body: { ...good, host } }, 400, "VALIDATION_FAILED"]);
+        for (const host of badHosts)
+          cases.push([`host ${JSON.stringify(host).slice(0, 40)}`, { body: { ...good, host } }, 400, "VALIDATION_FAILED"]);
         cases.push(["duplicate name", { body: { ...good, name: "hostile-base" } }, 409, "CONFLICT"]);
 
         const before = await snapshotDb(cp.ctx);
         for (const [label, input, status, code] of cases) {
           const res =
             input.raw !== undefined
-              ? await call(app, "POST", `${V1}/nodes`, { token: root, rawBody: input.raw, headers: input.type ? { "content-type": input.type } : {} })
+              ? await call(app, "POST", `${V1}/nodes`, {
+                  token: root,
+                  rawBody: input.raw,
+                  headers: input.type ? { "content-type": input.type } : {},
+                })
               : await create(input.body);
           refused(res, status, code, label);
         }
@@ -437,25 +572,47 @@ for (const variant of dbVariants()) {
           ["PUT", `/nodes/${existing}`, {}, 404, "ROUTE_NOT_FOUND"],
         ];
         for (const [method, path, input, status, code] of cases) {
-          const options = input.raw !== undefined ? { token: root, rawBody: input.raw, headers: { "content-type": "application/json" } } : input.body !== undefined ? { token: root, body: input.body } : { token: root };
+          const options =
+            input.raw !== undefined
+              ? { token: root, rawBody: input.raw, headers: { "content-type": "application/json" } }
+              : input.body !== undefined
+                ? { token: root, body: input.body }
+                : { token: root };
           refused(await call(app, method, `${V1}${path}`, options), status, code, `${method} ${path}`);
         }
         assert.deepEqual(await snapshotDb(cp.ctx), before);
       });
 
       test("roles: an operator reads everything but changes nothing; no token is 401", async () => {
-        for (const path of ["/nodes", "/nodes/overview", `/nodes/${existing}`, `/nodes/${existing}/deploy-packages`, "/nodes/audit-logs", "/nodes/auth-events"]) {
+        for (const path of [
+          "/nodes",
+          "/nodes/overview",
+          `/nodes/${existing}`,
+          `/nodes/${existing}/deploy-packages`,
+          "/nodes/audit-logs",
+          "/nodes/auth-events",
+        ]) {
           json(await get(path, operator), 200, `operator GET ${path}`);
         }
         const pkg = (json(await get(`/nodes/${existing}/deploy-packages`), 200, "packages").items as Obj[])[0]?.id as string;
         const before = await snapshotDb(cp.ctx);
-        refused(await create({ name: "op-node", host: "op.example.test", business_port: 1 }, operator), 403, "FORBIDDEN", "operator create");
+        refused(
+          await create({ name: "op-node", host: "op.example.test", business_port: 1 }, operator),
+          403,
+          "FORBIDDEN",
+          "operator create",
+        );
         refused(await post(`/nodes/${existing}/disable`, operator), 403, "FORBIDDEN", "operator disable");
         refused(await post(`/nodes/${existing}/enable`, operator), 403, "FORBIDDEN", "operator enable");
         refused(await call(app, "DELETE", `${V1}/nodes/${existing}`, { token: operator }), 403, "FORBIDDEN", "operator delete");
         refused(await get(`/nodes/${existing}/deploy-packages/${pkg}/download`, operator), 403, "FORBIDDEN", "operator download");
         refused(await call(app, "GET", `${V1}/nodes`), 401, "UNAUTHENTICATED", "no token");
-        refused(await call(app, "GET", `${V1}/nodes/${existing}/deploy-packages/${pkg}/download`), 401, "UNAUTHENTICATED", "no token download");
+        refused(
+          await call(app, "GET", `${V1}/nodes/${existing}/deploy-packages/${pkg}/download`),
+          401,
+          "UNAUTHENTICATED",
+          "no token download",
+        );
         assert.deepEqual(await snapshotDb(cp.ctx), before);
       });
     });
@@ -488,7 +645,12 @@ for (const variant of dbVariants()) {
           .execute();
         await cp.ctx.controlDb
           .updateTable("nodes")
-          .set({ last_checkin_at: now - NODE_ONLINE_WINDOW_MS - 1, online_users: 7, ocsp_last_applied_at: now - OCSP_STALE_AFTER_MS - 1, metadata: "{not json" })
+          .set({
+            last_checkin_at: now - NODE_ONLINE_WINDOW_MS - 1,
+            online_users: 7,
+            ocsp_last_applied_at: now - OCSP_STALE_AFTER_MS - 1,
+            metadata: "{not json",
+          })
           .where("id", "=", ids.offline)
           .execute();
         json(await post(`/nodes/${ids.disabled}/disable`), 200, "disable");
@@ -502,7 +664,12 @@ for (const variant of dbVariants()) {
       test("each node shows its displayed status, and the status filter selects by it", async () => {
         const all = await fleet("");
         const byName = Object.fromEntries(all.map((n) => [n.name, n.status]));
-        assert.deepEqual(byName, { "fleet-online": "online", "fleet-offline": "offline", "fleet-disabled": "disabled", "fleet-provisioning": "provisioning" });
+        assert.deepEqual(byName, {
+          "fleet-online": "online",
+          "fleet-offline": "offline",
+          "fleet-disabled": "disabled",
+          "fleet-provisioning": "provisioning",
+        });
         for (const status of ["online", "offline", "disabled", "provisioning"]) {
           const names = (await fleet(`&status=${status}`)).map((n) => n.name);
           assert.deepEqual(names, [`fleet-${status}`], status);
@@ -544,7 +711,12 @@ for (const variant of dbVariants()) {
         const items = all.items as Obj[];
         const count = (status: string) => items.filter((n) => n.status === status).length;
         assert.equal(overview.total, items.length);
-        assert.deepEqual(overview.by_status, { provisioning: count("provisioning"), online: count("online"), offline: count("offline"), disabled: count("disabled") });
+        assert.deepEqual(overview.by_status, {
+          provisioning: count("provisioning"),
+          online: count("online"),
+          offline: count("offline"),
+          disabled: count("disabled"),
+        });
         assert.equal(overview.online_users, 42, "offline nodes' stale counts are not summed");
         assert.equal(overview.sse_connected, 1);
         const stale = overview.ocsp_stale as { count: number; nodes: Obj[]; threshold_ms: number };
@@ -587,8 +759,24 @@ for (const variant of dbVariants()) {
         await cp.ctx.controlDb
           .insertInto("node_auth_events")
           .values([
-            { id: "nae_1", created_at: at - 1000, node_id: ids.online, event: "cert.rejected", peer: "10.0.0.1", cert_serial: "ab", detail: JSON.stringify({ reason: "revoked" }) },
-            { id: "nae_2", created_at: at, node_id: ids.offline, event: "identity.mismatch", peer: "10.0.0.2", cert_serial: "cd", detail: null },
+            {
+              id: "nae_1",
+              created_at: at - 1000,
+              node_id: ids.online,
+              event: "cert.rejected",
+              peer: "10.0.0.1",
+              cert_serial: "ab",
+              detail: JSON.stringify({ reason: "revoked" }),
+            },
+            {
+              id: "nae_2",
+              created_at: at,
+              node_id: ids.offline,
+              event: "identity.mismatch",
+              peer: "10.0.0.2",
+              cert_serial: "cd",
+              detail: null,
+            },
           ])
           .execute();
         const auth = json(await get(`/nodes/auth-events?page_size=1`), 200, "auth events");
@@ -652,11 +840,17 @@ for (const variant of dbVariants()) {
       });
 
       test("disable again is idempotent: same disabled_at, one audit row", async () => {
-        const first = (await cp.ctx.controlDb.selectFrom("nodes").select("disabled_at").where("id", "=", nodeId).executeTakeFirstOrThrow()).disabled_at;
+        const first = (await cp.ctx.controlDb.selectFrom("nodes").select("disabled_at").where("id", "=", nodeId).executeTakeFirstOrThrow())
+          .disabled_at;
         cp.clock.advance(1000);
         const node = json(await post(`/nodes/${nodeId}/disable`), 200, "disable again");
         assert.equal(node.disabled_at, first);
-        const rows = await cp.ctx.controlDb.selectFrom("node_audit_logs").select("event").where("node_id", "=", nodeId).where("event", "=", "node.disabled").execute();
+        const rows = await cp.ctx.controlDb
+          .selectFrom("node_audit_logs")
+          .select("event")
+          .where("node_id", "=", nodeId)
+          .where("event", "=", "node.disabled")
+          .execute();
         assert.equal(rows.length, 1);
       });
 
@@ -681,7 +875,14 @@ for (const variant of dbVariants()) {
         const node = json(await get(`/nodes/${id}`), 200, "detail");
         assert.equal(node.status, "disabled");
         assert.equal((node.certificates as Obj).server !== null, true);
-        const pem = (await cp.ctx.controlDb.selectFrom("certificates").select("cert_pem").where("owner_id", "=", id).where("purpose", "=", "node_server").executeTakeFirstOrThrow()).cert_pem;
+        const pem = (
+          await cp.ctx.controlDb
+            .selectFrom("certificates")
+            .select("cert_pem")
+            .where("owner_id", "=", id)
+            .where("purpose", "=", "node_server")
+            .executeTakeFirstOrThrow()
+        ).cert_pem;
         assert.equal((await ocspStatus(cp, pem, tcpCaPem)).kind, "revoked");
         assert.equal(json(await post(`/nodes/${id}/enable`), 200, "enable").lifecycle_status, "active");
         assert.equal((await ocspStatus(cp, pem, tcpCaPem)).kind, "good");
@@ -691,8 +892,18 @@ for (const variant of dbVariants()) {
     describe("delete", () => {
       test("revokes the certificates (cessationOfOperation), removes node and packages, keeps the audit trail", async () => {
         const nodeId = await provisioned("doomed");
-        const certs = await cp.ctx.controlDb.selectFrom("certificates").select(["id", "purpose", "cert_pem"]).where("owner_id", "=", nodeId).execute();
-        const tcpCaPem = (await cp.ctx.controlDb.selectFrom("certificate_authorities").select("cert_pem").where("profile", "=", "tcp_server_ca").executeTakeFirstOrThrow()).cert_pem;
+        const certs = await cp.ctx.controlDb
+          .selectFrom("certificates")
+          .select(["id", "purpose", "cert_pem"])
+          .where("owner_id", "=", nodeId)
+          .execute();
+        const tcpCaPem = (
+          await cp.ctx.controlDb
+            .selectFrom("certificate_authorities")
+            .select("cert_pem")
+            .where("profile", "=", "tcp_server_ca")
+            .executeTakeFirstOrThrow()
+        ).cert_pem;
         cp.clock.advance(2000);
         const deletedAt = cp.clock.now();
         const res = json(await call(app, "DELETE", `${V1}/nodes/${nodeId}`, { token: root }), 200, "delete");
@@ -701,7 +912,11 @@ for (const variant of dbVariants()) {
         refused(await get(`/nodes/${nodeId}`), 404, "NOT_FOUND", "gone");
         refused(await get(`/nodes/${nodeId}/deploy-packages`), 404, "NOT_FOUND", "packages gone");
         assert.equal((await cp.ctx.controlDb.selectFrom("deploy_packages").select("id").where("node_id", "=", nodeId).execute()).length, 0);
-        const after = await cp.ctx.controlDb.selectFrom("certificates").select(["status", "revocation_reason", "revoked_at"]).where("owner_id", "=", nodeId).execute();
+        const after = await cp.ctx.controlDb
+          .selectFrom("certificates")
+          .select(["status", "revocation_reason", "revoked_at"])
+          .where("owner_id", "=", nodeId)
+          .execute();
         assert.deepEqual(after, [
           { status: "revoked", revocation_reason: "cessationOfOperation", revoked_at: deletedAt },
           { status: "revoked", revocation_reason: "cessationOfOperation", revoked_at: deletedAt },

@@ -6,21 +6,21 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import http from "node:http";
-import { type Clock, systemClock } from "../../src/shared/clock.js";
+import { readTlv } from "../../src/cp/ocsp/der.js";
 import {
   buildOcspErrorResponse,
   createOcspAnswerer,
   createOcspListener,
-  type OcspCertStatus,
   OCSP_REQUEST_CONTENT_TYPE,
   OCSP_RESPONSE_CONTENT_TYPE,
+  type OcspCertStatus,
 } from "../../src/cp/ocsp/index.js";
-import { readTlv } from "../../src/cp/ocsp/der.js";
+import { type Clock, systemClock } from "../../src/shared/clock.js";
 import { inventoryResolver, mintCa, mintLeaf, mintPki, type TestCert } from "../helpers/ocsp-fixture.js";
 
 const REVOKED_AT = Date.now() - 3_600_000;
@@ -112,8 +112,19 @@ describe("openssl ocsp against the OCSP app over HTTP", () => {
 
   test("-sha256 with all three certificates in one request", async () => {
     const result = await ocsp([
-      "-sha256", "-issuer", "ca.pem", "-cert", "leaf0.pem", "-cert", "leaf1.pem", "-cert", "leaf2.pem",
-      "-url", url, "-CAfile", "ca.pem",
+      "-sha256",
+      "-issuer",
+      "ca.pem",
+      "-cert",
+      "leaf0.pem",
+      "-cert",
+      "leaf1.pem",
+      "-cert",
+      "leaf2.pem",
+      "-url",
+      url,
+      "-CAfile",
+      "ca.pem",
     ]);
     assertVerified(result);
     assert.match(result.out, /leaf0\.pem: good/);
@@ -133,7 +144,18 @@ describe("openssl ocsp against the OCSP app over HTTP", () => {
 
   test("strict verification (no -issuer fallback) needs only -CAfile: the CA certificate is embedded", async () => {
     const fetched = await ocsp([
-      "-issuer", "ca.pem", "-cert", "leaf1.pem", "-url", url, "-CAfile", "ca.pem", "-reqout", "strict-req.der", "-respout", "strict-resp.der",
+      "-issuer",
+      "ca.pem",
+      "-cert",
+      "leaf1.pem",
+      "-url",
+      url,
+      "-CAfile",
+      "ca.pem",
+      "-reqout",
+      "strict-req.der",
+      "-respout",
+      "strict-resp.der",
     ]);
     assertVerified(fetched);
     // Without -issuer, openssl cannot fall back to trusting the issuer file as the responder.
@@ -229,6 +251,9 @@ describe("HTTP details with fetch", () => {
       assert.deepEqual(b.subarray(status.start, status.end), Buffer.from([0x0a, 0x01, 0x00])); // successful
     }
     // only the deliberately bad requests above were reported
-    assert.ok(errors.every((e) => e instanceof Error && e.name === "OcspRequestError"), String(errors));
+    assert.ok(
+      errors.every((e) => e instanceof Error && e.name === "OcspRequestError"),
+      String(errors),
+    );
   });
 });

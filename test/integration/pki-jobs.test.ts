@@ -60,13 +60,19 @@ for (const variant of dbVariants()) {
 
     const newNode = async () => {
       counter += 1;
-      const node = await createNode(cp.ctx, ACTOR, { name: `job-node-${counter}`, host: `job-${counter}.example.test`, businessPort: 8443 });
+      const node = await createNode(cp.ctx, ACTOR, {
+        name: `job-node-${counter}`,
+        host: `job-${counter}.example.test`,
+        businessPort: 8443,
+      });
       return { nodeId: node.id, jobId: node.job_id };
     };
     const job = (id: string) => cp.ctx.controlDb.selectFrom("pki_jobs").selectAll().where("id", "=", id).executeTakeFirstOrThrow();
     const nodeCerts = (nodeId: string) => cp.ctx.controlDb.selectFrom("certificates").select("id").where("owner_id", "=", nodeId).execute();
-    const nodePackages = (nodeId: string) => cp.ctx.controlDb.selectFrom("deploy_packages").select("id").where("node_id", "=", nodeId).execute();
-    const nodeStatus = async (nodeId: string) => (await cp.ctx.controlDb.selectFrom("nodes").select("status").where("id", "=", nodeId).executeTakeFirstOrThrow()).status;
+    const nodePackages = (nodeId: string) =>
+      cp.ctx.controlDb.selectFrom("deploy_packages").select("id").where("node_id", "=", nodeId).execute();
+    const nodeStatus = async (nodeId: string) =>
+      (await cp.ctx.controlDb.selectFrom("nodes").select("status").where("id", "=", nodeId).executeTakeFirstOrThrow()).status;
     /** Settles every job still due so each test starts from an empty queue. */
     const drain = async () => {
       const worker = createPkiJobWorker(cp.ctx);
@@ -85,7 +91,14 @@ for (const variant of dbVariants()) {
       await completeSetup(cp.ctx);
       app = (await buildAdminApp(cp)).app;
       root = (await loginAs(app, ROOT_USERNAME, ROOT_PASSWORD)).access_token;
-      json(await call(app, "POST", `${V1}/agents`, { token: root, body: { username: "job-operator", password: OPERATOR_PASSWORD, role: "operator" } }), 201, "operator");
+      json(
+        await call(app, "POST", `${V1}/agents`, {
+          token: root,
+          body: { username: "job-operator", password: OPERATOR_PASSWORD, role: "operator" },
+        }),
+        201,
+        "operator",
+      );
       operator = (await loginAs(app, "job-operator", OPERATOR_PASSWORD)).access_token;
     });
     after(async () => {
@@ -259,7 +272,13 @@ for (const variant of dbVariants()) {
         const now = cp.clock.now();
         await cp.ctx.controlDb
           .updateTable("pki_jobs")
-          .set({ status: "running", claimed_by: "cp_dead", attempts: 1, started_at: now - JOB_LEASE_MS * 2, lease_expires_at: now - JOB_LEASE_MS })
+          .set({
+            status: "running",
+            claimed_by: "cp_dead",
+            attempts: 1,
+            started_at: now - JOB_LEASE_MS * 2,
+            lease_expires_at: now - JOB_LEASE_MS,
+          })
           .where("id", "=", jobId)
           .execute();
         const worker = createPkiJobWorker({ ...cp.ctx, instanceId: "cp_started" }, { pollIntervalMs: 60_000 });
@@ -280,7 +299,14 @@ for (const variant of dbVariants()) {
         const worker = createPkiJobWorker(cp.ctx, { pollIntervalMs: 3_600_000 });
         worker.start();
         try {
-          const created = json(await call(app, "POST", `${V1}/nodes`, { token: root, body: { name: "woken", host: "woken.example.test", business_port: 8443 } }), 201, "create");
+          const created = json(
+            await call(app, "POST", `${V1}/nodes`, {
+              token: root,
+              body: { name: "woken", host: "woken.example.test", business_port: 8443 },
+            }),
+            201,
+            "create",
+          );
           await eventually(async () => (await job(created.job_id as string)).status === "succeeded", "the woken job");
         } finally {
           await worker.stop();
@@ -370,10 +396,18 @@ for (const variant of dbVariants()) {
 
         // Running (held by another CP): neither cancellable nor retryable.
         const now = cp.clock.now();
-        await cp.ctx.controlDb.updateTable("pki_jobs").set({ status: "running", claimed_by: "cp_elsewhere", attempts: 1, lease_expires_at: now + JOB_LEASE_MS }).where("id", "=", jobId).execute();
+        await cp.ctx.controlDb
+          .updateTable("pki_jobs")
+          .set({ status: "running", claimed_by: "cp_elsewhere", attempts: 1, lease_expires_at: now + JOB_LEASE_MS })
+          .where("id", "=", jobId)
+          .execute();
         await unchanged(() => post("cancel"), 409, "PKI_JOB_NOT_CANCELLABLE", "cancel running");
         await unchanged(() => post("retry"), 409, "PKI_JOB_NOT_RETRYABLE", "retry running");
-        await cp.ctx.controlDb.updateTable("pki_jobs").set({ status: "pending", claimed_by: null, lease_expires_at: null }).where("id", "=", jobId).execute();
+        await cp.ctx.controlDb
+          .updateTable("pki_jobs")
+          .set({ status: "pending", claimed_by: null, lease_expires_at: null })
+          .where("id", "=", jobId)
+          .execute();
 
         assert.equal((await createPkiJobWorker(cp.ctx).runOnce())?.outcome, "succeeded");
         await unchanged(() => post("retry"), 409, "PKI_JOB_NOT_RETRYABLE", "retry succeeded");
@@ -381,9 +415,23 @@ for (const variant of dbVariants()) {
         const refusal = await post("retry");
         assert.deepEqual((refusal.json as Obj).details, { status: "succeeded" }, "the refusal names the current state");
 
-        const pkiAudit = await cp.ctx.controlDb.selectFrom("pki_audit_logs").select("event").where("detail", "like", `%${jobId}%`).execute();
-        assert.deepEqual(pkiAudit.map((a) => a.event).filter((e) => e.startsWith("job.")).sort(), ["job.cancelled", "job.retried"]);
-        const agentAudit = await cp.ctx.controlDb.selectFrom("agent_audit_logs").select(["action", "result"]).where("target_id", "=", jobId).execute();
+        const pkiAudit = await cp.ctx.controlDb
+          .selectFrom("pki_audit_logs")
+          .select("event")
+          .where("detail", "like", `%${jobId}%`)
+          .execute();
+        assert.deepEqual(
+          pkiAudit
+            .map((a) => a.event)
+            .filter((e) => e.startsWith("job."))
+            .sort(),
+          ["job.cancelled", "job.retried"],
+        );
+        const agentAudit = await cp.ctx.controlDb
+          .selectFrom("agent_audit_logs")
+          .select(["action", "result"])
+          .where("target_id", "=", jobId)
+          .execute();
         assert.ok(agentAudit.some((a) => a.action === "pki.job.cancel" && a.result === "success"));
         assert.ok(agentAudit.some((a) => a.action === "pki.job.retry" && a.result === "failure"));
       });
@@ -400,8 +448,20 @@ for (const variant of dbVariants()) {
           ["POST", "/pki/jobs/job_missing/cancel", { token: root }, 404, "NOT_FOUND"],
           ["POST", `/pki/jobs/${"j".repeat(65)}/cancel`, { token: root }, 404, "NOT_FOUND"],
           ["POST", `/pki/jobs/${jobId}/cancel`, { token: root, body: { reason: "x" } }, 400, "VALIDATION_FAILED"],
-          ["POST", `/pki/jobs/${jobId}/cancel`, { token: root, rawBody: "{", headers: { "content-type": "application/json" } }, 400, "MALFORMED_JSON"],
-          ["POST", `/pki/jobs/${jobId}/retry`, { token: root, rawBody: "x", headers: { "content-type": "text/plain" } }, 415, "UNSUPPORTED_MEDIA_TYPE"],
+          [
+            "POST",
+            `/pki/jobs/${jobId}/cancel`,
+            { token: root, rawBody: "{", headers: { "content-type": "application/json" } },
+            400,
+            "MALFORMED_JSON",
+          ],
+          [
+            "POST",
+            `/pki/jobs/${jobId}/retry`,
+            { token: root, rawBody: "x", headers: { "content-type": "text/plain" } },
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+          ],
           ["GET", "/pki/jobs?status=done", { token: root }, 400, "VALIDATION_FAILED"],
           ["GET", "/pki/jobs?kind=node_rotate", { token: root }, 400, "VALIDATION_FAILED"],
           ["GET", "/pki/jobs?target_id=a%20b", { token: root }, 400, "VALIDATION_FAILED"],
@@ -411,7 +471,8 @@ for (const variant of dbVariants()) {
           ["POST", `/pki/jobs/${jobId}/cancel`, {}, 401, "UNAUTHENTICATED"],
           ["GET", "/pki/jobs", {}, 401, "UNAUTHENTICATED"],
         ];
-        for (const [method, path, options, status, code] of cases) refused(await call(app, method, `${V1}${path}`, options), status, code, `${method} ${path}`);
+        for (const [method, path, options, status, code] of cases)
+          refused(await call(app, method, `${V1}${path}`, options), status, code, `${method} ${path}`);
         assert.deepEqual(await snapshotDb(cp.ctx), before);
         assert.equal((await job(jobId)).status, "pending");
       });

@@ -68,7 +68,10 @@ for (const variant of dbVariants()) {
       api = await startTestNodeApi(variant, "secdelta");
       admin = (await buildAdminApp(api.cp)).app;
       root = (await loginAs(admin, ROOT_USERNAME, ROOT_PASSWORD)).access_token;
-      const created = await call(admin, "POST", "/admin/v1/agents", { token: root, body: { username: "sec-operator", password: OPERATOR_PASSWORD, role: "operator" } });
+      const created = await call(admin, "POST", "/admin/v1/agents", {
+        token: root,
+        body: { username: "sec-operator", password: OPERATOR_PASSWORD, role: "operator" },
+      });
       assert.equal(created.status, 201, created.text);
       operator = (await loginAs(admin, "sec-operator", OPERATOR_PASSWORD)).access_token;
       const app = await call(admin, "POST", "/admin/v1/applications", { token: root, body: { name: "Security App" } });
@@ -88,12 +91,26 @@ for (const variant of dbVariants()) {
     const post = (path: string, body: unknown, token = root) => call(admin, "POST", `${V1}${path}`, { token, body });
     const blacklistChanges = () => db().selectFrom("server_blacklist_changes").selectAll().orderBy("id").execute();
     const epochChanges = () => db().selectFrom("auth_epoch_changes").selectAll().orderBy("id").execute();
-    const audits = (action: string) => db().selectFrom("agent_audit_logs").selectAll().where("action", "=", action).orderBy("created_at").execute();
+    const audits = (action: string) =>
+      db().selectFrom("agent_audit_logs").selectAll().where("action", "=", action).orderBy("created_at").execute();
     const addRuntimeUser = async (id: string, app: string, epoch: number) => {
       const now = api.cp.clock.now();
       await ctx()
         .runtimeDb.insertInto("users")
-        .values({ id, app_id: app, username: id, username_normalized: id, email: null, password_hash: "x", auth_epoch: epoch, status: "active", invite_code_id: null, created_at: now, updated_at: now, last_login_at: null })
+        .values({
+          id,
+          app_id: app,
+          username: id,
+          username_normalized: id,
+          email: null,
+          password_hash: "x",
+          auth_epoch: epoch,
+          status: "active",
+          invite_code_id: null,
+          created_at: now,
+          updated_at: now,
+          last_login_at: null,
+        })
         .execute();
     };
     const pull = async (who: NodeApiClient, node: NodeIdentity, stream: DeltaStream, since: number, limit?: number) => {
@@ -118,7 +135,14 @@ for (const variant of dbVariants()) {
       throw new Error("pull did not finish");
     };
     const recordedCursor = async (nodeId: string, stream: DeltaStream) =>
-      (await db().selectFrom("node_delta_cursors").select("cursor").where("node_id", "=", nodeId).where("stream", "=", stream).executeTakeFirst())?.cursor;
+      (
+        await db()
+          .selectFrom("node_delta_cursors")
+          .select("cursor")
+          .where("node_id", "=", nodeId)
+          .where("stream", "=", stream)
+          .executeTakeFirst()
+      )?.cursor;
 
     // ---- blacklist (admin) ----------------------------------------------------------------
 
@@ -140,7 +164,10 @@ for (const variant of dbVariants()) {
         assert.equal(entry.state, "active");
         assert.equal(entry.removed_at, null);
         const change = (await blacklistChanges()).at(-1);
-        assert.deepEqual({ entry_id: change?.entry_id, op: change?.op, kind: change?.kind, value: change?.value, reason: change?.reason }, { entry_id: entry.id, op: "add", kind, value: stored, reason: "abuse report 42" });
+        assert.deepEqual(
+          { entry_id: change?.entry_id, op: change?.op, kind: change?.kind, value: change?.value, reason: change?.reason },
+          { entry_id: entry.id, op: "add", kind, value: stored, reason: "abuse report 42" },
+        );
         assert.deepEqual(hints.slice(before), [{ event: "blacklist.changed", nodeId: null }]);
       }
       const audit = await audits("security.blacklist.add");
@@ -211,12 +238,27 @@ for (const variant of dbVariants()) {
         ["device with control char", { body: { kind: "device", value: "dev\u0000" } }, 400, "VALIDATION_FAILED"],
         ["device too long", { body: { kind: "device", value: "d".repeat(129) } }, 400, "VALIDATION_FAILED"],
         ["user non-ascii", { body: { kind: "user", value: "usér" } }, 400, "VALIDATION_FAILED"],
-        ["reason with quotes", { body: { kind: "ip", value: "203.0.113.9", reason: "x'; DROP TABLE nodes; --" } }, 400, "VALIDATION_FAILED"],
+        [
+          "reason with quotes",
+          { body: { kind: "ip", value: "203.0.113.9", reason: "x'; DROP TABLE nodes; --" } },
+          400,
+          "VALIDATION_FAILED",
+        ],
         ["reason too long", { body: { kind: "ip", value: "203.0.113.9", reason: "r".repeat(501) } }, 400, "VALIDATION_FAILED"],
         ["expires_at in the past (ms)", { body: { kind: "ip", value: "203.0.113.9", expires_at: now - 1 } }, 400, "VALIDATION_FAILED"],
         ["expires_at now", { body: { kind: "ip", value: "203.0.113.9", expires_at: now } }, 400, "VALIDATION_FAILED"],
-        ["expires_at in the past (ISO)", { body: { kind: "ip", value: "203.0.113.9", expires_at: "2001-01-01T00:00:00Z" } }, 400, "VALIDATION_FAILED"],
-        ["expires_at ISO without zone", { body: { kind: "ip", value: "203.0.113.9", expires_at: "2099-01-01T00:00:00" } }, 400, "VALIDATION_FAILED"],
+        [
+          "expires_at in the past (ISO)",
+          { body: { kind: "ip", value: "203.0.113.9", expires_at: "2001-01-01T00:00:00Z" } },
+          400,
+          "VALIDATION_FAILED",
+        ],
+        [
+          "expires_at ISO without zone",
+          { body: { kind: "ip", value: "203.0.113.9", expires_at: "2099-01-01T00:00:00" } },
+          400,
+          "VALIDATION_FAILED",
+        ],
         ["expires_at prose", { body: { kind: "ip", value: "203.0.113.9", expires_at: "tomorrow" } }, 400, "VALIDATION_FAILED"],
         ["expires_at fractional", { body: { kind: "ip", value: "203.0.113.9", expires_at: now + 1.5 } }, 400, "VALIDATION_FAILED"],
         ["expires_at absurd", { body: { kind: "ip", value: "203.0.113.9", expires_at: 8.64e15 } }, 400, "VALIDATION_FAILED"],
@@ -227,7 +269,11 @@ for (const variant of dbVariants()) {
       for (const [label, input, status, code] of cases) {
         const res =
           input.raw !== undefined
-            ? await call(admin, "POST", `${V1}/blacklist`, { token: root, rawBody: input.raw, headers: { "content-type": input.type ?? "application/json" } })
+            ? await call(admin, "POST", `${V1}/blacklist`, {
+                token: root,
+                rawBody: input.raw,
+                headers: { "content-type": input.type ?? "application/json" },
+              })
             : await post("/blacklist", input.body);
         assert.equal(res.status, status, `${label}: ${res.status} ${res.text.slice(0, 300)}`);
         assert.equal(obj(res).error, code, label);
@@ -244,7 +290,10 @@ for (const variant of dbVariants()) {
       assert.equal(all.total, items.length);
       assert.ok(items.every((e) => e.removed_at === null));
       const created = items.map((e) => Number(e.created_at));
-      assert.deepEqual(created, [...created].sort((a, b) => b - a));
+      assert.deepEqual(
+        created,
+        [...created].sort((a, b) => b - a),
+      );
       const ips = obj(await call(admin, "GET", `${V1}/blacklist?kind=ip`, { token: root }));
       assert.ok((ips.items as Obj[]).length > 0 && (ips.items as Obj[]).every((e) => e.kind === "ip"));
       const withRemoved = obj(await call(admin, "GET", `${V1}/blacklist?include_removed=true&page_size=200`, { token: root }));
@@ -325,7 +374,11 @@ for (const variant of dbVariants()) {
       assert.equal(bumped.status, 201, bumped.text);
       assert.equal(obj(bumped).epoch, 8, "past the Runtime DB's epoch");
       assert.equal(obj(bumped).app_id, appId);
-      const user = await ctx().runtimeDb.selectFrom("users").select("auth_epoch").where("id", "=", "usr_runtime_7").executeTakeFirstOrThrow();
+      const user = await ctx()
+        .runtimeDb.selectFrom("users")
+        .select("auth_epoch")
+        .where("id", "=", "usr_runtime_7")
+        .executeTakeFirstOrThrow();
       assert.equal(Number(user.auth_epoch), 8);
       assert.equal(obj(await post("/auth-epochs", { user_id: "usr_runtime_7" })).epoch, 9, "past the log, whatever the app scope");
       const last = (await epochChanges()).at(-1);
@@ -360,7 +413,11 @@ for (const variant of dbVariants()) {
       for (const [label, input, status, code] of cases) {
         const res =
           input.raw !== undefined
-            ? await call(admin, "POST", `${V1}/auth-epochs`, { token: root, rawBody: input.raw, headers: { "content-type": "application/json" } })
+            ? await call(admin, "POST", `${V1}/auth-epochs`, {
+                token: root,
+                rawBody: input.raw,
+                headers: { "content-type": "application/json" },
+              })
             : await post("/auth-epochs", input.body);
         assert.equal(res.status, status, `${label}: ${res.status} ${res.text.slice(0, 300)}`);
         assert.equal(obj(res).error, code, label);
@@ -372,7 +429,10 @@ for (const variant of dbVariants()) {
     it("GET /auth-epochs pages the history newest first and filters by user", async () => {
       const all = obj(await call(admin, "GET", `${V1}/auth-epochs?page_size=200`, { token: operator }));
       const ids = (all.items as Obj[]).map((c) => Number(c.id));
-      assert.deepEqual(ids, [...ids].sort((a, b) => b - a));
+      assert.deepEqual(
+        ids,
+        [...ids].sort((a, b) => b - a),
+      );
       const mine = obj(await call(admin, "GET", `${V1}/auth-epochs?user_id=usr_runtime_7`, { token: root }));
       assert.deepEqual(
         (mine.items as Obj[]).map((c) => c.epoch),
@@ -416,7 +476,24 @@ for (const variant of dbVariants()) {
     it("bad since / limit → 400 (nothing recorded); since ahead of the log → 410; unknown stream → 404; another node's path → 403", async () => {
       const head = Number((await blacklistChanges()).at(-1)?.id);
       const base = `/cp/v2/nodes/${alpha.nodeId}/deltas/blacklist`;
-      const bad = ["since=-1", "since=1.5", "since=abc", "since=1e30", "since=", "since=%201", "since=0x10", "since=99999999999999999", "", "limit=5", "since=0&limit=0", `since=0&limit=${MAX_DELTA_PAGE + 1}`, "since=0&limit=100000", "since=0&limit=abc", "since=0&limit=-5", "since=0&limit=2.5"];
+      const bad = [
+        "since=-1",
+        "since=1.5",
+        "since=abc",
+        "since=1e30",
+        "since=",
+        "since=%201",
+        "since=0x10",
+        "since=99999999999999999",
+        "",
+        "limit=5",
+        "since=0&limit=0",
+        `since=0&limit=${MAX_DELTA_PAGE + 1}`,
+        "since=0&limit=100000",
+        "since=0&limit=abc",
+        "since=0&limit=-5",
+        "since=0&limit=2.5",
+      ];
       const beta = await api.mintNode({ name: "beta-intruder-target" });
       const baseline = await snapshotDb(ctx());
       for (const q of bad) {
@@ -456,7 +533,10 @@ for (const variant of dbVariants()) {
       assert.equal(blacklist?.floor, mid);
       const left = await blacklistChanges();
       const gone = bl.filter((c) => !left.some((l) => l.id === c.id));
-      assert.ok(gone.every((c) => Number(c.id) <= mid), "nothing above the floor pruned");
+      assert.ok(
+        gone.every((c) => Number(c.id) <= mid),
+        "nothing above the floor pruned",
+      );
       assert.ok(gone.length > 0, "the removed pairs below the floor went");
     });
 
@@ -473,7 +553,10 @@ for (const variant of dbVariants()) {
 
       const lonely = await createTestCp(variant, "secdelta_nonodes");
       try {
-        await lonely.ctx.controlDb.insertInto("auth_epoch_changes").values([1, 2].map((epoch) => ({ user_id: "u", app_id: null, epoch, reason: null, created_at: 0, created_by: null }))).execute();
+        await lonely.ctx.controlDb
+          .insertInto("auth_epoch_changes")
+          .values([1, 2].map((epoch) => ({ user_id: "u", app_id: null, epoch, reason: null, created_at: 0, created_by: null })))
+          .execute();
         const reports = await compactChangeLogs(lonely.ctx);
         assert.deepEqual(
           reports.map((r) => [r.floor, r.pruned]),
@@ -499,13 +582,17 @@ for (const variant of dbVariants()) {
       api.cp.clock.advance(1000);
 
       const full: ReplayedState = { blacklist: new Map(), epochs: new Map() };
-      for (const stream of ["auth-epochs", "blacklist"] as const) applyChanges(full, stream, (await pullAll(alphaClient, alpha, stream)).changes);
+      for (const stream of ["auth-epochs", "blacklist"] as const)
+        applyChanges(full, stream, (await pullAll(alphaClient, alpha, stream)).changes);
       const before = { bl: await blacklistChanges(), ep: await epochChanges() };
       const hintsBefore = hints.length;
 
       // The retention pass first retires the expired entry (a remove change, a hint) ...
       await compactChangeLogs(ctx());
-      assert.ok(hints.slice(hintsBefore).some((h) => h.event === "blacklist.changed"), "retiring an expired entry is a change");
+      assert.ok(
+        hints.slice(hintsBefore).some((h) => h.event === "blacklist.changed"),
+        "retiring an expired entry is a change",
+      );
       applyChanges(full, "blacklist", (await pullAll(alphaClient, alpha, "blacklist", before.bl.at(-1)?.id)).changes);
       assert.ok(![...full.blacklist.values()].includes("ip:198.51.100.99"));
       // ... then, with alpha at both heads, compacts.
@@ -513,19 +600,27 @@ for (const variant of dbVariants()) {
       await pullPage(alphaClient, alpha, "auth-epochs", heads.ep);
       await pullPage(alphaClient, alpha, "blacklist", heads.bl);
       const reports = await compactChangeLogs(ctx());
-      assert.ok(reports.every((r) => r.pruned > 0), `both logs compacted: ${JSON.stringify(reports)}`);
+      assert.ok(
+        reports.every((r) => r.pruned > 0),
+        `both logs compacted: ${JSON.stringify(reports)}`,
+      );
 
       const keptEpochs = await epochChanges();
       const pairs = keptEpochs.map((c) => `${c.user_id}|${c.app_id ?? ""}`);
       assert.equal(new Set(pairs).size, pairs.length, "one change per user+app survives: the newest");
       const keptBlacklist = await blacklistChanges();
-      const live = await db().selectFrom("server_blacklist_entries").select(["id", "kind", "value"]).where("removed_at", "is", null).execute();
+      const live = await db()
+        .selectFrom("server_blacklist_entries")
+        .select(["id", "kind", "value"])
+        .where("removed_at", "is", null)
+        .execute();
       assert.deepEqual(new Set(keptBlacklist.map((c) => c.entry_id)), new Set(live.map((e) => e.id)), "only live entries keep changes");
       assert.ok(keptBlacklist.every((c) => c.op === "add"));
 
       const retention = await db().selectFrom("delta_retention").selectAll().orderBy("stream").execute();
       const prunedThrough = Object.fromEntries(retention.map((r) => [r.stream, Number(r.pruned_through)]));
-      const prunedIds = (all: Array<{ id: number }>, kept: Array<{ id: number }>) => all.filter((c) => !kept.some((k) => k.id === c.id)).map((c) => Number(c.id));
+      const prunedIds = (all: Array<{ id: number }>, kept: Array<{ id: number }>) =>
+        all.filter((c) => !kept.some((k) => k.id === c.id)).map((c) => Number(c.id));
       assert.equal(prunedThrough["auth-epochs"], Math.max(...prunedIds(before.ep, keptEpochs)));
       assert.ok(Number(prunedThrough.blacklist) >= Math.max(...prunedIds(before.bl, keptBlacklist)));
 
@@ -536,14 +631,24 @@ for (const variant of dbVariants()) {
       for (const stream of ["auth-epochs", "blacklist"] as const) {
         const result = await pullAll(freshClient, fresh, stream, 0, 1);
         applyChanges(replayed, stream, result.changes);
-        assert.equal(result.cursor, stream === "blacklist" ? heads.bl : heads.ep, "the replay ends at the head even when the tail was pruned");
+        assert.equal(
+          result.cursor,
+          stream === "blacklist" ? heads.bl : heads.ep,
+          "the replay ends at the head even when the tail was pruned",
+        );
       }
       assert.deepEqual(replayed, full, "the compacted log rebuilds the same state");
-      assert.deepEqual(new Set(replayed.blacklist.values()), new Set(live.map((e) => `${e.kind}:${e.value}`)), "and it is the CP's live blacklist");
+      assert.deepEqual(
+        new Set(replayed.blacklist.values()),
+        new Set(live.map((e) => `${e.kind}:${e.value}`)),
+        "and it is the CP's live blacklist",
+      );
     });
 
     it("a cursor inside the pruned range that the node did not reach by replaying → 410 DELTA_CURSOR_EXPIRED with the exact body; since=0 always works", async () => {
-      const retention = Object.fromEntries((await db().selectFrom("delta_retention").selectAll().execute()).map((r) => [r.stream, Number(r.pruned_through)]));
+      const retention = Object.fromEntries(
+        (await db().selectFrom("delta_retention").selectAll().execute()).map((r) => [r.stream, Number(r.pruned_through)]),
+      );
       for (const stream of ["blacklist", "auth-epochs"] as const) {
         const prunedThrough = Number(retention[stream]);
         assert.ok(prunedThrough > 1, `${stream} has a pruned range`);
@@ -580,7 +685,8 @@ for (const variant of dbVariants()) {
         [5, 10, 5, false],
         [7, 10, 5, false],
       ];
-      for (const [since, pruned, recorded, expired] of table) assert.equal(cursorExpired(since, pruned, recorded), expired, `${since}/${pruned}/${recorded}`);
+      for (const [since, pruned, recorded, expired] of table)
+        assert.equal(cursorExpired(since, pruned, recorded), expired, `${since}/${pruned}/${recorded}`);
     });
   });
 }

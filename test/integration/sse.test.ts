@@ -6,13 +6,13 @@
  * changed loses its stream. Last, a whole CP stops promptly with a stream open.
  */
 import assert from "node:assert/strict";
-import { revokeCertificate } from "../../src/cp/services/pki-inventory.js";
 import { after, before, describe, it } from "node:test";
 import { createParser, type EventSourceMessage } from "eventsource-parser";
 import { resolveCpConfig } from "../../src/cp/config.js";
 import { startControlPlane } from "../../src/cp/control-plane.js";
 import { createNodeApiApp } from "../../src/cp/node-api/app.js";
 import { loadCpTlsIdentity } from "../../src/cp/services/cp-identity.js";
+import { revokeCertificate } from "../../src/cp/services/pki-inventory.js";
 import { systemClock } from "../../src/shared/clock.js";
 import { createMemoryLogger } from "../../src/shared/log/index.js";
 import { nodePaths } from "../../src/shared/node-protocol/index.js";
@@ -113,9 +113,11 @@ for (const variant of dbVariants()) {
       await variant.cleanup();
     });
 
-    const nodeRow = (id: string) => api.cp.ctx.controlDb.selectFrom("nodes").select(["sse_connected", "sse_changed_at"]).where("id", "=", id).executeTakeFirstOrThrow();
+    const nodeRow = (id: string) =>
+      api.cp.ctx.controlDb.selectFrom("nodes").select(["sse_connected", "sse_changed_at"]).where("id", "=", id).executeTakeFirstOrThrow();
     const connected = async (id: string) => (await nodeRow(id)).sse_connected === 1;
-    const logged = (msg: string, nodeId: string) => api.cp.logLines.some((l) => l.includes(`"msg":"${msg}"`) && l.includes(nodeId) && l.includes('"category":"SSE"'));
+    const logged = (msg: string, nodeId: string) =>
+      api.cp.logLines.some((l) => l.includes(`"msg":"${msg}"`) && l.includes(nodeId) && l.includes('"category":"SSE"'));
 
     let first: OpenStream;
 
@@ -156,7 +158,9 @@ for (const variant of dbVariants()) {
       assert.equal(second.status, 200);
       await waitUntil("first stream ended", () => first.ended());
       assert.ok(logged("stream.evicted", alpha.nodeId));
-      await waitUntil("evicted stream closed", () => api.cp.logLines.some((l) => l.includes('"msg":"stream.closed"') && l.includes('"reason":"evicted"')));
+      await waitUntil("evicted stream closed", () =>
+        api.cp.logLines.some((l) => l.includes('"msg":"stream.closed"') && l.includes('"reason":"evicted"')),
+      );
       assert.equal(api.sse.size, 1);
       await api.sse.settled();
       assert.equal(await connected(alpha.nodeId), true, "the evicted stream's close does not mark the node disconnected");
@@ -172,7 +176,11 @@ for (const variant of dbVariants()) {
       await waitUntil("stream removed from the hub", () => api.sse.current(alpha.nodeId) === undefined);
       await waitUntil("sse_connected = 0", async () => !(await connected(alpha.nodeId)));
       assert.ok(Number((await nodeRow(alpha.nodeId)).sse_changed_at) > Number(changedBefore));
-      assert.ok(api.cp.logLines.some((l) => l.includes('"msg":"stream.closed"') && l.includes(alpha.nodeId) && l.includes('"reason":"client_closed"')));
+      assert.ok(
+        api.cp.logLines.some(
+          (l) => l.includes('"msg":"stream.closed"') && l.includes(alpha.nodeId) && l.includes('"reason":"client_closed"'),
+        ),
+      );
     });
 
     it("HEAD does not open a stream", async () => {
@@ -208,7 +216,11 @@ for (const variant of dbVariants()) {
       await waitUntil("gamma stream ended", () => gammaStream.ended());
       assert.equal(api.sse.current(gamma.nodeId), undefined);
       await api.sse.settled();
-      assert.ok(api.cp.logLines.some((l) => l.includes('"msg":"stream.closed"') && l.includes(gamma.nodeId) && l.includes('"reason":"node.deleted"')));
+      assert.ok(
+        api.cp.logLines.some(
+          (l) => l.includes('"msg":"stream.closed"') && l.includes(gamma.nodeId) && l.includes('"reason":"node.deleted"'),
+        ),
+      );
       const reconnect = await open(gamma);
       assert.equal(reconnect.status, 403, "and it cannot come back");
     });
@@ -220,8 +232,21 @@ describe("SSE and shutdown", () => {
     const dataDir = await makeTempDir("authnexus-sse-stop");
     const client: { api?: ReturnType<typeof nodeApiClient> } = {};
     try {
-      const config = resolveCpConfig({ "data-dir": dataDir.path, "admin-listen": "127.0.0.1:0", "cp-listen": "127.0.0.1:0", "ocsp-listen": "127.0.0.1:0", "public-cp-url": "https://localhost:9091" }, {});
-      const plane = await startControlPlane(config, { clock: systemClock, log: createMemoryLogger("Server").logger, shutdownGraceMs: 20_000 });
+      const config = resolveCpConfig(
+        {
+          "data-dir": dataDir.path,
+          "admin-listen": "127.0.0.1:0",
+          "cp-listen": "127.0.0.1:0",
+          "ocsp-listen": "127.0.0.1:0",
+          "public-cp-url": "https://localhost:9091",
+        },
+        {},
+      );
+      const plane = await startControlPlane(config, {
+        clock: systemClock,
+        log: createMemoryLogger("Server").logger,
+        shutdownGraceMs: 20_000,
+      });
       const init = await fetch(`http://127.0.0.1:${plane.adminAddress.port}/admin/v1/setup/initialize`, {
         method: "POST",
         headers: { "content-type": "application/json" },
@@ -234,7 +259,17 @@ describe("SSE and shutdown", () => {
       client.api = nodeApiClient(`https://127.0.0.1:${cp.port}`, (await loadCpTlsIdentity(plane.context)).serverCaPem, node);
       const stream = await openStream(client.api, node.nodeId);
       assert.equal(stream.status, 200);
-      await waitUntil("connected", async () => (await plane.context.controlDb.selectFrom("nodes").select("sse_connected").where("id", "=", node.nodeId).executeTakeFirstOrThrow()).sse_connected === 1);
+      await waitUntil(
+        "connected",
+        async () =>
+          (
+            await plane.context.controlDb
+              .selectFrom("nodes")
+              .select("sse_connected")
+              .where("id", "=", node.nodeId)
+              .executeTakeFirstOrThrow()
+          ).sse_connected === 1,
+      );
 
       const started = performance.now();
       await plane.stop();

@@ -47,7 +47,11 @@ describe("pagination and time ranges", () => {
     assert.deepEqual(parsePageRequest({}), { page: 1, pageSize: 50 });
     assert.deepEqual(parsePageRequest({ page: "3", page_size: "200" }), { page: 3, pageSize: 200 });
     for (const bad of [{ page: "0" }, { page: "-1" }, { page_size: "201" }, { page: "abc" }, { page_size: "1e3" }]) {
-      assert.throws(() => parsePageRequest(bad), (e) => isAuthNexusError(e, "VALIDATION_FAILED"), JSON.stringify(bad));
+      assert.throws(
+        () => parsePageRequest(bad),
+        (e) => isAuthNexusError(e, "VALIDATION_FAILED"),
+        JSON.stringify(bad),
+      );
     }
   });
 

@@ -18,7 +18,14 @@ describe("serve-cp configuration", () => {
   });
 
   test("flags win over AUTHNEXUS_* variables, which win over defaults", () => {
-    const env = { AUTHNEXUS_DB_TYPE: "postgres", AUTHNEXUS_DB_HOST: "db.internal", AUTHNEXUS_DB_PORT: "6543", AUTHNEXUS_RUNTIME_DB_TYPE: "postgres", AUTHNEXUS_RUNTIME_DB_NAME: "rt", AUTHNEXUS_DB_STATEMENT_TIMEOUT: "2000" };
+    const env = {
+      AUTHNEXUS_DB_TYPE: "postgres",
+      AUTHNEXUS_DB_HOST: "db.internal",
+      AUTHNEXUS_DB_PORT: "6543",
+      AUTHNEXUS_RUNTIME_DB_TYPE: "postgres",
+      AUTHNEXUS_RUNTIME_DB_NAME: "rt",
+      AUTHNEXUS_DB_STATEMENT_TIMEOUT: "2000",
+    };
     const config = resolveCpConfig({ "db-host": "flag.internal" }, env);
     assert.equal(config.controlDb.type, "postgres");
     if (config.controlDb.type !== "postgres" || config.runtimeDb.type !== "postgres") return;
@@ -34,11 +41,23 @@ describe("serve-cp configuration", () => {
 
   test("every problem is reported at once", () => {
     try {
-      resolveCpConfig({ "db-type": "mysql", "admin-listen": "nonsense", "sqlite-busy-timeout": "-3", "public-cp-url": "ftp://x", "log-level": "loud", "runtime-db-port": "70000", "runtime-db-type": "postgres" }, {});
+      resolveCpConfig(
+        {
+          "db-type": "mysql",
+          "admin-listen": "nonsense",
+          "sqlite-busy-timeout": "-3",
+          "public-cp-url": "ftp://x",
+          "log-level": "loud",
+          "runtime-db-port": "70000",
+          "runtime-db-type": "postgres",
+        },
+        {},
+      );
       assert.fail("expected CONFIG_INVALID");
     } catch (error) {
       assert.ok(isAuthNexusError(error, "CONFIG_INVALID"));
-      for (const flag of ["--db-type", "--admin-listen", "--public-cp-url", "--log-level", "--runtime-db-port"]) assert.ok(error.message.includes(flag), flag);
+      for (const flag of ["--db-type", "--admin-listen", "--public-cp-url", "--log-level", "--runtime-db-port"])
+        assert.ok(error.message.includes(flag), flag);
     }
   });
 

@@ -8,7 +8,10 @@ describe("structured logger", () => {
     logger.info("setup.completed", { root_agent_id: "agt_1" });
     logger.category("PKI").warn("cert.revoked", { certificate_id: "crt_1" });
     const [first, second] = events();
-    assert.deepEqual({ ...first, ts: undefined }, { ts: undefined, level: "info", category: "Setup", msg: "setup.completed", root_agent_id: "agt_1" });
+    assert.deepEqual(
+      { ...first, ts: undefined },
+      { ts: undefined, level: "info", category: "Setup", msg: "setup.completed", root_agent_id: "agt_1" },
+    );
     assert.equal(second?.category, "PKI");
     assert.equal(second?.level, "warn");
   });
@@ -23,7 +26,8 @@ describe("structured logger", () => {
       console_token_path: "/data/console-token",
     });
     const out = lines.join("\n");
-    for (const secret of ["hunter2hunter2", "tok-123", "tok-456", "ans_s", "Bearer abc", "-----BEGIN"]) assert.ok(!out.includes(secret), secret);
+    for (const secret of ["hunter2hunter2", "tok-123", "tok-456", "ans_s", "Bearer abc", "-----BEGIN"])
+      assert.ok(!out.includes(secret), secret);
     assert.ok(out.includes(REDACTED));
     assert.ok(out.includes("/data/console-token"), "paths to secrets are not secrets");
   });
@@ -43,11 +47,16 @@ describe("structured logger", () => {
     logger.debug("a");
     logger.info("b");
     logger.error("c");
-    assert.deepEqual(lines.map((l) => JSON.parse(l).msg), ["c"]);
+    assert.deepEqual(
+      lines.map((l) => JSON.parse(l).msg),
+      ["c"],
+    );
   });
 
   test("classifies keys", () => {
-    for (const key of ["password", "admin_password", "access_token", "Authorization", "secret", "private_key", "api_key"]) assert.ok(isSensitiveKey(key), key);
-    for (const key of ["console_token_path", "agent_id", "expires_at", "username", "fingerprint_sha256"]) assert.ok(!isSensitiveKey(key), key);
+    for (const key of ["password", "admin_password", "access_token", "Authorization", "secret", "private_key", "api_key"])
+      assert.ok(isSensitiveKey(key), key);
+    for (const key of ["console_token_path", "agent_id", "expires_at", "username", "fingerprint_sha256"])
+      assert.ok(!isSensitiveKey(key), key);
   });
 });

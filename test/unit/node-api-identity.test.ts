@@ -6,7 +6,10 @@ import { test } from "node:test";
 import { uriSans } from "../../src/cp/node-api/identity.js";
 import { parseNodeUri } from "../../src/shared/pki/index.js";
 
-const nodeIds = (san: string) => uriSans(san).map(parseNodeUri).filter((id) => id !== null);
+const nodeIds = (san: string) =>
+  uriSans(san)
+    .map(parseNodeUri)
+    .filter((id) => id !== null);
 
 test("the node URI is found among other SAN entries", () => {
   assert.deepEqual(nodeIds("DNS:node.example, URI:urn:authnexus:node:nod_abc, IP Address:127.0.0.1"), ["nod_abc"]);

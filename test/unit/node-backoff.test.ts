@@ -16,15 +16,33 @@ function sequence(...values: number[]): () => number {
 
 describe("nextBackoffDelay", () => {
   test("first delay lies between base and 3 × base", () => {
-    assert.equal(nextBackoffDelay(null, policy, () => 0), 500);
-    assert.equal(nextBackoffDelay(null, policy, () => 0.999999), 1500);
-    assert.equal(nextBackoffDelay(null, policy, () => 0.5), 1000);
+    assert.equal(
+      nextBackoffDelay(null, policy, () => 0),
+      500,
+    );
+    assert.equal(
+      nextBackoffDelay(null, policy, () => 0.999999),
+      1500,
+    );
+    assert.equal(
+      nextBackoffDelay(null, policy, () => 0.5),
+      1000,
+    );
   });
 
   test("grows from the previous delay and is capped at max", () => {
-    assert.equal(nextBackoffDelay(4000, policy, () => 1), 12_000);
-    assert.equal(nextBackoffDelay(20_000, policy, () => 1), 30_000);
-    assert.equal(nextBackoffDelay(1_000_000, policy, () => 0.5), 15_250);
+    assert.equal(
+      nextBackoffDelay(4000, policy, () => 1),
+      12_000,
+    );
+    assert.equal(
+      nextBackoffDelay(20_000, policy, () => 1),
+      30_000,
+    );
+    assert.equal(
+      nextBackoffDelay(1_000_000, policy, () => 0.5),
+      15_250,
+    );
   });
 
   test("every delay stays within [base, max] whatever the random source says", () => {
@@ -36,7 +54,10 @@ describe("nextBackoffDelay", () => {
   });
 
   test("a max below the base is treated as the base (no negative range)", () => {
-    assert.equal(nextBackoffDelay(null, { baseMs: 1000, maxMs: 10 }, () => 0.7), 1000);
+    assert.equal(
+      nextBackoffDelay(null, { baseMs: 1000, maxMs: 10 }, () => 0.7),
+      1000,
+    );
   });
 });
 

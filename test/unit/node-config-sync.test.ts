@@ -12,7 +12,13 @@ import { CpCallError } from "../../src/node/agent/cp-call-error.js";
 import { AppliedConfigStore } from "../../src/node/state/config-store.js";
 import { ManualClock } from "../../src/shared/clock.js";
 import { createMemoryLogger } from "../../src/shared/log/index.js";
-import type { CloudFunctionManifest, ConfigError, ConfigItem, ConfigsPullRequest, ConfigVersionRef } from "../../src/shared/node-protocol/index.js";
+import type {
+  CloudFunctionManifest,
+  ConfigError,
+  ConfigItem,
+  ConfigsPullRequest,
+  ConfigVersionRef,
+} from "../../src/shared/node-protocol/index.js";
 import { mintNodePki, type NodePki } from "../helpers/node-agent.js";
 
 let pki: NodePki;
@@ -74,10 +80,23 @@ describe("validateConfigItem", () => {
     assert.match(!bad.ok ? bad.reason : "", /epoch_poll_ms/);
     const ok = validateConfigItem({ type: "cp_agent_runtime", scope: "global", version: 1, content: { epoch_poll_ms: 100 } });
     assert.equal(ok.ok && (ok.content as { epoch_poll_ms: number }).epoch_poll_ms, 100);
-    assert.equal(validateConfigItem({ type: "app_client_ca_bundle", scope: "app:x", version: 1, content: { pem: pki.cas.app_client_ca.certPem } }).ok, true);
-    const leaf = validateConfigItem({ type: "app_mtls_trust_bundle", scope: "app:x", version: 1, content: { pem: pki.cas.app_client_ca.certPem + pki.client.certPem } });
+    assert.equal(
+      validateConfigItem({ type: "app_client_ca_bundle", scope: "app:x", version: 1, content: { pem: pki.cas.app_client_ca.certPem } }).ok,
+      true,
+    );
+    const leaf = validateConfigItem({
+      type: "app_mtls_trust_bundle",
+      scope: "app:x",
+      version: 1,
+      content: { pem: pki.cas.app_client_ca.certPem + pki.client.certPem },
+    });
     assert.match(!leaf.ok ? leaf.reason : "", /certificate #2 is not a CA certificate/);
-    const garbage = validateConfigItem({ type: "app_client_ca_bundle", scope: "app:x", version: 1, content: { pem: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----" } });
+    const garbage = validateConfigItem({
+      type: "app_client_ca_bundle",
+      scope: "app:x",
+      version: 1,
+      content: { pem: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----" },
+    });
     assert.equal(garbage.ok, false);
   });
 });
@@ -92,7 +111,10 @@ describe("ConfigSync", () => {
     ];
     const first = await sync.run();
     assert.equal(first.applied.length, 3);
-    assert.deepEqual(cp.acks.map((b) => b.length), [3]);
+    assert.deepEqual(
+      cp.acks.map((b) => b.length),
+      [3],
+    );
     assert.equal(store.get("app_policy", "app:a")?.content.max_devices_per_user, 5);
     assert.equal(store.serverRuntimeSettings().max_connections, 10);
 
@@ -145,17 +167,23 @@ describe("ConfigSync", () => {
     await assert.rejects(sync.run(), /timed out/);
     await sync.run();
     assert.deepEqual(cp.acks.flat(), [{ type: "app_policy", scope: "app:a", version: 1 }]);
-    assert.deepEqual(cp.errors.flat().map((e) => `${e.scope}#${e.version}`), ["app:b#1"]);
+    assert.deepEqual(
+      cp.errors.flat().map((e) => `${e.scope}#${e.version}`),
+      ["app:b#1"],
+    );
   });
 
   test("an item the node already runs is acked again (its ack was lost); an older one is ignored", async () => {
     const { cp, sync, store } = setup();
     store.apply({ type: "app_policy", scope: "app:a", version: 3, content: {} as never, appliedAt: 0 });
     const pullConfigs = cp.client.pullConfigs;
-    cp.client.pullConfigs = async (body) => ({ ...(await pullConfigs(body)), configs: [
-      { type: "app_policy", scope: "app:a", version: 3, content: {} },
-      { type: "app_policy", scope: "app:a", version: 2, content: {} },
-    ] });
+    cp.client.pullConfigs = async (body) => ({
+      ...(await pullConfigs(body)),
+      configs: [
+        { type: "app_policy", scope: "app:a", version: 3, content: {} },
+        { type: "app_policy", scope: "app:a", version: 2, content: {} },
+      ],
+    });
     const result = await sync.run();
     assert.deepEqual(result.applied, []);
     assert.deepEqual(cp.acks.flat(), [{ type: "app_policy", scope: "app:a", version: 3 }]);
@@ -165,7 +193,13 @@ describe("ConfigSync", () => {
   test("cloud functions: fetched when the SHA-256 changes, kept only when the body matches it", async () => {
     const { cp, sync, store, events } = setup();
     const body = (text: string) => Buffer.from(text);
-    const manifest = (name: string, text: string, version = 1): CloudFunctionManifest => ({ app_id: "app1", name, version, sha256: createHash("sha256").update(text).digest("hex"), timeout_ms: 1000 });
+    const manifest = (name: string, text: string, version = 1): CloudFunctionManifest => ({
+      app_id: "app1",
+      name,
+      version,
+      sha256: createHash("sha256").update(text).digest("hex"),
+      timeout_ms: 1000,
+    });
     cp.functions = [manifest("hello", "return 1"), manifest("evil", "return 2")];
     cp.bodies.set("app1/hello", body("return 1"));
     cp.bodies.set("app1/evil", body("return 666"));
@@ -190,7 +224,11 @@ describe("ConfigSync", () => {
     cp.functions = [manifest("hello", "return 1.1", 2)];
     cp.bodies.delete("app1/hello");
     await assert.rejects(sync.run());
-    assert.equal(store.cloudFunction("app1", "hello")?.body.toString(), "return 1", "the previous version stays until the new body arrives");
+    assert.equal(
+      store.cloudFunction("app1", "hello")?.body.toString(),
+      "return 1",
+      "the previous version stays until the new body arrives",
+    );
     assert.equal(store.cloudFunctionCount, 1, "functions dropped from the manifest are gone");
   });
 
@@ -199,6 +237,9 @@ describe("ConfigSync", () => {
     cp.configs = [{ type: "app_policy", scope: "app:a", version: 1, content: {} }];
     await Promise.all([sync.run(), sync.run(), sync.run()]);
     assert.equal(cp.acks.flat().length, 1, "applied and acked once");
-    assert.deepEqual(cp.pulls.map((p) => p.applied.length), [0, 1, 1]);
+    assert.deepEqual(
+      cp.pulls.map((p) => p.applied.length),
+      [0, 1, 1],
+    );
   });
 });

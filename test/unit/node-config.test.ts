@@ -19,7 +19,10 @@ describe("resolveNodeConfig", () => {
   });
 
   test("the plain DB flags name the Runtime DB (PostgreSQL), also from the environment", () => {
-    const config = resolveNodeConfig({ agent: "a.json", "db-type": "postgres", "db-host": "db.internal" }, { AUTHNEXUS_DB_NAME: "rt", AUTHNEXUS_HEALTH_LISTEN: "0.0.0.0:7000" });
+    const config = resolveNodeConfig(
+      { agent: "a.json", "db-type": "postgres", "db-host": "db.internal" },
+      { AUTHNEXUS_DB_NAME: "rt", AUTHNEXUS_HEALTH_LISTEN: "0.0.0.0:7000" },
+    );
     assert.equal(config.runtimeDb.type, "postgres");
     assert.equal(config.runtimeDb.type === "postgres" && config.runtimeDb.host, "db.internal");
     assert.equal(config.runtimeDb.type === "postgres" && config.runtimeDb.database, "rt");
@@ -31,7 +34,8 @@ describe("resolveNodeConfig", () => {
       () => resolveNodeConfig({ "health-listen": "nope", "db-type": "mysql", "log-level": "loud" }, {}),
       (error: unknown) => {
         assert.ok(isAuthNexusError(error, "CONFIG_INVALID"));
-        for (const needle of ["--agent is required", "--health-listen", "--db-type", "--log-level"]) assert.match(error.message, new RegExp(needle));
+        for (const needle of ["--agent is required", "--health-listen", "--db-type", "--log-level"])
+          assert.match(error.message, new RegExp(needle));
         return true;
       },
     );

@@ -21,7 +21,13 @@ describe("classifyFetchError", () => {
   });
 
   test("certificate and handshake failures are TLS errors (logged under [TLS]), still retried", () => {
-    for (const code of ["UNABLE_TO_VERIFY_LEAF_SIGNATURE", "ERR_TLS_CERT_ALTNAME_INVALID", "DEPTH_ZERO_SELF_SIGNED_CERT", "CERT_HAS_EXPIRED", "ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED"]) {
+    for (const code of [
+      "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+      "ERR_TLS_CERT_ALTNAME_INVALID",
+      "DEPTH_ZERO_SELF_SIGNED_CERT",
+      "CERT_HAS_EXPIRED",
+      "ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED",
+    ]) {
       const error = classifyFetchError(wrapped(code, "handshake says no"), idle);
       assert.equal(error.kind, "tls", code);
       assert.equal(error.message, "handshake says no");
@@ -40,7 +46,11 @@ describe("classifyFetchError", () => {
 
 describe("httpError", () => {
   test("keeps the CP's code, message and details; 4xx is not retryable, 5xx/429 are", () => {
-    const body = JSON.stringify({ error: "DELTA_CURSOR_EXPIRED", message: "replay from 0", details: { since: 5, oldest_available: 40, head: 90 } });
+    const body = JSON.stringify({
+      error: "DELTA_CURSOR_EXPIRED",
+      message: "replay from 0",
+      details: { since: 5, oldest_available: 40, head: 90 },
+    });
     const gone = httpError(410, body);
     assert.equal(gone.kind, "http");
     assert.equal(gone.status, 410);

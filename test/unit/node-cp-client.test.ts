@@ -10,8 +10,8 @@ import assert from "node:assert/strict";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { createServer, type Server } from "node:https";
 import net, { type AddressInfo } from "node:net";
-import type { TLSSocket } from "node:tls";
 import { after, before, describe, test } from "node:test";
+import type { TLSSocket } from "node:tls";
 import { CpCallError } from "../../src/node/agent/cp-call-error.js";
 import { CpClient } from "../../src/node/agent/cp-client.js";
 import { systemClock } from "../../src/shared/clock.js";
@@ -62,15 +62,24 @@ describe("node CpClient over mTLS", () => {
       sans: { ip: ["127.0.0.1"] },
       clock: systemClock,
     });
-    server = createServer({ cert: cpServer.certPem, key: cpServer.keyPem ?? "", ca: pki.cas.cp_node_client_ca.certPem, requestCert: true, rejectUnauthorized: true }, (req, res) => {
-      const chunks: Buffer[] = [];
-      req.on("data", (c: Buffer) => chunks.push(c));
-      req.on("end", () => {
-        const peer = (req.socket as TLSSocket).getPeerCertificate();
-        seen.push({ method: req.method, url: req.url, peerUri: peer.subjectaltname, body: Buffer.concat(chunks).toString("utf8") });
-        handler(req, res);
-      });
-    });
+    server = createServer(
+      {
+        cert: cpServer.certPem,
+        key: cpServer.keyPem ?? "",
+        ca: pki.cas.cp_node_client_ca.certPem,
+        requestCert: true,
+        rejectUnauthorized: true,
+      },
+      (req, res) => {
+        const chunks: Buffer[] = [];
+        req.on("data", (c: Buffer) => chunks.push(c));
+        req.on("end", () => {
+          const peer = (req.socket as TLSSocket).getPeerCertificate();
+          seen.push({ method: req.method, url: req.url, peerUri: peer.subjectaltname, body: Buffer.concat(chunks).toString("utf8") });
+          handler(req, res);
+        });
+      },
+    );
     server.on("connection", () => (tcp.connections += 1));
     server.on("tlsClientError", (error) => tcp.handshakeFailures.push(error.message));
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
@@ -82,10 +91,12 @@ describe("node CpClient over mTLS", () => {
     await new Promise<void>((resolve) => server.close(() => resolve()));
   });
 
-  const answer = (status: number, body: unknown, type = "application/json"): Handler => (_req, res) => {
-    res.writeHead(status, { "content-type": type });
-    res.end(typeof body === "string" ? body : JSON.stringify(body));
-  };
+  const answer =
+    (status: number, body: unknown, type = "application/json"): Handler =>
+    (_req, res) => {
+      res.writeHead(status, { "content-type": type });
+      res.end(typeof body === "string" ? body : JSON.stringify(body));
+    };
 
   test("a valid answer comes back parsed, from a call that presented the node's certificate under cp_url's path prefix", async () => {
     handler = answer(200, VALID_DELTA);
@@ -149,7 +160,11 @@ describe("node CpClient over mTLS", () => {
     assert.ok(late.retryable);
     assert.ok(Date.now() - started < 3000, "the deadline cut the call short");
     await new Promise((resolve) => setTimeout(resolve, 300));
-    assert.deepEqual(tcp.handshakeFailures.slice(failuresBefore), [], "a timed-out call leaves no half-opened connection behind (nodejs/undici#5845)");
+    assert.deepEqual(
+      tcp.handshakeFailures.slice(failuresBefore),
+      [],
+      "a timed-out call leaves no half-opened connection behind (nodejs/undici#5845)",
+    );
     for (const res of held) res.destroy();
   });
 
@@ -160,7 +175,9 @@ describe("node CpClient over mTLS", () => {
     await new Promise<void>((resolve) => stalled.listen(0, "127.0.0.1", resolve));
     try {
       const started = Date.now();
-      const late = await failure(client({ cpUrl: `https://127.0.0.1:${(stalled.address() as AddressInfo).port}`, timeoutMs: 300 }).pullDelta("blacklist", 0));
+      const late = await failure(
+        client({ cpUrl: `https://127.0.0.1:${(stalled.address() as AddressInfo).port}`, timeoutMs: 300 }).pullDelta("blacklist", 0),
+      );
       const took = Date.now() - started;
       assert.equal(late.kind, "timeout");
       assert.ok(took < 4000, `gave up after ${took} ms, not undici's fixed 10 s connect timeout`);

@@ -11,11 +11,11 @@
 import assert from "node:assert/strict";
 import { createPrivateKey, type KeyObject } from "node:crypto";
 import { before, describe, test } from "node:test";
+import { createOcspAnswerer, type OcspAsyncResolver, type OcspCertStatus } from "../../src/cp/ocsp/index.js";
 import { Backoff } from "../../src/node/agent/backoff.js";
 import { buildOcspRequest, OcspVerifyError, verifyOcspResponse } from "../../src/node/agent/ocsp-codec.js";
 import { OcspStapler } from "../../src/node/agent/ocsp-stapler.js";
 import { ManualScheduler, settle } from "../../src/node/agent/scheduler.js";
-import { createOcspAnswerer, type OcspCertStatus, type OcspAsyncResolver } from "../../src/cp/ocsp/index.js";
 import { ManualClock } from "../../src/shared/clock.js";
 import { createMemoryLogger } from "../../src/shared/log/index.js";
 import { mintNodePki, type NodePki, waitFor } from "../helpers/node-agent.js";
@@ -52,7 +52,13 @@ describe("OCSP codec", () => {
 
   test("good: verified, window taken from the response", async () => {
     const { built, response, clock } = await exchange({ kind: "good" });
-    const verified = await verifyOcspResponse(response, { issuerDer: issuerDer(), certId: built.certId, nonce: built.nonce, now: clock.now(), clockSkewMs: 0 });
+    const verified = await verifyOcspResponse(response, {
+      issuerDer: issuerDer(),
+      certId: built.certId,
+      nonce: built.nonce,
+      now: clock.now(),
+      clockSkewMs: 0,
+    });
     assert.equal(verified.status, "good");
     assert.equal(verified.nextUpdate - verified.thisUpdate, 30 * MINUTE);
     assert.equal(verified.revokedAt, null);
@@ -61,11 +67,23 @@ describe("OCSP codec", () => {
   test("revoked and unknown are decoded", async () => {
     const revokedAt = Date.now() - 10 * MINUTE;
     const revoked = await exchange({ kind: "revoked", revokedAt, reason: 1 });
-    const r = await verifyOcspResponse(revoked.response, { issuerDer: issuerDer(), certId: revoked.built.certId, nonce: revoked.built.nonce, now: revoked.clock.now(), clockSkewMs: 0 });
+    const r = await verifyOcspResponse(revoked.response, {
+      issuerDer: issuerDer(),
+      certId: revoked.built.certId,
+      nonce: revoked.built.nonce,
+      now: revoked.clock.now(),
+      clockSkewMs: 0,
+    });
     assert.equal(r.status, "revoked");
     assert.equal(r.revokedAt, Math.floor(revokedAt / 1000) * 1000);
     const unknown = await exchange({ kind: "unknown" });
-    const u = await verifyOcspResponse(unknown.response, { issuerDer: issuerDer(), certId: unknown.built.certId, nonce: unknown.built.nonce, now: unknown.clock.now(), clockSkewMs: 0 });
+    const u = await verifyOcspResponse(unknown.response, {
+      issuerDer: issuerDer(),
+      certId: unknown.built.certId,
+      nonce: unknown.built.nonce,
+      now: unknown.clock.now(),
+      clockSkewMs: 0,
+    });
     assert.equal(u.status, "unknown");
   });
 
@@ -74,7 +92,13 @@ describe("OCSP codec", () => {
     const clock = new ManualClock(Date.now());
     const response = await responder(clock, { status: { kind: "good" } }, other)(foreign.der);
     await assert.rejects(
-      verifyOcspResponse(response, { issuerDer: issuerDer(), certId: foreign.certId, nonce: foreign.nonce, now: clock.now(), clockSkewMs: 0 }),
+      verifyOcspResponse(response, {
+        issuerDer: issuerDer(),
+        certId: foreign.certId,
+        nonce: foreign.nonce,
+        now: clock.now(),
+        clockSkewMs: 0,
+      }),
       (error: unknown) => error instanceof OcspVerifyError && /signature/.test(error.message),
     );
   });
@@ -105,7 +129,10 @@ describe("OCSP codec", () => {
     const { built, response, clock } = await exchange({ kind: "good" });
     const fresh = buildOcspRequest(serverDer(), issuerDer());
     assert.notDeepEqual(fresh.nonce, built.nonce);
-    await assert.rejects(verifyOcspResponse(response, { issuerDer: issuerDer(), certId: built.certId, nonce: fresh.nonce, now: clock.now(), clockSkewMs: 0 }), /nonce/);
+    await assert.rejects(
+      verifyOcspResponse(response, { issuerDer: issuerDer(), certId: built.certId, nonce: fresh.nonce, now: clock.now(), clockSkewMs: 0 }),
+      /nonce/,
+    );
   });
 
   test("outside its window: expired, or thisUpdate beyond the allowed skew", async () => {
@@ -119,8 +146,14 @@ describe("OCSP codec", () => {
   test("error statuses and garbage are refused with a reason", async () => {
     const malformed = await createOcspAnswerer({ resolve: () => null, clock: new ManualClock() })(Buffer.from("nope"));
     const certId = buildOcspRequest(serverDer(), issuerDer()).certId;
-    await assert.rejects(verifyOcspResponse(malformed, { issuerDer: issuerDer(), certId, nonce: null, now: Date.now(), clockSkewMs: 0 }), /status 1 \(malformedRequest\)/);
-    await assert.rejects(verifyOcspResponse(Buffer.from("garbage"), { issuerDer: issuerDer(), certId, nonce: null, now: Date.now(), clockSkewMs: 0 }), OcspVerifyError);
+    await assert.rejects(
+      verifyOcspResponse(malformed, { issuerDer: issuerDer(), certId, nonce: null, now: Date.now(), clockSkewMs: 0 }),
+      /status 1 \(malformedRequest\)/,
+    );
+    await assert.rejects(
+      verifyOcspResponse(Buffer.from("garbage"), { issuerDer: issuerDer(), certId, nonce: null, now: Date.now(), clockSkewMs: 0 }),
+      OcspVerifyError,
+    );
   });
 });
 
@@ -138,7 +171,10 @@ describe("OcspStapler", () => {
       certDer: pki.server.certDer,
       issuerDer: der(pki.cas.tcp_server_ca.certPem),
       scheduler,
-      backoff: new Backoff(() => ({ baseMs: 1000, maxMs: 10_000 }), () => 0.5),
+      backoff: new Backoff(
+        () => ({ baseMs: 1000, maxMs: 10_000 }),
+        () => 0.5,
+      ),
       log: memory.logger,
       refreshMs: () => refreshMs,
       requestTimeoutMs: () => 1000,

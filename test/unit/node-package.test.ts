@@ -91,14 +91,20 @@ describe("loadAgentPackage", () => {
   test("missing files are each named with their absolute path", async () => {
     const pkg = await write({ omit: ["client_key", "server_issuer"] });
     const message = await refusal(pkg.agentFile);
-    assert.match(message, new RegExp(`files\\.client_key: cannot read ${pkg.file("client_key").replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}: ENOENT`));
+    assert.match(
+      message,
+      new RegExp(`files\\.client_key: cannot read ${pkg.file("client_key").replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}: ENOENT`),
+    );
     assert.match(message, /files\.server_issuer: cannot read .*ENOENT/);
   });
 
   test("the client certificate must name this node", async () => {
     const pkg = await write({}, "nod_someone_else");
     const message = await refusal(pkg.agentFile);
-    assert.match(message, /files\.client_cert .*URI SAN must be exactly urn:authnexus:node:nod_someone_else .*found urn:authnexus:node:nod_pkgtest/);
+    assert.match(
+      message,
+      /files\.client_cert .*URI SAN must be exactly urn:authnexus:node:nod_someone_else .*found urn:authnexus:node:nod_pkgtest/,
+    );
   });
 
   test("keys must match their certificates; the message never quotes the key", async () => {
@@ -112,7 +118,9 @@ describe("loadAgentPackage", () => {
   });
 
   test("the business certificate must come from the package's tcp_server_ca; CA bundles must hold CA certificates", async () => {
-    const pkg = await write({ files: { server_issuer: otherPki.cas.tcp_server_ca.certPem, cp_ca: pki.client.certPem, app_client_ca: "garbage" } });
+    const pkg = await write({
+      files: { server_issuer: otherPki.cas.tcp_server_ca.certPem, cp_ca: pki.client.certPem, app_client_ca: "garbage" },
+    });
     const message = await refusal(pkg.agentFile);
     assert.match(message, /files\.server_cert .*(UNTRUSTED_ISSUER|BAD_SIGNATURE).*checked against files\.server_issuer/);
     assert.match(message, /files\.cp_ca .*certificate #1 is not a CA certificate/);

@@ -18,7 +18,10 @@ function setup(options: { intervalMs?: () => number; run?: () => Promise<void> }
   const task = new PeriodicTask({
     name: "test",
     scheduler,
-    backoff: new Backoff(() => ({ baseMs: 100, maxMs: 1000 }), () => 0),
+    backoff: new Backoff(
+      () => ({ baseMs: 100, maxMs: 1000 }),
+      () => 0,
+    ),
     intervalMs: options.intervalMs ?? (() => 5000),
     run:
       options.run ??
@@ -41,7 +44,10 @@ describe("ManualScheduler", () => {
     scheduler.setTimer(100, () => fired.push(["b", clock.now()]));
     cancel();
     await scheduler.advance(250);
-    assert.deepEqual(fired, [["a", 100], ["b", 100]]);
+    assert.deepEqual(fired, [
+      ["a", 100],
+      ["b", 100],
+    ]);
     assert.equal(clock.now(), 250);
     await scheduler.advance(100);
     assert.deepEqual(fired.at(-1), ["c", 300]);
@@ -105,7 +111,10 @@ describe("PeriodicTask", () => {
     const task = new PeriodicTask({
       name: "flaky",
       scheduler,
-      backoff: new Backoff(() => ({ baseMs: 100, maxMs: 1000 }), () => 1),
+      backoff: new Backoff(
+        () => ({ baseMs: 100, maxMs: 1000 }),
+        () => 1,
+      ),
       intervalMs: () => 5000,
       run: async () => {
         runs.push(clock.now());

@@ -5,8 +5,8 @@
  * leaves the node "degraded" until the next connection, and stop() leaves nothing behind.
  */
 import assert from "node:assert/strict";
-import { describe, test } from "node:test";
 import { ReadableStream, type ReadableStreamDefaultController } from "node:stream/web";
+import { describe, test } from "node:test";
 import { Backoff } from "../../src/node/agent/backoff.js";
 import { CpCallError } from "../../src/node/agent/cp-call-error.js";
 import type { CpClient } from "../../src/node/agent/cp-client.js";
@@ -40,7 +40,10 @@ function setup() {
   const subscriber = new SseSubscriber({
     client,
     scheduler,
-    backoff: new Backoff(() => ({ baseMs: 1000, maxMs: 5000 }), () => 0),
+    backoff: new Backoff(
+      () => ({ baseMs: 1000, maxMs: 5000 }),
+      () => 0,
+    ),
     log: memory.logger,
     onHint: (hint) => hints.push(hint),
     onStateChange: (state) => states.push(state),

@@ -8,7 +8,7 @@ import { describe, test } from "node:test";
 import { BlacklistCache, type BlacklistEntry } from "../../src/node/state/blacklist-cache.js";
 import { AppliedConfigStore } from "../../src/node/state/config-store.js";
 import { AuthEpochCache } from "../../src/node/state/epoch-cache.js";
-import { DEFAULT_CP_AGENT_RUNTIME, cpAgentRuntimeSchema } from "../../src/shared/node-protocol/index.js";
+import { cpAgentRuntimeSchema, DEFAULT_CP_AGENT_RUNTIME } from "../../src/shared/node-protocol/index.js";
 
 const entry = (entryId: string, value: string, expiresAt: number | null = null, kind: BlacklistEntry["kind"] = "ip"): BlacklistEntry => ({
   entryId,
@@ -76,7 +76,11 @@ describe("AuthEpochCache", () => {
     assert.equal(cache.apply("u1", 3), false);
     assert.equal(cache.apply("u1", 5), true);
     assert.equal(cache.epochOf("u1"), 5);
-    cache.replaceAll([["u2", 1], ["u2", 4], ["u2", 2]]);
+    cache.replaceAll([
+      ["u2", 1],
+      ["u2", 4],
+      ["u2", 2],
+    ]);
     assert.equal(cache.epochOf("u1"), null);
     assert.equal(cache.epochOf("u2"), 4);
     assert.equal(cache.size, 1);
@@ -112,7 +116,10 @@ describe("AppliedConfigStore", () => {
 
   test("cloud functions are replaced as a whole set", () => {
     const store = new AppliedConfigStore();
-    const fn = (name: string) => ({ manifest: { app_id: "app1", name, version: 1, sha256: "0".repeat(64), timeout_ms: 1000 }, body: Buffer.from(name) });
+    const fn = (name: string) => ({
+      manifest: { app_id: "app1", name, version: 1, sha256: "0".repeat(64), timeout_ms: 1000 },
+      body: Buffer.from(name),
+    });
     store.replaceCloudFunctions([fn("a"), fn("b")]);
     assert.equal(store.cloudFunctionCount, 2);
     store.replaceCloudFunctions([fn("b")]);

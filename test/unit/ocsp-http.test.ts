@@ -5,10 +5,10 @@ import { after, describe, test } from "node:test";
 import {
   buildOcspErrorResponse,
   createOcspListener,
-  type OcspAppOptions,
   DEFAULT_OCSP_MAX_REQUEST_BYTES,
   OCSP_REQUEST_CONTENT_TYPE,
   OCSP_RESPONSE_CONTENT_TYPE,
+  type OcspAppOptions,
 } from "../../src/cp/ocsp/index.js";
 
 const MALFORMED = buildOcspErrorResponse("malformedRequest");
@@ -45,7 +45,9 @@ function serveOcsp(options: OcspAppOptions) {
           answered = true;
           const chunks: Buffer[] = [];
           res.on("data", (c: Buffer) => chunks.push(c));
-          res.on("end", () => resolve({ status: res.statusCode ?? 0, connection: res.headers.connection, body: Buffer.concat(chunks), chunksSent }));
+          res.on("end", () =>
+            resolve({ status: res.statusCode ?? 0, connection: res.headers.connection, body: Buffer.concat(chunks), chunksSent }),
+          );
         });
         req.on("error", (error) => (answered ? undefined : reject(error)));
         const pump = () => {
@@ -83,7 +85,12 @@ function assertOcspHeaders(res: Response): void {
   assert.equal(res.headers.get("cache-control"), "no-store");
 }
 
-const SAMPLE = Buffer.from("3051304f304d304b3049300906052b0e03021a05000414aabbccddeeff00112233445566778899aabbccdd0414" + "ff".repeat(20) + "02100123456789abcdef0123456789abcdef", "hex");
+const SAMPLE = Buffer.from(
+  "3051304f304d304b3049300906052b0e03021a05000414aabbccddeeff00112233445566778899aabbccdd0414" +
+    "ff".repeat(20) +
+    "02100123456789abcdef0123456789abcdef",
+  "hex",
+);
 
 describe("createOcspListener", () => {
   test("POST /ocsp/ and /ocsp hand the body to answer and return its DER", async () => {

@@ -17,13 +17,12 @@ import { AsnConvert, OctetString } from "@peculiar/asn1-schema";
 import { AlgorithmIdentifier, Extension, GeneralName } from "@peculiar/asn1-x509";
 import * as asn1js from "asn1js";
 import * as pkijs from "pkijs";
-import { ManualClock } from "../../src/shared/clock.js";
-import { isAuthNexusError } from "../../src/shared/errors/index.js";
+import { encodeTlv, TAG } from "../../src/cp/ocsp/der.js";
 import {
   buildOcspErrorResponse,
   buildOcspResponse,
-  computeIssuerHashes,
   type CertIdQuery,
+  computeIssuerHashes,
   createOcspAnswerer,
   DEFAULT_OCSP_VALIDITY_MS,
   type OcspCertStatus,
@@ -32,7 +31,8 @@ import {
   parseOcspRequest,
   responderKeyHash,
 } from "../../src/cp/ocsp/index.js";
-import { encodeTlv, TAG } from "../../src/cp/ocsp/der.js";
+import { ManualClock } from "../../src/shared/clock.js";
+import { isAuthNexusError } from "../../src/shared/errors/index.js";
 import { inventoryResolver, mintCa, mintLeaf, mintPki, type TestCert } from "../helpers/ocsp-fixture.js";
 
 type EngineCrypto = ConstructorParameters<typeof pkijs.CryptoEngine>[0]["crypto"];
@@ -182,13 +182,14 @@ describe("issuer hashes", () => {
     // @peculiar/x509 derives the SKI as SHA-1 of the subjectPublicKey bits (RFC 5280 method 1).
     const ski = pkijsCert(ca).extensions?.find((e) => e.extnID === "2.5.29.14");
     assert.ok(ski);
-    const skiValue = (asn1js.fromBER(ski.extnValue.valueBlock.valueHexView).result as asn1js.OctetString).valueBlock
-      .valueHexView;
+    const skiValue = (asn1js.fromBER(ski.extnValue.valueBlock.valueHexView).result as asn1js.OctetString).valueBlock.valueHexView;
     assert.deepEqual(computeIssuerHashes(ca.certDer).sha1.keyHash, Buffer.from(skiValue));
     assert.deepEqual(responderKeyHash(ca.certDer), Buffer.from(skiValue));
     assert.notDeepEqual(
       computeIssuerHashes(ca.certDer).sha1.keyHash,
-      createHash("sha1").update(new Uint8Array(pkijsCert(ca).subjectPublicKeyInfo.toSchema().toBER())).digest(),
+      createHash("sha1")
+        .update(new Uint8Array(pkijsCert(ca).subjectPublicKeyInfo.toSchema().toBER()))
+        .digest(),
     );
   });
 
@@ -216,7 +217,18 @@ describe("parseOcspRequest", () => {
 
   test("openssl -sha256 request with several certificates and -no_nonce", () => {
     const parsed = parseOcspRequest(
-      opensslRequest("p256", ["-sha256", "-issuer", "ca.pem", "-cert", "leaf0.pem", "-cert", "leaf1.pem", "-cert", "leaf2.pem", "-no_nonce"]),
+      opensslRequest("p256", [
+        "-sha256",
+        "-issuer",
+        "ca.pem",
+        "-cert",
+        "leaf0.pem",
+        "-cert",
+        "leaf1.pem",
+        "-cert",
+        "leaf2.pem",
+        "-no_nonce",
+      ]),
     );
     assert.equal(parsed.nonce, null);
     assert.deepEqual(
@@ -305,11 +317,28 @@ describe("parseOcspRequest: the optional parts of RFC 6960 4.1", () => {
 
     const named = requestOf(tbsWith((tbs) => (tbs.requestorName = new GeneralName({ dNSName: "client.test" }))));
     assert.equal(parseOcspRequest(named).certIds.length, 1);
-    assert.equal(parseOcspRequest(requestOf(tbsWith(() => undefined), true)).certIds.length, 1);
+    assert.equal(
+      parseOcspRequest(
+        requestOf(
+          tbsWith(() => undefined),
+          true,
+        ),
+      ).certIds.length,
+      1,
+    );
     // Written by hand: @peculiar/asn1-ocsp encodes singleRequestExtensions without RFC 6960's [0] EXPLICIT tag.
     const withSingleExtension = (critical: boolean) => {
-      const extension = encodeTlv(TAG.SEQUENCE, Buffer.from("06032a0304", "hex"), ...(critical ? [Buffer.from("0101ff", "hex")] : []), encodeTlv(TAG.OCTET_STRING, Buffer.from([5, 0])));
-      const single = encodeTlv(TAG.SEQUENCE, Buffer.from(AsnConvert.serialize(certIdFor(ca, "01"))), encodeTlv(TAG.CONTEXT_0, encodeTlv(TAG.SEQUENCE, extension)));
+      const extension = encodeTlv(
+        TAG.SEQUENCE,
+        Buffer.from("06032a0304", "hex"),
+        ...(critical ? [Buffer.from("0101ff", "hex")] : []),
+        encodeTlv(TAG.OCTET_STRING, Buffer.from([5, 0])),
+      );
+      const single = encodeTlv(
+        TAG.SEQUENCE,
+        Buffer.from(AsnConvert.serialize(certIdFor(ca, "01"))),
+        encodeTlv(TAG.CONTEXT_0, encodeTlv(TAG.SEQUENCE, extension)),
+      );
       return encodeTlv(TAG.SEQUENCE, encodeTlv(TAG.SEQUENCE, encodeTlv(TAG.SEQUENCE, single)));
     };
     assert.equal(parseOcspRequest(withSingleExtension(false)).certIds[0]?.serialHex, "01");
@@ -334,7 +363,9 @@ describe("parseOcspRequest: the optional parts of RFC 6960 4.1", () => {
   });
 
   test("agrees with a schema-driven decoder on every mutation both accept", () => {
-    const base = makeRequest([certIdFor(ca, leaf(0).serialHex), certIdFor(ca, "7f01", "sha256")], { nonce: nonceValue(Buffer.alloc(16, 9)) });
+    const base = makeRequest([certIdFor(ca, leaf(0).serialHex), certIdFor(ca, "7f01", "sha256")], {
+      nonce: nonceValue(Buffer.alloc(16, 9)),
+    });
     let compared = 0;
     for (let i = 0; i < 3000; i++) {
       const mutated = Buffer.from(base);
@@ -508,15 +539,33 @@ describe("buildOcspResponse", () => {
     const request = parseOcspRequest(makeRequest([certIdFor(ca, leaf(0).serialHex)]));
     const clock = new ManualClock();
     assert.throws(
-      () => buildOcspResponse({ request, clock, resolve: () => ({ signer: { certDer: otherCa.certDer, privateKey: otherCa.privateKey }, status: { kind: "good" } }) }),
+      () =>
+        buildOcspResponse({
+          request,
+          clock,
+          resolve: () => ({ signer: { certDer: otherCa.certDer, privateKey: otherCa.privateKey }, status: { kind: "good" } }),
+        }),
       /did not issue/,
     );
     assert.throws(
-      () => buildOcspResponse({ request, clock, resolve: () => ({ signer: { certDer: ca.certDer, privateKey: otherCa.privateKey }, status: { kind: "good" } }) }),
+      () =>
+        buildOcspResponse({
+          request,
+          clock,
+          resolve: () => ({ signer: { certDer: ca.certDer, privateKey: otherCa.privateKey }, status: { kind: "good" } }),
+        }),
       /does not match/,
     );
     assert.throws(
-      () => buildOcspResponse({ request, clock, resolve: () => ({ signer: { certDer: ca.certDer, privateKey: ca.privateKey }, status: { kind: "revoked", revokedAt: 0, reason: 7 } }) }),
+      () =>
+        buildOcspResponse({
+          request,
+          clock,
+          resolve: () => ({
+            signer: { certDer: ca.certDer, privateKey: ca.privateKey },
+            status: { kind: "revoked", revokedAt: 0, reason: 7 },
+          }),
+        }),
       RangeError,
     );
   });
@@ -572,10 +621,7 @@ describe("createOcspAnswerer", () => {
     const unknown = certIdFor(ca, "01");
     unknown.issuerNameHash = new OctetString(Buffer.alloc(20));
     assert.equal(decode(await answer(makeRequest([unknown]))).status, 6);
-    assert.equal(
-      decode(await answer(makeRequest([certIdFor(otherCa, otherLeaf.serialHex), certIdFor(ca, leaf(0).serialHex)]))).status,
-      6,
-    );
+    assert.equal(decode(await answer(makeRequest([certIdFor(otherCa, otherLeaf.serialHex), certIdFor(ca, leaf(0).serialHex)]))).status, 6);
   });
 });
 

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import type { AddressInfo } from "node:net";
 import { describe, test } from "node:test";
 import tls from "node:tls";
-import { ManualClock, systemClock, type Clock } from "../../src/shared/clock.js";
+import { type Clock, ManualClock, systemClock } from "../../src/shared/clock.js";
 import { isAuthNexusError } from "../../src/shared/errors/index.js";
 import {
   appUri,
@@ -14,8 +14,8 @@ import {
   createRootCa,
   type IssuedCertificate,
   issueLeafCertificate,
-  type LeafProfile,
   LEAF_PROFILES,
+  type LeafProfile,
   nodeUri,
   verifyCertificateChain,
   x509,
@@ -112,7 +112,13 @@ describe("verifyCertificateChain", async () => {
     // An attacker can copy a CA's subject; only the key decides.
     const impostor = await createRootCa({ profile: "app_client_ca", commonName: "Test app_client_ca", clock });
     assert.equal(impostor.subject, cas.app_client_ca.subject);
-    const forged = await issueLeafCertificate({ profile: "app_client", issuer: issuerOf(impostor), commonName: "x", sans: LEAF_SANS.app_client, clock });
+    const forged = await issueLeafCertificate({
+      profile: "app_client",
+      issuer: issuerOf(impostor),
+      commonName: "x",
+      sans: LEAF_SANS.app_client,
+      clock,
+    });
     const result = await verifyCertificateChain({ leaf: forged.certPem, trustedCas: [cas.app_client_ca.certPem], clock });
     assert.deepEqual(result.ok ? null : result.reason, "BAD_SIGNATURE");
     const both = await verifyCertificateChain({ leaf: forged.certPem, trustedCas: [cas.app_client_ca.certPem, impostor.certPem], clock });
@@ -142,7 +148,11 @@ describe("verifyCertificateChain", async () => {
 
   test("EXPIRED when the issuing CA has expired", async () => {
     const issued = await leaf("node_client");
-    const result = await verifyCertificateChain({ leaf: issued.certPem, trustedCas: allCas, clock: new ManualClock(FROZEN_NOW + 3651 * DAY_MS) });
+    const result = await verifyCertificateChain({
+      leaf: issued.certPem,
+      trustedCas: allCas,
+      clock: new ManualClock(FROZEN_NOW + 3651 * DAY_MS),
+    });
     assert.ok(!result.ok && result.reason === "EXPIRED");
   });
 
@@ -219,7 +229,10 @@ interface HandshakeOutcome {
 }
 
 /** One mTLS handshake on 127.0.0.1:0, settled once both ends have said how it went. */
-async function handshake(server: { cert: string; key: string; ca: string }, client: { cert: string; key: string; ca: string }): Promise<HandshakeOutcome> {
+async function handshake(
+  server: { cert: string; key: string; ca: string },
+  client: { cert: string; key: string; ca: string },
+): Promise<HandshakeOutcome> {
   const outcome: HandshakeOutcome = {
     serverAccepted: false,
     serverPeerSan: undefined,

@@ -18,11 +18,11 @@ import {
   createRootCa,
   type IssuedCertificate,
   type IssueLeafOptions,
-  issueLeafCertificate,
   isCaProfile,
   isLeafProfile,
-  LEAF_PROFILES,
+  issueLeafCertificate,
   LEAF_PROFILE_NAMES,
+  LEAF_PROFILES,
   type LeafProfile,
   nodeUri,
   parseAppUri,
@@ -101,7 +101,10 @@ describe("profiles", () => {
 
   test("the profile table matches PRODUCT.md §4", () => {
     assert.deepEqual([...CA_PROFILES], ["cp_server_ca", "cp_node_client_ca", "tcp_server_ca", "app_client_ca"]);
-    assert.deepEqual(LEAF_PROFILE_NAMES.filter((p) => LEAF_PROFILES[p].mustStaple), ["node_server"]);
+    assert.deepEqual(
+      LEAF_PROFILE_NAMES.filter((p) => LEAF_PROFILES[p].mustStaple),
+      ["node_server"],
+    );
     assert.equal(LEAF_PROFILES.node_server.ca, "tcp_server_ca");
     assert.equal(LEAF_PROFILES.app_client.requiresUriSan, "app");
     assert.equal(LEAF_PROFILES.node_client.requiresUriSan, "node");
@@ -158,7 +161,10 @@ describe("createRootCa", () => {
   test("rejects an empty common name, a non-positive validity and an unknown profile", async () => {
     const clock = new ManualClock(FROZEN_NOW);
     await assert.rejects(createRootCa({ profile: "tcp_server_ca", commonName: " ", clock }), codeIs("CERTIFICATE_INVALID"));
-    await assert.rejects(createRootCa({ profile: "tcp_server_ca", commonName: "x", validityDays: 0, clock }), codeIs("CERTIFICATE_INVALID"));
+    await assert.rejects(
+      createRootCa({ profile: "tcp_server_ca", commonName: "x", validityDays: 0, clock }),
+      codeIs("CERTIFICATE_INVALID"),
+    );
     await assert.rejects(createRootCa({ profile: "bogus" as CaProfile, commonName: "x", clock }), codeIs("CERTIFICATE_INVALID"));
   });
 });
@@ -198,7 +204,10 @@ describe("issueLeafCertificate", async () => {
       else assert.equal(tlsFeature, null);
 
       const aia = cert.getExtension(x509.AuthorityInfoAccessExtension);
-      assert.deepEqual(aia?.ocsp.map((n) => n.value), options.ocspUrl ? [options.ocspUrl] : undefined);
+      assert.deepEqual(
+        aia?.ocsp.map((n) => n.value),
+        options.ocspUrl ? [options.ocspUrl] : undefined,
+      );
 
       const san = cert.getExtension(x509.SubjectAlternativeNameExtension);
       const uris = san?.names.items.filter((n) => n.type === "url").map((n) => n.value) ?? [];
@@ -296,12 +305,19 @@ describe("issueLeafCertificate", async () => {
         writeFileSync(join(dir, "ca.pem"), cas[spec.ca].certPem);
         writeFileSync(join(dir, "other.pem"), other.certPem);
         const purpose = spec.extendedKeyUsage === "serverAuth" ? "sslserver" : "sslclient";
-        const out = execFileSync("openssl", ["verify", "-attime", attime, "-purpose", purpose, "-CAfile", join(dir, "ca.pem"), join(dir, "leaf.pem")], {
-          encoding: "utf8",
-        });
+        const out = execFileSync(
+          "openssl",
+          ["verify", "-attime", attime, "-purpose", purpose, "-CAfile", join(dir, "ca.pem"), join(dir, "leaf.pem")],
+          {
+            encoding: "utf8",
+          },
+        );
         assert.match(out, /leaf\.pem: OK/, profile);
         assert.throws(
-          () => execFileSync("openssl", ["verify", "-attime", attime, "-CAfile", join(dir, "other.pem"), join(dir, "leaf.pem")], { stdio: "pipe" }),
+          () =>
+            execFileSync("openssl", ["verify", "-attime", attime, "-CAfile", join(dir, "other.pem"), join(dir, "leaf.pem")], {
+              stdio: "pipe",
+            }),
           profile,
         );
       }
@@ -378,7 +394,10 @@ describe("issueLeafCertificate", async () => {
 
     test("an expired issuer", async () => {
       const late = new ManualClock(FROZEN_NOW + 3651 * DAY_MS);
-      await assert.rejects(issueLeafCertificate({ ...leafOptions("cp_server", cas, clock), clock: late }), codeIs("CERTIFICATE_INVALID", /expired/));
+      await assert.rejects(
+        issueLeafCertificate({ ...leafOptions("cp_server", cas, clock), clock: late }),
+        codeIs("CERTIFICATE_INVALID", /expired/),
+      );
     });
   });
 });

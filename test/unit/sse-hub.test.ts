@@ -89,7 +89,8 @@ function harness(options: Partial<SseHubOptions> = {}): Harness {
 }
 
 /** Resolves after the sink's 'close' event has been delivered (its `closed` flag is set before that). */
-const closed = (sink: Writable) => new Promise<void>((resolve) => (sink.closed ? setImmediate(resolve) : sink.once("close", () => setImmediate(resolve))));
+const closed = (sink: Writable) =>
+  new Promise<void>((resolve) => (sink.closed ? setImmediate(resolve) : sink.once("close", () => setImmediate(resolve))));
 const tick = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 describe("SSE hub", () => {

@@ -10,8 +10,8 @@ import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { gunzipSync } from "node:zlib";
 import { after, before, describe, test } from "node:test";
+import { gunzipSync } from "node:zlib";
 import { createTar, createTarGz, type TarEntry } from "../../src/cp/packages/tar-archive.js";
 
 const MTIME_MS = Date.UTC(2026, 5, 1, 12, 34, 56, 789);

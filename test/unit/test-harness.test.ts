@@ -51,9 +51,7 @@ test("PostgreSQL from run-tests.ts: create database, write, read, drop", async (
         9_007_199_254_740_991,
         null,
       ]);
-      const rows = await client.query<{ id: string; n: string; body: Buffer | null }>(
-        "SELECT id, n, body FROM items ORDER BY id",
-      );
+      const rows = await client.query<{ id: string; n: string; body: Buffer | null }>("SELECT id, n, body FROM items ORDER BY id");
       assert.deepEqual(
         rows.rows.map((r) => [r.id, String(r.n), r.body && [...r.body]]),
         [

@@ -21,8 +21,8 @@ import { commandRoutes } from "./routes/commands.js";
 import { configRoutes } from "./routes/configs.js";
 import { nodeRoutes } from "./routes/nodes.js";
 import { pkiRoutes } from "./routes/pki.js";
-import { securityRoutes } from "./routes/security.js";
 import { pkiJobRoutes } from "./routes/pki-jobs.js";
+import { securityRoutes } from "./routes/security.js";
 import { setupRoutes } from "./routes/setup.js";
 
 export interface AdminAppOptions {

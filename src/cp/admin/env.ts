@@ -15,7 +15,11 @@ export interface AdminEnv {
   };
 }
 
-export function actorOf(c: { get(key: "requestId"): string; get(key: "remoteIp"): string | null; get(key: "agent"): AuthenticatedAgent | undefined }): Actor {
+export function actorOf(c: {
+  get(key: "requestId"): string;
+  get(key: "remoteIp"): string | null;
+  get(key: "agent"): AuthenticatedAgent | undefined;
+}): Actor {
   const agent = c.get("agent");
   return { agentId: agent?.agentId ?? null, username: agent?.username ?? null, ip: c.get("remoteIp"), requestId: c.get("requestId") };
 }

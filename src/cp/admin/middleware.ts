@@ -62,7 +62,10 @@ export function authenticate(ctx: CpContext): MiddlewareHandler<AdminEnv> {
       c.set("agent", await authenticateAccessToken(ctx, token));
     } catch (error) {
       if (!isAuthNexusError(error, "UNAUTHENTICATED")) throw error;
-      throw new AuthNexusError("UNAUTHENTICATED", { message: error.message, headers: { "WWW-Authenticate": `${CHALLENGE}, error="invalid_token"` } });
+      throw new AuthNexusError("UNAUTHENTICATED", {
+        message: error.message,
+        headers: { "WWW-Authenticate": `${CHALLENGE}, error="invalid_token"` },
+      });
     }
     await next();
   };
@@ -118,7 +121,11 @@ function pathId(c: Context): string | null {
 }
 
 /** authenticate → audit (for writes) → permission, composed into the one step every admin route starts with. */
-export function guard(ctx: CpContext, permission: Permission, audit?: { action: string; target: string | null }): MiddlewareHandler<AdminEnv> {
+export function guard(
+  ctx: CpContext,
+  permission: Permission,
+  audit?: { action: string; target: string | null },
+): MiddlewareHandler<AdminEnv> {
   const authenticateStep = authenticate(ctx);
   const permissionStep = requirePermission(permission);
   const auditStep = audit ? audited(ctx, audit.action, audit.target) : null;

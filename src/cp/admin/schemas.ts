@@ -17,8 +17,7 @@ export const safeText = (max: number) =>
     .regex(SAFE_TEXT, SAFE_TEXT_MESSAGE)
     .transform((s) => s.trim());
 
-export const displayName = (max = 100) =>
-  safeText(max).refine((s) => s.length > 0, "must not be empty");
+export const displayName = (max = 100) => safeText(max).refine((s) => s.length > 0, "must not be empty");
 
 export const username = z
   .string()
@@ -32,9 +31,16 @@ export const agentRole = z.enum(AGENT_ROLES);
 export const hostName = z
   .string()
   .max(253)
-  .regex(/^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$|^[0-9.]+$|^[0-9A-Fa-f:]+$/, "must be a DNS name or IP address");
+  .regex(
+    /^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$|^[0-9.]+$|^[0-9A-Fa-f:]+$/,
+    "must be a DNS name or IP address",
+  );
 
-export const opaqueToken = z.string().min(1).max(512).regex(/^[A-Za-z0-9_-]+$/, "is not a valid token");
+export const opaqueToken = z
+  .string()
+  .min(1)
+  .max(512)
+  .regex(/^[A-Za-z0-9_-]+$/, "is not a valid token");
 
 /** Path parameters that name a row: ids are generated as <prefix>_<base64url>. */
 export const ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;

@@ -49,7 +49,8 @@ function describeIssue(issue: z.core.$ZodIssue): string {
 async function bodyText(c: Context): Promise<string> {
   const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming;
   const declared = c.req.header("content-length");
-  if (!incoming || declared === undefined || !/^\d+$/.test(declared) || incoming.readableEnded || incoming.readableDidRead) return c.req.text();
+  if (!incoming || declared === undefined || !/^\d+$/.test(declared) || incoming.readableEnded || incoming.readableDidRead)
+    return c.req.text();
   const chunks: Buffer[] = [];
   for await (const chunk of incoming) chunks.push(chunk as Buffer);
   return Buffer.concat(chunks).toString("utf8");

@@ -69,20 +69,70 @@ async function onboardNode(ctx: CpContext, run: JobRun): Promise<void> {
     // stop here) or waits and then revokes what this transaction recorded.
     const touched = await tx.updateTable("nodes").set({ updated_at: ctx.clock.now() }).where("id", "=", nodeId).executeTakeFirst();
     if (Number(touched.numUpdatedRows) !== 1) throw new PermanentJobError("node was deleted while its onboarding job ran");
-    const serverCertId = await recordCertificate(tx, ctx.clock, { issued: certs.server, caId: certs.serverCa.id, leafProfile: "node_server", purpose: "node_server", ownerType: "node", ownerId: nodeId, actor: JOB_ACTOR });
-    const clientCertId = await recordCertificate(tx, ctx.clock, { issued: certs.client, caId: certs.clientCa.id, leafProfile: "node_client", purpose: "node_client", ownerType: "node", ownerId: nodeId, actor: JOB_ACTOR });
+    const serverCertId = await recordCertificate(tx, ctx.clock, {
+      issued: certs.server,
+      caId: certs.serverCa.id,
+      leafProfile: "node_server",
+      purpose: "node_server",
+      ownerType: "node",
+      ownerId: nodeId,
+      actor: JOB_ACTOR,
+    });
+    const clientCertId = await recordCertificate(tx, ctx.clock, {
+      issued: certs.client,
+      caId: certs.clientCa.id,
+      leafProfile: "node_client",
+      purpose: "node_client",
+      ownerType: "node",
+      ownerId: nodeId,
+      actor: JOB_ACTOR,
+    });
     const status = await attachCertificates(tx, ctx, nodeId, serverCertId, clientCertId);
     await storeDeployPackage(tx, ctx, { id: packageId, nodeId, jobId: run.job.id, archive: pkg.archive, sha256: pkg.sha256 });
-    await writePkiAudit(tx, ctx.clock, { event: "package.built", actor: JOB_ACTOR, detail: { node_id: nodeId, package_id: packageId, sha256: pkg.sha256, job_id: run.job.id } });
-    await writeNodeAudit(tx, ctx.clock, { nodeId, event: "node.provisioned", actor: JOB_ACTOR, detail: { job_id: run.job.id, package_id: packageId, server_cert_id: serverCertId, client_cert_id: clientCertId, status } });
-    const result = { node_id: nodeId, server_cert_id: serverCertId, client_cert_id: clientCertId, package_id: packageId, package_sha256: pkg.sha256, node_status: status };
+    await writePkiAudit(tx, ctx.clock, {
+      event: "package.built",
+      actor: JOB_ACTOR,
+      detail: { node_id: nodeId, package_id: packageId, sha256: pkg.sha256, job_id: run.job.id },
+    });
+    await writeNodeAudit(tx, ctx.clock, {
+      nodeId,
+      event: "node.provisioned",
+      actor: JOB_ACTOR,
+      detail: { job_id: run.job.id, package_id: packageId, server_cert_id: serverCertId, client_cert_id: clientCertId, status },
+    });
+    const result = {
+      node_id: nodeId,
+      server_cert_id: serverCertId,
+      client_cert_id: clientCertId,
+      package_id: packageId,
+      package_sha256: pkg.sha256,
+      node_status: status,
+    };
     await run.complete(tx, result);
     return result;
   });
 
-  log.info("cert.issued", { purpose: "node_server", node_id: nodeId, certificate_id: recorded.server_cert_id, serial: certs.server.serialHex, not_after: certs.server.notAfter });
-  log.info("cert.issued", { purpose: "node_client", node_id: nodeId, certificate_id: recorded.client_cert_id, serial: certs.client.serialHex, not_after: certs.client.notAfter });
-  log.info("package.built", { node_id: nodeId, package_id: packageId, sha256: pkg.sha256, size_bytes: pkg.archive.length, job_id: run.job.id });
+  log.info("cert.issued", {
+    purpose: "node_server",
+    node_id: nodeId,
+    certificate_id: recorded.server_cert_id,
+    serial: certs.server.serialHex,
+    not_after: certs.server.notAfter,
+  });
+  log.info("cert.issued", {
+    purpose: "node_client",
+    node_id: nodeId,
+    certificate_id: recorded.client_cert_id,
+    serial: certs.client.serialHex,
+    not_after: certs.client.notAfter,
+  });
+  log.info("package.built", {
+    node_id: nodeId,
+    package_id: packageId,
+    sha256: pkg.sha256,
+    size_bytes: pkg.archive.length,
+    job_id: run.job.id,
+  });
 }
 
 async function issueNodeCertificates(ctx: CpContext, node: NodesTable): Promise<IssuedPair> {
@@ -117,25 +167,47 @@ function withKey(issued: IssuedCertificate): IssuedCertificate & { keyPem: strin
 }
 
 /** Sets the node's certificates; provisioning → active, but a node disabled meanwhile stays disabled. */
-async function attachCertificates(tx: Kysely<ControlSchema>, ctx: CpContext, nodeId: string, serverCertId: string, clientCertId: string): Promise<string> {
+async function attachCertificates(
+  tx: Kysely<ControlSchema>,
+  ctx: CpContext,
+  nodeId: string,
+  serverCertId: string,
+  clientCertId: string,
+): Promise<string> {
   const current = await tx.selectFrom("nodes").select(["status", "client_cert_id"]).where("id", "=", nodeId).executeTakeFirstOrThrow();
   const status = current.status === "disabled" ? "disabled" : "active";
   await tx
     .updateTable("nodes")
-    .set({ server_cert_id: serverCertId, client_cert_id: clientCertId, previous_client_cert_id: current.client_cert_id, status, updated_at: ctx.clock.now() })
+    .set({
+      server_cert_id: serverCertId,
+      client_cert_id: clientCertId,
+      previous_client_cert_id: current.client_cert_id,
+      status,
+      updated_at: ctx.clock.now(),
+    })
     .where("id", "=", nodeId)
     .execute();
   return status;
 }
 
 async function activeCaPem(ctx: CpContext, profile: CaProfile): Promise<string> {
-  const row = await ctx.controlDb.selectFrom("certificate_authorities").select("cert_pem").where("profile", "=", profile).where("status", "=", "active").executeTakeFirst();
+  const row = await ctx.controlDb
+    .selectFrom("certificate_authorities")
+    .select("cert_pem")
+    .where("profile", "=", profile)
+    .where("status", "=", "active")
+    .executeTakeFirst();
   if (!row) throw new AuthNexusError("PKI_NOT_INITIALISED", { message: `No active ${profile} exists.` });
   return row.cert_pem;
 }
 
 async function passwordHashKey(ctx: CpContext): Promise<Buffer> {
-  const row = await ctx.controlDb.selectFrom("server_secrets").select("ciphertext").where("name", "=", PASSWORD_HASH_SECRET_NAME).executeTakeFirst();
-  if (!row) throw new AuthNexusError("PKI_NOT_INITIALISED", { message: "The password-hash server secret is missing: setup has not completed." });
+  const row = await ctx.controlDb
+    .selectFrom("server_secrets")
+    .select("ciphertext")
+    .where("name", "=", PASSWORD_HASH_SECRET_NAME)
+    .executeTakeFirst();
+  if (!row)
+    throw new AuthNexusError("PKI_NOT_INITIALISED", { message: "The password-hash server secret is missing: setup has not completed." });
   return openSecret(ctx.masterKey, Buffer.from(row.ciphertext), PASSWORD_HASH_SECRET_NAME);
 }

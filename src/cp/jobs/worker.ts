@@ -107,12 +107,22 @@ export function retryDelayMs(attempts: number, options: Pick<JobWorkerOptions, "
   return Math.min(options.retryMaxMs, options.retryBaseMs * 2 ** Math.max(0, attempts - 1));
 }
 
-export function createJobWorker(ctx: CpContext, handlers: Readonly<Record<string, JobHandler>>, overrides: Partial<JobWorkerOptions> = {}): JobWorker {
+export function createJobWorker(
+  ctx: CpContext,
+  handlers: Readonly<Record<string, JobHandler>>,
+  overrides: Partial<JobWorkerOptions> = {},
+): JobWorker {
   const options = { ...DEFAULT_OPTIONS, ...overrides };
   const log = ctx.log.category("PKI");
   const db = ctx.controlDb;
   const kinds = Object.keys(handlers);
-  const loop = { timer: null as NodeJS.Timeout | null, inFlight: null as Promise<void> | null, wakeAgain: false, stopping: true, unsubscribe: () => {} };
+  const loop = {
+    timer: null as NodeJS.Timeout | null,
+    inFlight: null as Promise<void> | null,
+    wakeAgain: false,
+    stopping: true,
+    unsubscribe: () => {},
+  };
 
   async function sweep(): Promise<number> {
     const now = ctx.clock.now();
@@ -143,7 +153,13 @@ export function createJobWorker(ctx: CpContext, handlers: Readonly<Record<string
         .executeTakeFirst();
       if (Number(result.numUpdatedRows) !== 1) continue;
       reclaimed += 1;
-      log.warn("job.reclaimed", { job_id: job.id, kind: job.kind, previous_holder: job.claimed_by, attempts: job.attempts, status: failed ? "failed" : "pending" });
+      log.warn("job.reclaimed", {
+        job_id: job.id,
+        kind: job.kind,
+        previous_holder: job.claimed_by,
+        attempts: job.attempts,
+        status: failed ? "failed" : "pending",
+      });
     }
     return reclaimed;
   }
@@ -178,7 +194,8 @@ export function createJobWorker(ctx: CpContext, handlers: Readonly<Record<string
         .where("status", "=", "pending")
         .where("run_after", "<=", now)
         .executeTakeFirst();
-      if (Number(claimed.numUpdatedRows) === 1) return (await db.selectFrom("pki_jobs").selectAll().where("id", "=", id).executeTakeFirst()) ?? null;
+      if (Number(claimed.numUpdatedRows) === 1)
+        return (await db.selectFrom("pki_jobs").selectAll().where("id", "=", id).executeTakeFirst()) ?? null;
     }
     return null;
   }
@@ -186,12 +203,23 @@ export function createJobWorker(ctx: CpContext, handlers: Readonly<Record<string
   const updateJob = (target: Kysely<ControlSchema>) => target.updateTable("pki_jobs");
   /** Conditions that make an update apply only while this worker still holds this attempt. */
   const ours = (job: ClaimedJob) => (q: ReturnType<typeof updateJob>) =>
-    q.where("id", "=", job.id).where("status", "=", "running").where("claimed_by", "=", ctx.instanceId).where("attempts", "=", job.attempts);
+    q
+      .where("id", "=", job.id)
+      .where("status", "=", "running")
+      .where("claimed_by", "=", ctx.instanceId)
+      .where("attempts", "=", job.attempts);
 
   async function complete(tx: Kysely<ControlSchema>, job: ClaimedJob, result: Record<string, unknown>): Promise<void> {
     const now = ctx.clock.now();
     const updated = await updateJob(tx)
-      .set({ status: "succeeded", result: JSON.stringify(result), finished_at: now, updated_at: now, claimed_by: null, lease_expires_at: null })
+      .set({
+        status: "succeeded",
+        result: JSON.stringify(result),
+        finished_at: now,
+        updated_at: now,
+        claimed_by: null,
+        lease_expires_at: null,
+      })
       .$call(ours(job))
       .executeTakeFirst();
     if (Number(updated.numUpdatedRows) !== 1) throw new JobLeaseLostError(`job ${job.id} is no longer held by this worker`);
@@ -200,7 +228,10 @@ export function createJobWorker(ctx: CpContext, handlers: Readonly<Record<string
   async function renewLease(job: ClaimedJob): Promise<void> {
     const now = ctx.clock.now();
     try {
-      await updateJob(db).set({ lease_expires_at: now + options.leaseMs, updated_at: now }).$call(ours(job)).execute();
+      await updateJob(db)
+        .set({ lease_expires_at: now + options.leaseMs, updated_at: now })
+        .$call(ours(job))
+        .execute();
     } catch (error) {
       log.warn("job.lease_renew_failed", { job_id: job.id, error: (error as Error).message });
     }

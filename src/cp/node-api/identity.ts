@@ -22,8 +22,14 @@ export function peerCertificateOf(c: Context<NodeApiEnv>): PeerCertificate {
   if (!certificate?.raw) throw new AuthNexusError("UNAUTHENTICATED");
   // OpenSSL has parsed the certificate already: its SAN string and serial cost nothing, where a
   // full ASN.1 parse was milliseconds per connection.
-  const nodeIds = uriSans(certificate.subjectaltname ?? "").map(parseNodeUri).filter((id): id is string => id !== null);
-  const peer: PeerCertificate = { nodeId: nodeIds.length === 1 ? (nodeIds[0] ?? null) : null, serialHex: canonicalSerial(certificate.serialNumber), ip: socket.remoteAddress ?? null };
+  const nodeIds = uriSans(certificate.subjectaltname ?? "")
+    .map(parseNodeUri)
+    .filter((id): id is string => id !== null);
+  const peer: PeerCertificate = {
+    nodeId: nodeIds.length === 1 ? (nodeIds[0] ?? null) : null,
+    serialHex: canonicalSerial(certificate.serialNumber),
+    ip: socket.remoteAddress ?? null,
+  };
   peerBySocket.set(socket, peer);
   return peer;
 }

@@ -9,9 +9,7 @@ import {
 import { type CertIdQuery, OcspRequestError, parseOcspRequest } from "./parse-request.js";
 
 /** Like OcspResolver, but may look the certificate up asynchronously (inventory, database). */
-export type OcspAsyncResolver = (
-  query: CertIdQuery,
-) => ResolvedIssuer | null | Promise<ResolvedIssuer | null>;
+export type OcspAsyncResolver = (query: CertIdQuery) => ResolvedIssuer | null | Promise<ResolvedIssuer | null>;
 
 export interface OcspAnswererOptions {
   resolve: OcspAsyncResolver;
@@ -60,9 +58,7 @@ export function createOcspAnswerer(options: OcspAnswererOptions): OcspAnswer {
       return buildOcspErrorResponse("internalError");
     }
     try {
-      const supported = request.certIds.filter(
-        (q) => q.hashAlgorithm === "sha1" || q.hashAlgorithm === "sha256",
-      );
+      const supported = request.certIds.filter((q) => q.hashAlgorithm === "sha1" || q.hashAlgorithm === "sha256");
       const resolved = await Promise.all(supported.map((q) => resolve(q)));
       const byQuery = new Map<CertIdQuery, ResolvedIssuer | null>();
       supported.forEach((q, i) => byQuery.set(q, resolved[i] ?? null));

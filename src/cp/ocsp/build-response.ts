@@ -158,17 +158,8 @@ function certStatus(status: OcspCertStatus): Buffer {
 }
 
 function matchesIssuer(query: CertIdQuery, hashes: IssuerHashes): boolean {
-  const pair =
-    query.hashAlgorithm === "sha1"
-      ? hashes.sha1
-      : query.hashAlgorithm === "sha256"
-        ? hashes.sha256
-        : undefined;
-  return (
-    pair !== undefined &&
-    pair.nameHash.equals(query.issuerNameHash) &&
-    pair.keyHash.equals(query.issuerKeyHash)
-  );
+  const pair = query.hashAlgorithm === "sha1" ? hashes.sha1 : query.hashAlgorithm === "sha256" ? hashes.sha256 : undefined;
+  return pair !== undefined && pair.nameHash.equals(query.issuerNameHash) && pair.keyHash.equals(query.issuerKeyHash);
 }
 
 export function validateValidityMs(validityMs: number): number {
@@ -239,8 +230,7 @@ export function buildOcspResponse(options: BuildOcspResponseOptions): Buffer {
       resolved.signer !== signer &&
       !(
         resolved.signer.certDer.equals(signer.certDer) &&
-        (resolved.signer.privateKey === signer.privateKey ||
-          resolved.signer.privateKey.equals(signer.privateKey))
+        (resolved.signer.privateKey === signer.privateKey || resolved.signer.privateKey.equals(signer.privateKey))
       )
     ) {
       return buildOcspErrorResponse("unauthorized");
@@ -261,21 +251,12 @@ export function buildOcspResponse(options: BuildOcspResponseOptions): Buffer {
 
   // BasicOCSPResponse ::= SEQUENCE { tbsResponseData, signatureAlgorithm, signature BIT STRING,
   //   certs [0] EXPLICIT SEQUENCE OF Certificate OPTIONAL }
-  const basic = encodeTlv(
-    TAG.SEQUENCE,
-    tbs,
-    algorithm,
-    encodeTlv(TAG.BIT_STRING, Buffer.from([0x00]), signature),
-    info.certsField,
-  );
+  const basic = encodeTlv(TAG.SEQUENCE, tbs, algorithm, encodeTlv(TAG.BIT_STRING, Buffer.from([0x00]), signature), info.certsField);
   // OCSPResponse ::= SEQUENCE { responseStatus, responseBytes [0] EXPLICIT ResponseBytes }
   // ResponseBytes ::= SEQUENCE { responseType OBJECT IDENTIFIER, response OCTET STRING }
   return encodeTlv(
     TAG.SEQUENCE,
     STATUS_SUCCESSFUL,
-    encodeTlv(
-      TAG.CONTEXT_0,
-      encodeTlv(TAG.SEQUENCE, OID_OCSP_BASIC, encodeTlv(TAG.OCTET_STRING, basic)),
-    ),
+    encodeTlv(TAG.CONTEXT_0, encodeTlv(TAG.SEQUENCE, OID_OCSP_BASIC, encodeTlv(TAG.OCTET_STRING, basic))),
   );
 }

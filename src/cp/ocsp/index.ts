@@ -1,4 +1,10 @@
 export {
+  createOcspAnswerer,
+  type OcspAnswer,
+  type OcspAnswererOptions,
+  type OcspAsyncResolver,
+} from "./answerer.js";
+export {
   type BuildOcspResponseOptions,
   buildOcspErrorResponse,
   buildOcspResponse,
@@ -10,12 +16,6 @@ export {
   type OcspSigner,
   type ResolvedIssuer,
 } from "./build-response.js";
-export {
-  createOcspAnswerer,
-  type OcspAnswer,
-  type OcspAnswererOptions,
-  type OcspAsyncResolver,
-} from "./answerer.js";
 export {
   createOcspListener,
   DEFAULT_OCSP_MAX_REQUEST_BYTES,

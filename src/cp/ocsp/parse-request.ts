@@ -82,7 +82,8 @@ function parseCertId(der: Uint8Array, certId: Tlv): CertIdQuery {
   if (fields.length !== 4) throw new OcspRequestError("CertID must have four fields");
   const [algorithm, nameHash, keyHash, serial] = fields as [Tlv, Tlv, Tlv, Tlv];
   const algorithmFields = readChildrenOf(der, algorithm, TAG.SEQUENCE, "hashAlgorithm");
-  if (algorithmFields.length < 1 || algorithmFields.length > 2) throw new OcspRequestError("hashAlgorithm must be an OID and optional parameters");
+  if (algorithmFields.length < 1 || algorithmFields.length > 2)
+    throw new OcspRequestError("hashAlgorithm must be an OID and optional parameters");
   const hashAlgorithm = hashName(primitive(der, algorithmFields[0], TAG.OID, "hashAlgorithm OID"));
   const issuerNameHash = primitive(der, nameHash, TAG.OCTET_STRING, "issuerNameHash");
   const issuerKeyHash = primitive(der, keyHash, TAG.OCTET_STRING, "issuerKeyHash");
@@ -90,7 +91,13 @@ function parseCertId(der: Uint8Array, certId: Tlv): CertIdQuery {
   if (expected !== undefined && (issuerNameHash.length !== expected || issuerKeyHash.length !== expected)) {
     throw new OcspRequestError(`issuer hash length does not match ${hashAlgorithm}`);
   }
-  return { hashAlgorithm, issuerNameHash, issuerKeyHash, serialHex: serialToHex(primitive(der, serial, TAG.INTEGER, "serialNumber")), raw: tlvBytes(der, certId) };
+  return {
+    hashAlgorithm,
+    issuerNameHash,
+    issuerKeyHash,
+    serialHex: serialToHex(primitive(der, serial, TAG.INTEGER, "serialNumber")),
+    raw: tlvBytes(der, certId),
+  };
 }
 
 interface ParsedExtension {
@@ -111,7 +118,11 @@ function parseExtensions(der: Uint8Array, wrapper: Tlv): ParsedExtension[] {
     if (fields.length !== 2 && !hasCritical) throw new OcspRequestError("an Extension has two or three fields");
     const critical = hasCritical ? primitive(der, fields[1], TAG.BOOLEAN, "critical") : undefined;
     if (critical !== undefined && critical.length !== 1) throw new OcspRequestError("critical must be one octet");
-    return { oid, critical: critical !== undefined && critical[0] !== 0, value: primitive(der, fields[fields.length - 1], TAG.OCTET_STRING, "extnValue") };
+    return {
+      oid,
+      critical: critical !== undefined && critical[0] !== 0,
+      value: primitive(der, fields[fields.length - 1], TAG.OCTET_STRING, "extnValue"),
+    };
   });
 }
 
@@ -170,7 +181,8 @@ function parseRequestDer(der: Uint8Array): ParsedOcspRequest {
   const certIds = requests.map((request) => {
     // Request ::= SEQUENCE { reqCert CertID, singleRequestExtensions [0] EXPLICIT Extensions OPTIONAL }
     const [certId, extensions, ...rest] = readChildrenOf(der, request, TAG.SEQUENCE, "Request");
-    if (certId === undefined || rest.length > 0 || (extensions !== undefined && extensions.tag !== TAG.CONTEXT_0)) throw new OcspRequestError("malformed Request");
+    if (certId === undefined || rest.length > 0 || (extensions !== undefined && extensions.tag !== TAG.CONTEXT_0))
+      throw new OcspRequestError("malformed Request");
     for (const ext of extensions ? parseExtensions(der, extensions) : []) {
       if (ext.critical) throw new OcspRequestError(`unsupported critical extension ${describeOid(ext.oid)}`);
     }

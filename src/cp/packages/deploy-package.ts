@@ -6,7 +6,13 @@
  */
 import { createHash } from "node:crypto";
 import { AuthNexusError } from "../../shared/errors/index.js";
-import { AGENT_FILE_NAME, AGENT_PACKAGE_FORMAT, type AgentPackage, agentPackageSchema, PACKAGE_FILES } from "../../shared/node-protocol/index.js";
+import {
+  AGENT_FILE_NAME,
+  AGENT_PACKAGE_FORMAT,
+  type AgentPackage,
+  agentPackageSchema,
+  PACKAGE_FILES,
+} from "../../shared/node-protocol/index.js";
 import { createTarGz, type TarEntry } from "./tar-archive.js";
 
 /** Private keys and secrets: owner-only after `tar -x`. */
@@ -60,13 +66,21 @@ export function buildManifest(input: DeployPackageInput): AgentPackage {
   };
   const parsed = agentPackageSchema.safeParse(manifest);
   if (!parsed.success) {
-    throw new AuthNexusError("INTERNAL", { message: "deploy package manifest does not match the agent package contract", detail: { issues: parsed.error.issues } });
+    throw new AuthNexusError("INTERNAL", {
+      message: "deploy package manifest does not match the agent package contract",
+      detail: { issues: parsed.error.issues },
+    });
   }
   return parsed.data;
 }
 
 function packageEntries(input: DeployPackageInput, manifest: AgentPackage): TarEntry[] {
-  const file = (path: string, content: string, mode: number): TarEntry => ({ type: "file", path, mode, content: Buffer.from(content, "utf8") });
+  const file = (path: string, content: string, mode: number): TarEntry => ({
+    type: "file",
+    path,
+    mode,
+    content: Buffer.from(content, "utf8"),
+  });
   const pem = (text: string) => `${text.trim()}\n`;
   return [
     file(AGENT_FILE_NAME, `${JSON.stringify(manifest, null, 2)}\n`, PUBLIC_FILE_MODE),
@@ -89,5 +103,7 @@ function directoriesOf(paths: readonly string[]): TarEntry[] {
     const parts = path.split("/").slice(0, -1);
     for (let i = 1; i <= parts.length; i++) dirs.add(parts.slice(0, i).join("/"));
   }
-  return [...dirs].sort().map((path) => ({ type: "directory", path, mode: path.split("/")[0] === "secrets" ? SECRET_DIR_MODE : PUBLIC_DIR_MODE }));
+  return [...dirs]
+    .sort()
+    .map((path) => ({ type: "directory", path, mode: path.split("/")[0] === "secrets" ? SECRET_DIR_MODE : PUBLIC_DIR_MODE }));
 }

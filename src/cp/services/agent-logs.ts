@@ -30,7 +30,11 @@ export async function listAgentLoginLogs(ctx: CpContext, filter: AgentLogFilter 
 /** An audit row as the API shows it: `detail` parsed from its JSON text. */
 export type AuditLogView = Omit<AgentAuditLogsTable, "detail"> & { detail: unknown };
 
-export async function listAgentAuditLogs(ctx: CpContext, filter: AgentLogFilter & { action?: string | undefined }, request: PageRequest): Promise<Page<AuditLogView>> {
+export async function listAgentAuditLogs(
+  ctx: CpContext,
+  filter: AgentLogFilter & { action?: string | undefined },
+  request: PageRequest,
+): Promise<Page<AuditLogView>> {
   const base = ctx.controlDb.selectFrom("agent_audit_logs").$call((q) => {
     let out = q;
     if (filter.from !== undefined) out = out.where("created_at", ">=", filter.from);

@@ -20,9 +20,7 @@ const PREFIX = `$scrypt-sha256$n=${SCRYPT_N},r=${SCRYPT_R},p=${SCRYPT_P}$`;
 function derive(password: string, salt: Buffer, n: number, r: number, p: number): Promise<Buffer> {
   const input = createHash("sha256").update(password.normalize("NFKC"), "utf8").digest();
   return new Promise((resolve, reject) => {
-    scrypt(input, salt, KEY_LENGTH, { N: n, r, p, maxmem: 256 * n * r }, (err, key) =>
-      err ? reject(err) : resolve(key),
-    );
+    scrypt(input, salt, KEY_LENGTH, { N: n, r, p, maxmem: 256 * n * r }, (err, key) => (err ? reject(err) : resolve(key)));
   });
 }
 

@@ -37,12 +37,26 @@ export interface AuthenticatedAgent {
 
 export async function loginAgent(ctx: CpContext, attempt: LoginAttempt): Promise<TokenPair> {
   const username = normalizeUsername(attempt.username);
-  const { result, agent } = await runThrottledPasswordCheck(ctx, { username, ip: attempt.ip, userAgent: attempt.userAgent, purpose: "login" }, async () => {
-    const agent = await ctx.controlDb.selectFrom("agents").select(["id", "password_hash", "status"]).where("username", "=", username).executeTakeFirst();
-    const passwordOk = await verifyAgentPassword(attempt.password, agent?.password_hash ?? (await decoyPasswordHash()));
-    const result: PasswordCheckResult = !agent ? "unknown_user" : !passwordOk ? "bad_credentials" : agent.status !== "active" ? "disabled" : "success";
-    return { result, agentId: agent?.id ?? null, agent };
-  });
+  const { result, agent } = await runThrottledPasswordCheck(
+    ctx,
+    { username, ip: attempt.ip, userAgent: attempt.userAgent, purpose: "login" },
+    async () => {
+      const agent = await ctx.controlDb
+        .selectFrom("agents")
+        .select(["id", "password_hash", "status"])
+        .where("username", "=", username)
+        .executeTakeFirst();
+      const passwordOk = await verifyAgentPassword(attempt.password, agent?.password_hash ?? (await decoyPasswordHash()));
+      const result: PasswordCheckResult = !agent
+        ? "unknown_user"
+        : !passwordOk
+          ? "bad_credentials"
+          : agent.status !== "active"
+            ? "disabled"
+            : "success";
+      return { result, agentId: agent?.id ?? null, agent };
+    },
+  );
   if (result !== "success" || !agent) throw new AuthNexusError("INVALID_CREDENTIALS", { detail: { reason: result } });
 
   const tokens = issueTokens(ctx.clock.now(), ctx.clock.now());
@@ -72,7 +86,14 @@ export async function refreshAgentSession(ctx: CpContext, refreshToken: string):
   const session = await ctx.controlDb
     .selectFrom("agent_sessions")
     .innerJoin("agents", "agents.id", "agent_sessions.agent_id")
-    .select(["agent_sessions.id", "agent_sessions.created_at", "agent_sessions.refresh_expires_at", "agent_sessions.revoked_at", "agents.status", "agents.id as agent_id"])
+    .select([
+      "agent_sessions.id",
+      "agent_sessions.created_at",
+      "agent_sessions.refresh_expires_at",
+      "agent_sessions.revoked_at",
+      "agents.status",
+      "agents.id as agent_id",
+    ])
     .where("agent_sessions.refresh_token_hash", "=", hash)
     .executeTakeFirst();
   if (!session) {
@@ -101,7 +122,11 @@ export async function refreshAgentSession(ctx: CpContext, refreshToken: string):
 
 /** A spent refresh token presented again, however many rotations ago: revoke its session. */
 async function revokeReplayedSession(ctx: CpContext, hash: string, now: number): Promise<void> {
-  const spent = await ctx.controlDb.selectFrom("agent_spent_refresh_tokens").select("session_id").where("token_hash", "=", hash).executeTakeFirst();
+  const spent = await ctx.controlDb
+    .selectFrom("agent_spent_refresh_tokens")
+    .select("session_id")
+    .where("token_hash", "=", hash)
+    .executeTakeFirst();
   if (!spent) return;
   const revoked = await ctx.controlDb
     .updateTable("agent_sessions")
@@ -127,7 +152,16 @@ export async function authenticateAccessToken(ctx: CpContext, accessToken: strin
   const row = await ctx.controlDb
     .selectFrom("agent_sessions")
     .innerJoin("agents", "agents.id", "agent_sessions.agent_id")
-    .select(["agent_sessions.id as session_id", "agent_sessions.access_expires_at", "agent_sessions.revoked_at", "agent_sessions.last_used_at", "agents.id as agent_id", "agents.username", "agents.role", "agents.status"])
+    .select([
+      "agent_sessions.id as session_id",
+      "agent_sessions.access_expires_at",
+      "agent_sessions.revoked_at",
+      "agent_sessions.last_used_at",
+      "agents.id as agent_id",
+      "agents.username",
+      "agents.role",
+      "agents.status",
+    ])
     .where("agent_sessions.access_token_hash", "=", sha256Hex(accessToken))
     .executeTakeFirst();
   if (!row || row.revoked_at !== null || row.access_expires_at <= now || row.status !== "active") {
@@ -144,7 +178,13 @@ export async function authenticateAccessToken(ctx: CpContext, accessToken: strin
  * A fresh token pair. Refresh tokens rotate but never outlive the session's absolute lifetime,
  * so a stolen refresh token that keeps being used still dies within AGENT_SESSION_MAX_LIFETIME_MS.
  */
-function issueTokens(now: number, sessionCreatedAt: number): { pair: TokenPair; rows: Pick<ControlSchema["agent_sessions"], "access_token_hash" | "access_expires_at" | "refresh_token_hash" | "refresh_expires_at"> } {
+function issueTokens(
+  now: number,
+  sessionCreatedAt: number,
+): {
+  pair: TokenPair;
+  rows: Pick<ControlSchema["agent_sessions"], "access_token_hash" | "access_expires_at" | "refresh_token_hash" | "refresh_expires_at">;
+} {
   const access = randomToken();
   const refresh = randomToken();
   const refreshExpiresAt = Math.min(now + AGENT_REFRESH_TOKEN_TTL_MS, sessionCreatedAt + AGENT_SESSION_MAX_LIFETIME_MS);

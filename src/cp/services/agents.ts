@@ -37,7 +37,10 @@ const AGENT_COLUMNS = [
  */
 export function normalizeUsername(username: string): string {
   // biome-ignore lint/suspicious/noControlCharactersInRegex: replacing them is the point
-  return username.replace(/[\u0000-\u001f\u007f]/g, "\uFFFD").trim().toLowerCase();
+  return username
+    .replace(/[\u0000-\u001f\u007f]/g, "\uFFFD")
+    .trim()
+    .toLowerCase();
 }
 
 export interface NewAgent {
@@ -77,8 +80,18 @@ export async function createAgent(ctx: CpContext, input: NewAgent, db: Kysely<Co
 
 export async function listAgents(ctx: CpContext, request: PageRequest): Promise<Page<AgentView>> {
   const [items, count] = await Promise.all([
-    ctx.controlDb.selectFrom("agents").select(AGENT_COLUMNS).orderBy("created_at").orderBy("id").limit(request.pageSize).offset(pageOffset(request)).execute(),
-    ctx.controlDb.selectFrom("agents").select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow(),
+    ctx.controlDb
+      .selectFrom("agents")
+      .select(AGENT_COLUMNS)
+      .orderBy("created_at")
+      .orderBy("id")
+      .limit(request.pageSize)
+      .offset(pageOffset(request))
+      .execute(),
+    ctx.controlDb
+      .selectFrom("agents")
+      .select((eb) => eb.fn.countAll<number>().as("n"))
+      .executeTakeFirstOrThrow(),
   ]);
   return toPage(items, request, Number(count.n));
 }
@@ -100,7 +113,10 @@ export async function updateAgent(ctx: CpContext, id: string, changes: AgentChan
   await ctx.controlDb.transaction().execute(async (tx) => {
     const agent = await tx.selectFrom("agents").select(["role", "status"]).where("id", "=", id).executeTakeFirst();
     if (!agent) throw new AuthNexusError("NOT_FOUND", { message: "Agent not found." });
-    const losesRoot = agent.role === "root" && agent.status === "active" && (changes.status === "disabled" || (changes.role !== undefined && changes.role !== "root"));
+    const losesRoot =
+      agent.role === "root" &&
+      agent.status === "active" &&
+      (changes.status === "disabled" || (changes.role !== undefined && changes.role !== "root"));
     if (losesRoot) await assertAnotherActiveRoot(tx, id);
     const now = ctx.clock.now();
     await tx
@@ -141,11 +157,20 @@ export interface PasswordChange {
 }
 
 export async function changeAgentPassword(ctx: CpContext, change: PasswordChange): Promise<void> {
-  const agent = await ctx.controlDb.selectFrom("agents").select(["username", "password_hash"]).where("id", "=", change.agentId).executeTakeFirst();
+  const agent = await ctx.controlDb
+    .selectFrom("agents")
+    .select(["username", "password_hash"])
+    .where("id", "=", change.agentId)
+    .executeTakeFirst();
   if (!agent) throw new AuthNexusError("NOT_FOUND", { message: "Agent not found." });
   const currentPassword = change.currentPassword;
   if (currentPassword !== undefined) {
-    const attempt = { username: agent.username, ip: change.origin?.ip ?? null, userAgent: change.origin?.userAgent ?? null, purpose: "password_change" as const };
+    const attempt = {
+      username: agent.username,
+      ip: change.origin?.ip ?? null,
+      userAgent: change.origin?.userAgent ?? null,
+      purpose: "password_change" as const,
+    };
     const { result } = await runThrottledPasswordCheck(ctx, attempt, async () => ({
       result: (await verifyAgentPassword(currentPassword, agent.password_hash)) ? ("success" as const) : ("bad_current_password" as const),
       agentId: change.agentId,
@@ -156,7 +181,11 @@ export async function changeAgentPassword(ctx: CpContext, change: PasswordChange
   const hash = await hashAgentPassword(change.newPassword);
   const now = ctx.clock.now();
   await ctx.controlDb.transaction().execute(async (tx) => {
-    await tx.updateTable("agents").set({ password_hash: hash, password_changed_at: now, updated_at: now }).where("id", "=", change.agentId).execute();
+    await tx
+      .updateTable("agents")
+      .set({ password_hash: hash, password_changed_at: now, updated_at: now })
+      .where("id", "=", change.agentId)
+      .execute();
     await revokeAgentSessions(tx, change.agentId, now, "password_changed", change.keepSessionId);
   });
 }
@@ -168,7 +197,11 @@ export async function revokeAgentSessions(
   reason: string,
   exceptSessionId?: string,
 ): Promise<void> {
-  let query = db.updateTable("agent_sessions").set({ revoked_at: now, revoke_reason: reason }).where("agent_id", "=", agentId).where("revoked_at", "is", null);
+  let query = db
+    .updateTable("agent_sessions")
+    .set({ revoked_at: now, revoke_reason: reason })
+    .where("agent_id", "=", agentId)
+    .where("revoked_at", "is", null);
   if (exceptSessionId) query = query.where("id", "!=", exceptSessionId);
   await query.execute();
 }

@@ -33,7 +33,11 @@ export interface NewApplication {
   description?: string | null;
 }
 
-export async function createApplication(ctx: CpContext, actor: Actor, input: NewApplication): Promise<ApplicationView & { app_secret: string }> {
+export async function createApplication(
+  ctx: CpContext,
+  actor: Actor,
+  input: NewApplication,
+): Promise<ApplicationView & { app_secret: string }> {
   const now = ctx.clock.now();
   const secret = `ans_${randomToken(32)}`;
   const row = {

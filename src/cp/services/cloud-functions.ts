@@ -41,17 +41,36 @@ export interface CloudFunctionView extends CloudFunctionManifest {
  * Creates the function (version 1) or replaces its script/timeout (version + 1). Unchanged input
  * is a no-op returning the current version without a hint.
  */
-export async function upsertCloudFunction(ctx: CpContext, actor: Actor, input: CloudFunctionInput): Promise<CloudFunctionView & { changed: boolean }> {
+export async function upsertCloudFunction(
+  ctx: CpContext,
+  actor: Actor,
+  input: CloudFunctionInput,
+): Promise<CloudFunctionView & { changed: boolean }> {
   assertValidInput(input);
   for (let attempt = 1; ; attempt++) {
     try {
       const result = await ctx.controlDb.transaction().execute(async (trx) => {
         await requireLiveApplication(trx, input.appId);
         const now = ctx.clock.now();
-        const current = await trx.selectFrom("cloud_functions").selectAll().where("app_id", "=", input.appId).where("name", "=", input.name).executeTakeFirst();
+        const current = await trx
+          .selectFrom("cloud_functions")
+          .selectAll()
+          .where("app_id", "=", input.appId)
+          .where("name", "=", input.name)
+          .executeTakeFirst();
         const timeoutMs = input.timeoutMs ?? current?.timeout_ms ?? DEFAULT_CLOUD_FUNCTION_TIMEOUT_MS;
         if (!current) {
-          const row = { id: newId("cfn"), app_id: input.appId, name: input.name, script: input.script, version: 1, timeout_ms: timeoutMs, created_at: now, updated_at: now, created_by: actor.agentId };
+          const row = {
+            id: newId("cfn"),
+            app_id: input.appId,
+            name: input.name,
+            script: input.script,
+            version: 1,
+            timeout_ms: timeoutMs,
+            created_at: now,
+            updated_at: now,
+            created_by: actor.agentId,
+          };
           await trx.insertInto("cloud_functions").values(row).execute();
           return { ...toView(row), changed: true };
         }
@@ -66,7 +85,9 @@ export async function upsertCloudFunction(ctx: CpContext, actor: Actor, input: C
         return { ...toView(updated), changed: true };
       });
       if (result.changed) {
-        ctx.log.category("CP Agent").info("cloud_function.updated", { app_id: result.app_id, name: result.name, version: result.version, agent_id: actor.agentId });
+        ctx.log
+          .category("CP Agent")
+          .info("cloud_function.updated", { app_id: result.app_id, name: result.name, version: result.version, agent_id: actor.agentId });
         ctx.events.publish("config.pending", null);
       }
       return result;
@@ -88,7 +109,13 @@ export async function cloudFunctionManifest(ctx: CpContext): Promise<CloudFuncti
     .orderBy("f.app_id")
     .orderBy("f.name")
     .execute();
-  return rows.map((r) => ({ app_id: r.app_id, name: r.name, version: Number(r.version), sha256: sha256Hex(r.script), timeout_ms: r.timeout_ms }));
+  return rows.map((r) => ({
+    app_id: r.app_id,
+    name: r.name,
+    version: Number(r.version),
+    sha256: sha256Hex(r.script),
+    timeout_ms: r.timeout_ms,
+  }));
 }
 
 export interface CloudFunctionBody {
@@ -111,7 +138,17 @@ export async function cloudFunctionBody(ctx: CpContext, appId: string, name: str
   return { script: row.script, version: Number(row.version), sha256: sha256Hex(row.script) };
 }
 
-function toView(row: { id: string; app_id: string; name: string; script: string; version: number; timeout_ms: number; created_at: number; updated_at: number; created_by: string | null }): CloudFunctionView {
+function toView(row: {
+  id: string;
+  app_id: string;
+  name: string;
+  script: string;
+  version: number;
+  timeout_ms: number;
+  created_at: number;
+  updated_at: number;
+  created_by: string | null;
+}): CloudFunctionView {
   return {
     id: row.id,
     app_id: row.app_id,
@@ -134,12 +171,17 @@ async function requireLiveApplication(db: Kysely<ControlSchema>, appId: string):
 
 function assertValidInput(input: CloudFunctionInput): void {
   const problems: Array<{ field: string; problem: string }> = [];
-  if (!CLOUD_FUNCTION_NAME.test(input.name)) problems.push({ field: "name", problem: "must be 1-64 characters: letters, digits, _ . - (starting with a letter or _)" });
-  if (Buffer.byteLength(input.script) > MAX_CLOUD_FUNCTION_SCRIPT_BYTES) problems.push({ field: "script", problem: `must be at most ${MAX_CLOUD_FUNCTION_SCRIPT_BYTES} bytes` });
+  if (!CLOUD_FUNCTION_NAME.test(input.name))
+    problems.push({ field: "name", problem: "must be 1-64 characters: letters, digits, _ . - (starting with a letter or _)" });
+  if (Buffer.byteLength(input.script) > MAX_CLOUD_FUNCTION_SCRIPT_BYTES)
+    problems.push({ field: "script", problem: `must be at most ${MAX_CLOUD_FUNCTION_SCRIPT_BYTES} bytes` });
   if (input.script.trim() === "") problems.push({ field: "script", problem: "must not be empty" });
   const t = input.timeoutMs;
   if (t !== undefined && (!Number.isInteger(t) || t < MIN_CLOUD_FUNCTION_TIMEOUT_MS || t > MAX_CLOUD_FUNCTION_TIMEOUT_MS)) {
-    problems.push({ field: "timeout_ms", problem: `must be an integer from ${MIN_CLOUD_FUNCTION_TIMEOUT_MS} to ${MAX_CLOUD_FUNCTION_TIMEOUT_MS}` });
+    problems.push({
+      field: "timeout_ms",
+      problem: `must be an integer from ${MIN_CLOUD_FUNCTION_TIMEOUT_MS} to ${MAX_CLOUD_FUNCTION_TIMEOUT_MS}`,
+    });
   }
   if (problems.length > 0) {
     const summary = problems.map((p) => `${p.field}: ${p.problem}`).join("; ");

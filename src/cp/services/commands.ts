@@ -75,16 +75,27 @@ export interface NewCommand {
 export async function queueCommand(ctx: CpContext, actor: Actor, targetNodeId: string | null, input: NewCommand): Promise<CommandView> {
   const payload = parsePayload(input.kind, input.payload ?? {});
   const ttl = input.ttlSeconds ?? DEFAULT_COMMAND_TTL_SECONDS;
-  if (!Number.isInteger(ttl) || ttl < 1 || ttl > MAX_COMMAND_TTL_SECONDS) throw invalidField("ttl_seconds", `must be an integer from 1 to ${MAX_COMMAND_TTL_SECONDS}`);
+  if (!Number.isInteger(ttl) || ttl < 1 || ttl > MAX_COMMAND_TTL_SECONDS)
+    throw invalidField("ttl_seconds", `must be an integer from 1 to ${MAX_COMMAND_TTL_SECONDS}`);
   if (targetNodeId !== null) await requireNode(ctx, targetNodeId);
   const now = ctx.clock.now();
-  const row = { id: newId("cmd"), kind: input.kind, payload: canonicalJson(payload), target_node_id: targetNodeId, created_at: now, created_by: actor.agentId, expires_at: now + ttl * 1000 };
+  const row = {
+    id: newId("cmd"),
+    kind: input.kind,
+    payload: canonicalJson(payload),
+    target_node_id: targetNodeId,
+    created_at: now,
+    created_by: actor.agentId,
+    expires_at: now + ttl * 1000,
+  };
   const inserted = await ctx.controlDb.transaction().execute(async (trx) => {
     if (dialectOf(trx) === "postgres") await COMMAND_LOG_LOCK.execute(trx);
     return trx.insertInto("commands").values(row).returning("seq").executeTakeFirstOrThrow();
   });
   const view = toView({ ...row, seq: inserted.seq });
-  ctx.log.category("CP Agent").info("command.queued", { command_id: view.id, seq: view.seq, kind: view.kind, target_node_id: targetNodeId, agent_id: actor.agentId });
+  ctx.log
+    .category("CP Agent")
+    .info("command.queued", { command_id: view.id, seq: view.seq, kind: view.kind, target_node_id: targetNodeId, agent_id: actor.agentId });
   ctx.events.publish("command.pending", targetNodeId);
   return view;
 }
@@ -102,7 +113,10 @@ export interface CommandListItem extends CommandView {
 /** Newest first. */
 export async function listCommands(ctx: CpContext, filter: CommandFilter, request: PageRequest): Promise<Page<CommandListItem>> {
   const db = ctx.controlDb;
-  const node = filter.nodeId === undefined ? undefined : await db.selectFrom("nodes").select("created_at").where("id", "=", filter.nodeId).executeTakeFirst();
+  const node =
+    filter.nodeId === undefined
+      ? undefined
+      : await db.selectFrom("nodes").select("created_at").where("id", "=", filter.nodeId).executeTakeFirst();
   const base = db
     .selectFrom("commands")
     .$if(filter.kind !== undefined, (q) => q.where("kind", "=", filter.kind as string))
@@ -119,16 +133,24 @@ export async function listCommands(ctx: CpContext, filter: CommandFilter, reques
     base.select(COLUMNS).orderBy("seq", "desc").limit(request.pageSize).offset(pageOffset(request)).execute(),
     base.select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow(),
   ]);
-  const counts = rows.length === 0 ? [] : await db
-    .selectFrom("command_results")
-    .select(["command_seq", "status"])
-    .select((eb) => eb.fn.countAll<number>().as("n"))
-    .where("command_seq", "in", rows.map((r) => r.seq))
-    .groupBy(["command_seq", "status"])
-    .execute();
+  const counts =
+    rows.length === 0
+      ? []
+      : await db
+          .selectFrom("command_results")
+          .select(["command_seq", "status"])
+          .select((eb) => eb.fn.countAll<number>().as("n"))
+          .where(
+            "command_seq",
+            "in",
+            rows.map((r) => r.seq),
+          )
+          .groupBy(["command_seq", "status"])
+          .execute();
   const items = rows.map((row): CommandListItem => {
     const results = { succeeded: 0, failed: 0, rejected: 0 };
-    for (const c of counts) if (Number(c.command_seq) === Number(row.seq) && c.status in results) results[c.status as keyof typeof results] = Number(c.n);
+    for (const c of counts)
+      if (Number(c.command_seq) === Number(row.seq) && c.status in results) results[c.status as keyof typeof results] = Number(c.n);
     return { ...toView(row), results };
   });
   return toPage(items, request, Number(count.n));
@@ -167,14 +189,25 @@ export async function getCommand(ctx: CpContext, commandId: string): Promise<Com
   const nodes =
     command.target_node_id === null
       ? await db.selectFrom("nodes").select(["id", "name"]).where("created_at", "<=", command.created_at).orderBy("name").execute()
-      : [{ id: command.target_node_id, name: (await db.selectFrom("nodes").select("name").where("id", "=", command.target_node_id).executeTakeFirst())?.name ?? null }];
+      : [
+          {
+            id: command.target_node_id,
+            name: (await db.selectFrom("nodes").select("name").where("id", "=", command.target_node_id).executeTakeFirst())?.name ?? null,
+          },
+        ];
   const expired = command.expires_at !== null && command.expires_at <= ctx.clock.now();
   const summary: Record<CommandNodeStatus, number> = { succeeded: 0, failed: 0, rejected: 0, pending: 0, expired: 0 };
   const results = nodes.map((n): CommandNodeResult => {
     const result = byNode.get(n.id);
     const status = result ? (result.status as CommandNodeStatus) : expired ? "expired" : "pending";
     summary[status] += 1;
-    return { node_id: n.id, node_name: n.name, status, output: result?.output ? (JSON.parse(result.output) as unknown) : null, reported_at: result?.reported_at ?? null };
+    return {
+      node_id: n.id,
+      node_name: n.name,
+      status,
+      output: result?.output ? (JSON.parse(result.output) as unknown) : null,
+      reported_at: result?.reported_at ?? null,
+    };
   });
   return { ...command, results, summary };
 }
@@ -199,23 +232,49 @@ export function parseSince(raw: string | undefined): number {
  */
 export async function pullCommands(ctx: CpContext, node: CallingNode, since: number): Promise<CommandsPullResponse> {
   const db = ctx.controlDb;
-  const head = Number((await db.selectFrom("commands").select((eb) => eb.fn.max("seq").as("head")).executeTakeFirst())?.head ?? 0);
+  const head = Number(
+    (
+      await db
+        .selectFrom("commands")
+        .select((eb) => eb.fn.max("seq").as("head"))
+        .executeTakeFirst()
+    )?.head ?? 0,
+  );
   if (since > head) throw invalidField("since", `is ahead of the newest command (head ${head})`, { since, head });
   const rows = await db
     .selectFrom("commands as c")
     .select(["c.id", "c.seq", "c.kind", "c.payload", "c.created_at", "c.expires_at"])
     .where("c.seq", ">", since)
     .where("c.seq", "<=", head)
-    .where((eb) => eb.or([eb("c.target_node_id", "=", node.id), eb.and([eb("c.target_node_id", "is", null), eb("c.created_at", ">=", node.createdAt)])]))
+    .where((eb) =>
+      eb.or([eb("c.target_node_id", "=", node.id), eb.and([eb("c.target_node_id", "is", null), eb("c.created_at", ">=", node.createdAt)])]),
+    )
     .where((eb) => eb.or([eb("c.expires_at", "is", null), eb("c.expires_at", ">", ctx.clock.now())]))
-    .where((eb) => eb.not(eb.exists(eb.selectFrom("command_results as r").select("r.node_id").whereRef("r.command_seq", "=", "c.seq").where("r.node_id", "=", node.id))))
+    .where((eb) =>
+      eb.not(
+        eb.exists(
+          eb
+            .selectFrom("command_results as r")
+            .select("r.node_id")
+            .whereRef("r.command_seq", "=", "c.seq")
+            .where("r.node_id", "=", node.id),
+        ),
+      ),
+    )
     .orderBy("c.seq")
     .limit(MAX_COMMAND_PAGE + 1)
     .execute();
   const hasMore = rows.length > MAX_COMMAND_PAGE;
   const page = rows.slice(0, MAX_COMMAND_PAGE);
   const commands = page.map(
-    (r): PulledCommand => ({ id: r.id, seq: Number(r.seq), kind: r.kind as CommandKind, payload: JSON.parse(r.payload) as Record<string, unknown>, created_at: r.created_at, expires_at: r.expires_at }),
+    (r): PulledCommand => ({
+      id: r.id,
+      seq: Number(r.seq),
+      kind: r.kind as CommandKind,
+      payload: JSON.parse(r.payload) as Record<string, unknown>,
+      created_at: r.created_at,
+      expires_at: r.expires_at,
+    }),
   );
   return { commands, next_since: hasMore ? (commands.at(-1)?.seq ?? since) : head, has_more: hasMore };
 }
@@ -227,7 +286,12 @@ export async function pullCommands(ctx: CpContext, node: CallingNode, since: num
  * the node pulled it in time and ran it. A repeated report overwrites the earlier one (the
  * node's latest word wins, e.g. a retry after a lost response).
  */
-export async function recordCommandResult(ctx: CpContext, node: CallingNode, commandId: string, result: CommandResultRequest): Promise<{ accepted: number }> {
+export async function recordCommandResult(
+  ctx: CpContext,
+  node: CallingNode,
+  commandId: string,
+  result: CommandResultRequest,
+): Promise<{ accepted: number }> {
   if (!COMMAND_ID.test(commandId)) throw new AuthNexusError("NOT_FOUND", { message: "Command not found." });
   const output = result.output === undefined ? null : JSON.stringify(result.output);
   if (output !== null && Buffer.byteLength(output) > MAX_COMMAND_OUTPUT_BYTES) {
@@ -238,15 +302,32 @@ export async function recordCommandResult(ctx: CpContext, node: CallingNode, com
     .select(["seq", "kind", "target_node_id", "created_at"])
     .where("id", "=", commandId)
     .executeTakeFirst();
-  const visible = command && (command.target_node_id === node.id || (command.target_node_id === null && command.created_at >= node.createdAt));
+  const visible =
+    command && (command.target_node_id === node.id || (command.target_node_id === null && command.created_at >= node.createdAt));
   if (!command || !visible) throw new AuthNexusError("NOT_FOUND", { message: "Command not found." });
   const now = ctx.clock.now();
   await ctx.controlDb
     .insertInto("command_results")
     .values({ command_seq: command.seq, node_id: node.id, status: result.status, output, reported_at: now })
-    .onConflict((oc) => oc.columns(["command_seq", "node_id"]).doUpdateSet((eb) => ({ status: eb.ref("excluded.status"), output: eb.ref("excluded.output"), reported_at: eb.ref("excluded.reported_at") })))
+    .onConflict((oc) =>
+      oc
+        .columns(["command_seq", "node_id"])
+        .doUpdateSet((eb) => ({
+          status: eb.ref("excluded.status"),
+          output: eb.ref("excluded.output"),
+          reported_at: eb.ref("excluded.reported_at"),
+        })),
+    )
     .execute();
-  ctx.log.category("CP Agent").info("command.result", { node_id: node.id, command_id: commandId, seq: Number(command.seq), kind: command.kind, status: result.status });
+  ctx.log
+    .category("CP Agent")
+    .info("command.result", {
+      node_id: node.id,
+      command_id: commandId,
+      seq: Number(command.seq),
+      kind: command.kind,
+      status: result.status,
+    });
   return { accepted: 1 };
 }
 
@@ -269,5 +350,8 @@ async function requireNode(ctx: CpContext, nodeId: string): Promise<void> {
 }
 
 function invalidField(field: string, problem: string, extra: Record<string, unknown> = {}): AuthNexusError {
-  return new AuthNexusError("VALIDATION_FAILED", { message: `Request failed validation: ${field}: ${problem}`, detail: { public: [{ field, problem, ...extra }] } });
+  return new AuthNexusError("VALIDATION_FAILED", {
+    message: `Request failed validation: ${field}: ${problem}`,
+    detail: { public: [{ field, problem, ...extra }] },
+  });
 }

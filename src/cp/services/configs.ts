@@ -67,10 +67,14 @@ export function resolveConfigItem(type: string, appId: string | null): ConfigIte
     throw new AuthNexusError("NOT_FOUND", { message: `No such config type. Known types: ${CONFIG_TYPES.join(", ")}.` });
   }
   if (appId === null && isAppConfigType(type)) {
-    throw new AuthNexusError("VALIDATION_FAILED", { message: `${type} is set per application: use /applications/:app_id/configs/${type}. Global types: ${GLOBAL_CONFIG_TYPES.join(", ")}.` });
+    throw new AuthNexusError("VALIDATION_FAILED", {
+      message: `${type} is set per application: use /applications/:app_id/configs/${type}. Global types: ${GLOBAL_CONFIG_TYPES.join(", ")}.`,
+    });
   }
   if (appId !== null && !isAppConfigType(type)) {
-    throw new AuthNexusError("VALIDATION_FAILED", { message: `${type} is a global type: use /configs/${type}. Per-application types: ${APP_CONFIG_TYPES.join(", ")}.` });
+    throw new AuthNexusError("VALIDATION_FAILED", {
+      message: `${type} is a global type: use /configs/${type}. Per-application types: ${APP_CONFIG_TYPES.join(", ")}.`,
+    });
   }
   return { type, scope: appId === null ? GLOBAL_SCOPE : appScope(appId), appId };
 }
@@ -110,18 +114,26 @@ function toVersionView(row: VersionRow): ConfigVersionView {
  * a no-op that returns the latest version (no new version, no hint). Otherwise the next version
  * is appended and, after commit, every node is hinted with config.pending.
  */
-export async function setConfig(ctx: CpContext, actor: Actor, item: ConfigItemKey, content: unknown): Promise<ConfigVersionView & { changed: boolean }> {
+export async function setConfig(
+  ctx: CpContext,
+  actor: Actor,
+  item: ConfigItemKey,
+  content: unknown,
+): Promise<ConfigVersionView & { changed: boolean }> {
   if (item.appId !== null) await requireLiveApplication(ctx.controlDb, item.appId);
   const parsed = parseConfigContent(item.type, content);
   if (!parsed.ok) throw invalidField("content", parsed.reason);
   const json = canonicalJson(parsed.value);
-  if (Buffer.byteLength(json) > MAX_CONFIG_CONTENT_BYTES) throw invalidField("content", `must be at most ${MAX_CONFIG_CONTENT_BYTES} bytes serialized`);
+  if (Buffer.byteLength(json) > MAX_CONFIG_CONTENT_BYTES)
+    throw invalidField("content", `must be at most ${MAX_CONFIG_CONTENT_BYTES} bytes serialized`);
 
   for (let attempt = 1; ; attempt++) {
     try {
       const result = await ctx.controlDb.transaction().execute((trx) => appendVersion(trx, ctx.clock.now(), actor, item, json));
       if (result.changed) {
-        ctx.log.category("CP Agent").info("config.version_created", { type: item.type, scope: item.scope, version: result.version, agent_id: actor.agentId });
+        ctx.log
+          .category("CP Agent")
+          .info("config.version_created", { type: item.type, scope: item.scope, version: result.version, agent_id: actor.agentId });
         ctx.events.publish("config.pending", null);
       }
       return result;
@@ -134,7 +146,13 @@ export async function setConfig(ctx: CpContext, actor: Actor, item: ConfigItemKe
   }
 }
 
-async function appendVersion(trx: Db, now: number, actor: Actor, item: ConfigItemKey, json: string): Promise<ConfigVersionView & { changed: boolean }> {
+async function appendVersion(
+  trx: Db,
+  now: number,
+  actor: Actor,
+  item: ConfigItemKey,
+  json: string,
+): Promise<ConfigVersionView & { changed: boolean }> {
   if (dialectOf(trx) === "postgres") {
     // Writers of one item queue here instead of colliding on the unique constraint.
     await sql`select pg_advisory_xact_lock(${sql.lit(CONFIG_ITEM_LOCK_CLASS)}, hashtext(${keyOf(item)}))`.execute(trx);
@@ -142,7 +160,14 @@ async function appendVersion(trx: Db, now: number, actor: Actor, item: ConfigIte
   if (item.appId !== null) await requireLiveApplication(trx, item.appId);
   const latest = await latestVersionRow(trx, item);
   if (latest && latest.content === json) return { ...toVersionView(latest), changed: false };
-  const row: VersionRow = { config_type: item.type, scope: item.scope, version: (latest?.version ?? 0) + 1, content: json, created_at: now, created_by: actor.agentId };
+  const row: VersionRow = {
+    config_type: item.type,
+    scope: item.scope,
+    version: (latest?.version ?? 0) + 1,
+    content: json,
+    created_at: now,
+    created_by: actor.agentId,
+  };
   await trx
     .insertInto("config_versions")
     .values({ id: newId("cfv"), ...row })
@@ -221,7 +246,9 @@ export async function listConfigItems(ctx: CpContext, filter: ConfigItemFilter, 
   const stateSum = (state: ConfigState) => sql<number>`sum(case when ${stateOf} = ${state} then 1 else 0 end)`;
   const [rows, count, nodes] = await Promise.all([
     base
-      .innerJoin("config_versions as cv", (j) => j.onRef("cv.config_type", "=", "l.config_type").onRef("cv.scope", "=", "l.scope").onRef("cv.version", "=", "l.version"))
+      .innerJoin("config_versions as cv", (j) =>
+        j.onRef("cv.config_type", "=", "l.config_type").onRef("cv.scope", "=", "l.scope").onRef("cv.version", "=", "l.version"),
+      )
       .leftJoin("node_config_states as s", (j) => j.onRef("s.config_type", "=", "l.config_type").onRef("s.scope", "=", "l.scope"))
       .select(["l.config_type", "l.scope", "l.version", "cv.created_at", "cv.created_by"])
       .select([stateSum("SYNCED").as("synced"), stateSum("ERROR").as("error"), stateSum("PENDING").as("pending")])
@@ -233,7 +260,10 @@ export async function listConfigItems(ctx: CpContext, filter: ConfigItemFilter, 
       .offset(pageOffset(request))
       .execute(),
     base.select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow(),
-    db.selectFrom("nodes").select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow(),
+    db
+      .selectFrom("nodes")
+      .select((eb) => eb.fn.countAll<number>().as("n"))
+      .executeTakeFirstOrThrow(),
   ]);
   const total = Number(nodes.n);
   const items = rows.map((r): ConfigItemSummary => {
@@ -275,18 +305,36 @@ export interface NodeConfigStates extends Page<NodeConfigStateView> {
 }
 
 /** Per delivered item (one that has a version), this node's state, versions and last error. */
-export async function listNodeConfigStates(ctx: CpContext, nodeId: string, filter: { state?: ConfigState | undefined }, request: PageRequest): Promise<NodeConfigStates> {
+export async function listNodeConfigStates(
+  ctx: CpContext,
+  nodeId: string,
+  filter: { state?: ConfigState | undefined },
+  request: PageRequest,
+): Promise<NodeConfigStates> {
   const db = ctx.controlDb;
   const node = await db.selectFrom("nodes").select("id").where("id", "=", nodeId).executeTakeFirst();
   if (!node) throw new AuthNexusError("NOT_FOUND", { message: "Node not found." });
   const joined = withLatest(db)
     .selectFrom("latest as l")
-    .leftJoin("node_config_states as s", (j) => j.onRef("s.config_type", "=", "l.config_type").onRef("s.scope", "=", "l.scope").on("s.node_id", "=", nodeId))
+    .leftJoin("node_config_states as s", (j) =>
+      j.onRef("s.config_type", "=", "l.config_type").onRef("s.scope", "=", "l.scope").on("s.node_id", "=", nodeId),
+    )
     .where(deliveredScope);
   const filtered = joined.$if(filter.state !== undefined, (q) => q.where(sql<SqlBool>`${stateOf} = ${filter.state}`));
   const [rows, count, byState] = await Promise.all([
     filtered
-      .select(["l.config_type", "l.scope", "l.version", "s.sent_version", "s.sent_at", "s.applied_version", "s.applied_at", "s.error_version", "s.error_at", "s.error_message"])
+      .select([
+        "l.config_type",
+        "l.scope",
+        "l.version",
+        "s.sent_version",
+        "s.sent_at",
+        "s.applied_version",
+        "s.applied_at",
+        "s.error_version",
+        "s.error_at",
+        "s.error_message",
+      ])
       .select(stateOf.as("state"))
       .orderBy(globalFirst)
       .orderBy("l.scope")
@@ -321,7 +369,12 @@ export async function listNodeConfigStates(ctx: CpContext, nodeId: string, filte
   return {
     node_id: nodeId,
     ...toPage(items, request, Number(count.n)),
-    summary: { synced: counted.get("SYNCED") ?? 0, error: counted.get("ERROR") ?? 0, pending: counted.get("PENDING") ?? 0, not_sent: counted.get("NOT_SENT") ?? 0 },
+    summary: {
+      synced: counted.get("SYNCED") ?? 0,
+      error: counted.get("ERROR") ?? 0,
+      pending: counted.get("PENDING") ?? 0,
+      not_sent: counted.get("NOT_SENT") ?? 0,
+    },
   };
 }
 
@@ -344,7 +397,11 @@ export async function pullConfigs(ctx: CpContext, node: CallingNode, applied: re
 
 /** The latest version of every item a pull delivers: global items and those of live applications. */
 export async function latestDeliveredVersions(db: Db): Promise<Array<{ type: string; scope: string; version: number }>> {
-  const rows = await withLatest(db).selectFrom("latest as l").where(deliveredScope).select(["l.config_type", "l.scope", "l.version"]).execute();
+  const rows = await withLatest(db)
+    .selectFrom("latest as l")
+    .where(deliveredScope)
+    .select(["l.config_type", "l.scope", "l.version"])
+    .execute();
   return rows.map((r) => ({ type: r.config_type, scope: r.scope, version: Number(r.version) }));
 }
 
@@ -354,9 +411,17 @@ async function loadContents(db: Db, refs: ReadonlyArray<{ type: string; scope: s
     const rows = await db
       .selectFrom("config_versions")
       .select(["config_type", "scope", "version", "content"])
-      .where((eb) => eb.or(chunk.map((r) => eb.and([eb("config_type", "=", r.type), eb("scope", "=", r.scope), eb("version", "=", r.version)]))))
+      .where((eb) =>
+        eb.or(chunk.map((r) => eb.and([eb("config_type", "=", r.type), eb("scope", "=", r.scope), eb("version", "=", r.version)]))),
+      )
       .execute();
-    for (const row of rows) items.push({ type: row.config_type as ConfigType, scope: row.scope, version: Number(row.version), content: JSON.parse(row.content) as unknown });
+    for (const row of rows)
+      items.push({
+        type: row.config_type as ConfigType,
+        scope: row.scope,
+        version: Number(row.version),
+        content: JSON.parse(row.content) as unknown,
+      });
   }
   return items.sort((a, b) => (keyOf(a) < keyOf(b) ? -1 : 1));
 }
@@ -368,7 +433,11 @@ async function recordSent(ctx: CpContext, nodeId: string, items: readonly Config
       await trx
         .insertInto("node_config_states")
         .values(chunk.map((i) => ({ ...emptyState(nodeId, i), sent_version: i.version, sent_at: now })))
-        .onConflict((oc) => oc.columns(["node_id", "config_type", "scope"]).doUpdateSet((eb) => ({ sent_version: eb.ref("excluded.sent_version"), sent_at: eb.ref("excluded.sent_at") })))
+        .onConflict((oc) =>
+          oc
+            .columns(["node_id", "config_type", "scope"])
+            .doUpdateSet((eb) => ({ sent_version: eb.ref("excluded.sent_version"), sent_at: eb.ref("excluded.sent_at") })),
+        )
         .execute();
     }
   });
@@ -383,7 +452,10 @@ export async function ackConfigs(ctx: CpContext, node: CallingNode, acks: readon
   assertDistinctItems(acks, "acks");
   const now = ctx.clock.now();
   await ctx.controlDb.transaction().execute(async (trx) => {
-    await assertVersionsExist(trx, acks.map((a, index) => ({ ...a, field: `acks.${index}.version` })));
+    await assertVersionsExist(
+      trx,
+      acks.map((a, index) => ({ ...a, field: `acks.${index}.version` })),
+    );
     for (const chunk of chunks(acks, INSERT_CHUNK)) {
       await trx
         .insertInto("node_config_states")
@@ -419,7 +491,9 @@ export async function reportConfigErrors(ctx: CpContext, node: CallingNode, erro
   await ctx.controlDb.transaction().execute(async (trx) => {
     await assertVersionsExist(trx, [
       ...errors.map((e, index) => ({ ...e, field: `errors.${index}.version` })),
-      ...errors.flatMap((e, index) => (e.applied_version === null ? [] : [{ ...e, version: e.applied_version, field: `errors.${index}.applied_version` }])),
+      ...errors.flatMap((e, index) =>
+        e.applied_version === null ? [] : [{ ...e, version: e.applied_version, field: `errors.${index}.applied_version` }],
+      ),
     ]);
     for (const chunk of chunks(errors, INSERT_CHUNK)) {
       await trx
@@ -451,7 +525,14 @@ export async function reportConfigErrors(ctx: CpContext, node: CallingNode, erro
   });
   const log = ctx.log.category("CP Agent");
   for (const e of errors) {
-    log.warn("config.apply_failed", { node_id: node.id, type: e.type, scope: e.scope, version: e.version, applied_version: e.applied_version, message: e.message.slice(0, 300) });
+    log.warn("config.apply_failed", {
+      node_id: node.id,
+      type: e.type,
+      scope: e.scope,
+      version: e.version,
+      applied_version: e.applied_version,
+      message: e.message.slice(0, 300),
+    });
   }
   return { accepted: errors.length };
 }
@@ -500,7 +581,8 @@ function emptyState(nodeId: string, item: { type: string; scope: string }) {
 function assertDistinctItems(items: ReadonlyArray<{ type: ConfigType; scope: string }>, field: string): void {
   const seen = new Set<string>();
   items.forEach((item, index) => {
-    if (!scopeFitsType(item.type, item.scope)) throw invalidField(`${field}.${index}.scope`, `${item.scope} is not a valid scope for ${item.type}`);
+    if (!scopeFitsType(item.type, item.scope))
+      throw invalidField(`${field}.${index}.scope`, `${item.scope} is not a valid scope for ${item.type}`);
     const key = keyOf(item);
     if (seen.has(key)) throw invalidField(`${field}.${index}`, `${item.type} ${item.scope} appears more than once`);
     seen.add(key);
@@ -508,7 +590,10 @@ function assertDistinctItems(items: ReadonlyArray<{ type: ConfigType; scope: str
 }
 
 /** Every named version must exist: versions run 1..latest, so that is version <= latest. */
-async function assertVersionsExist(db: Db, refs: ReadonlyArray<{ type: string; scope: string; version: number; field: string }>): Promise<void> {
+async function assertVersionsExist(
+  db: Db,
+  refs: ReadonlyArray<{ type: string; scope: string; version: number; field: string }>,
+): Promise<void> {
   const latest = new Map<string, number>();
   const scopes = [...new Set(refs.map((r) => r.scope))];
   for (const chunk of chunks(scopes, INSERT_CHUNK)) {
@@ -541,7 +626,10 @@ export async function requireLiveApplication(db: Db, appId: string): Promise<voi
 }
 
 function invalidField(field: string, problem: string): AuthNexusError {
-  return new AuthNexusError("VALIDATION_FAILED", { message: `Request failed validation: ${field}: ${problem}`, detail: { public: [{ field, problem }] } });
+  return new AuthNexusError("VALIDATION_FAILED", {
+    message: `Request failed validation: ${field}: ${problem}`,
+    detail: { public: [{ field, problem }] },
+  });
 }
 
 /** JSON with object keys sorted at every level: equal values give equal text. */

@@ -52,7 +52,11 @@ export function cpServerHosts(publicCpUrl: string, extra: string[]): { dns: stri
   return { dns, ip };
 }
 
-export async function issueCpServerCertificate(ctx: CpContext, ca: { certPem: string; keyPem: string }, extraHosts: string[]): Promise<IssuedCertificate> {
+export async function issueCpServerCertificate(
+  ctx: CpContext,
+  ca: { certPem: string; keyPem: string },
+  extraHosts: string[],
+): Promise<IssuedCertificate> {
   const sans = cpServerHosts(ctx.publicCpUrl, extraHosts);
   return issueLeafCertificate({
     profile: "cp_server",
@@ -64,8 +68,22 @@ export async function issueCpServerCertificate(ctx: CpContext, ca: { certPem: st
   });
 }
 
-export async function storeCpServerCertificate(db: Kysely<ControlSchema>, ctx: CpContext, issued: IssuedCertificate, caId: string, actor: string): Promise<string> {
-  const id = await recordCertificate(db, ctx.clock, { issued, caId, leafProfile: "cp_server", purpose: "cp_server", ownerType: "control_plane", ownerId: "cp", actor });
+export async function storeCpServerCertificate(
+  db: Kysely<ControlSchema>,
+  ctx: CpContext,
+  issued: IssuedCertificate,
+  caId: string,
+  actor: string,
+): Promise<string> {
+  const id = await recordCertificate(db, ctx.clock, {
+    issued,
+    caId,
+    leafProfile: "cp_server",
+    purpose: "cp_server",
+    ownerType: "control_plane",
+    ownerId: "cp",
+    actor,
+  });
   const name = leafKeySecretName(id);
   await db
     .insertInto("server_secrets")
@@ -89,13 +107,19 @@ export async function ensureCpServerCertificate(ctx: CpContext): Promise<void> {
   const ca = await loadActiveCa(ctx, "cp_server_ca");
   const issued = await issueCpServerCertificate(ctx, ca, [...previousSans.dns, ...previousSans.ip]);
   const id = await ctx.controlDb.transaction().execute((tx) => storeCpServerCertificate(tx, ctx, issued, ca.id, "system"));
-  ctx.log.category("PKI").info("cert.renewed", { purpose: "cp_server", certificate_id: id, replaced_certificate_id: previous?.id, not_after: issued.notAfter });
+  ctx.log
+    .category("PKI")
+    .info("cert.renewed", { purpose: "cp_server", certificate_id: id, replaced_certificate_id: previous?.id, not_after: issued.notAfter });
 }
 
 export async function loadCpTlsIdentity(ctx: CpContext): Promise<CpTlsIdentity> {
   const cert = await newestCpServerCertificate(ctx, true);
   if (!cert) throw new AuthNexusError("PKI_NOT_INITIALISED", { message: "No valid CP server certificate in the inventory." });
-  const secret = await ctx.controlDb.selectFrom("server_secrets").select("ciphertext").where("name", "=", leafKeySecretName(cert.id)).executeTakeFirst();
+  const secret = await ctx.controlDb
+    .selectFrom("server_secrets")
+    .select("ciphertext")
+    .where("name", "=", leafKeySecretName(cert.id))
+    .executeTakeFirst();
   if (!secret) throw new AuthNexusError("PKI_NOT_INITIALISED", { message: "The CP server certificate's key is missing." });
   const keyPem = openSecret(ctx.masterKey, Buffer.from(secret.ciphertext), leafKeySecretName(cert.id)).toString("utf8");
   const cas = await ctx.controlDb

@@ -9,8 +9,8 @@ import { AuthNexusError } from "../../shared/errors/index.js";
 import { sha256Hex } from "../../shared/ids.js";
 import { openSecret, sealSecret } from "../../shared/pki/index.js";
 import type { Actor, CpContext } from "./context.js";
-import { nodeNotFound } from "./node-views.js";
 import { writeNodeAudit } from "./node-audit.js";
+import { nodeNotFound } from "./node-views.js";
 
 export function deployPackageAad(packageId: string): string {
   return `deploy-package:${packageId}`;
@@ -25,7 +25,11 @@ export interface NewDeployPackage {
 }
 
 /** Stores a package and marks the node's older ones superseded. Pass the caller's transaction. */
-export async function storeDeployPackage(db: Kysely<ControlSchema>, ctx: Pick<CpContext, "masterKey" | "clock">, pkg: NewDeployPackage): Promise<void> {
+export async function storeDeployPackage(
+  db: Kysely<ControlSchema>,
+  ctx: Pick<CpContext, "masterKey" | "clock">,
+  pkg: NewDeployPackage,
+): Promise<void> {
   const now = ctx.clock.now();
   await db
     .updateTable("deploy_packages")
@@ -63,7 +67,13 @@ async function assertNodeExists(db: Kysely<ControlSchema>, nodeId: string): Prom
 /** Newest first; never the archive bytes. */
 export async function listDeployPackages(ctx: CpContext, nodeId: string): Promise<{ items: DeployPackageView[] }> {
   await assertNodeExists(ctx.controlDb, nodeId);
-  const rows = await ctx.controlDb.selectFrom("deploy_packages").select(VIEW_COLUMNS).where("node_id", "=", nodeId).orderBy("created_at", "desc").orderBy("id", "desc").execute();
+  const rows = await ctx.controlDb
+    .selectFrom("deploy_packages")
+    .select(VIEW_COLUMNS)
+    .where("node_id", "=", nodeId)
+    .orderBy("created_at", "desc")
+    .orderBy("id", "desc")
+    .execute();
   return { items: rows.map((r) => ({ ...r, current: r.superseded_at === null })) };
 }
 
@@ -84,15 +94,24 @@ export async function downloadDeployPackage(ctx: CpContext, actor: Actor, nodeId
     .executeTakeFirst();
   if (!row) {
     const any = await ctx.controlDb.selectFrom("deploy_packages").select("id").where("node_id", "=", nodeId).executeTakeFirst();
-    if (!any) throw new AuthNexusError("NODE_NOT_PROVISIONED", { message: "The node has no deploy package yet: its onboarding job has not finished." });
+    if (!any)
+      throw new AuthNexusError("NODE_NOT_PROVISIONED", {
+        message: "The node has no deploy package yet: its onboarding job has not finished.",
+      });
     throw new AuthNexusError("NOT_FOUND", { message: "Deploy package not found." });
   }
   const archive = openSecret(ctx.masterKey, Buffer.from(row.archive_ciphertext), deployPackageAad(row.id));
-  if (sha256Hex(archive) !== row.sha256) throw new AuthNexusError("INTERNAL", { message: "deploy package does not match its recorded SHA-256", detail: { package_id: row.id } });
+  if (sha256Hex(archive) !== row.sha256)
+    throw new AuthNexusError("INTERNAL", { message: "deploy package does not match its recorded SHA-256", detail: { package_id: row.id } });
   const now = ctx.clock.now();
   await ctx.controlDb.transaction().execute(async (tx) => {
     await tx.updateTable("deploy_packages").set({ downloaded_at: now }).where("id", "=", row.id).execute();
-    await writeNodeAudit(tx, ctx.clock, { nodeId, event: "package.downloaded", actor, detail: { package_id: row.id, superseded: row.superseded_at !== null } });
+    await writeNodeAudit(tx, ctx.clock, {
+      nodeId,
+      event: "package.downloaded",
+      actor,
+      detail: { package_id: row.id, superseded: row.superseded_at !== null },
+    });
   });
   ctx.log.category("PKI").info("package.downloaded", { node_id: nodeId, package_id: row.id, agent_id: actor.agentId });
   return { archive, fileName: `authnexus-node-${fileSafe(node.name)}-${row.id}.tar.gz`, sha256: row.sha256 };

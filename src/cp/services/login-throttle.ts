@@ -27,7 +27,11 @@ export interface PasswordCheckOutcome {
   agentId: string | null;
 }
 
-export async function runThrottledPasswordCheck<T extends PasswordCheckOutcome>(ctx: CpContext, attempt: PasswordAttempt, check: () => Promise<T>): Promise<T> {
+export async function runThrottledPasswordCheck<T extends PasswordCheckOutcome>(
+  ctx: CpContext,
+  attempt: PasswordAttempt,
+  check: () => Promise<T>,
+): Promise<T> {
   const attemptId = await reserveAttempt(ctx, attempt);
   const retryAfterS = await throttleDelaySeconds(ctx, attempt, attemptId);
   if (retryAfterS > 0) {
@@ -57,11 +61,20 @@ async function reserveAttempt(ctx: CpContext, attempt: PasswordAttempt): Promise
   return id;
 }
 
-async function finishAttempt(ctx: CpContext, id: string, attempt: PasswordAttempt, outcome: { result: PasswordCheckResult | "throttled"; agentId: string | null }): Promise<void> {
+async function finishAttempt(
+  ctx: CpContext,
+  id: string,
+  attempt: PasswordAttempt,
+  outcome: { result: PasswordCheckResult | "throttled"; agentId: string | null },
+): Promise<void> {
   const { result, agentId } = outcome;
   await ctx.controlDb
     .updateTable("agent_login_logs")
-    .set({ agent_id: agentId, result: result === "success" ? "success" : result === "throttled" ? "throttled" : "failure", reason: result === "success" ? null : result })
+    .set({
+      agent_id: agentId,
+      result: result === "success" ? "success" : result === "throttled" ? "throttled" : "failure",
+      reason: result === "success" ? null : result,
+    })
     .where("id", "=", id)
     .execute();
   const fields = { username: attempt.username.slice(0, 128), ip: attempt.ip, result, agent_id: agentId, purpose: attempt.purpose };

@@ -59,7 +59,8 @@ export function assertKeyCheck(masterKey: Buffer, sealed: Buffer): void {
     openSecret(masterKey, sealed, KEY_CHECK_AAD);
   } catch (cause) {
     throw new AuthNexusError("MASTER_KEY_INVALID", {
-      message: "the master key does not match the one this Control DB was set up with; pass the original --master-key-file or AUTHNEXUS_MASTER_KEY",
+      message:
+        "the master key does not match the one this Control DB was set up with; pass the original --master-key-file or AUTHNEXUS_MASTER_KEY",
       cause,
     });
   }

@@ -32,9 +32,18 @@ export interface LogHeads {
 export async function readLogHeads(db: Kysely<ControlSchema>): Promise<LogHeads> {
   const row = await db
     .selectNoFrom((eb) => [
-      eb.selectFrom("commands").select((s) => s.fn.max("seq").as("m")).as("commands"),
-      eb.selectFrom("auth_epoch_changes").select((s) => s.fn.max("id").as("m")).as("epochs"),
-      eb.selectFrom("server_blacklist_changes").select((s) => s.fn.max("id").as("m")).as("blacklist"),
+      eb
+        .selectFrom("commands")
+        .select((s) => s.fn.max("seq").as("m"))
+        .as("commands"),
+      eb
+        .selectFrom("auth_epoch_changes")
+        .select((s) => s.fn.max("id").as("m"))
+        .as("epochs"),
+      eb
+        .selectFrom("server_blacklist_changes")
+        .select((s) => s.fn.max("id").as("m"))
+        .as("blacklist"),
       eb.selectFrom("delta_retention").select("pruned_through").where("stream", "=", "auth-epochs").as("epochs_pruned"),
       eb.selectFrom("delta_retention").select("pruned_through").where("stream", "=", "blacklist").as("blacklist_pruned"),
     ])
@@ -71,7 +80,12 @@ async function updateNodeRow(ctx: CpContext, node: CallingNode, report: CheckinR
     nodeId: node.id,
     now,
     softwareVersion: report.software_version,
-    metadata: JSON.stringify({ ...report.node_metadata, ocsp: report.ocsp ?? null, cursors: report.cursors, sse_connected_reported: report.sse_connected }),
+    metadata: JSON.stringify({
+      ...report.node_metadata,
+      ocsp: report.ocsp ?? null,
+      cursors: report.cursors,
+      sse_connected_reported: report.sse_connected,
+    }),
     metrics: JSON.stringify(report.presence ? { ...report.metrics, presence: report.presence } : report.metrics),
     appVersions: JSON.stringify(report.app_versions),
     onlineUsers: report.metrics.online_users,
@@ -113,7 +127,9 @@ const setCheckinColumns = (db: Kysely<ControlSchema>, p: Placeholders<CheckinRow
       ocsp_last_applied_at: sql<number | null>`coalesce(${p.ocspFetchedAt}, ocsp_last_applied_at)`,
     })
     .where("id", "=", p.nodeId);
-const updateOnlineNode = precompiled<CheckinRowValues, unknown>((db, p) => setCheckinColumns(db, p).where("last_checkin_at", ">=", p.onlineSince));
+const updateOnlineNode = precompiled<CheckinRowValues, unknown>((db, p) =>
+  setCheckinColumns(db, p).where("last_checkin_at", ">=", p.onlineSince),
+);
 const updateAnyNode = precompiled<CheckinRowValues, unknown>(setCheckinColumns);
 
 /**
@@ -122,7 +138,14 @@ const updateAnyNode = precompiled<CheckinRowValues, unknown>(setCheckinColumns);
  * went backwards must be caught by the pull's expiry check, not silently trusted. A cursor
  * beyond the head (a node pointed at a restored CP) is clamped to the head.
  */
-async function recordReportedCursors(ctx: CpContext, cache: CheckinCache, nodeId: string, cursors: CheckinRequest["cursors"], heads: LogHeads, now: number): Promise<void> {
+async function recordReportedCursors(
+  ctx: CpContext,
+  cache: CheckinCache,
+  nodeId: string,
+  cursors: CheckinRequest["cursors"],
+  heads: LogHeads,
+  now: number,
+): Promise<void> {
   const streams: DeltaStream[] = ["auth-epochs", "blacklist"];
   const clamped = streams.map((stream) => Math.min(cursors[stream], heads[stream]));
   const written = clamped.join(",");

@@ -6,9 +6,10 @@
  * node_auth_events and logged under [Security]. One precompiled query per request, no caching, so a
  * revocation or a deletion takes effect on the very next call.
  */
-import { AuthNexusError, type ErrorCode } from "../../shared/errors/index.js";
+
 import type { Kysely } from "kysely";
 import { type ControlSchema, precompiled } from "../../shared/db/index.js";
+import { AuthNexusError, type ErrorCode } from "../../shared/errors/index.js";
 import { newId } from "../../shared/ids.js";
 import type { CpContext } from "./context.js";
 
@@ -29,14 +30,22 @@ export interface CallingNode {
 
 export async function authenticateNode(ctx: CpContext, peer: PeerCertificate, pathNodeId: string | null): Promise<CallingNode> {
   if (peer.nodeId === null) return refuse(ctx, peer, pathNodeId, "NODE_CERT_NOT_RECOGNISED", "no node identity in the certificate");
-  if (pathNodeId !== null && pathNodeId !== peer.nodeId) return refuse(ctx, peer, pathNodeId, "NODE_IDENTITY_MISMATCH", "path names another node");
+  if (pathNodeId !== null && pathNodeId !== peer.nodeId)
+    return refuse(ctx, peer, pathNodeId, "NODE_IDENTITY_MISMATCH", "path names another node");
   const row = (await identityQuery(ctx.controlDb, { nodeId: peer.nodeId, serialHex: peer.serialHex })).rows[0];
   if (!row) return refuse(ctx, peer, pathNodeId, "NODE_UNKNOWN", "node does not exist (deleted?)");
   if (!row.cert_id || (row.cert_id !== row.client_cert_id && row.cert_id !== row.previous_client_cert_id)) {
-    return refuse(ctx, peer, pathNodeId, "NODE_CERT_NOT_RECOGNISED", "certificate is not the node's current or previous client certificate");
+    return refuse(
+      ctx,
+      peer,
+      pathNodeId,
+      "NODE_CERT_NOT_RECOGNISED",
+      "certificate is not the node's current or previous client certificate",
+    );
   }
   if (row.cert_status === "revoked") return refuse(ctx, peer, pathNodeId, "NODE_CERT_REVOKED", "certificate revoked");
-  if (row.not_after !== null && row.not_after < ctx.clock.now()) return refuse(ctx, peer, pathNodeId, "NODE_CERT_NOT_RECOGNISED", "certificate expired");
+  if (row.not_after !== null && row.not_after < ctx.clock.now())
+    return refuse(ctx, peer, pathNodeId, "NODE_CERT_NOT_RECOGNISED", "certificate expired");
   return { id: row.id, status: row.status, certificateId: row.cert_id, createdAt: row.created_at };
 }
 
@@ -45,7 +54,16 @@ const identityQuery = precompiled<{ nodeId: string; serialHex: string }, Identit
   db
     .selectFrom("nodes as n")
     .leftJoin("certificates as c", (join) => join.on("c.serial_hex", "=", p.serialHex).on("c.ca_profile", "=", "cp_node_client_ca"))
-    .select(["n.id", "n.status", "n.created_at", "n.client_cert_id", "n.previous_client_cert_id", "c.id as cert_id", "c.status as cert_status", "c.not_after"])
+    .select([
+      "n.id",
+      "n.status",
+      "n.created_at",
+      "n.client_cert_id",
+      "n.previous_client_cert_id",
+      "c.id as cert_id",
+      "c.status as cert_status",
+      "c.not_after",
+    ])
     .where("n.id", "=", p.nodeId),
 );
 

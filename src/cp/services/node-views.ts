@@ -99,7 +99,11 @@ function sseConnected(row: Pick<NodeListRow, "sse_connected" | "last_checkin_at"
   return row.sse_connected === 1 && row.last_checkin_at !== null && row.last_checkin_at >= now - NODE_ONLINE_WINDOW_MS;
 }
 
-export async function listNodes(ctx: CpContext, filter: { status?: DisplayedNodeStatus | undefined }, request: PageRequest): Promise<Page<NodeView>> {
+export async function listNodes(
+  ctx: CpContext,
+  filter: { status?: DisplayedNodeStatus | undefined },
+  request: PageRequest,
+): Promise<Page<NodeView>> {
   const now = ctx.clock.now();
   const cutoff = now - NODE_ONLINE_WINDOW_MS;
   const base = ctx.controlDb.selectFrom("nodes").$call((q) => {
@@ -111,7 +115,9 @@ export async function listNodes(ctx: CpContext, filter: { status?: DisplayedNode
       case "online":
         return q.where("status", "=", "active").where("last_checkin_at", ">=", cutoff);
       case "offline":
-        return q.where("status", "=", "active").where((eb) => eb.or([eb("last_checkin_at", "is", null), eb("last_checkin_at", "<", cutoff)]));
+        return q
+          .where("status", "=", "active")
+          .where((eb) => eb.or([eb("last_checkin_at", "is", null), eb("last_checkin_at", "<", cutoff)]));
       default:
         return q;
     }
@@ -141,7 +147,11 @@ export interface NodeDetail extends NodeView {
   metadata: unknown;
   metrics: unknown;
   app_versions: unknown;
-  certificates: { server: NodeCertificateSummary | null; client: NodeCertificateSummary | null; previous_client: NodeCertificateSummary | null };
+  certificates: {
+    server: NodeCertificateSummary | null;
+    client: NodeCertificateSummary | null;
+    previous_client: NodeCertificateSummary | null;
+  };
   onboarding_job: PkiJobView | null;
   current_package: { id: string; created_at: number; sha256: string; size_bytes: number; downloaded_at: number | null } | null;
 }
@@ -158,7 +168,11 @@ export async function getNode(ctx: CpContext, nodeId: string): Promise<NodeDetai
   const [certs, job, pkg] = await Promise.all([
     certIds.length === 0
       ? Promise.resolve([])
-      : ctx.controlDb.selectFrom("certificates").select(["id", "serial_hex", "purpose", "status", "not_before", "not_after", "revoked_at"]).where("id", "in", certIds).execute(),
+      : ctx.controlDb
+          .selectFrom("certificates")
+          .select(["id", "serial_hex", "purpose", "status", "not_before", "not_after", "revoked_at"])
+          .where("id", "in", certIds)
+          .execute(),
     ctx.controlDb
       .selectFrom("pki_jobs")
       .selectAll()
@@ -180,14 +194,26 @@ export async function getNode(ctx: CpContext, nodeId: string): Promise<NodeDetai
     const cert = certs.find((c) => c.id === id);
     if (!cert) return null;
     const status = cert.status === "revoked" ? "revoked" : cert.not_after <= now ? "expired" : "valid";
-    return { id: cert.id, serial: cert.serial_hex, purpose: cert.purpose, status, not_before: cert.not_before, not_after: cert.not_after, revoked_at: cert.revoked_at };
+    return {
+      id: cert.id,
+      serial: cert.serial_hex,
+      purpose: cert.purpose,
+      status,
+      not_before: cert.not_before,
+      not_after: cert.not_after,
+      revoked_at: cert.revoked_at,
+    };
   };
   return {
     ...toNodeView(row, now),
     metadata: parseJsonColumn(row.metadata),
     metrics: parseJsonColumn(row.metrics),
     app_versions: parseJsonColumn(row.app_versions),
-    certificates: { server: summary(row.server_cert_id), client: summary(row.client_cert_id), previous_client: summary(row.previous_client_cert_id) },
+    certificates: {
+      server: summary(row.server_cert_id),
+      client: summary(row.client_cert_id),
+      previous_client: summary(row.previous_client_cert_id),
+    },
     onboarding_job: job ? toJobView(job) : null,
     current_package: pkg ?? null,
   };

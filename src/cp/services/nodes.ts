@@ -12,8 +12,8 @@ import { canonicalDnsName, canonicalIp } from "../../shared/pki/names.js";
 import type { Actor, CpContext } from "./context.js";
 import { writeNodeAudit } from "./node-audit.js";
 import { getNode, type NodeDetail, nodeNotFound } from "./node-views.js";
-import { enqueueJob } from "./pki-jobs.js";
 import { writePkiAudit } from "./pki-inventory.js";
+import { enqueueJob } from "./pki-jobs.js";
 
 export const NODE_ONBOARD_JOB_KIND = "node_onboard";
 
@@ -48,7 +48,8 @@ export interface CreatedNode extends NodeDetail {
 
 export async function createNode(ctx: CpContext, actor: Actor, input: NewNode): Promise<CreatedNode> {
   const host = canonicalNodeHost(input.host);
-  if (!host) throw new AuthNexusError("VALIDATION_FAILED", { message: "host must be a DNS name or an IP address usable in a certificate." });
+  if (!host)
+    throw new AuthNexusError("VALIDATION_FAILED", { message: "host must be a DNS name or an IP address usable in a certificate." });
   if (!Number.isInteger(input.businessPort) || input.businessPort < 1 || input.businessPort > 65535) {
     throw new AuthNexusError("VALIDATION_FAILED", { message: "business_port must be an integer from 1 to 65535." });
   }
@@ -83,15 +84,28 @@ export async function createNode(ctx: CpContext, actor: Actor, input: NewNode): 
           disabled_at: null,
         })
         .execute();
-      const job = await enqueueJob(tx, now, { kind: NODE_ONBOARD_JOB_KIND, targetType: "node", targetId: nodeId, payload: { node_id: nodeId }, createdBy: actor.agentId });
-      await writeNodeAudit(tx, ctx.clock, { nodeId, event: "node.created", actor, detail: { name: input.name, host: host.value, business_port: input.businessPort, job_id: job } });
+      const job = await enqueueJob(tx, now, {
+        kind: NODE_ONBOARD_JOB_KIND,
+        targetType: "node",
+        targetId: nodeId,
+        payload: { node_id: nodeId },
+        createdBy: actor.agentId,
+      });
+      await writeNodeAudit(tx, ctx.clock, {
+        nodeId,
+        event: "node.created",
+        actor,
+        detail: { name: input.name, host: host.value, business_port: input.businessPort, job_id: job },
+      });
       return job;
     });
   } catch (error) {
     if (isUniqueViolation(error)) throw new AuthNexusError("CONFLICT", { message: `A node named "${input.name}" already exists.` });
     throw error;
   }
-  ctx.log.category("PKI").info("node.created", { node_id: nodeId, job_id: jobId, host: host.value, business_port: input.businessPort, agent_id: actor.agentId });
+  ctx.log
+    .category("PKI")
+    .info("node.created", { node_id: nodeId, job_id: jobId, host: host.value, business_port: input.businessPort, agent_id: actor.agentId });
   ctx.events.jobQueued();
   return { ...(await getNode(ctx, nodeId)), job_id: jobId };
 }
@@ -122,7 +136,11 @@ export async function enableNode(ctx: CpContext, actor: Actor, nodeId: string): 
   const changed = await ctx.controlDb.transaction().execute(async (tx) => {
     const updated = await tx
       .updateTable("nodes")
-      .set({ status: sql<string>`case when server_cert_id is null then 'provisioning' else 'active' end`, disabled_at: null, updated_at: now })
+      .set({
+        status: sql<string>`case when server_cert_id is null then 'provisioning' else 'active' end`,
+        disabled_at: null,
+        updated_at: now,
+      })
       .where("id", "=", nodeId)
       .where("status", "=", "disabled")
       .executeTakeFirst();
@@ -160,23 +178,51 @@ export async function deleteNode(ctx: CpContext, actor: Actor, nodeId: string): 
       .where("status", "!=", "revoked")
       .execute();
     for (const cert of certs) {
-      await tx.updateTable("certificates").set({ status: "revoked", revoked_at: now, revocation_reason: "cessationOfOperation" }).where("id", "=", cert.id).execute();
-      await writePkiAudit(tx, ctx.clock, { event: "cert.revoked", certificateId: cert.id, caProfile: cert.ca_profile, serialHex: cert.serial_hex, actor: actorName, detail: { reason: "cessationOfOperation", node_id: nodeId } });
+      await tx
+        .updateTable("certificates")
+        .set({ status: "revoked", revoked_at: now, revocation_reason: "cessationOfOperation" })
+        .where("id", "=", cert.id)
+        .execute();
+      await writePkiAudit(tx, ctx.clock, {
+        event: "cert.revoked",
+        certificateId: cert.id,
+        caProfile: cert.ca_profile,
+        serialHex: cert.serial_hex,
+        actor: actorName,
+        detail: { reason: "cessationOfOperation", node_id: nodeId },
+      });
     }
-    const jobs = await tx.selectFrom("pki_jobs").select("id").where("target_type", "=", "node").where("target_id", "=", nodeId).where("status", "=", "pending").execute();
+    const jobs = await tx
+      .selectFrom("pki_jobs")
+      .select("id")
+      .where("target_type", "=", "node")
+      .where("target_id", "=", nodeId)
+      .where("status", "=", "pending")
+      .execute();
     if (jobs.length > 0) {
       await tx
         .updateTable("pki_jobs")
         .set({ status: "cancelled", last_error: "node deleted", finished_at: now, updated_at: now })
-        .where("id", "in", jobs.map((j) => j.id))
+        .where(
+          "id",
+          "in",
+          jobs.map((j) => j.id),
+        )
         .where("status", "=", "pending")
         .execute();
     }
     await tx.deleteFrom("nodes").where("id", "=", nodeId).execute();
-    await writeNodeAudit(tx, ctx.clock, { nodeId, event: "node.deleted", actor, detail: { revoked_certificate_ids: certs.map((c) => c.id) } });
+    await writeNodeAudit(tx, ctx.clock, {
+      nodeId,
+      event: "node.deleted",
+      actor,
+      detail: { revoked_certificate_ids: certs.map((c) => c.id) },
+    });
     return { node_id: nodeId, revoked_certificate_ids: certs.map((c) => c.id), cancelled_job_ids: jobs.map((j) => j.id) };
   });
   ctx.events.notice({ kind: "node.deleted", nodeId });
-  ctx.log.category("PKI").info("node.deleted", { node_id: nodeId, revoked_certificates: outcome.revoked_certificate_ids.length, agent_id: actor.agentId });
+  ctx.log
+    .category("PKI")
+    .info("node.deleted", { node_id: nodeId, revoked_certificates: outcome.revoked_certificate_ids.length, agent_id: actor.agentId });
   return outcome;
 }

@@ -35,7 +35,9 @@ export async function loadOcspIssuers(ctx: CpContext): Promise<KnownIssuer[]> {
 function matchIssuer(issuers: KnownIssuer[], query: CertIdQuery): KnownIssuer | undefined {
   if (query.hashAlgorithm !== "sha1" && query.hashAlgorithm !== "sha256") return undefined;
   const algorithm = query.hashAlgorithm;
-  return issuers.find((i) => i.hashes[algorithm].nameHash.equals(query.issuerNameHash) && i.hashes[algorithm].keyHash.equals(query.issuerKeyHash));
+  return issuers.find(
+    (i) => i.hashes[algorithm].nameHash.equals(query.issuerNameHash) && i.hashes[algorithm].keyHash.equals(query.issuerKeyHash),
+  );
 }
 
 export function createInventoryResolver(ctx: CpContext, issuers: KnownIssuer[]): OcspAsyncResolver {
@@ -52,7 +54,13 @@ const statusQuery = precompiled<{ caId: string; serialHex: string }, StatusRow>(
   db
     .selectFrom("certificates")
     .leftJoin("nodes", (join) => join.onRef("nodes.id", "=", "certificates.owner_id").on("certificates.owner_type", "=", "node"))
-    .select(["certificates.status", "certificates.revoked_at", "certificates.revocation_reason", "nodes.status as node_status", "nodes.disabled_at as node_disabled_at"])
+    .select([
+      "certificates.status",
+      "certificates.revoked_at",
+      "certificates.revocation_reason",
+      "nodes.status as node_status",
+      "nodes.disabled_at as node_disabled_at",
+    ])
     .where("certificates.ca_id", "=", p.caId)
     .where("certificates.serial_hex", "=", p.serialHex),
 );
@@ -73,6 +81,7 @@ function toStatus(row: StatusRow | undefined, now: number): OcspCertStatus {
   }
   if (row.status !== "revoked") return { kind: "good" };
   if (row.revoked_at === null) throw new AuthNexusError("INTERNAL", { message: "revoked certificate without a revocation time" });
-  const reason = row.revocation_reason && isRevocationReason(row.revocation_reason) ? revocationReasonCode(row.revocation_reason) : undefined;
+  const reason =
+    row.revocation_reason && isRevocationReason(row.revocation_reason) ? revocationReasonCode(row.revocation_reason) : undefined;
   return reason === undefined ? { kind: "revoked", revokedAt: row.revoked_at } : { kind: "revoked", revokedAt: row.revoked_at, reason };
 }

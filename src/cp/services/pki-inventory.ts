@@ -37,7 +37,14 @@ export interface StoredCa {
 }
 
 /** Inserts a freshly created root CA, its key sealed under the master key. */
-export async function recordCa(db: Kysely<ControlSchema>, clock: Clock, masterKey: Buffer, profile: CaProfile, ca: IssuedCertificate, actor: string): Promise<string> {
+export async function recordCa(
+  db: Kysely<ControlSchema>,
+  clock: Clock,
+  masterKey: Buffer,
+  profile: CaProfile,
+  ca: IssuedCertificate,
+  actor: string,
+): Promise<string> {
   if (!ca.keyPem) throw new AuthNexusError("INTERNAL", { message: "a CA must come with its private key" });
   const id = newId("ca");
   await db
@@ -56,7 +63,13 @@ export async function recordCa(db: Kysely<ControlSchema>, clock: Clock, masterKe
       created_at: clock.now(),
     })
     .execute();
-  await writePkiAudit(db, clock, { event: "ca.created", caProfile: profile, serialHex: ca.serialHex, actor, detail: { subject: ca.subject } });
+  await writePkiAudit(db, clock, {
+    event: "ca.created",
+    caProfile: profile,
+    serialHex: ca.serialHex,
+    actor,
+    detail: { subject: ca.subject },
+  });
   return id;
 }
 
@@ -210,7 +223,11 @@ function toCertificateView(row: Pick<ControlSchema["certificates"], (typeof CERT
 }
 
 export async function getCertificate(ctx: CpContext, id: string): Promise<CertificateView & { certificate_pem: string }> {
-  const row = await ctx.controlDb.selectFrom("certificates").select([...CERT_COLUMNS, "cert_pem"]).where("id", "=", id).executeTakeFirst();
+  const row = await ctx.controlDb
+    .selectFrom("certificates")
+    .select([...CERT_COLUMNS, "cert_pem"])
+    .where("id", "=", id)
+    .executeTakeFirst();
   if (!row) throw new AuthNexusError("NOT_FOUND", { message: "Certificate not found." });
   return { ...toCertificateView(row, ctx.clock.now()), certificate_pem: row.cert_pem };
 }
@@ -219,7 +236,11 @@ export async function getCertificate(ctx: CpContext, id: string): Promise<Certif
 export async function revokeCertificate(ctx: CpContext, id: string, reason: RevocationReason, actor: string): Promise<CertificateView> {
   const now = ctx.clock.now();
   const revoked = await ctx.controlDb.transaction().execute(async (tx) => {
-    const row = await tx.selectFrom("certificates").select(["status", "serial_hex", "ca_profile", "owner_type", "owner_id", "purpose"]).where("id", "=", id).executeTakeFirst();
+    const row = await tx
+      .selectFrom("certificates")
+      .select(["status", "serial_hex", "ca_profile", "owner_type", "owner_id", "purpose"])
+      .where("id", "=", id)
+      .executeTakeFirst();
     if (!row) throw new AuthNexusError("NOT_FOUND", { message: "Certificate not found." });
     if (row.status === "revoked") throw new AuthNexusError("CONFLICT", { message: "Certificate is already revoked." });
     // The status check in the WHERE makes a concurrent second revoke lose instead of overwriting.
@@ -230,12 +251,20 @@ export async function revokeCertificate(ctx: CpContext, id: string, reason: Revo
       .where("status", "!=", "revoked")
       .executeTakeFirst();
     if (Number(updated.numUpdatedRows) !== 1) throw new AuthNexusError("CONFLICT", { message: "Certificate is already revoked." });
-    await writePkiAudit(tx, ctx.clock, { event: "cert.revoked", certificateId: id, caProfile: row.ca_profile, serialHex: row.serial_hex, actor, detail: { reason } });
+    await writePkiAudit(tx, ctx.clock, {
+      event: "cert.revoked",
+      certificateId: id,
+      caProfile: row.ca_profile,
+      serialHex: row.serial_hex,
+      actor,
+      detail: { reason },
+    });
     return row;
   });
   ctx.log.info("cert.revoked", { certificate_id: id, reason });
   // A node's open SSE stream was admitted with this certificate: end it now, not at its next reconnect.
-  if (revoked.owner_type === "node" && revoked.owner_id && revoked.purpose === "node_client") ctx.events.notice({ kind: "node.credentials_changed", nodeId: revoked.owner_id });
+  if (revoked.owner_type === "node" && revoked.owner_id && revoked.purpose === "node_client")
+    ctx.events.notice({ kind: "node.credentials_changed", nodeId: revoked.owner_id });
   return getCertificate(ctx, id);
 }
 

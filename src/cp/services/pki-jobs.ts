@@ -106,7 +106,16 @@ export async function retryJob(ctx: CpContext, actor: Actor, id: string): Promis
   await ctx.controlDb.transaction().execute(async (tx) => {
     const updated = await tx
       .updateTable("pki_jobs")
-      .set({ status: "pending", attempts: 0, run_after: now, updated_at: now, finished_at: null, result: null, claimed_by: null, lease_expires_at: null })
+      .set({
+        status: "pending",
+        attempts: 0,
+        run_after: now,
+        updated_at: now,
+        finished_at: null,
+        result: null,
+        claimed_by: null,
+        lease_expires_at: null,
+      })
       .where("id", "=", id)
       .where("status", "in", ["failed", "cancelled"])
       .executeTakeFirst();
@@ -135,7 +144,11 @@ export async function cancelJob(ctx: CpContext, actor: Actor, id: string): Promi
   return getJob(ctx, id);
 }
 
-async function refusal(db: Kysely<ControlSchema>, id: string, code: "PKI_JOB_NOT_RETRYABLE" | "PKI_JOB_NOT_CANCELLABLE"): Promise<AuthNexusError> {
+async function refusal(
+  db: Kysely<ControlSchema>,
+  id: string,
+  code: "PKI_JOB_NOT_RETRYABLE" | "PKI_JOB_NOT_CANCELLABLE",
+): Promise<AuthNexusError> {
   const row = await db.selectFrom("pki_jobs").select("status").where("id", "=", id).executeTakeFirst();
   if (!row) return new AuthNexusError("NOT_FOUND", { message: "PKI job not found." });
   return new AuthNexusError(code, { detail: { public: { status: row.status } } });

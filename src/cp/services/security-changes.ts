@@ -32,7 +32,10 @@ import { type Page, type PageRequest, pageOffset, toPage } from "./pagination.js
 
 /** pg_advisory_xact_lock keys, one per log ("ANBL", "ANEP"): writers of one log queue, the other log is unaffected. */
 const ADVISORY_LOCK: Record<DeltaStream, number> = { blacklist: 0x414e424c, "auth-epochs": 0x414e4550 };
-const LOG_TABLE = { blacklist: "server_blacklist_changes", "auth-epochs": "auth_epoch_changes" } as const satisfies Record<DeltaStream, keyof ControlSchema>;
+const LOG_TABLE = { blacklist: "server_blacklist_changes", "auth-epochs": "auth_epoch_changes" } as const satisfies Record<
+  DeltaStream,
+  keyof ControlSchema
+>;
 
 /** Longest a blacklist entry may be set to last (ms): anything longer is a typo, not a policy. */
 const MAX_BLACKLIST_LIFETIME_MS = 100 * 365 * 86_400_000;
@@ -103,17 +106,39 @@ function entryView(row: ServerBlacklistEntriesTable, now: number): BlacklistEntr
   return { ...row, state };
 }
 
-async function appendBlacklistChange(trx: Transaction<ControlSchema>, entry: ServerBlacklistEntriesTable, op: "add" | "remove", now: number): Promise<number> {
+async function appendBlacklistChange(
+  trx: Transaction<ControlSchema>,
+  entry: ServerBlacklistEntriesTable,
+  op: "add" | "remove",
+  now: number,
+): Promise<number> {
   const inserted = await trx
     .insertInto("server_blacklist_changes")
-    .values({ entry_id: entry.id, op, kind: entry.kind, value: entry.value, reason: op === "add" ? entry.reason : null, expires_at: entry.expires_at, created_at: now })
+    .values({
+      entry_id: entry.id,
+      op,
+      kind: entry.kind,
+      value: entry.value,
+      reason: op === "add" ? entry.reason : null,
+      expires_at: entry.expires_at,
+      created_at: now,
+    })
     .returning("id")
     .executeTakeFirstOrThrow();
   return Number(inserted.id);
 }
 
-async function retireEntry(trx: Transaction<ControlSchema>, entry: ServerBlacklistEntriesTable, now: number): Promise<ServerBlacklistEntriesTable> {
-  await trx.updateTable("server_blacklist_entries").set({ removed_at: now }).where("id", "=", entry.id).where("removed_at", "is", null).execute();
+async function retireEntry(
+  trx: Transaction<ControlSchema>,
+  entry: ServerBlacklistEntriesTable,
+  now: number,
+): Promise<ServerBlacklistEntriesTable> {
+  await trx
+    .updateTable("server_blacklist_entries")
+    .set({ removed_at: now })
+    .where("id", "=", entry.id)
+    .where("removed_at", "is", null)
+    .execute();
   await appendBlacklistChange(trx, entry, "remove", now);
   return { ...entry, removed_at: now };
 }
@@ -135,7 +160,13 @@ export async function addBlacklistEntry(ctx: CpContext, actor: Actor, input: New
   };
   await ctx.controlDb.transaction().execute(async (trx) => {
     await lockLog(trx, "blacklist");
-    const live = await trx.selectFrom("server_blacklist_entries").selectAll().where("kind", "=", entry.kind).where("value", "=", value).where("removed_at", "is", null).executeTakeFirst();
+    const live = await trx
+      .selectFrom("server_blacklist_entries")
+      .selectAll()
+      .where("kind", "=", entry.kind)
+      .where("value", "=", value)
+      .where("removed_at", "is", null)
+      .executeTakeFirst();
     if (live && (live.expires_at === null || live.expires_at > now)) {
       throw new AuthNexusError("CONFLICT", { message: `This ${entry.kind} is already blacklisted (entry ${live.id}).` });
     }
@@ -144,7 +175,9 @@ export async function addBlacklistEntry(ctx: CpContext, actor: Actor, input: New
     await appendBlacklistChange(trx, entry, "add", now);
   });
   ctx.events.publish("blacklist.changed", null);
-  ctx.log.category("Security").info("blacklist.added", { entry_id: entry.id, kind: entry.kind, expires_at: entry.expires_at, agent_id: actor.agentId });
+  ctx.log
+    .category("Security")
+    .info("blacklist.added", { entry_id: entry.id, kind: entry.kind, expires_at: entry.expires_at, agent_id: actor.agentId });
   return entryView(entry, now);
 }
 
@@ -168,7 +201,14 @@ export async function retireExpiredBlacklistEntries(ctx: CpContext): Promise<num
   const now = ctx.clock.now();
   const retired = await ctx.controlDb.transaction().execute(async (trx) => {
     await lockLog(trx, "blacklist");
-    const expired = await trx.selectFrom("server_blacklist_entries").selectAll().where("removed_at", "is", null).where("expires_at", "<=", now).orderBy("expires_at").limit(1000).execute();
+    const expired = await trx
+      .selectFrom("server_blacklist_entries")
+      .selectAll()
+      .where("removed_at", "is", null)
+      .where("expires_at", "<=", now)
+      .orderBy("expires_at")
+      .limit(1000)
+      .execute();
     for (const entry of expired) await retireEntry(trx, entry, now);
     return expired.length;
   });
@@ -184,7 +224,11 @@ export interface BlacklistFilter {
   includeRemoved: boolean;
 }
 
-export async function listBlacklistEntries(ctx: CpContext, filter: BlacklistFilter, request: PageRequest): Promise<Page<BlacklistEntryView>> {
+export async function listBlacklistEntries(
+  ctx: CpContext,
+  filter: BlacklistFilter,
+  request: PageRequest,
+): Promise<Page<BlacklistEntryView>> {
   const base = ctx.controlDb.selectFrom("server_blacklist_entries").$call((q) => {
     let narrowed = q;
     if (filter.kind) narrowed = narrowed.where("kind", "=", filter.kind);
@@ -236,7 +280,11 @@ export interface AuthEpochChangeView {
  * Runtime DB ahead, which the next bump absorbs (epochs only need to grow).
  */
 export async function bumpAuthEpoch(ctx: CpContext, actor: Actor, input: EpochBump): Promise<AuthEpochChangeView> {
-  const user = await ctx.runtimeDb.selectFrom("users").select(["id", "app_id", "auth_epoch"]).where("id", "=", input.user_id).executeTakeFirst();
+  const user = await ctx.runtimeDb
+    .selectFrom("users")
+    .select(["id", "app_id", "auth_epoch"])
+    .where("id", "=", input.user_id)
+    .executeTakeFirst();
   if (input.app_id !== undefined) {
     const app = await ctx.controlDb.selectFrom("applications").select("id").where("id", "=", input.app_id).executeTakeFirst();
     if (!app) throw new AuthNexusError("NOT_FOUND", { message: "Application not found." });
@@ -245,17 +293,41 @@ export async function bumpAuthEpoch(ctx: CpContext, actor: Actor, input: EpochBu
   const now = ctx.clock.now();
   const change = await ctx.controlDb.transaction().execute(async (trx) => {
     await lockLog(trx, "auth-epochs");
-    const logged = await trx.selectFrom("auth_epoch_changes").select((eb) => eb.fn.max("epoch").as("epoch")).where("user_id", "=", input.user_id).executeTakeFirst();
+    const logged = await trx
+      .selectFrom("auth_epoch_changes")
+      .select((eb) => eb.fn.max("epoch").as("epoch"))
+      .where("user_id", "=", input.user_id)
+      .executeTakeFirst();
     const epoch = Math.max(Number(logged?.epoch ?? 0), Number(user?.auth_epoch ?? 0)) + 1;
-    const row = { app_id: input.app_id ?? null, user_id: input.user_id, epoch, reason: input.reason ? input.reason : null, created_at: now, created_by: actor.agentId };
+    const row = {
+      app_id: input.app_id ?? null,
+      user_id: input.user_id,
+      epoch,
+      reason: input.reason ? input.reason : null,
+      created_at: now,
+      created_by: actor.agentId,
+    };
     const inserted = await trx.insertInto("auth_epoch_changes").values(row).returning("id").executeTakeFirstOrThrow();
     if (user) {
-      await ctx.runtimeDb.updateTable("users").set({ auth_epoch: epoch, updated_at: now }).where("id", "=", user.id).where("auth_epoch", "<", epoch).execute();
+      await ctx.runtimeDb
+        .updateTable("users")
+        .set({ auth_epoch: epoch, updated_at: now })
+        .where("id", "=", user.id)
+        .where("auth_epoch", "<", epoch)
+        .execute();
     }
     return { id: Number(inserted.id), ...row };
   });
   ctx.events.publish("epoch.bumped", null);
-  ctx.log.category("Security").info("epoch.bumped", { change_id: change.id, user_id: change.user_id, app_id: change.app_id, epoch: change.epoch, agent_id: actor.agentId });
+  ctx.log
+    .category("Security")
+    .info("epoch.bumped", {
+      change_id: change.id,
+      user_id: change.user_id,
+      app_id: change.app_id,
+      epoch: change.epoch,
+      agent_id: actor.agentId,
+    });
   return { ...change, runtime_user_updated: user !== undefined };
 }
 
@@ -296,7 +368,8 @@ export function parseDeltaQuery(raw: { since?: string | undefined; limit?: strin
   }
   let limit = DEFAULT_DELTA_PAGE;
   if (raw.limit !== undefined) {
-    if (!/^\d{1,7}$/.test(raw.limit) || Number(raw.limit) < 1 || Number(raw.limit) > MAX_DELTA_PAGE) throw invalid(`limit: must be an integer from 1 to ${MAX_DELTA_PAGE}`);
+    if (!/^\d{1,7}$/.test(raw.limit) || Number(raw.limit) < 1 || Number(raw.limit) > MAX_DELTA_PAGE)
+      throw invalid(`limit: must be an integer from 1 to ${MAX_DELTA_PAGE}`);
     limit = Number(raw.limit);
   }
   return { since: Number(raw.since), limit };
@@ -315,7 +388,13 @@ export interface DeltaPage<T> {
   head: number;
 }
 
-async function readChanges(db: Db, stream: DeltaStream, since: number, through: number, limit: number): Promise<Array<AuthEpochChange | BlacklistChange>> {
+async function readChanges(
+  db: Db,
+  stream: DeltaStream,
+  since: number,
+  through: number,
+  limit: number,
+): Promise<Array<AuthEpochChange | BlacklistChange>> {
   const range = { since, through, limit };
   if (stream === "auth-epochs") {
     const { rows } = await EPOCH_PAGE_QUERY(db, range);
@@ -337,7 +416,12 @@ async function readChanges(db: Db, stream: DeltaStream, since: number, through: 
  * Every node pulls after every hint, so the statements are precompiled (shared/db/precompiled):
  * building them cost more than running them.
  */
-export async function readDeltaPage(ctx: CpContext, nodeId: string, stream: DeltaStream, query: DeltaQuery): Promise<DeltaPage<AuthEpochChange | BlacklistChange>> {
+export async function readDeltaPage(
+  ctx: CpContext,
+  nodeId: string,
+  stream: DeltaStream,
+  query: DeltaQuery,
+): Promise<DeltaPage<AuthEpochChange | BlacklistChange>> {
   const db = ctx.controlDb;
   const head = await readHead(db, stream);
   // A cursor ahead of the log belongs to another history (a Control DB restored from an older
@@ -359,7 +443,15 @@ export async function readDeltaPage(ctx: CpContext, nodeId: string, stream: Delt
   return { changes, next_since: hasMore && last ? last.id : head, has_more: hasMore, head };
 }
 
-function cursorExpiredError(ctx: CpContext, nodeId: string, stream: DeltaStream, since: number, prunedThrough: number, head: number, why: string): AuthNexusError {
+function cursorExpiredError(
+  ctx: CpContext,
+  nodeId: string,
+  stream: DeltaStream,
+  since: number,
+  prunedThrough: number,
+  head: number,
+  why: string,
+): AuthNexusError {
   ctx.log.category("CP Agent").warn("delta.cursor_expired", { node_id: nodeId, stream, since, pruned_through: prunedThrough, head, why });
   return new AuthNexusError("DELTA_CURSOR_EXPIRED", {
     message: `Cursor ${since} ${why} (head ${head}); clear what was applied from this stream and replay from since=0.`,
@@ -368,16 +460,26 @@ function cursorExpiredError(ctx: CpContext, nodeId: string, stream: DeltaStream,
 }
 
 /** The log's retention watermark and the cursor the CP last recorded for the node (null: none yet), in one statement. */
-async function readRetentionAndCursor(db: Db, stream: DeltaStream, nodeId: string): Promise<{ prunedThrough: number; recorded: number | null }> {
+async function readRetentionAndCursor(
+  db: Db,
+  stream: DeltaStream,
+  nodeId: string,
+): Promise<{ prunedThrough: number; recorded: number | null }> {
   const row = (await RETENTION_AND_CURSOR_QUERY(db, { stream, nodeId })).rows[0];
   const recorded = row?.cursor;
-  return { prunedThrough: Number(row?.pruned_through ?? 0), recorded: recorded === null || recorded === undefined ? null : Number(recorded) };
+  return {
+    prunedThrough: Number(row?.pruned_through ?? 0),
+    recorded: recorded === null || recorded === undefined ? null : Number(recorded),
+  };
 }
 
 const headQuery = (stream: DeltaStream) =>
   precompiled<Record<string, never>, { max_id: number | null; pruned_through: number | null }>((db: Db) =>
     db.selectNoFrom((eb) => [
-      eb.selectFrom(LOG_TABLE[stream]).select((s) => s.fn.max("id").as("m")).as("max_id"),
+      eb
+        .selectFrom(LOG_TABLE[stream])
+        .select((s) => s.fn.max("id").as("m"))
+        .as("max_id"),
       eb.selectFrom("delta_retention").select("pruned_through").where("stream", "=", stream).as("pruned_through"),
     ]),
   );
@@ -385,9 +487,27 @@ const HEAD_QUERY = { "auth-epochs": headQuery("auth-epochs"), blacklist: headQue
 
 type PageRange = { since: number; through: number; limit: number };
 const EPOCH_PAGE_QUERY = precompiled<PageRange, Omit<AuthEpochChange, "id"> & { id: number | string }>((db: Db, p) =>
-  db.selectFrom("auth_epoch_changes").select(["id", "user_id", "app_id", "epoch", "created_at"]).where("id", ">", p.since).where("id", "<=", p.through).orderBy("id").limit(p.limit),
+  db
+    .selectFrom("auth_epoch_changes")
+    .select(["id", "user_id", "app_id", "epoch", "created_at"])
+    .where("id", ">", p.since)
+    .where("id", "<=", p.through)
+    .orderBy("id")
+    .limit(p.limit),
 );
-const BLACKLIST_PAGE_QUERY = precompiled<PageRange, { id: number | string; entry_id: string; op: string; kind: string; value: string; reason: string | null; expires_at: number | null; created_at: number }>((db: Db, p) =>
+const BLACKLIST_PAGE_QUERY = precompiled<
+  PageRange,
+  {
+    id: number | string;
+    entry_id: string;
+    op: string;
+    kind: string;
+    value: string;
+    reason: string | null;
+    expires_at: number | null;
+    created_at: number;
+  }
+>((db: Db, p) =>
   db
     .selectFrom("server_blacklist_changes")
     .select(["id", "entry_id", "op", "kind", "value", "reason", "expires_at", "created_at"])
@@ -397,7 +517,10 @@ const BLACKLIST_PAGE_QUERY = precompiled<PageRange, { id: number | string; entry
     .limit(p.limit),
 );
 
-const RETENTION_AND_CURSOR_QUERY = precompiled<{ stream: DeltaStream; nodeId: string }, { pruned_through: number | null; cursor: number | null }>((db: Db, p) =>
+const RETENTION_AND_CURSOR_QUERY = precompiled<
+  { stream: DeltaStream; nodeId: string },
+  { pruned_through: number | null; cursor: number | null }
+>((db: Db, p) =>
   db.selectNoFrom((eb) => [
     eb.selectFrom("delta_retention").select("pruned_through").where("stream", "=", p.stream).as("pruned_through"),
     eb.selectFrom("node_delta_cursors").select("cursor").where("node_id", "=", p.nodeId).where("stream", "=", p.stream).as("cursor"),
@@ -465,7 +588,9 @@ async function pruneEpochs(trx: Transaction<ControlSchema>, floor: number): Prom
 async function pruneBlacklist(trx: Transaction<ControlSchema>, floor: number): Promise<number[]> {
   const rows = await trx
     .deleteFrom("server_blacklist_changes")
-    .where("entry_id", "in", (eb) => eb.selectFrom("server_blacklist_changes as r").select("r.entry_id").where("r.op", "=", "remove").where("r.id", "<=", floor))
+    .where("entry_id", "in", (eb) =>
+      eb.selectFrom("server_blacklist_changes as r").select("r.entry_id").where("r.op", "=", "remove").where("r.id", "<=", floor),
+    )
     .returning("id")
     .execute();
   return rows.map((r) => Number(r.id));
@@ -497,7 +622,15 @@ export async function compactChangeLogs(ctx: CpContext): Promise<CompactionRepor
   await retireExpiredBlacklistEntries(ctx);
   const reports = [await compactLog(ctx, "auth-epochs"), await compactLog(ctx, "blacklist")];
   for (const report of reports) {
-    if (report.pruned > 0) ctx.log.category("CP Agent").info("delta.compacted", { stream: report.stream, floor: report.floor, pruned: report.pruned, pruned_through: report.prunedThrough });
+    if (report.pruned > 0)
+      ctx.log
+        .category("CP Agent")
+        .info("delta.compacted", {
+          stream: report.stream,
+          floor: report.floor,
+          pruned: report.pruned,
+          pruned_through: report.prunedThrough,
+        });
   }
   return reports;
 }

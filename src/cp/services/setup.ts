@@ -12,11 +12,11 @@ import { AuthNexusError } from "../../shared/errors/index.js";
 import { constantTimeEqual, randomToken, sha256Hex } from "../../shared/ids.js";
 import { CA_PROFILES, type CaProfile, createRootCa, type IssuedCertificate, sealSecret } from "../../shared/pki/index.js";
 import { assertPasswordPolicy } from "./agent-passwords.js";
-import { createAgent, type AgentView } from "./agents.js";
+import { type AgentView, createAgent } from "./agents.js";
 import { writeAgentAudit } from "./audit.js";
 import type { CpContext } from "./context.js";
-import { assertKeyCheck, sealKeyCheck } from "./master-key.js";
 import { issueCpServerCertificate, storeCpServerCertificate } from "./cp-identity.js";
+import { assertKeyCheck, sealKeyCheck } from "./master-key.js";
 import { recordCa } from "./pki-inventory.js";
 
 export const CONSOLE_TOKEN_FILE_NAME = "console-token";
@@ -127,7 +127,12 @@ export interface SetupResult {
 /** Control DBs with an initialize in flight in this process (the DB claim guards across processes). */
 const initializing = new WeakSet<object>();
 
-export async function initializeSetup(ctx: CpContext, input: SetupInput, remoteIp: string | null, requestId: string | null = null): Promise<SetupResult> {
+export async function initializeSetup(
+  ctx: CpContext,
+  input: SetupInput,
+  remoteIp: string | null,
+  requestId: string | null = null,
+): Promise<SetupResult> {
   const row = await readSetupRow(ctx);
   if (row.completed_at !== null) throw new AuthNexusError("SETUP_ALREADY_COMPLETED");
   if (!row.console_token_hash || !constantTimeEqual(sha256Hex(input.consoleToken), row.console_token_hash)) {
@@ -144,10 +149,20 @@ export async function initializeSetup(ctx: CpContext, input: SetupInput, remoteI
   }
 }
 
-async function runInitialization(ctx: CpContext, input: SetupInput, tokenHash: string, remoteIp: string | null, requestId: string | null): Promise<SetupResult> {
+async function runInitialization(
+  ctx: CpContext,
+  input: SetupInput,
+  tokenHash: string,
+  remoteIp: string | null,
+  requestId: string | null,
+): Promise<SetupResult> {
   const org = input.organisationName ?? "AuthNexus";
   const cas = await createCas(ctx, org, input.caCommonNames ?? {});
-  const cpServer = await issueCpServerCertificate(ctx, { certPem: cas.cp_server_ca.certPem, keyPem: cas.cp_server_ca.keyPem ?? "" }, input.cpPublicHosts ?? []);
+  const cpServer = await issueCpServerCertificate(
+    ctx,
+    { certPem: cas.cp_server_ca.certPem, keyPem: cas.cp_server_ca.keyPem ?? "" },
+    input.cpPublicHosts ?? [],
+  );
   const passwordHashSecret = randomBytes(32);
   const now = ctx.clock.now();
 
@@ -167,17 +182,30 @@ async function runInitialization(ctx: CpContext, input: SetupInput, tokenHash: s
     await storeCpServerCertificate(tx, ctx, cpServer, caIds.cp_server_ca, "setup");
     await tx
       .insertInto("server_secrets")
-      .values({ name: PASSWORD_HASH_SECRET_NAME, ciphertext: sealSecret(ctx.masterKey, passwordHashSecret, PASSWORD_HASH_SECRET_NAME), created_at: now })
+      .values({
+        name: PASSWORD_HASH_SECRET_NAME,
+        ciphertext: sealSecret(ctx.masterKey, passwordHashSecret, PASSWORD_HASH_SECRET_NAME),
+        created_at: now,
+      })
       .execute();
-    const root = await createAgent(ctx, { username: input.adminUsername, password: input.adminPassword, role: "root", createdBy: null }, tx);
+    const root = await createAgent(
+      ctx,
+      { username: input.adminUsername, password: input.adminPassword, role: "root", createdBy: null },
+      tx,
+    );
     await tx.updateTable("setup_state").set({ completed_by: root.id }).where("id", "=", SETUP_ROW_ID).execute();
-    await writeAgentAudit(tx, ctx.clock, { agentId: root.id, username: root.username, ip: remoteIp, requestId }, {
-      action: "setup.initialize",
-      targetType: "control_plane",
-      targetId: "cp",
-      result: "success",
-      detail: { organisation: org },
-    });
+    await writeAgentAudit(
+      tx,
+      ctx.clock,
+      { agentId: root.id, username: root.username, ip: remoteIp, requestId },
+      {
+        action: "setup.initialize",
+        targetType: "control_plane",
+        targetId: "cp",
+        result: "success",
+        detail: { organisation: org },
+      },
+    );
     return root;
   });
 
@@ -188,7 +216,11 @@ async function runInitialization(ctx: CpContext, input: SetupInput, tokenHash: s
   return { agent, ca_fingerprints: fingerprints };
 }
 
-async function createCas(ctx: CpContext, org: string, names: Partial<Record<CaProfile, string>>): Promise<Record<CaProfile, IssuedCertificate>> {
+async function createCas(
+  ctx: CpContext,
+  org: string,
+  names: Partial<Record<CaProfile, string>>,
+): Promise<Record<CaProfile, IssuedCertificate>> {
   const out = {} as Record<CaProfile, IssuedCertificate>;
   for (const profile of CA_PROFILES) {
     out[profile] = await createRootCa({

@@ -10,7 +10,7 @@ import { EventEmitter } from "node:events";
 import type { Kysely } from "kysely";
 import type { RuntimeSchema } from "../../shared/db/index.js";
 import type { Logger } from "../../shared/log/index.js";
-import { type CpAgentRuntime, type HintEvent, GLOBAL_SCOPE } from "../../shared/node-protocol/index.js";
+import { type CpAgentRuntime, GLOBAL_SCOPE, type HintEvent } from "../../shared/node-protocol/index.js";
 import type { BusinessPlane } from "../business/business-plane.js";
 import type { LoadedAgentPackage } from "../package/load-agent-package.js";
 import { softwareVersion } from "../software-version.js";
@@ -28,7 +28,7 @@ import { DeltaPuller } from "./delta-puller.js";
 import { OcspStapler, type OcspStatus, type OcspTransport } from "./ocsp-stapler.js";
 import { PeriodicTask } from "./periodic-task.js";
 import type { Scheduler } from "./scheduler.js";
-import { SseSubscriber, type SseState } from "./sse-subscriber.js";
+import { type SseState, SseSubscriber } from "./sse-subscriber.js";
 
 /** How much shorter than its interval a poll may come, at random. */
 const POLL_JITTER_RATIO = 0.1;
@@ -60,15 +60,32 @@ export interface CpAgentEvents {
 
 /** The agent's state as /status reports it (snake_case JSON, like every AuthNexus API). */
 export interface CpAgentStatus {
-  sse: { state: SseState; since: number; reconnects: number; last_frame_at: number | null; last_error: string | null; hints_received: number };
+  sse: {
+    state: SseState;
+    since: number;
+    reconnects: number;
+    last_frame_at: number | null;
+    last_error: string | null;
+    hints_received: number;
+  };
   cursors: Record<CursorStream, number>;
   /** The newest id of each log as of the last checkin. */
   heads: Record<CursorStream, number> | null;
   configs: { type: string; scope: string; version: number; applied_at: number }[];
-  ocsp: { status: OcspStatus["status"]; fetched_at: number | null; this_update: number | null; next_update: number | null; last_attempt_at: number | null; last_error: string | null };
+  ocsp: {
+    status: OcspStatus["status"];
+    fetched_at: number | null;
+    this_update: number | null;
+    next_update: number | null;
+    last_attempt_at: number | null;
+    last_error: string | null;
+  };
   caches: { blacklist_entries: number; auth_epochs: number; cloud_functions: number };
   last_checkin: { at: number; ok: boolean; error: string | null; node_status: string | null; server_time: number | null } | null;
-  loops: Record<string, { runs: number; last_success_at: number | null; last_error: string | null; consecutive_failures: number; next_run_at: number | null }>;
+  loops: Record<
+    string,
+    { runs: number; last_success_at: number | null; last_error: string | null; consecutive_failures: number; next_run_at: number | null }
+  >;
 }
 
 type LoopName = "checkin" | "commands" | "configs" | "auth-epochs" | "blacklist";
@@ -110,10 +127,36 @@ export class CpAgent {
     const caches = { blacklist: this.blacklist, epochs: this.epochs };
     const onDelta = (applied: { stream: string; changes: number; cursor: number }) => this.events.emit("delta.applied", applied);
     this.deltas = {
-      "auth-epochs": new DeltaPuller({ stream: "auth-epochs", nodeId, db, client: this.client, clock, log: this.log.security, caches, onApplied: onDelta, ...(options.deltaPageLimit ? { pageLimit: options.deltaPageLimit } : {}) }),
-      blacklist: new DeltaPuller({ stream: "blacklist", nodeId, db, client: this.client, clock, log: this.log.security, caches, onApplied: onDelta, ...(options.deltaPageLimit ? { pageLimit: options.deltaPageLimit } : {}) }),
+      "auth-epochs": new DeltaPuller({
+        stream: "auth-epochs",
+        nodeId,
+        db,
+        client: this.client,
+        clock,
+        log: this.log.security,
+        caches,
+        onApplied: onDelta,
+        ...(options.deltaPageLimit ? { pageLimit: options.deltaPageLimit } : {}),
+      }),
+      blacklist: new DeltaPuller({
+        stream: "blacklist",
+        nodeId,
+        db,
+        client: this.client,
+        clock,
+        log: this.log.security,
+        caches,
+        onApplied: onDelta,
+        ...(options.deltaPageLimit ? { pageLimit: options.deltaPageLimit } : {}),
+      }),
     };
-    this.configs = new ConfigSync({ client: this.client, store: this.store, clock, log: this.log.agent, onSynced: (result) => this.events.emit("configs.synced", result) });
+    this.configs = new ConfigSync({
+      client: this.client,
+      store: this.store,
+      clock,
+      log: this.log.agent,
+      onSynced: (result) => this.events.emit("configs.synced", result),
+    });
     this.commands = new CommandRunner({
       nodeId,
       db,
@@ -211,10 +254,30 @@ export class CpAgent {
     };
     return {
       checkin: loop("checkin", checkin, () => rt().checkin_interval_ms, this.log.agent),
-      commands: loop("commands", () => this.commands.pull(), () => (degraded() ? Math.min(rt().command_poll_ms, rt().degraded_blacklist_poll_ms) : rt().command_poll_ms), this.log.agent),
-      configs: loop("configs", () => this.configs.run(), () => (degraded() ? Math.min(rt().config_poll_ms, rt().degraded_blacklist_poll_ms) : rt().config_poll_ms), this.log.agent),
-      "auth-epochs": loop("auth-epochs", () => this.deltas["auth-epochs"].pull(), () => (degraded() ? rt().degraded_epoch_poll_ms : rt().epoch_poll_ms), this.log.security),
-      blacklist: loop("blacklist", blacklist, () => (degraded() ? rt().degraded_blacklist_poll_ms : rt().blacklist_poll_ms), this.log.security),
+      commands: loop(
+        "commands",
+        () => this.commands.pull(),
+        () => (degraded() ? Math.min(rt().command_poll_ms, rt().degraded_blacklist_poll_ms) : rt().command_poll_ms),
+        this.log.agent,
+      ),
+      configs: loop(
+        "configs",
+        () => this.configs.run(),
+        () => (degraded() ? Math.min(rt().config_poll_ms, rt().degraded_blacklist_poll_ms) : rt().config_poll_ms),
+        this.log.agent,
+      ),
+      "auth-epochs": loop(
+        "auth-epochs",
+        () => this.deltas["auth-epochs"].pull(),
+        () => (degraded() ? rt().degraded_epoch_poll_ms : rt().epoch_poll_ms),
+        this.log.security,
+      ),
+      blacklist: loop(
+        "blacklist",
+        blacklist,
+        () => (degraded() ? rt().degraded_blacklist_poll_ms : rt().blacklist_poll_ms),
+        this.log.security,
+      ),
     };
   }
 
@@ -224,7 +287,11 @@ export class CpAgent {
     await Promise.all([this.commands.load(), this.deltas["auth-epochs"].load(), this.deltas.blacklist.load()]);
     this.blacklist.replaceAll(await loadBlacklist(db));
     this.epochs.replaceAll(await loadEpochs(db));
-    this.log.security.info("state.loaded", { cursors: this.cursors(), blacklist_entries: this.blacklist.size, auth_epochs: this.epochs.size });
+    this.log.security.info("state.loaded", {
+      cursors: this.cursors(),
+      blacklist_entries: this.blacklist.size,
+      auth_epochs: this.epochs.size,
+    });
   }
 
   /** Starts checking in; settles at the first successful checkin (retries forever until then). */
@@ -266,17 +333,46 @@ export class CpAgent {
     const ocsp = this.stapler.status();
     const checkin = this.checkin.last;
     return {
-      sse: { state: sse.state, since: sse.since, reconnects: sse.reconnects, last_frame_at: sse.lastFrameAt, last_error: sse.lastError, hints_received: sse.hintsReceived },
+      sse: {
+        state: sse.state,
+        since: sse.since,
+        reconnects: sse.reconnects,
+        last_frame_at: sse.lastFrameAt,
+        last_error: sse.lastError,
+        hints_received: sse.hintsReceived,
+      },
       cursors: this.cursors(),
       heads: this.checkin.heads,
       configs: this.store.refs().map((ref) => ({ ...ref, applied_at: this.store.get(ref.type, ref.scope)?.appliedAt ?? 0 })),
-      ocsp: { status: ocsp.status, fetched_at: ocsp.fetchedAt, this_update: ocsp.thisUpdate, next_update: ocsp.nextUpdate, last_attempt_at: ocsp.lastAttemptAt, last_error: ocsp.lastError },
+      ocsp: {
+        status: ocsp.status,
+        fetched_at: ocsp.fetchedAt,
+        this_update: ocsp.thisUpdate,
+        next_update: ocsp.nextUpdate,
+        last_attempt_at: ocsp.lastAttemptAt,
+        last_error: ocsp.lastError,
+      },
       caches: { blacklist_entries: this.blacklist.size, auth_epochs: this.epochs.size, cloud_functions: this.store.cloudFunctionCount },
-      last_checkin: checkin && { at: checkin.at, ok: checkin.ok, error: checkin.error, node_status: checkin.nodeStatus, server_time: checkin.serverTime },
+      last_checkin: checkin && {
+        at: checkin.at,
+        ok: checkin.ok,
+        error: checkin.error,
+        node_status: checkin.nodeStatus,
+        server_time: checkin.serverTime,
+      },
       loops: Object.fromEntries(
         Object.entries(this.loops).map(([name, loop]) => {
           const state = loop.state();
-          return [name, { runs: state.runs, last_success_at: state.lastSuccessAt, last_error: state.lastError, consecutive_failures: state.consecutiveFailures, next_run_at: state.nextRunAt }];
+          return [
+            name,
+            {
+              runs: state.runs,
+              last_success_at: state.lastSuccessAt,
+              last_error: state.lastError,
+              consecutive_failures: state.consecutiveFailures,
+              next_run_at: state.nextRunAt,
+            },
+          ];
         }),
       ),
     };
@@ -307,7 +403,11 @@ export class CpAgent {
   }
 
   private onRuntimeChanged(runtime: CpAgentRuntime): void {
-    this.log.agent.info("runtime.applied", { checkin_interval_ms: runtime.checkin_interval_ms, epoch_poll_ms: runtime.epoch_poll_ms, blacklist_poll_ms: runtime.blacklist_poll_ms });
+    this.log.agent.info("runtime.applied", {
+      checkin_interval_ms: runtime.checkin_interval_ms,
+      epoch_poll_ms: runtime.epoch_poll_ms,
+      blacklist_poll_ms: runtime.blacklist_poll_ms,
+    });
     for (const loop of Object.values(this.loops)) loop.reschedule();
     this.stapler.reschedule();
   }

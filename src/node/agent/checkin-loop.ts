@@ -116,13 +116,20 @@ export class CheckinLoop {
     try {
       response = await client.checkin(this.buildRequest());
     } catch (error) {
-      this.last_ = { at: clock.now(), ok: false, error: error instanceof Error ? error.message : String(error), nodeStatus: this.last_?.nodeStatus ?? null, serverTime: null };
+      this.last_ = {
+        at: clock.now(),
+        ok: false,
+        error: error instanceof Error ? error.message : String(error),
+        nodeStatus: this.last_?.nodeStatus ?? null,
+        serverTime: null,
+      };
       throw error;
     }
     this.lastResponse = response;
     this.last_ = { at: clock.now(), ok: true, error: null, nodeStatus: response.node_status, serverTime: response.server_time };
     if (response.node_status !== this.lastNodeStatus) {
-      if (response.node_status === "disabled") log.warn("node.disabled", { action: "the CP reports this node disabled; it keeps its channels up and recovers when re-enabled" });
+      if (response.node_status === "disabled")
+        log.warn("node.disabled", { action: "the CP reports this node disabled; it keeps its channels up and recovers when re-enabled" });
       else if (this.lastNodeStatus === "disabled") log.info("node.enabled");
       this.lastNodeStatus = response.node_status;
     }

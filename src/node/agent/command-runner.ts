@@ -138,10 +138,18 @@ export class CommandRunner {
   private async deliver(report: PendingReport): Promise<void> {
     const { command, outcome } = report;
     try {
-      await this.options.client.reportCommandResult(command.id, { status: outcome.status, ...(outcome.output === undefined ? {} : { output: outcome.output }) });
+      await this.options.client.reportCommandResult(command.id, {
+        status: outcome.status,
+        ...(outcome.output === undefined ? {} : { output: outcome.output }),
+      });
     } catch (error) {
       if (!(error instanceof CpCallError) || error.retryable) throw error;
-      this.options.log.warn("command.result_refused", { command_id: command.id, status: error.status, code: error.code, error: error.message });
+      this.options.log.warn("command.result_refused", {
+        command_id: command.id,
+        status: error.status,
+        code: error.code,
+        error: error.message,
+      });
     }
     this.pending.delete(command.id);
     this.options.onReported?.(report);

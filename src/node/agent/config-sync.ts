@@ -127,7 +127,8 @@ export class ConfigSync {
     const result = { applied, rejected, cloudFunctions };
     this.lastResult = result;
     this.options.onSynced?.(result);
-    if (cloudFunctions.failed > 0) throw new CpCallError("network", `${cloudFunctions.failed} cloud function bodies could not be fetched; retrying`);
+    if (cloudFunctions.failed > 0)
+      throw new CpCallError("network", `${cloudFunctions.failed} cloud function bodies could not be fetched; retrying`);
     return result;
   }
 
@@ -144,12 +145,30 @@ export class ConfigSync {
     if (this.reportedRejections.get(key) === item.version) return null;
     const validated = validateConfigItem(item);
     if (!validated.ok) {
-      const error: ConfigError = { type: item.type, scope: item.scope, version: item.version, applied_version: current, message: validated.reason.slice(0, 2000) };
+      const error: ConfigError = {
+        type: item.type,
+        scope: item.scope,
+        version: item.version,
+        applied_version: current,
+        message: validated.reason.slice(0, 2000),
+      };
       this.unreportedErrors.set(key, error);
-      log.warn("config.rejected", { type: item.type, scope: item.scope, version: item.version, applied_version: current, reason: validated.reason });
+      log.warn("config.rejected", {
+        type: item.type,
+        scope: item.scope,
+        version: item.version,
+        applied_version: current,
+        reason: validated.reason,
+      });
       return error;
     }
-    store.apply({ type: item.type, scope: item.scope, version: item.version, content: validated.content, appliedAt: clock.now() } as AppliedConfig);
+    store.apply({
+      type: item.type,
+      scope: item.scope,
+      version: item.version,
+      content: validated.content,
+      appliedAt: clock.now(),
+    } as AppliedConfig);
     this.unreportedErrors.delete(key);
     this.reportedRejections.delete(key);
     this.unackedApplied.set(key, { type: item.type, scope: item.scope, version: item.version });
@@ -164,7 +183,9 @@ export class ConfigSync {
     for (let i = 0; i < acks.length; i += MAX_BATCH_ITEMS) {
       const batch = acks.slice(i, i + MAX_BATCH_ITEMS);
       await this.sendBatch(() => client.ackConfigs({ acks: batch }), "acks");
-      for (const ref of batch) if (this.unackedApplied.get(keyOf(ref.type, ref.scope))?.version === ref.version) this.unackedApplied.delete(keyOf(ref.type, ref.scope));
+      for (const ref of batch)
+        if (this.unackedApplied.get(keyOf(ref.type, ref.scope))?.version === ref.version)
+          this.unackedApplied.delete(keyOf(ref.type, ref.scope));
       log.info("config.acked", { items: batch.length });
     }
     const errors = [...this.unreportedErrors.values()];
@@ -212,7 +233,12 @@ export class ConfigSync {
         failed += 1;
         // The previous version (if any) stays in force until the new body arrives intact.
         if (held) next.push(held);
-        log.warn("cloud_function.fetch_failed", { app_id: entry.app_id, name: entry.name, version: entry.version, error: (error as Error).message });
+        log.warn("cloud_function.fetch_failed", {
+          app_id: entry.app_id,
+          name: entry.name,
+          version: entry.version,
+          error: (error as Error).message,
+        });
       }
     }
     store.replaceCloudFunctions(next);

@@ -24,14 +24,14 @@ import {
   blacklistDeltaResponse,
   type CheckinRequest,
   type CheckinResponse,
-  checkinResponse,
   type CommandResultRequest,
   type CommandsPullResponse,
-  commandsPullResponse,
   type ConfigsAcksRequest,
   type ConfigsErrorsRequest,
   type ConfigsPullRequest,
   type ConfigsPullResponse,
+  checkinResponse,
+  commandsPullResponse,
   configsPullResponse,
   type DeltaStream,
   nodePaths,
@@ -77,7 +77,12 @@ export class CpClient {
     this.pathPrefix = url.pathname.replace(/\/+$/, "");
     const hostname = url.hostname.replace(/^\[|\]$/g, "");
     const connect = {
-      secureContext: createSecureContext({ ca: options.tls.caPem, cert: options.tls.certPem, key: options.tls.keyPem, minVersion: "TLSv1.2" }),
+      secureContext: createSecureContext({
+        ca: options.tls.caPem,
+        cert: options.tls.certPem,
+        key: options.tls.keyPem,
+        minVersion: "TLSv1.2",
+      }),
       // SNI must be a DNS name (RFC 6066); for an IP the certificate's IP SAN is checked instead.
       ...(isIP(hostname) === 0 ? { servername: hostname } : {}),
     };
@@ -158,7 +163,12 @@ export class CpClient {
         signal: headerPhase.signal,
       });
       if (res.status !== 200 || !res.body) {
-        const text = res.body ? await readLimited(res.body, 64 * 1024).then((b) => b.toString("utf8"), () => "") : "";
+        const text = res.body
+          ? await readLimited(res.body, 64 * 1024).then(
+              (b) => b.toString("utf8"),
+              () => "",
+            )
+          : "";
         throw httpError(res.status, text);
       }
       const type = res.headers.get("content-type") ?? "";
@@ -216,7 +226,10 @@ export class CpClient {
       const parsed = schema.safeParse(json);
       if (!parsed.success) {
         const issue = parsed.error.issues[0];
-        throw new CpCallError("invalid_response", `${method} ${routeOf(path)}: response does not match the contract (${issue?.path.join(".") ?? ""}: ${issue?.message ?? "invalid"})`);
+        throw new CpCallError(
+          "invalid_response",
+          `${method} ${routeOf(path)}: response does not match the contract (${issue?.path.join(".") ?? ""}: ${issue?.message ?? "invalid"})`,
+        );
       }
       return parsed.data;
     });
@@ -243,7 +256,10 @@ export class CpClient {
     // here, without touching the request; the backstop still ends it in the pool later.
     let connectTimer: NodeJS.Timeout | undefined;
     const connectDeadline = new Promise<never>((_resolve, reject) => {
-      connectTimer = setTimeout(() => reject(new CpCallError("timeout", `request timed out: no answer within ${deadlineMs} ms`)), deadlineMs + CONNECT_GRACE_MS);
+      connectTimer = setTimeout(
+        () => reject(new CpCallError("timeout", `request timed out: no answer within ${deadlineMs} ms`)),
+        deadlineMs + CONNECT_GRACE_MS,
+      );
     });
     let gaveUp = false;
     try {
@@ -262,7 +278,12 @@ export class CpClient {
         if (error instanceof CpCallError && error.kind === "timeout") {
           gaveUp = true;
           // Whatever arrives later is read and dropped (destroying it would abort inside the pool).
-          pending.then((late) => late.body.dump(), () => undefined).catch(() => undefined);
+          pending
+            .then(
+              (late) => late.body.dump(),
+              () => undefined,
+            )
+            .catch(() => undefined);
         }
         throw error;
       });

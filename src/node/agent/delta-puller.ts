@@ -9,13 +9,21 @@
  * cut short by a restart starts again from 0 (a marker row in the Runtime DB says one is due).
  */
 import type { Kysely } from "kysely";
+import type { Clock } from "../../shared/clock.js";
 import type { RuntimeSchema } from "../../shared/db/index.js";
 import type { Logger } from "../../shared/log/index.js";
 import { type AuthEpochChange, type BlacklistChange, cursorExpiredBody, type DeltaStream } from "../../shared/node-protocol/index.js";
-import type { Clock } from "../../shared/clock.js";
 import type { BlacklistCache } from "../state/blacklist-cache.js";
 import type { AuthEpochCache } from "../state/epoch-cache.js";
-import { applyBlacklistPage, applyEpochPage, blacklistReplayPending, loadBlacklist, loadEpochs, readCursor, resetStream } from "../state/runtime-sync.js";
+import {
+  applyBlacklistPage,
+  applyEpochPage,
+  blacklistReplayPending,
+  loadBlacklist,
+  loadEpochs,
+  readCursor,
+  resetStream,
+} from "../state/runtime-sync.js";
 import { CpCallError } from "./cp-call-error.js";
 import type { CpClient } from "./cp-client.js";
 
@@ -88,7 +96,8 @@ export class DeltaPuller {
     if (!this.loaded) await this.load();
     const result: DeltaPullResult = { pages: 0, changes: 0, cursor: this.cursor_, head: this.head_, replayed: false };
     for (;;) {
-      if (result.pages >= MAX_PAGES_PER_PULL) throw new CpCallError("invalid_response", `${this.stream} delta: more than ${MAX_PAGES_PER_PULL} pages in one pull`);
+      if (result.pages >= MAX_PAGES_PER_PULL)
+        throw new CpCallError("invalid_response", `${this.stream} delta: more than ${MAX_PAGES_PER_PULL} pages in one pull`);
       let page: Awaited<ReturnType<CpClient["pullDelta"]>>;
       try {
         page = await this.options.client.pullDelta(this.options.stream, this.cursor_, this.options.pageLimit);
@@ -99,7 +108,10 @@ export class DeltaPuller {
         continue;
       }
       if (page.has_more && page.next_since <= this.cursor_) {
-        throw new CpCallError("invalid_response", `${this.stream} delta: has_more without progress (since ${this.cursor_}, next_since ${page.next_since})`);
+        throw new CpCallError(
+          "invalid_response",
+          `${this.stream} delta: has_more without progress (since ${this.cursor_}, next_since ${page.next_since})`,
+        );
       }
       if (await this.applyPage(page.changes, page.next_since, page.has_more)) result.replayed = true;
       this.noteHead(page.head);
@@ -164,7 +176,11 @@ export class DeltaPuller {
     const { db, caches, log } = this.options;
     if (this.options.stream === "blacklist") caches.blacklist.replaceAll(await loadBlacklist(db));
     else caches.epochs.replaceAll(await loadEpochs(db));
-    log.warn("delta.replayed", { stream: this.options.stream, cursor: this.cursor_, entries: this.options.stream === "blacklist" ? caches.blacklist.size : caches.epochs.size });
+    log.warn("delta.replayed", {
+      stream: this.options.stream,
+      cursor: this.cursor_,
+      entries: this.options.stream === "blacklist" ? caches.blacklist.size : caches.epochs.size,
+    });
   }
 }
 

@@ -96,7 +96,8 @@ export async function verifyOcspResponse(der: Buffer, options: VerifyOcspOptions
   const thisUpdate = single.thisUpdate.getTime();
   const nextUpdate = single.nextUpdate?.getTime();
   if (nextUpdate === undefined) throw new OcspVerifyError("response has no nextUpdate");
-  if (thisUpdate > options.now + options.clockSkewMs) throw new OcspVerifyError(`thisUpdate ${new Date(thisUpdate).toISOString()} is in the future`);
+  if (thisUpdate > options.now + options.clockSkewMs)
+    throw new OcspVerifyError(`thisUpdate ${new Date(thisUpdate).toISOString()} is in the future`);
   if (nextUpdate <= options.now) throw new OcspVerifyError(`response expired at ${new Date(nextUpdate).toISOString()}`);
   if (nextUpdate <= thisUpdate) throw new OcspVerifyError("nextUpdate is not after thisUpdate");
   const { status, revokedAt } = readStatus(single);
@@ -112,7 +113,8 @@ function decodeBasicResponse(der: Buffer): pkijs.BasicOCSPResponse {
   }
   const status = response.responseStatus.valueBlock.valueDec;
   if (status !== 0) throw new OcspVerifyError(`responder answered status ${status} (${RESPONSE_STATUS[status] ?? "unknown"})`);
-  if (!response.responseBytes || response.responseBytes.responseType !== id_pkix_ocsp_basic) throw new OcspVerifyError("response is not a basic OCSP response");
+  if (!response.responseBytes || response.responseBytes.responseType !== id_pkix_ocsp_basic)
+    throw new OcspVerifyError("response is not a basic OCSP response");
   try {
     return pkijs.BasicOCSPResponse.fromBER(response.responseBytes.response.valueBlock.valueHexView);
   } catch (cause) {
@@ -120,7 +122,13 @@ function decodeBasicResponse(der: Buffer): pkijs.BasicOCSPResponse {
   }
 }
 
-const RESPONSE_STATUS: Record<number, string> = { 1: "malformedRequest", 2: "internalError", 3: "tryLater", 5: "sigRequired", 6: "unauthorized" };
+const RESPONSE_STATUS: Record<number, string> = {
+  1: "malformedRequest",
+  2: "internalError",
+  3: "tryLater",
+  5: "sigRequired",
+  6: "unauthorized",
+};
 
 /**
  * The signer must be the issuer itself (the CP signs with the CA key) or a responder the issuer
@@ -156,7 +164,8 @@ function findSingleResponse(basic: pkijs.BasicOCSPResponse, certId: OcspCertId):
 function checkNonce(basic: pkijs.BasicOCSPResponse, nonce: Buffer | null): void {
   const extension = basic.tbsResponseData.responseExtensions?.find((e) => e.extnID === id_pkix_ocsp_nonce);
   if (!extension || nonce === null) return;
-  if (!Buffer.from(extension.extnValue.valueBlock.valueHexView).equals(nonce)) throw new OcspVerifyError("nonce does not match the request");
+  if (!Buffer.from(extension.extnValue.valueBlock.valueHexView).equals(nonce))
+    throw new OcspVerifyError("nonce does not match the request");
 }
 
 /** certStatus CHOICE: [0] good, [1] revoked (revocationTime first), [2] unknown. */

@@ -11,7 +11,7 @@ import { Agent, request } from "undici";
 import { NODE_OCSP_CLOCK_SKEW_MS, NODE_OCSP_MIN_REFRESH_MS } from "../../shared/config/defaults.js";
 import type { Logger } from "../../shared/log/index.js";
 import type { Backoff } from "./backoff.js";
-import { buildOcspRequest, type OcspCertStatus, verifyOcspResponse, type VerifiedOcspResponse } from "./ocsp-codec.js";
+import { buildOcspRequest, type OcspCertStatus, type VerifiedOcspResponse, verifyOcspResponse } from "./ocsp-codec.js";
 import { PeriodicTask } from "./periodic-task.js";
 import type { Scheduler } from "./scheduler.js";
 
@@ -73,7 +73,13 @@ export class OcspStapler {
       intervalMs: () => this.refreshDelay(),
       onFailure: (error, info) => {
         const keptUntil = this.cached && this.cached.nextUpdate > options.scheduler.clock.now() ? this.cached.nextUpdate : null;
-        options.log.warn("ocsp.fetch_failed", { error: (error as Error).message, attempt: info.attempt, retry_in_ms: info.retryInMs, cached_status: this.currentStatus(), cached_until: keptUntil });
+        options.log.warn("ocsp.fetch_failed", {
+          error: (error as Error).message,
+          attempt: info.attempt,
+          retry_in_ms: info.retryInMs,
+          cached_status: this.currentStatus(),
+          cached_until: keptUntil,
+        });
       },
       onRecovered: ({ failures }) => options.log.info("ocsp.recovered", { failures }),
     });
@@ -142,7 +148,12 @@ export class OcspStapler {
       const previous = this.cached?.status ?? null;
       this.cached = { ...verified, der, fetchedAt: scheduler.clock.now() };
       this.lastError = null;
-      if (verified.status === "revoked") log.warn("ocsp.revoked", { revoked_at: verified.revokedAt, next_update: verified.nextUpdate, action: "stapling the revoked response; the node keeps running" });
+      if (verified.status === "revoked")
+        log.warn("ocsp.revoked", {
+          revoked_at: verified.revokedAt,
+          next_update: verified.nextUpdate,
+          action: "stapling the revoked response; the node keeps running",
+        });
       else if (verified.status === "unknown") log.warn("ocsp.unknown", { next_update: verified.nextUpdate });
       else if (previous !== "good") log.info("ocsp.good", { next_update: verified.nextUpdate });
       else log.debug("ocsp.refreshed", { next_update: verified.nextUpdate });

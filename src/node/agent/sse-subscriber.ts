@@ -6,8 +6,8 @@
  * is open the node is "degraded": the agent tightens its polling until the stream is back.
  */
 import { createParser, type EventSourceMessage } from "eventsource-parser";
-import { type HintEvent, isHintEvent, PING_EVENT, SSE_SILENCE_TIMEOUT_MS } from "../../shared/node-protocol/index.js";
 import type { Logger } from "../../shared/log/index.js";
+import { type HintEvent, isHintEvent, PING_EVENT, SSE_SILENCE_TIMEOUT_MS } from "../../shared/node-protocol/index.js";
 import type { Backoff } from "./backoff.js";
 import { CpCallError } from "./cp-call-error.js";
 import type { CpClient } from "./cp-client.js";
@@ -46,7 +46,14 @@ export class SseSubscriber {
   private readonly status_: SseStatus;
 
   constructor(private readonly options: SseSubscriberOptions) {
-    this.status_ = { state: "degraded", since: options.scheduler.clock.now(), reconnects: 0, lastFrameAt: null, lastError: null, hintsReceived: 0 };
+    this.status_ = {
+      state: "degraded",
+      since: options.scheduler.clock.now(),
+      reconnects: 0,
+      lastFrameAt: null,
+      lastError: null,
+      hintsReceived: 0,
+    };
   }
 
   start(): void {
@@ -89,7 +96,11 @@ export class SseSubscriber {
       } catch (error) {
         reason = describe(error);
         if (!this.stopped && this.status_.state === "degraded") {
-          log.warn("sse.connect_failed", { error: reason, attempt: backoff.attempts + 1, ...(error instanceof CpCallError ? { kind: error.kind, status: error.status, code: error.code } : {}) });
+          log.warn("sse.connect_failed", {
+            error: reason,
+            attempt: backoff.attempts + 1,
+            ...(error instanceof CpCallError ? { kind: error.kind, status: error.status, code: error.code } : {}),
+          });
         }
       } finally {
         this.current = null;

@@ -14,7 +14,9 @@ export interface HealthSource {
 export function createHealthApp(source: HealthSource): Hono {
   const app = new Hono();
   app.get("/healthz", (c) => c.json({ status: "ok" }));
-  app.get("/readyz", (c) => (source.ready() ? c.json({ ready: true, stage: source.stage() }) : c.json({ ready: false, stage: source.stage() }, 503)));
+  app.get("/readyz", (c) =>
+    source.ready() ? c.json({ ready: true, stage: source.stage() }) : c.json({ ready: false, stage: source.stage() }, 503),
+  );
   app.get("/status", (c) => {
     c.header("cache-control", "no-store");
     return c.json(source.status() as object);

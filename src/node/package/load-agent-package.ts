@@ -103,7 +103,9 @@ async function readManifest(file: string): Promise<AgentPackage> {
   }
   const parsed = agentPackageSchema.safeParse(json);
   if (!parsed.success) {
-    throwIfProblems(parsed.error.issues.map((issue) => `${file}: ${issue.path.length ? issue.path.join(".") : "(root)"}: ${issue.message}`));
+    throwIfProblems(
+      parsed.error.issues.map((issue) => `${file}: ${issue.path.length ? issue.path.join(".") : "(root)"}: ${issue.message}`),
+    );
   }
   return parsed.data as AgentPackage;
 }
@@ -165,7 +167,9 @@ function loadSingleCertificate(text: string | undefined, where: string, problems
 function checkClientCertificate(info: CertificateInfo, nodeId: string, clock: Clock, where: string, problems: string[]): void {
   const expected = nodeUri(nodeId);
   if (info.sans.uri.length !== 1 || info.sans.uri[0] !== expected) {
-    problems.push(`${where}: URI SAN must be exactly ${expected} (node_id in node_agent.json), found ${info.sans.uri.length ? info.sans.uri.join(", ") : "none"}`);
+    problems.push(
+      `${where}: URI SAN must be exactly ${expected} (node_id in node_agent.json), found ${info.sans.uri.length ? info.sans.uri.join(", ") : "none"}`,
+    );
   }
   if (!info.extendedKeyUsages.includes("clientAuth")) problems.push(`${where}: certificate lacks the clientAuth extended key usage`);
   checkValidity(info, clock, where, problems);
@@ -203,7 +207,8 @@ function readHexKey(text: string, where: string, problems: string[]): Buffer {
     return Buffer.alloc(0);
   }
   const key = Buffer.from(value, "hex");
-  if (key.length < MIN_PASSWORD_HASH_KEY_BYTES) problems.push(`${where}: key is ${key.length} bytes, at least ${MIN_PASSWORD_HASH_KEY_BYTES} expected`);
+  if (key.length < MIN_PASSWORD_HASH_KEY_BYTES)
+    problems.push(`${where}: key is ${key.length} bytes, at least ${MIN_PASSWORD_HASH_KEY_BYTES} expected`);
   return key;
 }
 

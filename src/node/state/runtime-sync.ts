@@ -19,11 +19,22 @@ type Db = Kysely<RuntimeSchema> | Transaction<RuntimeSchema>;
 const ROWS_PER_STATEMENT = 200;
 
 export async function readCursor(db: Db, nodeId: string, stream: CursorStream): Promise<number> {
-  const row = await db.selectFrom("sync_cursors").select("cursor").where("node_id", "=", nodeId).where("stream", "=", stream).executeTakeFirst();
+  const row = await db
+    .selectFrom("sync_cursors")
+    .select("cursor")
+    .where("node_id", "=", nodeId)
+    .where("stream", "=", stream)
+    .executeTakeFirst();
   return row?.cursor ?? 0;
 }
 
-export async function writeCursor(db: Db, nodeId: string, stream: CursorStream | typeof BLACKLIST_REPLAY_MARKER, cursor: number, now: number): Promise<void> {
+export async function writeCursor(
+  db: Db,
+  nodeId: string,
+  stream: CursorStream | typeof BLACKLIST_REPLAY_MARKER,
+  cursor: number,
+  now: number,
+): Promise<void> {
   await db
     .insertInto("sync_cursors")
     .values({ node_id: nodeId, stream, cursor, updated_at: now })
@@ -42,7 +53,15 @@ export function netBlacklistEffect(changes: readonly BlacklistChange[]): Blackli
   const removed: string[] = [];
   for (const change of lastChangePerEntry(changes)) {
     if (change.op === "remove") removed.push(change.entry_id);
-    else added.push({ entryId: change.entry_id, kind: change.kind, value: change.value, reason: change.reason, expiresAt: change.expires_at, changeId: change.id });
+    else
+      added.push({
+        entryId: change.entry_id,
+        kind: change.kind,
+        value: change.value,
+        reason: change.reason,
+        expiresAt: change.expires_at,
+        changeId: change.id,
+      });
   }
   return { added, removed };
 }
@@ -52,7 +71,8 @@ export function netEpochEffect(changes: readonly AuthEpochChange[]): AuthEpochCh
   const best = new Map<string, AuthEpochChange>();
   for (const change of changes) {
     const current = best.get(change.user_id);
-    if (!current || change.epoch > current.epoch || (change.epoch === current.epoch && change.id > current.id)) best.set(change.user_id, change);
+    if (!current || change.epoch > current.epoch || (change.epoch === current.epoch && change.id > current.id))
+      best.set(change.user_id, change);
   }
   return [...best.values()];
 }
@@ -103,11 +123,23 @@ export async function applyBlacklistPage(
     };
     for (const rows of chunks(removals)) await upsert(rows.map((c) => ({ ...rowOf(c, now), removed_at: now })));
     for (const entries of chunks(effect.added)) {
-      await upsert(entries.map((e) => ({ entry_id: e.entryId, kind: e.kind, value: e.value, reason: e.reason, expires_at: e.expiresAt, change_id: e.changeId, applied_at: now, removed_at: null })));
+      await upsert(
+        entries.map((e) => ({
+          entry_id: e.entryId,
+          kind: e.kind,
+          value: e.value,
+          reason: e.reason,
+          expires_at: e.expiresAt,
+          change_id: e.changeId,
+          applied_at: now,
+          removed_at: null,
+        })),
+      );
     }
     if (replayEnd) effect.removed.push(...(await sweepUnmentioned(tx, replayEnd, now)));
     await writeCursor(tx, nodeId, "blacklist", nextSince, now);
-    if (replayEnd) await tx.deleteFrom("sync_cursors").where("node_id", "=", nodeId).where("stream", "=", BLACKLIST_REPLAY_MARKER).execute();
+    if (replayEnd)
+      await tx.deleteFrom("sync_cursors").where("node_id", "=", nodeId).where("stream", "=", BLACKLIST_REPLAY_MARKER).execute();
     await pruneTombstones(tx);
   });
   return effect;
@@ -115,10 +147,21 @@ export async function applyBlacklistPage(
 
 /** Tombstones (same change id, so a slower node's old add cannot revive them) the live rows a finished replay never mentioned. */
 async function sweepUnmentioned(tx: Transaction<RuntimeSchema>, end: BlacklistReplayEnd, now: number): Promise<string[]> {
-  const live = await tx.selectFrom("applied_blacklist").select("entry_id").where("removed_at", "is", null).where("change_id", "<=", end.through).execute();
+  const live = await tx
+    .selectFrom("applied_blacklist")
+    .select("entry_id")
+    .where("removed_at", "is", null)
+    .where("change_id", "<=", end.through)
+    .execute();
   const stale = live.map((r) => r.entry_id).filter((id) => !end.seen.has(id));
   for (const ids of chunks(stale)) {
-    await tx.updateTable("applied_blacklist").set({ removed_at: now }).where("entry_id", "in", ids).where("removed_at", "is", null).where("change_id", "<=", end.through).execute();
+    await tx
+      .updateTable("applied_blacklist")
+      .set({ removed_at: now })
+      .where("entry_id", "in", ids)
+      .where("removed_at", "is", null)
+      .where("change_id", "<=", end.through)
+      .execute();
   }
   return stale;
 }
@@ -126,7 +169,15 @@ async function sweepUnmentioned(tx: Transaction<RuntimeSchema>, end: BlacklistRe
 type AppliedBlacklistRow = Omit<RuntimeSchema["applied_blacklist"], never>;
 
 function rowOf(change: BlacklistChange, now: number): Omit<AppliedBlacklistRow, "removed_at"> {
-  return { entry_id: change.entry_id, kind: change.kind, value: change.value, reason: change.reason, expires_at: change.expires_at, change_id: change.id, applied_at: now };
+  return {
+    entry_id: change.entry_id,
+    kind: change.kind,
+    value: change.value,
+    reason: change.reason,
+    expires_at: change.expires_at,
+    change_id: change.id,
+    applied_at: now,
+  };
 }
 
 function lastChangePerEntry(changes: readonly BlacklistChange[]): BlacklistChange[] {
@@ -137,12 +188,22 @@ function lastChangePerEntry(changes: readonly BlacklistChange[]): BlacklistChang
 
 /** A tombstone is needed only until every node sharing this DB has moved past its change. */
 async function pruneTombstones(tx: Transaction<RuntimeSchema>): Promise<void> {
-  const slowest = await tx.selectFrom("sync_cursors").select((eb) => eb.fn.min("cursor").as("cursor")).where("stream", "=", "blacklist").executeTakeFirst();
+  const slowest = await tx
+    .selectFrom("sync_cursors")
+    .select((eb) => eb.fn.min("cursor").as("cursor"))
+    .where("stream", "=", "blacklist")
+    .executeTakeFirst();
   const floor = Number(slowest?.cursor ?? 0);
   if (floor > 0) await tx.deleteFrom("applied_blacklist").where("removed_at", "is not", null).where("change_id", "<=", floor).execute();
 }
 
-export async function applyEpochPage(db: Kysely<RuntimeSchema>, nodeId: string, changes: readonly AuthEpochChange[], nextSince: number, now: number): Promise<AuthEpochChange[]> {
+export async function applyEpochPage(
+  db: Kysely<RuntimeSchema>,
+  nodeId: string,
+  changes: readonly AuthEpochChange[],
+  nextSince: number,
+  now: number,
+): Promise<AuthEpochChange[]> {
   const effect = netEpochEffect(changes);
   await db.transaction().execute(async (tx) => {
     for (const rows of chunks(effect)) {
@@ -191,13 +252,25 @@ export async function resetStream(db: Kysely<RuntimeSchema>, nodeId: string, str
 
 /** True while a blacklist replay of this node has not reached its last page. */
 export async function blacklistReplayPending(db: Db, nodeId: string): Promise<boolean> {
-  const row = await db.selectFrom("sync_cursors").select("cursor").where("node_id", "=", nodeId).where("stream", "=", BLACKLIST_REPLAY_MARKER).executeTakeFirst();
+  const row = await db
+    .selectFrom("sync_cursors")
+    .select("cursor")
+    .where("node_id", "=", nodeId)
+    .where("stream", "=", BLACKLIST_REPLAY_MARKER)
+    .executeTakeFirst();
   return row !== undefined;
 }
 
 export async function loadBlacklist(db: Db): Promise<BlacklistEntry[]> {
   const rows = await db.selectFrom("applied_blacklist").selectAll().where("removed_at", "is", null).execute();
-  return rows.map((r) => ({ entryId: r.entry_id, kind: r.kind as BlacklistKind, value: r.value, reason: r.reason, expiresAt: r.expires_at, changeId: r.change_id }));
+  return rows.map((r) => ({
+    entryId: r.entry_id,
+    kind: r.kind as BlacklistKind,
+    value: r.value,
+    reason: r.reason,
+    expiresAt: r.expires_at,
+    changeId: r.change_id,
+  }));
 }
 
 export async function loadEpochs(db: Db): Promise<[string, number][]> {

@@ -102,7 +102,9 @@ export function resolveDbOptions(input: ResolveDbInput, problems: string[]): DbO
 
 /** A human-readable location for logs and errors; never includes the password. */
 export function describeDb(options: DbOptions): string {
-  return options.type === "sqlite" ? `sqlite:${options.path}` : `postgres://${options.user}@${options.host}:${options.port}/${options.database}`;
+  return options.type === "sqlite"
+    ? `sqlite:${options.path}`
+    : `postgres://${options.user}@${options.host}:${options.port}/${options.database}`;
 }
 
 /** True when two option sets point at the same physical database. */

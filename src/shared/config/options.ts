@@ -25,7 +25,10 @@ export function throwIfProblems(problems: string[]): void {
 }
 
 /** --log-level and --log-format, shared by every role; bad values are added to `problems`. */
-export function readLogOptions(get: (flag: string) => string | undefined, problems: string[]): { logLevel: LogLevel; logFormat: LogFormat | undefined } {
+export function readLogOptions(
+  get: (flag: string) => string | undefined,
+  problems: string[],
+): { logLevel: LogLevel; logFormat: LogFormat | undefined } {
   const logLevel = (get("log-level") ?? "info") as LogLevel;
   if (!LOG_LEVELS.includes(logLevel)) problems.push(`--log-level must be one of ${LOG_LEVELS.join(", ")}`);
   const logFormat = get("log-format");

@@ -24,7 +24,13 @@ export function withSequenceKey<T extends string>(
   return table.addColumn(name, "integer", (c) => c.primaryKey().autoIncrement());
 }
 
-export async function createIndex(db: MigrationDb, name: string, table: string, columns: string[], options: { unique?: boolean; where?: string } = {}): Promise<void> {
+export async function createIndex(
+  db: MigrationDb,
+  name: string,
+  table: string,
+  columns: string[],
+  options: { unique?: boolean; where?: string } = {},
+): Promise<void> {
   const cols = sql.join(columns.map((c) => sql.ref(c)));
   const unique = options.unique ? sql`unique ` : sql``;
   const where = options.where ? sql` where ${sql.raw(options.where)}` : sql``;

@@ -20,7 +20,9 @@ export type Placeholders<Params> = { readonly [K in keyof Params]: Params[K] };
 
 export type PrecompiledQuery<Params, Row> = (db: Kysely<any>, values: Params) => Promise<QueryResult<Row>>;
 
-export function precompiled<Params extends Record<string, unknown>, Row>(build: (db: Kysely<any>, params: Placeholders<Params>) => Compilable<Row>): PrecompiledQuery<Params, Row> {
+export function precompiled<Params extends Record<string, unknown>, Row>(
+  build: (db: Kysely<any>, params: Placeholders<Params>) => Compilable<Row>,
+): PrecompiledQuery<Params, Row> {
   const params = new Proxy({} as Placeholders<Params>, { get: (_target, name) => `${PLACEHOLDER}${String(name)}${PLACEHOLDER_END}` });
   // Compiled per database handle: the SQL differs between dialects.
   const byDb = new WeakMap<Kysely<any>, { compiled: CompiledQuery<Row>; slots: (string | null)[] }>();

@@ -1,4 +1,4 @@
-export { AuthNexusError, isAuthNexusError } from "./authnexus-error.js";
 export type { AuthNexusErrorOptions } from "./authnexus-error.js";
-export { ERROR_CATALOGUE } from "./catalogue.js";
+export { AuthNexusError, isAuthNexusError } from "./authnexus-error.js";
 export type { ErrorCode } from "./catalogue.js";
+export { ERROR_CATALOGUE } from "./catalogue.js";

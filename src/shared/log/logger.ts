@@ -4,17 +4,7 @@
  * names look sensitive are replaced, and CR/LF in client-supplied strings is escaped so a value
  * cannot forge a second log line.
  */
-export const LOG_CATEGORIES = [
-  "CP Agent",
-  "Security",
-  "TLS",
-  "Setup",
-  "PKI",
-  "SSE",
-  "Admin",
-  "DB",
-  "Server",
-] as const;
+export const LOG_CATEGORIES = ["CP Agent", "Security", "TLS", "Setup", "PKI", "SSE", "Admin", "DB", "Server"] as const;
 export type LogCategory = (typeof LOG_CATEGORIES)[number];
 
 export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;

@@ -15,7 +15,8 @@ export interface BoundListener {
 
 export async function bindListener(name: string, server: HttpServer, requested: HostPort): Promise<BoundListener> {
   await new Promise<void>((resolve, reject) => {
-    const onError = (error: Error) => reject(new Error(`cannot listen on ${requested.host}:${requested.port} for ${name}: ${error.message}`, { cause: error }));
+    const onError = (error: Error) =>
+      reject(new Error(`cannot listen on ${requested.host}:${requested.port} for ${name}: ${error.message}`, { cause: error }));
     server.once("error", onError);
     server.listen(requested.port, requested.host, () => {
       server.off("error", onError);

@@ -19,7 +19,12 @@ export const CONFIG_TYPES = [
 export type ConfigType = (typeof CONFIG_TYPES)[number];
 
 export const GLOBAL_CONFIG_TYPES = ["server_runtime_settings", "cp_agent_runtime"] as const satisfies readonly ConfigType[];
-export const APP_CONFIG_TYPES = ["app_policy", "app_variables", "app_client_ca_bundle", "app_mtls_trust_bundle"] as const satisfies readonly ConfigType[];
+export const APP_CONFIG_TYPES = [
+  "app_policy",
+  "app_variables",
+  "app_client_ca_bundle",
+  "app_mtls_trust_bundle",
+] as const satisfies readonly ConfigType[];
 
 export const GLOBAL_SCOPE = "global";
 const APP_SCOPE = /^app:([A-Za-z0-9_-]{1,64})$/;
@@ -54,7 +59,12 @@ const PEM_CERT = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/;
 
 /** Server runtime parameters: limits and timeouts of the business plane. */
 export const serverRuntimeSettingsSchema = z.strictObject({
-  session_ttl_seconds: z.number().int().min(60).max(90 * 86_400).default(7 * 86_400),
+  session_ttl_seconds: z
+    .number()
+    .int()
+    .min(60)
+    .max(90 * 86_400)
+    .default(7 * 86_400),
   heartbeat_timeout_seconds: z.number().int().min(5).max(3600).default(90),
   max_connections: z.number().int().min(1).max(1_000_000).default(50_000),
   max_connections_per_ip: z.number().int().min(1).max(100_000).default(200),
@@ -85,7 +95,12 @@ export const appPolicySchema = z.strictObject({
   card_login_enabled: z.boolean().default(true),
   token_login_enabled: z.boolean().default(true),
   max_devices_per_user: z.number().int().min(1).max(1000).default(3),
-  session_ttl_seconds: z.number().int().min(60).max(90 * 86_400).optional(),
+  session_ttl_seconds: z
+    .number()
+    .int()
+    .min(60)
+    .max(90 * 86_400)
+    .optional(),
 });
 
 const VARIABLE_NAME = /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/;
@@ -98,7 +113,10 @@ export const appVariablesSchema = z.strictObject({
 
 /** A PEM bundle of CA certificates (shape only here; the node parses each certificate). */
 const pemBundleSchema = z.strictObject({
-  pem: z.string().max(256 * 1024).regex(PEM_CERT, "must contain at least one PEM certificate"),
+  pem: z
+    .string()
+    .max(256 * 1024)
+    .regex(PEM_CERT, "must contain at least one PEM certificate"),
 });
 export const appClientCaBundleSchema = pemBundleSchema;
 export const appMtlsTrustBundleSchema = pemBundleSchema;
@@ -122,7 +140,10 @@ export const DEFAULT_CP_AGENT_RUNTIME: CpAgentRuntime = cpAgentRuntimeSchema.par
 export const DEFAULT_SERVER_RUNTIME_SETTINGS: ServerRuntimeSettings = serverRuntimeSettingsSchema.parse({});
 
 /** Validates content for a type: the parsed value, or a one-line reason. */
-export function parseConfigContent<T extends ConfigType>(type: T, content: unknown): { ok: true; value: ConfigContent<T> } | { ok: false; reason: string } {
+export function parseConfigContent<T extends ConfigType>(
+  type: T,
+  content: unknown,
+): { ok: true; value: ConfigContent<T> } | { ok: false; reason: string } {
   const result = CONFIG_SCHEMAS[type].safeParse(content);
   if (result.success) return { ok: true, value: result.data as ConfigContent<T> };
   const issue = result.error.issues[0];

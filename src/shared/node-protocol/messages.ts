@@ -83,8 +83,16 @@ const appIdField = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/);
 export const COMMAND_PAYLOADS = {
   reload_configs: z.strictObject({}),
   force_logout: z.strictObject({ user_id: z.string().min(1).max(64), app_id: appIdField.optional(), reason: shortText(500).optional() }),
-  announcement: z.strictObject({ message: z.string().min(1).max(4000), app_id: appIdField.optional(), level: z.enum(["info", "warning", "critical"]).default("info") }),
-  kill_process: z.strictObject({ app_id: appIdField.optional(), user_id: z.string().min(1).max(64).optional(), reason: shortText(500).optional() }),
+  announcement: z.strictObject({
+    message: z.string().min(1).max(4000),
+    app_id: appIdField.optional(),
+    level: z.enum(["info", "warning", "critical"]).default("info"),
+  }),
+  kill_process: z.strictObject({
+    app_id: appIdField.optional(),
+    user_id: z.string().min(1).max(64).optional(),
+    reason: shortText(500).optional(),
+  }),
 } as const satisfies Record<CommandKind, z.ZodType>;
 
 export const pulledCommand = z.object({

@@ -14,7 +14,8 @@ export const nodePaths = {
   events: (nodeId: string) => `${CP_API_PREFIX}/nodes/${nodeId}/events`,
   delta: (nodeId: string, stream: DeltaStream, since: number, limit?: number) =>
     `${CP_API_PREFIX}/nodes/${nodeId}/deltas/${stream}?since=${since}${limit === undefined ? "" : `&limit=${limit}`}`,
-  cloudFunction: (name: string, appId: string) => `${CP_API_PREFIX}/objects/cloud-functions/${encodeURIComponent(name)}?app_id=${encodeURIComponent(appId)}`,
+  cloudFunction: (name: string, appId: string) =>
+    `${CP_API_PREFIX}/objects/cloud-functions/${encodeURIComponent(name)}?app_id=${encodeURIComponent(appId)}`,
 } as const;
 
 /** Channel 3's two change logs, named as the node's cursors and the delta path segment. */

@@ -1,7 +1,7 @@
 /** Self-signed root CAs: one per CA profile, created at first-run setup. */
 import "./crypto-provider.js";
-import { AuthNexusError } from "../errors/index.js";
 import type { Clock } from "../clock.js";
+import { AuthNexusError } from "../errors/index.js";
 import { x509 } from "./crypto-provider.js";
 import {
   assertCommonName,
@@ -63,9 +63,5 @@ export async function createRootCa(options: CreateRootCaOptions): Promise<Issued
  * and issueLeafCertificate can refuse to sign a leaf under the wrong CA.
  */
 function caSubject(options: CreateRootCaOptions): x509.JsonName {
-  return [
-    { O: [options.organisation ?? DEFAULT_CA_ORGANISATION] },
-    { OU: [options.profile] },
-    { CN: [options.commonName] },
-  ];
+  return [{ O: [options.organisation ?? DEFAULT_CA_ORGANISATION] }, { OU: [options.profile] }, { CN: [options.commonName] }];
 }

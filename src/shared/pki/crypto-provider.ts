@@ -12,4 +12,4 @@ import * as x509 from "@peculiar/x509";
 
 x509.cryptoProvider.set(webcrypto);
 
-export { x509, webcrypto };
+export { webcrypto, x509 };

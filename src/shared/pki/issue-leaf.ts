@@ -2,8 +2,8 @@
 import "./crypto-provider.js";
 import { AsnConvert } from "@peculiar/asn1-schema";
 import * as asn1X509 from "@peculiar/asn1-x509";
-import { AuthNexusError } from "../errors/index.js";
 import type { Clock } from "../clock.js";
+import { AuthNexusError } from "../errors/index.js";
 import { x509 } from "./crypto-provider.js";
 import {
   assertCommonName,
@@ -13,14 +13,7 @@ import {
   toIssuedCertificate,
   validityWindow,
 } from "./issued-certificate.js";
-import {
-  type CryptoKey,
-  generateKeyPair,
-  importSigningKey,
-  privateKeyToPem,
-  SIGNING_ALGORITHM,
-  spkiOfPrivateKey,
-} from "./keys.js";
+import { type CryptoKey, generateKeyPair, importSigningKey, privateKeyToPem, SIGNING_ALGORITHM, spkiOfPrivateKey } from "./keys.js";
 import { canonicalDnsName, canonicalIp, isAbsoluteUri } from "./names.js";
 import { EKU_OIDS, MUST_STAPLE_DER, TLS_FEATURE_OID } from "./oids.js";
 import { type DecodedCertificate, decodeCertificate, describeCertificate, type SubjectAltNames } from "./parse-certificate.js";

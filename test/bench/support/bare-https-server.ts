@@ -17,16 +17,13 @@ const identity = JSON.parse(readFileSync(process.argv[2] ?? "", "utf8")) as CpTl
 const port = Number(process.argv[3]);
 const body = JSON.stringify({ error: "ROUTE_NOT_FOUND", message: "No such endpoint." });
 
-const server = https.createServer(
-  nodeApiTlsOptions(identity),
-  (req, res) => {
-    req.resume();
-    req.on("end", () => {
-      res.writeHead(404, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
-      res.end(body);
-    });
-  },
-);
+const server = https.createServer(nodeApiTlsOptions(identity), (req, res) => {
+  req.resume();
+  req.on("end", () => {
+    res.writeHead(404, { "content-type": "application/json", "content-length": Buffer.byteLength(body) });
+    res.end(body);
+  });
+});
 server.listen(port, "127.0.0.1", () => console.log("ready"));
 process.on("SIGTERM", () => {
   server.closeAllConnections();

@@ -21,11 +21,11 @@ import { loadActiveCa } from "../../../src/cp/services/pki-inventory.js";
 import { systemClock } from "../../../src/shared/clock.js";
 import { type ControlSchema, openDatabase } from "../../../src/shared/db/index.js";
 import { type CaProfile, issueLeafCertificate } from "../../../src/shared/pki/index.js";
-import { CLI_PATH, REPO_ROOT } from "../../helpers/cp-process.js";
+import { canConnect, freePort } from "../../helpers/authnexus-process.js";
 import { ROOT_PASSWORD } from "../../helpers/cp-context.js";
+import { CLI_PATH, REPO_ROOT } from "../../helpers/cp-process.js";
 import { mintNode, type NodeIdentity } from "../../helpers/node-api.js";
 import { makeTempDir, type TempDir } from "../../helpers/temp-dir.js";
-import { canConnect, freePort } from "../../helpers/authnexus-process.js";
 
 export interface BenchCpOptions {
   /** serve-cp --log-level (default info, as deployed). */
@@ -220,8 +220,6 @@ async function waitForPort(port: number): Promise<void> {
   }
 }
 
-
-
 /** "msg (kind) ×count" for every warn/error line of a JSON log file, most frequent first. */
 export function summarizeWarnings(file: string, limit = 8): string[] {
   if (!fs.existsSync(file)) return [];
@@ -236,7 +234,10 @@ export function summarizeWarnings(file: string, limit = 8): string[] {
       // not a JSON line
     }
   }
-  return [...counts].sort((a, b) => b[1] - a[1]).slice(0, limit).map(([key, n]) => `${key} ×${n}`);
+  return [...counts]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, limit)
+    .map(([key, n]) => `${key} ×${n}`);
 }
 
 /** Nearest-rank percentile of an ascending array (ms values). */

@@ -7,7 +7,10 @@ import { parsePageRequest, parseTimeRange } from "../../services/pagination.js";
 import type { AdminEnv } from "../env.js";
 import { guard } from "../middleware.js";
 
-const token = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, "must be 1-64 letters, digits, . _ -").optional();
+const token = z
+  .string()
+  .regex(/^[A-Za-z0-9._-]{1,64}$/, "must be 1-64 letters, digits, . _ -")
+  .optional();
 const loginQuery = z.object({ username: token, result: z.enum(["success", "failure", "throttled"]).optional() });
 const auditQuery = z.object({ agent_id: token, action: token, result: z.enum(["success", "failure"]).optional() });
 
@@ -22,7 +25,13 @@ export function agentLogRoutes(ctx: CpContext): Hono<AdminEnv> {
   routes.get("/agent-audit-logs", guard(ctx, "read"), async (c) => {
     const q = c.req.query();
     const filter = validate(auditQuery, { agent_id: q.agent_id, action: q.action, result: q.result });
-    return c.json(await listAgentAuditLogs(ctx, { ...parseTimeRange(q), agentId: filter.agent_id, action: filter.action, result: filter.result }, parsePageRequest(q)));
+    return c.json(
+      await listAgentAuditLogs(
+        ctx,
+        { ...parseTimeRange(q), agentId: filter.agent_id, action: filter.action, result: filter.result },
+        parsePageRequest(q),
+      ),
+    );
   });
   return routes;
 }

@@ -13,7 +13,16 @@ import { type Context, Hono } from "hono";
 import { z } from "zod";
 import { CONFIG_TYPES } from "../../../shared/node-protocol/index.js";
 import { readJson, validate } from "../../http/json-body.js";
-import { CONFIG_STATES, type ConfigItemKey, getLatestConfig, listConfigItems, listConfigVersions, listNodeConfigStates, resolveConfigItem, setConfig } from "../../services/configs.js";
+import {
+  CONFIG_STATES,
+  type ConfigItemKey,
+  getLatestConfig,
+  listConfigItems,
+  listConfigVersions,
+  listNodeConfigStates,
+  resolveConfigItem,
+  setConfig,
+} from "../../services/configs.js";
 import type { CpContext } from "../../services/context.js";
 import { parsePageRequest } from "../../services/pagination.js";
 import { type AdminEnv, actorOf } from "../env.js";
@@ -50,9 +59,13 @@ export function configRoutes(ctx: CpContext): Hono<AdminEnv> {
   routes.put("/applications/:app_id/configs/:type", write, async (c) => setItem(c, appItem(c)));
 
   routes.get("/configs/:type", read, async (c) => c.json(await getLatestConfig(ctx, globalItem(c))));
-  routes.get("/configs/:type/versions", read, async (c) => c.json(await listConfigVersions(ctx, globalItem(c), parsePageRequest(c.req.query()))));
+  routes.get("/configs/:type/versions", read, async (c) =>
+    c.json(await listConfigVersions(ctx, globalItem(c), parsePageRequest(c.req.query()))),
+  );
   routes.get("/applications/:app_id/configs/:type", read, async (c) => c.json(await getLatestConfig(ctx, appItem(c))));
-  routes.get("/applications/:app_id/configs/:type/versions", read, async (c) => c.json(await listConfigVersions(ctx, appItem(c), parsePageRequest(c.req.query()))));
+  routes.get("/applications/:app_id/configs/:type/versions", read, async (c) =>
+    c.json(await listConfigVersions(ctx, appItem(c), parsePageRequest(c.req.query()))),
+  );
 
   routes.get("/nodes/:nid/configs", read, async (c) => {
     const q = c.req.query();

@@ -7,7 +7,14 @@ import { z } from "zod";
 import { readJson, validate } from "../../http/json-body.js";
 import type { CpContext } from "../../services/context.js";
 import { downloadDeployPackage, listDeployPackages } from "../../services/deploy-packages.js";
-import { DISPLAYED_NODE_STATUSES, getNode, listNodeAuditLogs, listNodeAuthEvents, listNodes, nodesOverview } from "../../services/node-views.js";
+import {
+  DISPLAYED_NODE_STATUSES,
+  getNode,
+  listNodeAuditLogs,
+  listNodeAuthEvents,
+  listNodes,
+  nodesOverview,
+} from "../../services/node-views.js";
 import { canonicalNodeHost, createNode, deleteNode, disableNode, enableNode } from "../../services/nodes.js";
 import { parsePageRequest, parseTimeRange } from "../../services/pagination.js";
 import { type AdminEnv, actorOf } from "../env.js";
@@ -28,7 +35,10 @@ const noBody = z.strictObject({});
 const listQuery = z.object({ status: z.enum(DISPLAYED_NODE_STATUSES).optional() });
 const trailQuery = z.object({
   node_id: z.string().regex(ID_PATTERN, "is not a node id").optional(),
-  event: z.string().regex(/^[a-z_.]{1,64}$/, "must be an event name such as node.created").optional(),
+  event: z
+    .string()
+    .regex(/^[a-z_.]{1,64}$/, "must be an event name such as node.created")
+    .optional(),
 });
 
 export function nodeRoutes(ctx: CpContext): Hono<AdminEnv> {
@@ -45,7 +55,9 @@ export function nodeRoutes(ctx: CpContext): Hono<AdminEnv> {
   routes.get("/auth-events", guard(ctx, "read"), async (c) => {
     const q = c.req.query();
     const filter = validate(trailQuery, { node_id: q.node_id, event: q.event });
-    return c.json(await listNodeAuthEvents(ctx, { ...parseTimeRange(q), nodeId: filter.node_id, event: filter.event }, parsePageRequest(q)));
+    return c.json(
+      await listNodeAuthEvents(ctx, { ...parseTimeRange(q), nodeId: filter.node_id, event: filter.event }, parsePageRequest(q)),
+    );
   });
 
   routes.get("/", guard(ctx, "read"), async (c) => {

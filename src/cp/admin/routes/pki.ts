@@ -11,11 +11,19 @@ import { idParam } from "./params.js";
 
 const certQuery = z.object({
   ca_profile: z.enum(CA_PROFILES).optional(),
-  owner_type: z.string().regex(/^[a-z_]{1,32}$/).optional(),
-  owner_id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/).optional(),
+  owner_type: z
+    .string()
+    .regex(/^[a-z_]{1,32}$/)
+    .optional(),
+  owner_id: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]{1,64}$/)
+    .optional(),
   status: z.enum(["valid", "revoked", "expired"]).optional(),
 });
-const revokeBody = z.strictObject({ reason: z.enum(REVOCATION_REASONS as [RevocationReason, ...RevocationReason[]]).default("unspecified") });
+const revokeBody = z.strictObject({
+  reason: z.enum(REVOCATION_REASONS as [RevocationReason, ...RevocationReason[]]).default("unspecified"),
+});
 
 export function pkiRoutes(ctx: CpContext): Hono<AdminEnv> {
   const routes = new Hono<AdminEnv>();
@@ -24,7 +32,11 @@ export function pkiRoutes(ctx: CpContext): Hono<AdminEnv> {
     const q = c.req.query();
     const filter = validate(certQuery, { ca_profile: q.ca_profile, owner_type: q.owner_type, owner_id: q.owner_id, status: q.status });
     return c.json(
-      await listCertificates(ctx, { caProfile: filter.ca_profile, ownerType: filter.owner_type, ownerId: filter.owner_id, status: filter.status }, parsePageRequest(q)),
+      await listCertificates(
+        ctx,
+        { caProfile: filter.ca_profile, ownerType: filter.owner_type, ownerId: filter.owner_id, status: filter.status },
+        parsePageRequest(q),
+      ),
     );
   });
   routes.get("/certs/:id", guard(ctx, "read"), async (c) => c.json(await getCertificate(ctx, idParam(c))));

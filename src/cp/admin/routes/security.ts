@@ -30,7 +30,10 @@ const blacklistBody = z.strictObject({
   // Canonicalised and checked per kind by the service (IP parsing, printable ids).
   value: z.string().min(1, "must not be empty").max(128, "must be at most 128 characters"),
   reason,
-  expires_at: z.union([z.number().int().positive(), z.string().max(64)]).nullable().optional(),
+  expires_at: z
+    .union([z.number().int().positive(), z.string().max(64)])
+    .nullable()
+    .optional(),
 });
 const blacklistQuery = z.object({
   kind: z.enum(BLACKLIST_KINDS).optional(),
@@ -56,7 +59,9 @@ export function securityRoutes(ctx: CpContext): Hono<AdminEnv> {
     c.set("auditDetail", { kind: entry.kind, value: entry.value, expires_at: entry.expires_at });
     return c.json(entry, 201);
   });
-  routes.delete("/blacklist/:id", write("security.blacklist.remove", "blacklist_entry"), async (c) => c.json(await removeBlacklistEntry(ctx, actorOf(c), idParam(c))));
+  routes.delete("/blacklist/:id", write("security.blacklist.remove", "blacklist_entry"), async (c) =>
+    c.json(await removeBlacklistEntry(ctx, actorOf(c), idParam(c))),
+  );
 
   routes.get("/auth-epochs", guard(ctx, "read"), async (c) => {
     const q = validate(epochQuery, { user_id: c.req.query("user_id"), app_id: c.req.query("app_id") });
