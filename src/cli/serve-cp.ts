@@ -1,8 +1,8 @@
 import type { Command } from "commander";
 import { resolveCpConfig } from "../cp/config.js";
 import { startControlPlane } from "../cp/control-plane.js";
-import { systemClock } from "../shared/clock.js";
 import { createLogger } from "../shared/log/index.js";
+import { systemScheduler } from "../shared/time/index.js";
 import { addFlags, dbFlagSpecs, type FlagSpec, readFlags } from "./flags.js";
 import { runUntilSignal } from "./process.js";
 
@@ -29,7 +29,7 @@ export function registerServeCp(program: Command): void {
   addFlags(command, CP_FLAG_SPECS).action(async () => {
     const config = resolveCpConfig(readFlags(command, CP_FLAG_SPECS), process.env);
     const log = createLogger({ category: "Server", level: config.logLevel, ...(config.logFormat ? { format: config.logFormat } : {}) });
-    const cp = await startControlPlane(config, { clock: systemClock, log });
+    const cp = await startControlPlane(config, { scheduler: systemScheduler, log });
     if (cp.consoleToken) printConsoleToken(cp.consoleToken, cp.consoleTokenPath ?? "");
     await runUntilSignal(log, () => cp.stop());
   });

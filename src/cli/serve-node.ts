@@ -2,8 +2,8 @@
 import type { Command } from "commander";
 import { resolveNodeConfig } from "../node/config.js";
 import { startServerNode } from "../node/server-node.js";
-import { systemClock } from "../shared/clock.js";
 import { createLogger } from "../shared/log/index.js";
+import { systemClock } from "../shared/time/index.js";
 import { addFlags, dbFlagSpecs, type FlagSpec, readFlags } from "./flags.js";
 import { runUntilSignal } from "./process.js";
 

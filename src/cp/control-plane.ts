@@ -8,7 +8,6 @@ import http from "node:http";
 import https from "node:https";
 import { getRequestListener } from "@hono/node-server";
 import type { Kysely } from "kysely";
-import type { Clock } from "../shared/clock.js";
 import { describeDb } from "../shared/config/db-options.js";
 import { SHUTDOWN_GRACE_MS } from "../shared/config/defaults.js";
 import { formatHostPort, type HostPort } from "../shared/config/host-port.js";
@@ -16,6 +15,7 @@ import { type ControlSchema, migrateDatabase, openDatabase, type RuntimeSchema }
 import { newId } from "../shared/ids.js";
 import type { Logger } from "../shared/log/index.js";
 import { type BoundListener, bindListener } from "../shared/net/listener.js";
+import type { Scheduler } from "../shared/time/index.js";
 import { createAdminApp } from "./admin/app.js";
 import type { CpConfig } from "./config.js";
 import { createPkiJobWorker } from "./jobs/index.js";
@@ -43,13 +43,15 @@ export interface ControlPlane {
 }
 
 export interface StartOptions {
-  clock: Clock;
+  /** Every timer of the CP, and its clock. */
+  scheduler: Scheduler;
   log: Logger;
   shutdownGraceMs?: number;
 }
 
 export async function startControlPlane(config: CpConfig, options: StartOptions): Promise<ControlPlane> {
-  const { log, clock } = options;
+  const { log, scheduler } = options;
+  const clock = scheduler.clock;
   const setupLog = log.category("Setup");
   const masterKey = loadMasterKey({ envValue: config.masterKeyValue, file: config.masterKeyFile, dataDir: config.dataDir }, setupLog);
   const controlDb = await openMigrated<ControlSchema>(config.controlDb, "control", log);
@@ -62,6 +64,7 @@ export async function startControlPlane(config: CpConfig, options: StartOptions)
     controlDb,
     runtimeDb,
     clock,
+    scheduler,
     log,
     masterKey,
     publicCpUrl: config.publicCpUrl,
@@ -103,7 +106,7 @@ export async function startControlPlane(config: CpConfig, options: StartOptions)
       return setupComplete;
     };
     const admin = createAdminApp(ctx, { isSetupComplete: setupDone, onSetupComplete: startChannels });
-    const adminListener = await bindListener("admin", http.createServer(getRequestListener(admin.fetch)), config.adminListen);
+    const adminListener = await bindListener("admin", http.createServer(getRequestListener(admin.fetch)), config.adminListen, scheduler);
     listeners.push(adminListener);
     log.category("Server").info("listener.bound", { listener: "admin", address: formatHostPort(adminListener.address) });
 
@@ -192,7 +195,7 @@ async function startNodeApiListener(ctx: CpContext, config: CpConfig, sse: SseHu
       error: error.message,
     });
   });
-  return bindListener("node-api", nodeServer, config.cpListen);
+  return bindListener("node-api", nodeServer, config.cpListen, ctx.scheduler);
 }
 
 async function startOcspListener(ctx: CpContext, config: CpConfig): Promise<BoundListener> {
@@ -202,5 +205,5 @@ async function startOcspListener(ctx: CpContext, config: CpConfig): Promise<Boun
     clock: ctx.clock,
     onError: (error, answeredWith) => pkiLog.warn("ocsp.request_failed", { answered_with: answeredWith, error: (error as Error).message }),
   });
-  return bindListener("ocsp", http.createServer(createOcspListener({ answer })), config.ocspListen);
+  return bindListener("ocsp", http.createServer(createOcspListener({ answer })), config.ocspListen, ctx.scheduler);
 }

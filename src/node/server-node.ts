@@ -9,17 +9,16 @@
 import http from "node:http";
 import { getRequestListener } from "@hono/node-server";
 import type { Kysely } from "kysely";
-import { type Clock, systemClock } from "../shared/clock.js";
 import { describeDb } from "../shared/config/db-options.js";
 import { SHUTDOWN_GRACE_MS } from "../shared/config/defaults.js";
 import { formatHostPort, type HostPort } from "../shared/config/host-port.js";
 import { migrateDatabase, openDatabase, type RuntimeSchema } from "../shared/db/index.js";
 import type { Logger } from "../shared/log/index.js";
 import { bindListener } from "../shared/net/listener.js";
+import { type Clock, realScheduler, type Scheduler, systemClock } from "../shared/time/index.js";
 import { CpAgent, type CpAgentStatus } from "./agent/agent.js";
 import type { RandomSource } from "./agent/backoff.js";
 import type { OcspTransport } from "./agent/ocsp-stapler.js";
-import { realScheduler, type Scheduler } from "./agent/scheduler.js";
 import { type BusinessPlane, NO_BUSINESS_LISTENER } from "./business/business-plane.js";
 import type { NodeConfig } from "./config.js";
 import { createHealthApp } from "./health/health-app.js";
@@ -118,6 +117,7 @@ export async function startServerNode(config: NodeConfig, options: StartServerNo
     "health",
     http.createServer(getRequestListener(createHealthApp({ stage: () => stage, ready: () => stage === "ready", status }).fetch)),
     config.healthListen,
+    scheduler,
   );
   serverLog.info("listener.bound", { listener: "health", address: formatHostPort(health.address) });
   if (!isLoopback(health.address.host)) {

@@ -8,8 +8,14 @@ import { performance } from "node:perf_hooks";
 import { CertID, id_pkix_ocsp_nonce, OCSPRequest, Request, TBSRequest } from "@peculiar/asn1-ocsp";
 import { AsnConvert, OctetString } from "@peculiar/asn1-schema";
 import { AlgorithmIdentifier, Extension } from "@peculiar/asn1-x509";
-import { buildOcspResponse, computeIssuerHashes, createOcspAnswerer, type OcspCertStatus, parseOcspRequest } from "../../src/cp/ocsp/index.js";
-import { systemClock } from "../../src/shared/clock.js";
+import {
+  buildOcspResponse,
+  computeIssuerHashes,
+  createOcspAnswerer,
+  type OcspCertStatus,
+  parseOcspRequest,
+} from "../../src/cp/ocsp/index.js";
+import { systemClock } from "../../src/shared/time/index.js";
 import { inventoryResolver, mintPki } from "../helpers/ocsp-fixture.js";
 
 const N = Number(process.argv[2] ?? 2000);

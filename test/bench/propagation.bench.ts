@@ -37,12 +37,11 @@ import { join } from "node:path";
 import type { Kysely } from "kysely";
 import { CpAgent } from "../../src/node/agent/agent.js";
 import { CpCallError } from "../../src/node/agent/cp-call-error.js";
-import { realScheduler } from "../../src/node/agent/scheduler.js";
 import { NO_BUSINESS_LISTENER } from "../../src/node/business/business-plane.js";
 import { type LoadedAgentPackage, loadAgentPackage } from "../../src/node/package/load-agent-package.js";
-import { systemClock } from "../../src/shared/clock.js";
 import { migrateDatabase, openDatabase, type RuntimeSchema } from "../../src/shared/db/index.js";
 import { createLogger } from "../../src/shared/log/index.js";
+import { realScheduler, systemClock } from "../../src/shared/time/index.js";
 import { type NodePki, type WrittenPackage, writeAgentPackage } from "../helpers/node-agent.js";
 import { type BenchCp, loadAverage, percentile, startBenchCp, summarizeWarnings } from "./support/cp-child.js";
 

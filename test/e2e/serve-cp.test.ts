@@ -19,10 +19,10 @@ import { after, before, describe, test } from "node:test";
 import tls from "node:tls";
 import type { Kysely } from "kysely";
 import { loadActiveCa } from "../../src/cp/services/pki-inventory.js";
-import { systemClock } from "../../src/shared/clock.js";
 import type { DbOptions } from "../../src/shared/config/db-options.js";
 import { type ControlSchema, openDatabase } from "../../src/shared/db/index.js";
 import { issueLeafCertificate, nodeUri, parseMasterKey } from "../../src/shared/pki/index.js";
+import { systemClock } from "../../src/shared/time/index.js";
 import {
   type AdminResponse,
   type CliResult,

@@ -8,9 +8,9 @@ import type { Kysely } from "kysely";
 import type { CpContext } from "../../src/cp/services/context.js";
 import { createEventBus } from "../../src/cp/services/event-bus.js";
 import { ensureSetupRow, initializeSetup, prepareConsoleToken } from "../../src/cp/services/setup.js";
-import { ManualClock } from "../../src/shared/clock.js";
 import { type ControlSchema, migrateDatabase, openDatabase, type RuntimeSchema } from "../../src/shared/db/index.js";
 import { createMemoryLogger } from "../../src/shared/log/index.js";
+import { ManualClock, realScheduler, type Scheduler } from "../../src/shared/time/index.js";
 import type { DbVariant } from "./databases.js";
 import { makeTempDir } from "./temp-dir.js";
 
@@ -20,12 +20,20 @@ export const ROOT_PASSWORD = "correct horse battery staple";
 export interface TestCp {
   ctx: CpContext;
   clock: ManualClock;
+  /** Every CP timer: real timers reading the manual clock unless the test passed its own (a ManualScheduler). */
+  scheduler: Scheduler;
   logLines: string[];
   close(): Promise<void>;
 }
 
-export async function createTestCp(variant: DbVariant, label = "cp"): Promise<TestCp> {
-  const clock = new ManualClock(Date.UTC(2026, 5, 1, 12, 0, 0));
+export interface TestCpOptions {
+  /** Timers and "now" of the CP; its clock must be a ManualClock. Default: real timers over a ManualClock. */
+  scheduler?: Scheduler & { clock: ManualClock };
+}
+
+export async function createTestCp(variant: DbVariant, label = "cp", options: TestCpOptions = {}): Promise<TestCp> {
+  const clock = options.scheduler?.clock ?? new ManualClock(Date.UTC(2026, 5, 1, 12, 0, 0));
+  const scheduler = options.scheduler ?? realScheduler(clock);
   const memory = createMemoryLogger("Server");
   const dataDir = await makeTempDir(`authnexus-${label}-data`);
   const controlDb = await openDatabase<ControlSchema>(await variant.fresh(`${label}_control`));
@@ -36,6 +44,7 @@ export async function createTestCp(variant: DbVariant, label = "cp"): Promise<Te
     controlDb,
     runtimeDb,
     clock,
+    scheduler,
     log: memory.logger,
     masterKey: randomBytes(32),
     publicCpUrl: "https://cp.example.test:9091/",
@@ -48,6 +57,7 @@ export async function createTestCp(variant: DbVariant, label = "cp"): Promise<Te
   return {
     ctx,
     clock,
+    scheduler,
     logLines: memory.lines,
     async close() {
       await Promise.all([controlDb.destroy(), runtimeDb.destroy()]);

@@ -6,9 +6,9 @@
 import { randomBytes } from "node:crypto";
 import fs from "node:fs/promises";
 import path from "node:path";
-import type { Clock } from "../../src/shared/clock.js";
 import { AGENT_FILE_NAME, AGENT_PACKAGE_FORMAT, type AgentPackage, PACKAGE_FILES } from "../../src/shared/node-protocol/index.js";
 import { type CaProfile, createRootCa, type IssuedCertificate, issueLeafCertificate, nodeUri } from "../../src/shared/pki/index.js";
+import type { Clock } from "../../src/shared/time/index.js";
 import { makeTempDir, type TempDir } from "./temp-dir.js";
 
 export interface NodePki {

@@ -7,8 +7,8 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { resolveCpConfig } from "../../src/cp/config.js";
 import { type ControlPlane, startControlPlane } from "../../src/cp/control-plane.js";
-import { systemClock } from "../../src/shared/clock.js";
 import { createMemoryLogger } from "../../src/shared/log/index.js";
+import { systemScheduler } from "../../src/shared/time/index.js";
 import { canConnect } from "../helpers/authnexus-process.js";
 import { ROOT_PASSWORD } from "../helpers/cp-context.js";
 import { makeTempDir, type TempDir } from "../helpers/temp-dir.js";
@@ -27,7 +27,11 @@ describe("control plane lifecycle", () => {
       },
       {},
     );
-    const plane = await startControlPlane(config, { clock: systemClock, log: createMemoryLogger("Server").logger, shutdownGraceMs: 1000 });
+    const plane = await startControlPlane(config, {
+      scheduler: systemScheduler,
+      log: createMemoryLogger("Server").logger,
+      shutdownGraceMs: 1000,
+    });
     planes.push(plane);
     return plane;
   };

@@ -23,10 +23,10 @@ import {
   resetStream,
   writeCursor,
 } from "../../src/node/state/runtime-sync.js";
-import { ManualClock } from "../../src/shared/clock.js";
 import { migrateDatabase, openDatabase, type RuntimeSchema } from "../../src/shared/db/index.js";
 import { createMemoryLogger } from "../../src/shared/log/index.js";
 import type { AuthEpochChange, BlacklistChange, CommandResultRequest, PulledCommand } from "../../src/shared/node-protocol/index.js";
+import { ManualClock } from "../../src/shared/time/index.js";
 import { dbVariants } from "../helpers/databases.js";
 
 const epochChange = (id: number, userId: string, epoch: number): AuthEpochChange => ({

@@ -20,9 +20,9 @@ import { type ControlPlane, startControlPlane } from "../../src/cp/control-plane
 import { CpCallError } from "../../src/node/agent/cp-call-error.js";
 import { resolveNodeConfig } from "../../src/node/config.js";
 import { type ServerNode, startServerNode } from "../../src/node/server-node.js";
-import { systemClock } from "../../src/shared/clock.js";
 import type { DbOptions } from "../../src/shared/config/db-options.js";
 import { createMemoryLogger } from "../../src/shared/log/index.js";
+import { systemClock, systemScheduler } from "../../src/shared/time/index.js";
 import { canConnect } from "../helpers/authnexus-process.js";
 import { ROOT_PASSWORD } from "../helpers/cp-context.js";
 import { dbFlagRecord, dbVariants } from "../helpers/databases.js";
@@ -73,7 +73,7 @@ for (const variant of dbVariants()) {
         },
         {},
       );
-      return startControlPlane(config, { clock: systemClock, log: cpLogs.logger, shutdownGraceMs: 200 });
+      return startControlPlane(config, { scheduler: systemScheduler, log: cpLogs.logger, shutdownGraceMs: 200 });
     };
     const admin = async (method: string, path: string, body?: unknown) => {
       const res = await fetch(`http://127.0.0.1:${ports.admin}/admin/v1${path}`, {

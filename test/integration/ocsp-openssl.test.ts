@@ -20,7 +20,7 @@ import {
   OCSP_RESPONSE_CONTENT_TYPE,
   type OcspCertStatus,
 } from "../../src/cp/ocsp/index.js";
-import { type Clock, systemClock } from "../../src/shared/clock.js";
+import { type Clock, systemClock } from "../../src/shared/time/index.js";
 import { inventoryResolver, mintCa, mintLeaf, mintPki, type TestCert } from "../helpers/ocsp-fixture.js";
 
 const REVOKED_AT = Date.now() - 3_600_000;

@@ -13,9 +13,9 @@ import { startControlPlane } from "../../src/cp/control-plane.js";
 import { createNodeApiApp } from "../../src/cp/node-api/app.js";
 import { loadCpTlsIdentity } from "../../src/cp/services/cp-identity.js";
 import { revokeCertificate } from "../../src/cp/services/pki-inventory.js";
-import { systemClock } from "../../src/shared/clock.js";
 import { createMemoryLogger } from "../../src/shared/log/index.js";
 import { nodePaths } from "../../src/shared/node-protocol/index.js";
+import { systemScheduler } from "../../src/shared/time/index.js";
 import { ROOT_PASSWORD } from "../helpers/cp-context.js";
 import { dbVariants } from "../helpers/databases.js";
 import { mintNode, type NodeApiClient, type NodeIdentity, nodeApiClient, startTestNodeApi, type TestNodeApi } from "../helpers/node-api.js";
@@ -243,7 +243,7 @@ describe("SSE and shutdown", () => {
         {},
       );
       const plane = await startControlPlane(config, {
-        clock: systemClock,
+        scheduler: systemScheduler,
         log: createMemoryLogger("Server").logger,
         shutdownGraceMs: 20_000,
       });

@@ -10,7 +10,6 @@ import { before, describe, test } from "node:test";
 import { ConfigSync, validateConfigItem } from "../../src/node/agent/config-sync.js";
 import { CpCallError } from "../../src/node/agent/cp-call-error.js";
 import { AppliedConfigStore } from "../../src/node/state/config-store.js";
-import { ManualClock } from "../../src/shared/clock.js";
 import { createMemoryLogger } from "../../src/shared/log/index.js";
 import type {
   CloudFunctionManifest,
@@ -19,6 +18,7 @@ import type {
   ConfigsPullRequest,
   ConfigVersionRef,
 } from "../../src/shared/node-protocol/index.js";
+import { ManualClock } from "../../src/shared/time/index.js";
 import { mintNodePki, type NodePki } from "../helpers/node-agent.js";
 
 let pki: NodePki;

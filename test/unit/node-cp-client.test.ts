@@ -14,8 +14,8 @@ import { after, before, describe, test } from "node:test";
 import type { TLSSocket } from "node:tls";
 import { CpCallError } from "../../src/node/agent/cp-call-error.js";
 import { CpClient } from "../../src/node/agent/cp-client.js";
-import { systemClock } from "../../src/shared/clock.js";
 import { createRootCa, issueLeafCertificate } from "../../src/shared/pki/index.js";
+import { systemClock, systemScheduler } from "../../src/shared/time/index.js";
 import { freePort } from "../helpers/authnexus-process.js";
 import { mintNodePki, type NodePki } from "../helpers/node-agent.js";
 
@@ -38,6 +38,7 @@ describe("node CpClient over mTLS", () => {
       nodeId: NODE_ID,
       tls: { caPem: overrides.caPem ?? pki.cas.cp_server_ca.certPem, certPem: pki.client.certPem, keyPem: pki.client.keyPem ?? "" },
       requestTimeoutMs: () => overrides.timeoutMs ?? 5000,
+      scheduler: systemScheduler,
       ...(overrides.maxResponseBytes ? { maxResponseBytes: overrides.maxResponseBytes } : {}),
     });
     clients.push(c);

@@ -15,9 +15,8 @@ import { createOcspAnswerer, type OcspAsyncResolver, type OcspCertStatus } from 
 import { Backoff } from "../../src/node/agent/backoff.js";
 import { buildOcspRequest, OcspVerifyError, verifyOcspResponse } from "../../src/node/agent/ocsp-codec.js";
 import { OcspStapler } from "../../src/node/agent/ocsp-stapler.js";
-import { ManualScheduler, settle } from "../../src/node/agent/scheduler.js";
-import { ManualClock } from "../../src/shared/clock.js";
 import { createMemoryLogger } from "../../src/shared/log/index.js";
+import { ManualClock, ManualScheduler, settle } from "../../src/shared/time/index.js";
 import { mintNodePki, type NodePki, waitFor } from "../helpers/node-agent.js";
 
 const MINUTE = 60_000;

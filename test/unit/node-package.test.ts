@@ -9,8 +9,8 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import { after, before, describe, test } from "node:test";
 import { loadAgentPackage } from "../../src/node/package/load-agent-package.js";
-import { systemClock } from "../../src/shared/clock.js";
 import { isAuthNexusError } from "../../src/shared/errors/index.js";
+import { systemClock } from "../../src/shared/time/index.js";
 import { mintNodePki, type NodePki, type PackageOverrides, type WrittenPackage, writeAgentPackage } from "../helpers/node-agent.js";
 import { makeTempDir } from "../helpers/temp-dir.js";
 

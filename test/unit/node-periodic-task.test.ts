@@ -7,8 +7,7 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { Backoff } from "../../src/node/agent/backoff.js";
 import { PeriodicTask } from "../../src/node/agent/periodic-task.js";
-import { ManualScheduler, settle } from "../../src/node/agent/scheduler.js";
-import { ManualClock } from "../../src/shared/clock.js";
+import { ManualClock, ManualScheduler, settle } from "../../src/shared/time/index.js";
 
 function setup(options: { intervalMs?: () => number; run?: () => Promise<void> } = {}) {
   const clock = new ManualClock(1_000_000);

@@ -10,11 +10,10 @@ import { describe, test } from "node:test";
 import { Backoff } from "../../src/node/agent/backoff.js";
 import { CpCallError } from "../../src/node/agent/cp-call-error.js";
 import type { CpClient } from "../../src/node/agent/cp-client.js";
-import { ManualScheduler, settle } from "../../src/node/agent/scheduler.js";
 import { type SseState, SseSubscriber } from "../../src/node/agent/sse-subscriber.js";
-import { ManualClock } from "../../src/shared/clock.js";
 import { createMemoryLogger } from "../../src/shared/log/index.js";
 import { type HintEvent, sseFrame } from "../../src/shared/node-protocol/index.js";
+import { ManualClock, ManualScheduler, settle } from "../../src/shared/time/index.js";
 
 type Body = Awaited<ReturnType<CpClient["openEventStream"]>>;
 

@@ -31,8 +31,8 @@ import {
   parseOcspRequest,
   responderKeyHash,
 } from "../../src/cp/ocsp/index.js";
-import { ManualClock } from "../../src/shared/clock.js";
 import { isAuthNexusError } from "../../src/shared/errors/index.js";
+import { ManualClock } from "../../src/shared/time/index.js";
 import { inventoryResolver, mintCa, mintLeaf, mintPki, type TestCert } from "../helpers/ocsp-fixture.js";
 
 type EngineCrypto = ConstructorParameters<typeof pkijs.CryptoEngine>[0]["crypto"];

@@ -6,7 +6,6 @@ import assert from "node:assert/strict";
 import type { AddressInfo } from "node:net";
 import { describe, test } from "node:test";
 import tls from "node:tls";
-import { type Clock, ManualClock, systemClock } from "../../src/shared/clock.js";
 import { isAuthNexusError } from "../../src/shared/errors/index.js";
 import {
   appUri,
@@ -21,6 +20,7 @@ import {
   x509,
 } from "../../src/shared/pki/index.js";
 import { importSigningKey } from "../../src/shared/pki/keys.js";
+import { type Clock, ManualClock, systemClock } from "../../src/shared/time/index.js";
 
 const FROZEN_NOW = Date.UTC(2026, 0, 15, 12, 0, 0);
 const DAY_MS = 86_400_000;

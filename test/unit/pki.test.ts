@@ -9,7 +9,6 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, test } from "node:test";
-import { ManualClock } from "../../src/shared/clock.js";
 import { type ErrorCode, isAuthNexusError } from "../../src/shared/errors/index.js";
 import {
   appUri,
@@ -31,6 +30,7 @@ import {
   splitPemBundle,
   x509,
 } from "../../src/shared/pki/index.js";
+import { ManualClock } from "../../src/shared/time/index.js";
 
 const FROZEN_NOW = Date.UTC(2026, 0, 15, 12, 0, 0);
 const DAY_MS = 86_400_000;

@@ -12,6 +12,7 @@ import type { CpContext } from "../../src/cp/services/context.js";
 import { createEventBus } from "../../src/cp/services/event-bus.js";
 import { createMemoryLogger } from "../../src/shared/log/index.js";
 import { sseFrame } from "../../src/shared/node-protocol/index.js";
+import { ManualClock, ManualScheduler } from "../../src/shared/time/index.js";
 
 const PING = sseFrame("ping");
 const CMD = sseFrame("command.pending");
@@ -59,33 +60,25 @@ class ControlledSink extends Writable {
 interface Harness {
   hub: SseHub;
   presence: Array<[string, boolean]>;
-  ticks: Array<() => void>;
-  timers: { started: number; stopped: number; intervalMs: number | null };
+  /** Drives the hub's ping timer: nothing fires until the test advances it. */
+  scheduler: ManualScheduler;
   events: () => Array<Record<string, unknown>>;
 }
 
 function harness(options: Partial<SseHubOptions> = {}): Harness {
   const memory = createMemoryLogger("SSE");
   const presence: Array<[string, boolean]> = [];
-  const ticks: Array<() => void> = [];
-  const timers = { started: 0, stopped: 0, intervalMs: null as number | null };
+  const scheduler = new ManualScheduler(new ManualClock());
   const hub = new SseHub({
     log: memory.logger,
     pingIntervalMs: 50,
-    startTimer: (tick, intervalMs) => {
-      timers.started += 1;
-      timers.intervalMs = intervalMs;
-      ticks.push(tick);
-      return () => {
-        timers.stopped += 1;
-      };
-    },
+    scheduler,
     onPresence: async (nodeId, connected) => {
       presence.push([nodeId, connected]);
     },
     ...options,
   });
-  return { hub, presence, ticks, timers, events: () => memory.events() as Array<Record<string, unknown>> };
+  return { hub, presence, scheduler, events: () => memory.events() as Array<Record<string, unknown>> };
 }
 
 /** Resolves after the sink's 'close' event has been delivered (its `closed` flag is set before that). */
@@ -184,33 +177,27 @@ describe("SSE hub", () => {
     const h = harness();
     const a = new ControlledSink();
     const b = new ControlledSink();
+    assert.equal(h.scheduler.pending, 0, "no timer before the first stream");
     h.hub.attach("nod_a", a);
     h.hub.attach("nod_b", b);
-    assert.equal(h.timers.started, 1);
-    assert.equal(h.timers.intervalMs, 50);
-    h.ticks[0]?.();
-    h.ticks[0]?.();
+    assert.equal(h.scheduler.pending, 1, "one timer for both streams");
+    assert.equal(h.scheduler.nextDeadline(), h.scheduler.clock.now() + 50);
+    await h.scheduler.advance(100);
     assert.deepEqual(a.received, [PING, PING]);
     assert.deepEqual(b.received, [PING, PING]);
     a.destroy();
     await closed(a);
-    assert.equal(h.timers.stopped, 0, "still one stream left");
+    assert.equal(h.scheduler.pending, 1, "still one stream left");
     b.destroy();
     await closed(b);
-    assert.equal(h.timers.stopped, 1);
+    assert.equal(h.scheduler.pending, 0, "stopped with the last stream");
   });
 
   it("the default interval is the protocol's 30 s", () => {
-    let interval = 0;
-    const hub = new SseHub({
-      log: createMemoryLogger("SSE").logger,
-      startTimer: (_tick, ms) => {
-        interval = ms;
-        return () => {};
-      },
-    });
+    const scheduler = new ManualScheduler(new ManualClock());
+    const hub = new SseHub({ log: createMemoryLogger("SSE").logger, scheduler });
     hub.attach("nod_a", new ControlledSink());
-    assert.equal(interval, 30_000);
+    assert.equal(scheduler.nextDeadline(), scheduler.clock.now() + 30_000);
   });
 
   it("end(node) ends that stream and records it disconnected; a backpressured stream is cut, not left draining", async () => {
@@ -239,7 +226,7 @@ describe("SSE hub", () => {
     const memory = createMemoryLogger("SSE");
     const hub = new SseHub({
       log: memory.logger,
-      startTimer: () => () => {},
+      scheduler: new ManualScheduler(new ManualClock()),
       onPresence: async (nodeId, connected) => {
         if (connected) await new Promise<void>((resolve) => (releaseFirst = resolve));
         order.push(`${nodeId}:${connected}`);
@@ -275,7 +262,7 @@ describe("SSE hub", () => {
     await h.hub.closeAll();
     for (const sink of sinks) assert.equal(sink.writableEnded, true);
     assert.equal(h.hub.size, 0);
-    assert.equal(h.timers.stopped, 1);
+    assert.equal(h.scheduler.pending, 0, "the ping timer is stopped");
     assert.deepEqual(
       h.presence.filter(([, c]) => !c).map(([id]) => id),
       ["nod_0", "nod_1", "nod_2"],
@@ -288,9 +275,9 @@ describe("SSE hub", () => {
   it("createSseHub: bus hints reach the streams, node notices end them, closeAll unsubscribes", async () => {
     const events = createEventBus();
     const memory = createMemoryLogger("Server");
-    const ctx = { events, log: memory.logger } as unknown as CpContext;
+    const ctx = { events, log: memory.logger, scheduler: new ManualScheduler(new ManualClock()) } as unknown as CpContext;
     const presence: Array<[string, boolean]> = [];
-    const hub = createSseHub(ctx, { startTimer: () => () => {}, onPresence: async (id, c) => void presence.push([id, c]) });
+    const hub = createSseHub(ctx, { onPresence: async (id, c) => void presence.push([id, c]) });
     const a = new ControlledSink();
     const b = new ControlledSink();
     hub.attach("nod_a", a);

@@ -11,6 +11,7 @@
  */
 import type { Kysely } from "kysely";
 import type { ControlSchema, PkiJobsTable } from "../../shared/db/control-schema.js";
+import { type CancelTimer, delay, every } from "../../shared/time/index.js";
 import type { CpContext } from "../services/context.js";
 
 /** How often an idle worker looks for due jobs (ms); wake() skips the wait. */
@@ -117,7 +118,7 @@ export function createJobWorker(
   const db = ctx.controlDb;
   const kinds = Object.keys(handlers);
   const loop = {
-    timer: null as NodeJS.Timeout | null,
+    cancelTimer: null as CancelTimer | null,
     inFlight: null as Promise<void> | null,
     wakeAgain: false,
     stopping: true,
@@ -271,8 +272,7 @@ export function createJobWorker(
     const job = toClaimedJob(row);
     const handler = handlers[job.kind];
     log.info("job.started", { job_id: job.id, kind: job.kind, attempt: job.attempts, target_id: job.targetId });
-    const renewal = setInterval(() => void renewLease(job), options.leaseRenewMs);
-    renewal.unref();
+    const stopRenewal = every(ctx.scheduler, options.leaseRenewMs, () => void renewLease(job), { background: true });
     let completed = false;
     try {
       if (!handler) throw new PermanentJobError(`no handler for job kind ${job.kind}`);
@@ -289,7 +289,7 @@ export function createJobWorker(
     } catch (error) {
       return await recordFailure(job, error);
     } finally {
-      clearInterval(renewal);
+      stopRenewal();
     }
   }
 
@@ -306,13 +306,12 @@ export function createJobWorker(
 
   function schedule(delayMs: number): void {
     if (loop.stopping) return;
-    if (loop.timer) clearTimeout(loop.timer);
-    loop.timer = setTimeout(tick, delayMs);
-    loop.timer.unref();
+    loop.cancelTimer?.();
+    loop.cancelTimer = ctx.scheduler.setTimer(delayMs, tick, { background: true });
   }
 
   function tick(): void {
-    loop.timer = null;
+    loop.cancelTimer = null;
     if (loop.inFlight) {
       loop.wakeAgain = true;
       return;
@@ -336,19 +335,14 @@ export function createJobWorker(
     },
     async stop() {
       loop.stopping = true;
-      if (loop.timer) clearTimeout(loop.timer);
-      loop.timer = null;
+      loop.cancelTimer?.();
+      loop.cancelTimer = null;
       loop.unsubscribe();
       const inFlight = loop.inFlight;
       if (!inFlight) return;
-      let timeout: NodeJS.Timeout | undefined;
-      const gaveUp = await Promise.race([
-        inFlight.then(() => false),
-        new Promise<boolean>((resolve) => {
-          timeout = setTimeout(() => resolve(true), options.stopWaitMs);
-        }),
-      ]);
-      clearTimeout(timeout);
+      const wait = delay(ctx.scheduler, options.stopWaitMs);
+      const gaveUp = await Promise.race([inFlight.then(() => false), wait.promise.then(() => true)]);
+      wait.cancel();
       if (gaveUp) log.warn("job_worker.stop_timeout", { waited_ms: options.stopWaitMs });
     },
     wake() {

@@ -15,28 +15,19 @@ import type { ServerResponse } from "node:http";
 import type { Writable } from "node:stream";
 import type { Logger } from "../../shared/log/index.js";
 import { type HintEvent, PING_EVENT, SSE_PING_INTERVAL_MS, sseFrame } from "../../shared/node-protocol/index.js";
+import { every, type Scheduler } from "../../shared/time/index.js";
 import type { CpContext } from "../services/context.js";
 import { recordSseState } from "../services/node-checkin.js";
 
 /** Frames a backpressured stream may hold before the oldest is dropped. */
 export const SSE_MAX_QUEUED_FRAMES = 32;
 
-/** Starts a repeating timer and returns its stop function (injected so tests drive pings). */
-export type StartTimer = (tick: () => void, intervalMs: number) => () => void;
-
-const defaultStartTimer: StartTimer = (tick, intervalMs) => {
-  const handle = setInterval(tick, intervalMs);
-  handle.unref();
-  return () => clearInterval(handle);
-};
-
 export interface SseHubOptions {
   log: Logger;
   pingIntervalMs?: number;
   maxQueuedFrames?: number;
-  startTimer?: StartTimer;
-  /** For stream durations in logs (ms). */
-  now?: () => number;
+  /** Drives the shared ping timer and times stream durations. */
+  scheduler: Scheduler;
   /** Persists whether the node holds a stream; failures are logged, never thrown. */
   onPresence?: (nodeId: string, connected: boolean) => Promise<void>;
 }
@@ -113,15 +104,13 @@ export class SseHub {
   private readonly log: Logger;
   private readonly pingIntervalMs: number;
   private readonly maxQueued: number;
-  private readonly startTimer: StartTimer;
-  private readonly now: () => number;
+  private readonly scheduler: Scheduler;
 
   constructor(private readonly options: SseHubOptions) {
     this.log = options.log;
     this.pingIntervalMs = options.pingIntervalMs ?? SSE_PING_INTERVAL_MS;
     this.maxQueued = options.maxQueuedFrames ?? SSE_MAX_QUEUED_FRAMES;
-    this.startTimer = options.startTimer ?? defaultStartTimer;
-    this.now = options.now ?? Date.now;
+    this.scheduler = options.scheduler;
   }
 
   get size(): number {
@@ -138,12 +127,12 @@ export class SseHub {
       if (!sink.destroyed) sink.end();
       return null;
     }
-    const stream = new SseStream(nodeId, sink, this.now(), this.maxQueued);
+    const stream = new SseStream(nodeId, sink, this.scheduler.clock.now(), this.maxQueued);
     const previous = this.streams.get(nodeId);
     this.streams.set(nodeId, stream);
     if (previous) {
       previous.end("evicted");
-      this.log.info("stream.evicted", { node_id: nodeId, duration_ms: this.now() - previous.openedAt });
+      this.log.info("stream.evicted", { node_id: nodeId, duration_ms: this.scheduler.clock.now() - previous.openedAt });
     }
     sink.on("drain", () => stream.flush());
     sink.on("error", (error: Error) => this.log.debug("stream.error", { node_id: nodeId, error: error.message }));
@@ -213,7 +202,7 @@ export class SseHub {
     this.log.info("stream.closed", {
       node_id: stream.nodeId,
       reason: stream.endReason ?? "client_closed",
-      duration_ms: this.now() - stream.openedAt,
+      duration_ms: this.scheduler.clock.now() - stream.openedAt,
       dropped_frames: stream.dropped,
     });
     this.stopTimerWhenIdle();
@@ -233,7 +222,7 @@ export class SseHub {
   }
 
   private ensureTimer(): void {
-    this.stopTimer ??= this.startTimer(() => this.ping(), this.pingIntervalMs);
+    this.stopTimer ??= every(this.scheduler, this.pingIntervalMs, () => this.ping(), { background: true });
   }
 
   private stopTimerWhenIdle(): void {
@@ -247,6 +236,7 @@ export class SseHub {
 export function createSseHub(ctx: CpContext, options: Partial<SseHubOptions> = {}): SseHub {
   const hub = new SseHub({
     log: ctx.log.category("SSE"),
+    scheduler: ctx.scheduler,
     onPresence: (nodeId, connected) => recordSseState(ctx, nodeId, connected),
     ...options,
   });

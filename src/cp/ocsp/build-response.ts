@@ -1,5 +1,5 @@
 import { createHash, type KeyObject, sign, X509Certificate } from "node:crypto";
-import type { Clock } from "../../shared/clock.js";
+import type { Clock } from "../../shared/time/index.js";
 import { encodeGeneralizedTime, encodeTlv, TAG } from "./der.js";
 import { computeIssuerHashes, extractCertificateParts, type IssuerHashes } from "./issuer-hashes.js";
 import type { CertIdQuery, ParsedOcspRequest } from "./parse-request.js";

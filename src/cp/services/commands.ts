@@ -310,24 +310,20 @@ export async function recordCommandResult(
     .insertInto("command_results")
     .values({ command_seq: command.seq, node_id: node.id, status: result.status, output, reported_at: now })
     .onConflict((oc) =>
-      oc
-        .columns(["command_seq", "node_id"])
-        .doUpdateSet((eb) => ({
-          status: eb.ref("excluded.status"),
-          output: eb.ref("excluded.output"),
-          reported_at: eb.ref("excluded.reported_at"),
-        })),
+      oc.columns(["command_seq", "node_id"]).doUpdateSet((eb) => ({
+        status: eb.ref("excluded.status"),
+        output: eb.ref("excluded.output"),
+        reported_at: eb.ref("excluded.reported_at"),
+      })),
     )
     .execute();
-  ctx.log
-    .category("CP Agent")
-    .info("command.result", {
-      node_id: node.id,
-      command_id: commandId,
-      seq: Number(command.seq),
-      kind: command.kind,
-      status: result.status,
-    });
+  ctx.log.category("CP Agent").info("command.result", {
+    node_id: node.id,
+    command_id: commandId,
+    seq: Number(command.seq),
+    kind: command.kind,
+    status: result.status,
+  });
   return { accepted: 1 };
 }
 

@@ -1,14 +1,17 @@
 import type { Kysely } from "kysely";
-import type { Clock } from "../../shared/clock.js";
 import type { ControlSchema, RuntimeSchema } from "../../shared/db/index.js";
 import type { Logger } from "../../shared/log/index.js";
+import type { Clock, Scheduler } from "../../shared/time/index.js";
 import type { EventBus } from "./event-bus.js";
 
 /** What every Control Plane service needs, passed in rather than reached for globally. */
 export interface CpContext {
   controlDb: Kysely<ControlSchema>;
   runtimeDb: Kysely<RuntimeSchema>;
+  /** scheduler.clock: every "now" of the CP. */
   clock: Clock;
+  /** Every timer and deadline of the CP (pings, polls, leases, retention). */
+  scheduler: Scheduler;
   log: Logger;
   /** 32-byte key that seals CA private keys and server secrets at rest. */
   masterKey: Buffer;

@@ -4,9 +4,9 @@
  * history stays readable.
  */
 import type { Kysely } from "kysely";
-import type { Clock } from "../../shared/clock.js";
 import type { ControlSchema } from "../../shared/db/control-schema.js";
 import { newId } from "../../shared/ids.js";
+import type { Clock } from "../../shared/time/index.js";
 import type { Actor } from "./context.js";
 
 export interface NodeAuditEntry {

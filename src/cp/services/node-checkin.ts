@@ -13,7 +13,7 @@
  */
 import { type Kysely, sql } from "kysely";
 import { type ControlSchema, type Placeholders, precompiled } from "../../shared/db/index.js";
-import { type CheckinRequest, type CheckinResponse, type DeltaStream } from "../../shared/node-protocol/index.js";
+import type { CheckinRequest, CheckinResponse, DeltaStream } from "../../shared/node-protocol/index.js";
 import { latestDeliveredVersions } from "./configs.js";
 import type { CpContext } from "./context.js";
 import type { CallingNode } from "./node-identity.js";

@@ -5,7 +5,6 @@
  * know about.
  */
 import type { Kysely } from "kysely";
-import type { Clock } from "../../shared/clock.js";
 import type { ControlSchema } from "../../shared/db/index.js";
 import { AuthNexusError } from "../../shared/errors/index.js";
 import { newId } from "../../shared/ids.js";
@@ -18,6 +17,7 @@ import {
   type RevocationReason,
   sealSecret,
 } from "../../shared/pki/index.js";
+import type { Clock } from "../../shared/time/index.js";
 import type { CpContext } from "./context.js";
 import { type Page, type PageRequest, pageOffset, toPage } from "./pagination.js";
 

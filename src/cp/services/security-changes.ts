@@ -27,6 +27,7 @@ import {
   type DeltaStream,
   MAX_DELTA_PAGE,
 } from "../../shared/node-protocol/index.js";
+import { every } from "../../shared/time/index.js";
 import type { Actor, CpContext } from "./context.js";
 import { type Page, type PageRequest, pageOffset, toPage } from "./pagination.js";
 
@@ -319,15 +320,13 @@ export async function bumpAuthEpoch(ctx: CpContext, actor: Actor, input: EpochBu
     return { id: Number(inserted.id), ...row };
   });
   ctx.events.publish("epoch.bumped", null);
-  ctx.log
-    .category("Security")
-    .info("epoch.bumped", {
-      change_id: change.id,
-      user_id: change.user_id,
-      app_id: change.app_id,
-      epoch: change.epoch,
-      agent_id: actor.agentId,
-    });
+  ctx.log.category("Security").info("epoch.bumped", {
+    change_id: change.id,
+    user_id: change.user_id,
+    app_id: change.app_id,
+    epoch: change.epoch,
+    agent_id: actor.agentId,
+  });
   return { ...change, runtime_user_updated: user !== undefined };
 }
 
@@ -623,14 +622,12 @@ export async function compactChangeLogs(ctx: CpContext): Promise<CompactionRepor
   const reports = [await compactLog(ctx, "auth-epochs"), await compactLog(ctx, "blacklist")];
   for (const report of reports) {
     if (report.pruned > 0)
-      ctx.log
-        .category("CP Agent")
-        .info("delta.compacted", {
-          stream: report.stream,
-          floor: report.floor,
-          pruned: report.pruned,
-          pruned_through: report.prunedThrough,
-        });
+      ctx.log.category("CP Agent").info("delta.compacted", {
+        stream: report.stream,
+        floor: report.floor,
+        pruned: report.pruned,
+        pruned_through: report.prunedThrough,
+      });
   }
   return reports;
 }
@@ -638,18 +635,21 @@ export async function compactChangeLogs(ctx: CpContext): Promise<CompactionRepor
 /** How often the CP runs the retention pass (ms). */
 export const RETENTION_PASS_INTERVAL_MS = 10 * 60_000;
 
-/** Runs compactChangeLogs every `intervalMs` (unref'd: never keeps the process alive); returns the stop function. */
+/** Runs compactChangeLogs every `intervalMs` (background: never keeps the process alive); returns the stop function. */
 export function scheduleRetentionPass(ctx: CpContext, intervalMs = RETENTION_PASS_INTERVAL_MS): () => void {
   let running = false;
-  const timer = setInterval(() => {
-    if (running) return;
-    running = true;
-    compactChangeLogs(ctx)
-      .catch((error: unknown) => ctx.log.category("CP Agent").error("delta.compaction_failed", { error: (error as Error).message }))
-      .finally(() => {
-        running = false;
-      });
-  }, intervalMs);
-  timer.unref();
-  return () => clearInterval(timer);
+  return every(
+    ctx.scheduler,
+    intervalMs,
+    () => {
+      if (running) return;
+      running = true;
+      compactChangeLogs(ctx)
+        .catch((error: unknown) => ctx.log.category("CP Agent").error("delta.compaction_failed", { error: (error as Error).message }))
+        .finally(() => {
+          running = false;
+        });
+    },
+    { background: true },
+  );
 }

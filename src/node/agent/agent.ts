@@ -11,6 +11,7 @@ import type { Kysely } from "kysely";
 import type { RuntimeSchema } from "../../shared/db/index.js";
 import type { Logger } from "../../shared/log/index.js";
 import { type CpAgentRuntime, GLOBAL_SCOPE, type HintEvent } from "../../shared/node-protocol/index.js";
+import type { Scheduler } from "../../shared/time/index.js";
 import type { BusinessPlane } from "../business/business-plane.js";
 import type { LoadedAgentPackage } from "../package/load-agent-package.js";
 import { softwareVersion } from "../software-version.js";
@@ -27,7 +28,6 @@ import { CpClient } from "./cp-client.js";
 import { DeltaPuller } from "./delta-puller.js";
 import { OcspStapler, type OcspStatus, type OcspTransport } from "./ocsp-stapler.js";
 import { PeriodicTask } from "./periodic-task.js";
-import type { Scheduler } from "./scheduler.js";
 import { type SseState, SseSubscriber } from "./sse-subscriber.js";
 
 /** How much shorter than its interval a poll may come, at random. */
@@ -123,6 +123,7 @@ export class CpAgent {
       nodeId,
       tls: { caPem: pkg.cpCaPem, certPem: pkg.client.pem, keyPem: pkg.client.keyPem },
       requestTimeoutMs: () => rt().request_timeout_ms,
+      scheduler,
     });
     const caches = { blacklist: this.blacklist, epochs: this.epochs };
     const onDelta = (applied: { stream: string; changes: number; cursor: number }) => this.events.emit("delta.applied", applied);

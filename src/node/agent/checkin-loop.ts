@@ -7,9 +7,9 @@
  * stream does not hear.
  */
 import os from "node:os";
-import type { Clock } from "../../shared/clock.js";
 import type { Logger } from "../../shared/log/index.js";
 import type { CheckinRequest, CheckinResponse } from "../../shared/node-protocol/index.js";
+import type { Clock } from "../../shared/time/index.js";
 import type { BusinessPlane } from "../business/business-plane.js";
 import type { AppliedConfigStore } from "../state/config-store.js";
 import type { CursorStream } from "../state/runtime-sync.js";

@@ -7,7 +7,6 @@
  * is harmless: the CP never hands out a command the node already reported.
  */
 import type { Kysely } from "kysely";
-import type { Clock } from "../../shared/clock.js";
 import type { RuntimeSchema } from "../../shared/db/index.js";
 import type { Logger } from "../../shared/log/index.js";
 import {
@@ -17,6 +16,7 @@ import {
   MAX_COMMAND_OUTPUT_BYTES,
   type PulledCommand,
 } from "../../shared/node-protocol/index.js";
+import type { Clock } from "../../shared/time/index.js";
 import type { BusinessPlane } from "../business/business-plane.js";
 import { readCursor, writeCursor } from "../state/runtime-sync.js";
 import { CpCallError } from "./cp-call-error.js";

@@ -8,7 +8,6 @@
  * SHA-256 changes and kept only if they hash to it.
  */
 import { createHash } from "node:crypto";
-import type { Clock } from "../../shared/clock.js";
 import type { Logger } from "../../shared/log/index.js";
 import {
   type CloudFunctionManifest,
@@ -22,6 +21,7 @@ import {
   scopeFitsType,
 } from "../../shared/node-protocol/index.js";
 import { parseCertificate, splitPemBundle } from "../../shared/pki/index.js";
+import type { Clock } from "../../shared/time/index.js";
 import type { AppliedConfig, AppliedConfigStore, CloudFunction } from "../state/config-store.js";
 import { CpCallError } from "./cp-call-error.js";
 import type { CpClient } from "./cp-client.js";

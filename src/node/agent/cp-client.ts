@@ -36,6 +36,7 @@ import {
   type DeltaStream,
   nodePaths,
 } from "../../shared/node-protocol/index.js";
+import { type CancelTimer, deadlineSignal, type Scheduler } from "../../shared/time/index.js";
 import { CpCallError, classifyFetchError, httpError } from "./cp-call-error.js";
 
 export interface CpClientOptions {
@@ -45,6 +46,8 @@ export interface CpClientOptions {
   tls: { caPem: string; certPem: string; keyPem: string };
   /** Deadline of one call (ms); read on every call so a new cp_agent_runtime applies at once. */
   requestTimeoutMs: () => number;
+  /** Runs the deadlines that undici's own timeouts do not cover. */
+  scheduler: Scheduler;
   maxResponseBytes?: number;
 }
 
@@ -135,7 +138,12 @@ export class CpClient {
     // One stream, no body timeout: the subscriber watches ping frames for liveness itself.
     const dispatcher = new Agent({ connect: this.connect, connections: 1, bodyTimeout: 0, keepAliveTimeout: 1000 });
     this.replaceEventStream(dispatcher);
-    const headersDeadline = AbortSignal.timeout(this.options.requestTimeoutMs());
+    const headersMs = this.options.requestTimeoutMs();
+    const headersDeadline = deadlineSignal(
+      this.options.scheduler,
+      headersMs,
+      () => new Error(`no event stream headers within ${headersMs} ms`),
+    );
     const state = { timedOut: false, aborted: false };
     const headerPhase = new AbortController();
     const end = (reason: unknown) => {
@@ -144,13 +152,13 @@ export class CpClient {
     };
     const onTimeout = () => {
       state.timedOut = true;
-      end(headersDeadline.reason);
+      end(headersDeadline.signal.reason);
     };
     const onAbort = () => {
       state.aborted = true;
       end(signal.reason);
     };
-    headersDeadline.addEventListener("abort", onTimeout, { once: true });
+    headersDeadline.signal.addEventListener("abort", onTimeout, { once: true });
     signal.addEventListener("abort", onAbort, { once: true });
     this.closing.signal.addEventListener("abort", onAbort, { once: true });
     let opened = false;
@@ -184,7 +192,8 @@ export class CpClient {
       throw classifyFetchError(error, state);
     } finally {
       // These listeners must not pile up on long-lived signals across reconnects.
-      headersDeadline.removeEventListener("abort", onTimeout);
+      headersDeadline.cancel();
+      headersDeadline.signal.removeEventListener("abort", onTimeout);
       signal.removeEventListener("abort", onAbort);
       this.closing.signal.removeEventListener("abort", onAbort);
       if (!opened && this.eventStream === dispatcher) this.replaceEventStream(null);
@@ -247,18 +256,18 @@ export class CpClient {
     const deadlineMs = this.options.requestTimeoutMs();
     const state = { timedOut: false, aborted: false };
     const backstop = new AbortController();
-    const backstopTimer = setTimeout(() => {
+    const { scheduler } = this.options;
+    const cancelBackstop = scheduler.setTimer(deadlineMs + Math.max(deadlineMs, BACKSTOP_MIN_MARGIN_MS), () => {
       state.timedOut = true;
       backstop.abort(new Error("request timed out"));
-    }, deadlineMs + Math.max(deadlineMs, BACKSTOP_MIN_MARGIN_MS));
+    });
     // undici acts on neither its timeouts nor an abort before it has a connection (its connect
     // timeout is a fixed 10 s): a CP that accepts TCP but stalls the handshake is given up on
     // here, without touching the request; the backstop still ends it in the pool later.
-    let connectTimer: NodeJS.Timeout | undefined;
+    let cancelConnectDeadline: CancelTimer = () => {};
     const connectDeadline = new Promise<never>((_resolve, reject) => {
-      connectTimer = setTimeout(
-        () => reject(new CpCallError("timeout", `request timed out: no answer within ${deadlineMs} ms`)),
-        deadlineMs + CONNECT_GRACE_MS,
+      cancelConnectDeadline = scheduler.setTimer(deadlineMs + CONNECT_GRACE_MS, () =>
+        reject(new CpCallError("timeout", `request timed out: no answer within ${deadlineMs} ms`)),
       );
     });
     let gaveUp = false;
@@ -287,7 +296,7 @@ export class CpClient {
         }
         throw error;
       });
-      clearTimeout(connectTimer);
+      cancelConnectDeadline();
       const bytes = await readLimited(res.body, this.maxBytes);
       if (res.statusCode < 200 || res.statusCode > 299) throw httpError(res.statusCode, bytes.toString("utf8"));
       return await decode(bytes);
@@ -296,8 +305,8 @@ export class CpClient {
       state.aborted = this.closing.signal.aborted;
       throw classifyFetchError(error, state);
     } finally {
-      clearTimeout(connectTimer);
-      if (!gaveUp) clearTimeout(backstopTimer);
+      cancelConnectDeadline();
+      if (!gaveUp) cancelBackstop();
     }
   }
 }

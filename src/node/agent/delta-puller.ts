@@ -9,10 +9,10 @@
  * cut short by a restart starts again from 0 (a marker row in the Runtime DB says one is due).
  */
 import type { Kysely } from "kysely";
-import type { Clock } from "../../shared/clock.js";
 import type { RuntimeSchema } from "../../shared/db/index.js";
 import type { Logger } from "../../shared/log/index.js";
 import { type AuthEpochChange, type BlacklistChange, cursorExpiredBody, type DeltaStream } from "../../shared/node-protocol/index.js";
+import type { Clock } from "../../shared/time/index.js";
 import type { BlacklistCache } from "../state/blacklist-cache.js";
 import type { AuthEpochCache } from "../state/epoch-cache.js";
 import {

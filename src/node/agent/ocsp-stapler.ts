@@ -10,16 +10,16 @@
 import { Agent, request } from "undici";
 import { NODE_OCSP_CLOCK_SKEW_MS, NODE_OCSP_MIN_REFRESH_MS } from "../../shared/config/defaults.js";
 import type { Logger } from "../../shared/log/index.js";
+import { deadlineSignal, type Scheduler } from "../../shared/time/index.js";
 import type { Backoff } from "./backoff.js";
 import { buildOcspRequest, type OcspCertStatus, type VerifiedOcspResponse, verifyOcspResponse } from "./ocsp-codec.js";
 import { PeriodicTask } from "./periodic-task.js";
-import type { Scheduler } from "./scheduler.js";
 
 /** Largest OCSP response accepted (bytes); ours are a few hundred. */
 const MAX_OCSP_RESPONSE_BYTES = 64 * 1024;
 
-/** POSTs a DER request, resolves with the DER response (injectable for tests). */
-export type OcspTransport = (url: string, der: Buffer, timeoutMs: number) => Promise<Buffer>;
+/** POSTs a DER request, resolves with the DER response, gives up when `signal` aborts (injectable for tests). */
+export type OcspTransport = (url: string, der: Buffer, signal: AbortSignal) => Promise<Buffer>;
 
 export interface OcspStatus {
   /** "none" when no response is held, or the held one has passed its nextUpdate. */
@@ -63,7 +63,7 @@ export class OcspStapler {
       // Channel 4 gets its own pool: never shares sockets with the mTLS channels.
       const agent = new Agent({ keepAliveTimeout: 10_000 });
       this.ownAgent = agent;
-      this.transport = (url, der, timeoutMs) => httpOcspTransport(agent, url, der, timeoutMs);
+      this.transport = (url, der, signal) => httpOcspTransport(agent, url, der, signal);
     }
     this.task = new PeriodicTask({
       name: "ocsp",
@@ -137,7 +137,9 @@ export class OcspStapler {
     this.lastAttemptAt = scheduler.clock.now();
     try {
       const built = buildOcspRequest(this.options.certDer, this.options.issuerDer);
-      const der = await this.transport(this.options.url, built.der, this.options.requestTimeoutMs());
+      const timeoutMs = this.options.requestTimeoutMs();
+      const deadline = deadlineSignal(scheduler, timeoutMs, () => new Error(`OCSP responder gave no answer within ${timeoutMs} ms`));
+      const der = await this.transport(this.options.url, built.der, deadline.signal).finally(deadline.cancel);
       const verified = await verifyOcspResponse(der, {
         issuerDer: this.options.issuerDer,
         certId: built.certId,
@@ -175,13 +177,13 @@ export class OcspStapler {
 }
 
 /** RFC 6960 Appendix A.1: POST application/ocsp-request, expect application/ocsp-response. */
-async function httpOcspTransport(agent: Agent, url: string, der: Buffer, timeoutMs: number): Promise<Buffer> {
+async function httpOcspTransport(agent: Agent, url: string, der: Buffer, signal: AbortSignal): Promise<Buffer> {
   const response = await request(url, {
     method: "POST",
     dispatcher: agent,
     headers: { "content-type": "application/ocsp-request", accept: "application/ocsp-response" },
     body: der,
-    signal: AbortSignal.timeout(timeoutMs),
+    signal,
   });
   const chunks: Buffer[] = [];
   let total = 0;

@@ -6,8 +6,9 @@
  * that arrives while the task runs is not lost: the task runs again right after, because the
  * data the hint announced may have been committed after this run read.
  */
+
+import type { Scheduler } from "../../shared/time/index.js";
 import type { Backoff } from "./backoff.js";
-import type { Scheduler } from "./scheduler.js";
 
 export interface PeriodicTaskOptions {
   name: string;

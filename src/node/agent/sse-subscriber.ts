@@ -8,10 +8,10 @@
 import { createParser, type EventSourceMessage } from "eventsource-parser";
 import type { Logger } from "../../shared/log/index.js";
 import { type HintEvent, isHintEvent, PING_EVENT, SSE_SILENCE_TIMEOUT_MS } from "../../shared/node-protocol/index.js";
+import type { Scheduler } from "../../shared/time/index.js";
 import type { Backoff } from "./backoff.js";
 import { CpCallError } from "./cp-call-error.js";
 import type { CpClient } from "./cp-client.js";
-import type { Scheduler } from "./scheduler.js";
 
 export type SseState = "connected" | "degraded";
 

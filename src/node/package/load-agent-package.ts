@@ -9,10 +9,10 @@
 import { createHash, createPrivateKey, createPublicKey } from "node:crypto";
 import fs from "node:fs/promises";
 import path from "node:path";
-import type { Clock } from "../../shared/clock.js";
 import { throwIfProblems } from "../../shared/config/options.js";
 import { type AgentPackage, agentPackageSchema } from "../../shared/node-protocol/index.js";
 import { type CertificateInfo, nodeUri, parseCertificate, splitPemBundle, verifyCertificateChain } from "../../shared/pki/index.js";
+import type { Clock } from "../../shared/time/index.js";
 
 export interface PackageCertificate {
   pem: string;

@@ -4,6 +4,8 @@
  * names look sensitive are replaced, and CR/LF in client-supplied strings is escaped so a value
  * cannot forge a second log line.
  */
+import { systemClock } from "../time/index.js";
+
 export const LOG_CATEGORIES = ["CP Agent", "Security", "TLS", "Setup", "PKI", "SSE", "Admin", "DB", "Server"] as const;
 export type LogCategory = (typeof LOG_CATEGORIES)[number];
 
@@ -62,7 +64,7 @@ export function createLogger(options: LoggerOptions): Logger {
   const sink = options.sink ?? ((line: string) => process.stdout.write(`${line}\n`));
   const format = options.format ?? (process.stdout.isTTY ? "pretty" : "json");
   const minRank = LEVEL_RANK[options.level ?? "info"];
-  const now = options.now ?? Date.now;
+  const now = options.now ?? systemClock.now;
   return build(options.category, {});
 
   function build(category: LogCategory, base: LogFields): Logger {

@@ -6,6 +6,7 @@
 import type { Server as HttpServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { HostPort } from "../config/host-port.js";
+import { type Scheduler, systemScheduler } from "../time/index.js";
 
 export interface BoundListener {
   name: string;
@@ -13,7 +14,12 @@ export interface BoundListener {
   close(graceMs: number): Promise<void>;
 }
 
-export async function bindListener(name: string, server: HttpServer, requested: HostPort): Promise<BoundListener> {
+export async function bindListener(
+  name: string,
+  server: HttpServer,
+  requested: HostPort,
+  scheduler: Scheduler = systemScheduler,
+): Promise<BoundListener> {
   await new Promise<void>((resolve, reject) => {
     const onError = (error: Error) =>
       reject(new Error(`cannot listen on ${requested.host}:${requested.port} for ${name}: ${error.message}`, { cause: error }));
@@ -27,16 +33,15 @@ export async function bindListener(name: string, server: HttpServer, requested: 
   return {
     name,
     address: { host: bound.address, port: bound.port },
-    close: (graceMs) => closeGracefully(server, graceMs),
+    close: (graceMs) => closeGracefully(server, graceMs, scheduler),
   };
 }
 
-function closeGracefully(server: HttpServer, graceMs: number): Promise<void> {
+function closeGracefully(server: HttpServer, graceMs: number, scheduler: Scheduler): Promise<void> {
   return new Promise((resolve) => {
-    const timer = setTimeout(() => server.closeAllConnections(), graceMs);
-    timer.unref();
+    const cancelCut = scheduler.setTimer(graceMs, () => server.closeAllConnections(), { background: true });
     server.close(() => {
-      clearTimeout(timer);
+      cancelCut();
       resolve();
     });
     server.closeIdleConnections();

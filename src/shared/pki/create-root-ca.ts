@@ -1,7 +1,7 @@
 /** Self-signed root CAs: one per CA profile, created at first-run setup. */
 import "./crypto-provider.js";
-import type { Clock } from "../clock.js";
 import { AuthNexusError } from "../errors/index.js";
+import type { Clock } from "../time/index.js";
 import { x509 } from "./crypto-provider.js";
 import {
   assertCommonName,

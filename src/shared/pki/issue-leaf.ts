@@ -2,8 +2,8 @@
 import "./crypto-provider.js";
 import { AsnConvert } from "@peculiar/asn1-schema";
 import * as asn1X509 from "@peculiar/asn1-x509";
-import type { Clock } from "../clock.js";
 import { AuthNexusError } from "../errors/index.js";
+import type { Clock } from "../time/index.js";
 import { x509 } from "./crypto-provider.js";
 import {
   assertCommonName,

@@ -7,8 +7,8 @@
 import "./crypto-provider.js";
 import { AsnConvert } from "@peculiar/asn1-schema";
 import type * as asn1X509 from "@peculiar/asn1-x509";
-import type { Clock } from "../clock.js";
 import { AuthNexusError, isAuthNexusError } from "../errors/index.js";
+import type { Clock } from "../time/index.js";
 import {
   type CertificateInfo,
   type DecodedCertificate,
