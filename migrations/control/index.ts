@@ -1,5 +1,6 @@
 /** Static list of Control DB migrations: survives bundling, unlike a folder scan. */
 import type { Migration } from "kysely";
+import type { MigrationSet } from "../../src/shared/db/migrate.js";
 import * as m0001 from "./0001_init.js";
 import * as m0002 from "./0002_nodes_and_channels.js";
 
@@ -7,3 +8,6 @@ export const controlMigrations: Record<string, Migration> = {
   "0001_init": m0001,
   "0002_nodes_and_channels": m0002,
 };
+
+/** What the Control DB's owner hands the migrator. */
+export const controlMigrationSet: MigrationSet = { role: "control", migrations: controlMigrations };

@@ -1,5 +1,6 @@
 /** Static list of Runtime DB migrations: survives bundling, unlike a folder scan. */
 import type { Migration } from "kysely";
+import type { MigrationSet } from "../../src/shared/db/migrate.js";
 import * as m0001 from "./0001_init.js";
 import * as m0002 from "./0002_blacklist_tombstones.js";
 
@@ -7,3 +8,6 @@ export const runtimeMigrations: Record<string, Migration> = {
   "0001_init": m0001,
   "0002_blacklist_tombstones": m0002,
 };
+
+/** What the Runtime DB's owner hands the migrator. */
+export const runtimeMigrationSet: MigrationSet = { role: "runtime", migrations: runtimeMigrations };

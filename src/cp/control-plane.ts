@@ -7,11 +7,11 @@
 import http from "node:http";
 import https from "node:https";
 import { getRequestListener } from "@hono/node-server";
-import type { Kysely } from "kysely";
-import { describeDb } from "../shared/config/db-options.js";
+import { controlMigrationSet } from "../../migrations/control/index.js";
+import { runtimeMigrationSet } from "../../migrations/runtime/index.js";
 import { SHUTDOWN_GRACE_MS } from "../shared/config/defaults.js";
 import { formatHostPort, type HostPort } from "../shared/config/host-port.js";
-import { type ControlSchema, migrateDatabase, openDatabase, type RuntimeSchema } from "../shared/db/index.js";
+import { type ControlSchema, openMigratedDatabase, type RuntimeSchema } from "../shared/db/index.js";
 import { newId } from "../shared/ids.js";
 import type { Logger } from "../shared/log/index.js";
 import { type BoundListener, bindListener } from "../shared/net/listener.js";
@@ -54,8 +54,8 @@ export async function startControlPlane(config: CpConfig, options: StartOptions)
   const clock = scheduler.clock;
   const setupLog = log.category("Setup");
   const masterKey = loadMasterKey({ envValue: config.masterKeyValue, file: config.masterKeyFile, dataDir: config.dataDir }, setupLog);
-  const controlDb = await openMigrated<ControlSchema>(config.controlDb, "control", log);
-  const runtimeDb = await openMigrated<RuntimeSchema>(config.runtimeDb, "runtime", log).catch(async (error) => {
+  const controlDb = await openMigratedDatabase<ControlSchema>(config.controlDb, controlMigrationSet, log);
+  const runtimeDb = await openMigratedDatabase<RuntimeSchema>(config.runtimeDb, runtimeMigrationSet, log).catch(async (error) => {
     await controlDb.destroy();
     throw error;
   });
@@ -130,18 +130,6 @@ export async function startControlPlane(config: CpConfig, options: StartOptions)
     };
   } catch (error) {
     await closeAll();
-    throw error;
-  }
-}
-
-async function openMigrated<Schema>(options: CpConfig["controlDb"], role: "control" | "runtime", log: Logger): Promise<Kysely<Schema>> {
-  const db = await openDatabase<Schema>(options);
-  try {
-    const report = await migrateDatabase(db as Kysely<unknown>, role, describeDb(options));
-    log.category("DB").info("database.ready", { role, location: describeDb(options), migrations_applied: report.applied });
-    return db;
-  } catch (error) {
-    await db.destroy();
     throw error;
   }
 }

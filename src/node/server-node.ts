@@ -6,13 +6,14 @@
  * health endpoint is up from the first moment, so /readyz and /status show which stage a
  * starting node is waiting in.
  */
+
 import http from "node:http";
 import { getRequestListener } from "@hono/node-server";
 import type { Kysely } from "kysely";
-import { describeDb } from "../shared/config/db-options.js";
+import { runtimeMigrationSet } from "../../migrations/runtime/index.js";
 import { SHUTDOWN_GRACE_MS } from "../shared/config/defaults.js";
 import { formatHostPort, type HostPort } from "../shared/config/host-port.js";
-import { migrateDatabase, openDatabase, type RuntimeSchema } from "../shared/db/index.js";
+import { openMigratedDatabase, type RuntimeSchema } from "../shared/db/index.js";
 import type { Logger } from "../shared/log/index.js";
 import { bindListener } from "../shared/net/listener.js";
 import { type Clock, realScheduler, type Scheduler, systemClock } from "../shared/time/index.js";
@@ -140,11 +141,7 @@ export async function startServerNode(config: NodeConfig, options: StartServerNo
     });
 
     enter("open_db");
-    db = await openDatabase<RuntimeSchema>(config.runtimeDb);
-    const report = await migrateDatabase(db as Kysely<unknown>, "runtime", describeDb(config.runtimeDb));
-    log
-      .category("DB")
-      .info("database.ready", { role: "runtime", location: describeDb(config.runtimeDb), migrations_applied: report.applied });
+    db = await openMigratedDatabase<RuntimeSchema>(config.runtimeDb, runtimeMigrationSet, log);
 
     agent = new CpAgent({
       pkg,

@@ -32,9 +32,11 @@
  *      (BENCH_VERBOSE=1 prints every bump; BENCH_KEEP=1 keeps the logs; BENCH_CP_LOG_LEVEL=warn quiets
  *      the CP; BENCH_CP_NODE_ARGS="…" passes options to the CP's node binary, e.g. --cpu-prof)
  */
+
 import fs from "node:fs";
 import { join } from "node:path";
 import type { Kysely } from "kysely";
+import { runtimeMigrationSet } from "../../migrations/runtime/index.js";
 import { CpAgent } from "../../src/node/agent/agent.js";
 import { CpCallError } from "../../src/node/agent/cp-call-error.js";
 import { NO_BUSINESS_LISTENER } from "../../src/node/business/business-plane.js";
@@ -116,7 +118,7 @@ try {
 
   const dbPath = join(cp.dir.path, "nodes-runtime.db");
   runtimeDb = await openDatabase<RuntimeSchema>({ type: "sqlite", path: dbPath, busyTimeoutMs: 5000 });
-  await migrateDatabase(runtimeDb as Kysely<unknown>, "runtime", dbPath);
+  await migrateDatabase(runtimeDb as Kysely<unknown>, runtimeMigrationSet, dbPath);
   started = performance.now();
   await startAgents(pkgs, runtimeDb);
   console.log(`${NODES} agents up (checkin, configs applied, SSE connected) in ${Math.round(performance.now() - started)} ms`);

@@ -3,8 +3,11 @@
  * run in process (no listeners). Time is a ManualClock; logs go to memory so tests can assert
  * on them (and on the absence of secrets).
  */
+
 import { randomBytes } from "node:crypto";
 import type { Kysely } from "kysely";
+import { controlMigrationSet } from "../../migrations/control/index.js";
+import { runtimeMigrationSet } from "../../migrations/runtime/index.js";
 import type { CpContext } from "../../src/cp/services/context.js";
 import { createEventBus } from "../../src/cp/services/event-bus.js";
 import { ensureSetupRow, initializeSetup, prepareConsoleToken } from "../../src/cp/services/setup.js";
@@ -38,8 +41,8 @@ export async function createTestCp(variant: DbVariant, label = "cp", options: Te
   const dataDir = await makeTempDir(`authnexus-${label}-data`);
   const controlDb = await openDatabase<ControlSchema>(await variant.fresh(`${label}_control`));
   const runtimeDb = await openDatabase<RuntimeSchema>(await variant.fresh(`${label}_runtime`));
-  await migrateDatabase(controlDb as Kysely<unknown>, "control", "test control");
-  await migrateDatabase(runtimeDb as Kysely<unknown>, "runtime", "test runtime");
+  await migrateDatabase(controlDb as Kysely<unknown>, controlMigrationSet, "test control");
+  await migrateDatabase(runtimeDb as Kysely<unknown>, runtimeMigrationSet, "test runtime");
   const ctx: CpContext = {
     controlDb,
     runtimeDb,

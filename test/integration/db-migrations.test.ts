@@ -3,10 +3,12 @@
  * a no-op, a database holding the other role's migrations is refused, and every table
  * round-trips the column conventions (bigint → number, blob → Buffer, 0/1 integers, text JSON).
  */
+
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { Kysely } from "kysely";
-import { controlMigrations } from "../../migrations/control/index.js";
+import { controlMigrationSet, controlMigrations } from "../../migrations/control/index.js";
+import { runtimeMigrationSet } from "../../migrations/runtime/index.js";
 import {
   type ControlSchema,
   isUniqueViolation,
@@ -34,10 +36,10 @@ for (const variant of dbVariants()) {
 
     test("control and runtime schemas migrate once, with separate migration tables", async () => {
       const control = await open<ControlSchema>("mig_control");
-      const first = await migrateDatabase(control as Kysely<unknown>, "control", "control");
+      const first = await migrateDatabase(control as Kysely<unknown>, controlMigrationSet, "control");
       assert.deepEqual(first.applied, Object.keys(controlMigrations));
       assert.deepEqual(first.applied, [...first.applied].sort(), "migration names sort in the order they apply");
-      const second = await migrateDatabase(control as Kysely<unknown>, "control", "control");
+      const second = await migrateDatabase(control as Kysely<unknown>, controlMigrationSet, "control");
       assert.deepEqual(second.applied, []);
       const tables = (await control.introspection.getTables({ withInternalKyselyTables: true })).map((t) => t.name);
       assert.ok(tables.includes(migrationTableName("control")));
@@ -47,16 +49,16 @@ for (const variant of dbVariants()) {
 
     test("a database that holds the other role's migrations is refused", async () => {
       const control = await open<ControlSchema>("mix_control");
-      await migrateDatabase(control as Kysely<unknown>, "control", "the control db");
-      await assert.rejects(migrateDatabase(control as Kysely<unknown>, "runtime", "the control db"), (error: unknown) => {
+      await migrateDatabase(control as Kysely<unknown>, controlMigrationSet, "the control db");
+      await assert.rejects(migrateDatabase(control as Kysely<unknown>, runtimeMigrationSet, "the control db"), (error: unknown) => {
         assert.ok(isAuthNexusError(error, "DB_MIGRATION_MISMATCH"));
         assert.match(error.message, /holds the control database's migrations/);
         return true;
       });
       const runtime = await open<RuntimeSchema>("mix_runtime");
-      await migrateDatabase(runtime as Kysely<unknown>, "runtime", "the runtime db");
+      await migrateDatabase(runtime as Kysely<unknown>, runtimeMigrationSet, "the runtime db");
       await assert.rejects(
-        migrateDatabase(runtime as Kysely<unknown>, "control", "the runtime db"),
+        migrateDatabase(runtime as Kysely<unknown>, controlMigrationSet, "the runtime db"),
         /holds the runtime database's migrations/,
       );
       const runtimeTables = (await runtime.introspection.getTables()).map((t) => t.name);
@@ -69,8 +71,8 @@ for (const variant of dbVariants()) {
       before(async () => {
         control = await open<ControlSchema>("rt_control");
         runtime = await open<RuntimeSchema>("rt_runtime");
-        await migrateDatabase(control as Kysely<unknown>, "control", "control");
-        await migrateDatabase(runtime as Kysely<unknown>, "runtime", "runtime");
+        await migrateDatabase(control as Kysely<unknown>, controlMigrationSet, "control");
+        await migrateDatabase(runtime as Kysely<unknown>, runtimeMigrationSet, "runtime");
       });
 
       test("bigint timestamps come back as numbers and blobs as Buffers", async () => {

@@ -5,9 +5,11 @@
  * replays, and the command runner executes each command once, reports it, and only then moves
  * its persisted cursor — surviving failed reports and restarts.
  */
+
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { Kysely } from "kysely";
+import { runtimeMigrationSet } from "../../migrations/runtime/index.js";
 import { CommandRunner, createCommandHandlers } from "../../src/node/agent/command-runner.js";
 import { CpCallError } from "../../src/node/agent/cp-call-error.js";
 import { DeltaPuller } from "../../src/node/agent/delta-puller.js";
@@ -68,7 +70,7 @@ for (const variant of dbVariants()) {
 
     before(async () => {
       db = await openDatabase<RuntimeSchema>(await variant.fresh("node_runtime"));
-      await migrateDatabase(db as Kysely<unknown>, "runtime", "node test runtime");
+      await migrateDatabase(db as Kysely<unknown>, runtimeMigrationSet, "node test runtime");
     });
     after(async () => {
       await db.destroy();

@@ -4,16 +4,21 @@
  * pointing both roles at one database would silently mix two schemas.
  */
 import { type Kysely, type Migration, type MigrationProvider, Migrator } from "kysely";
-import { controlMigrations } from "../../../migrations/control/index.js";
-import { runtimeMigrations } from "../../../migrations/runtime/index.js";
+import { type DbOptions, describeDb } from "../config/db-options.js";
 import { AuthNexusError } from "../errors/index.js";
+import type { Logger } from "../log/index.js";
+import { openDatabase } from "./connect.js";
 
 export type DatabaseRole = "control" | "runtime";
 
-const MIGRATIONS: Record<DatabaseRole, Record<string, Migration>> = {
-  control: controlMigrations,
-  runtime: runtimeMigrations,
-};
+/**
+ * One database's migrations, named in order. The lists live in migrations/ and each role hands
+ * its own to the migrator (migrations/ imports shared/db, so shared/db must not import it).
+ */
+export interface MigrationSet {
+  role: DatabaseRole;
+  migrations: Record<string, Migration>;
+}
 
 export function migrationTableName(role: DatabaseRole): string {
   return `authnexus_${role}_migrations`;
@@ -23,9 +28,10 @@ export interface MigrationReport {
   applied: string[];
 }
 
-export async function migrateDatabase(db: Kysely<unknown>, role: DatabaseRole, location: string): Promise<MigrationReport> {
+export async function migrateDatabase(db: Kysely<unknown>, set: MigrationSet, location: string): Promise<MigrationReport> {
+  const { role } = set;
   await refuseForeignDatabase(db, role, location);
-  const provider: MigrationProvider = { getMigrations: async () => MIGRATIONS[role] };
+  const provider: MigrationProvider = { getMigrations: async () => set.migrations };
   const migrator = new Migrator({
     db,
     provider,
@@ -50,5 +56,19 @@ async function refuseForeignDatabase(db: Kysely<unknown>, role: DatabaseRole, lo
     throw new AuthNexusError("DB_MIGRATION_MISMATCH", {
       message: `${location} holds the ${other} database's migrations (${migrationTableName(other)}); the Control DB and the Runtime DB must be separate databases`,
     });
+  }
+}
+
+/** Opens a database, brings it to its latest migration and logs where it is; nothing is left open on failure. */
+export async function openMigratedDatabase<Schema>(options: DbOptions, set: MigrationSet, log: Logger): Promise<Kysely<Schema>> {
+  const db = await openDatabase<Schema>(options);
+  try {
+    const location = describeDb(options);
+    const report = await migrateDatabase(db as Kysely<unknown>, set, location);
+    log.category("DB").info("database.ready", { role: set.role, location, migrations_applied: report.applied });
+    return db;
+  } catch (error) {
+    await db.destroy();
+    throw error;
   }
 }
