@@ -8,13 +8,8 @@ import { performance } from "node:perf_hooks";
 import { CertID, id_pkix_ocsp_nonce, OCSPRequest, Request, TBSRequest } from "@peculiar/asn1-ocsp";
 import { AsnConvert, OctetString } from "@peculiar/asn1-schema";
 import { AlgorithmIdentifier, Extension } from "@peculiar/asn1-x509";
-import {
-  buildOcspResponse,
-  computeIssuerHashes,
-  createOcspAnswerer,
-  type OcspCertStatus,
-  parseOcspRequest,
-} from "../../src/cp/ocsp/index.js";
+import { buildOcspResponse, createOcspAnswerer, parseOcspRequest } from "../../src/cp/ocsp/index.js";
+import { computeIssuerHashes, type OcspCertStatus } from "../../src/shared/pki/ocsp/index.js";
 import { systemClock } from "../../src/shared/time/index.js";
 import { inventoryResolver, mintPki } from "../helpers/ocsp-fixture.js";
 

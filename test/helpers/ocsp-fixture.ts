@@ -4,13 +4,8 @@
 import "reflect-metadata";
 import { KeyObject, randomBytes, webcrypto } from "node:crypto";
 import * as x509 from "@peculiar/x509";
-import {
-  type CertIdQuery,
-  computeIssuerHashes,
-  type OcspCertStatus,
-  type OcspResolver,
-  type ResolvedIssuer,
-} from "../../src/cp/ocsp/index.js";
+import type { CertIdQuery, OcspResolver, ResolvedIssuer } from "../../src/cp/ocsp/index.js";
+import { computeIssuerHashes, type OcspCertStatus } from "../../src/shared/pki/ocsp/index.js";
 
 type CryptoKey = webcrypto.CryptoKey;
 type CryptoKeyPair = webcrypto.CryptoKeyPair;

@@ -7,7 +7,6 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import { after, before, describe, test } from "node:test";
-import { computeIssuerHashes } from "../../src/cp/ocsp/index.js";
 import { CP_CERT_RENEW_BEFORE_MS, ensureCpServerCertificate, loadCpTlsIdentity } from "../../src/cp/services/cp-identity.js";
 import { createInventoryResolver, loadOcspIssuers } from "../../src/cp/services/ocsp-status.js";
 import { listCertificates, loadActiveCa, recordCertificate, revokeCertificate } from "../../src/cp/services/pki-inventory.js";
@@ -28,6 +27,7 @@ import {
   verifyCertificateChain,
   x509,
 } from "../../src/shared/pki/index.js";
+import { computeIssuerHashes } from "../../src/shared/pki/ocsp/index.js";
 import { createTestCp, ROOT_PASSWORD, type TestCp } from "../helpers/cp-context.js";
 import { dbVariants } from "../helpers/databases.js";
 

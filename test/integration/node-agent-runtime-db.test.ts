@@ -296,7 +296,7 @@ for (const variant of dbVariants()) {
         const flaky = {
           pullDelta: async (stream: string, since: number) => {
             pulls += 1;
-            if (pulls === 3) throw new CpCallError("network", "connect ECONNREFUSED", { code: "ECONNREFUSED" });
+            if (pulls === 3) throw new CpCallError("network", "connect ECONNREFUSED", { socketCode: "ECONNREFUSED" });
             return (log.client as { pullDelta: (s: string, n: number) => Promise<unknown> }).pullDelta(stream, since);
           },
         };

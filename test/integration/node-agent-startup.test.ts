@@ -100,7 +100,7 @@ for (const variant of dbVariants()) {
         );
         assert.equal(tls.kind, "tls");
         assert.equal(tls.peer, "control-plane");
-        assert.match(String(tls.code), /SIGNATURE|UNABLE_TO|CERT/);
+        assert.match(String(tls.socket_code), /SIGNATURE|UNABLE_TO|CERT/);
         assert.equal(node.stage(), "connect_cp");
       } finally {
         await node.stop();

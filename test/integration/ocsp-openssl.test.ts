@@ -11,15 +11,15 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { readTlv } from "../../src/cp/ocsp/der.js";
 import {
   buildOcspErrorResponse,
   createOcspAnswerer,
   createOcspListener,
   OCSP_REQUEST_CONTENT_TYPE,
   OCSP_RESPONSE_CONTENT_TYPE,
-  type OcspCertStatus,
 } from "../../src/cp/ocsp/index.js";
+import { readTlv } from "../../src/shared/pki/ocsp/der.js";
+import type { OcspCertStatus } from "../../src/shared/pki/ocsp/index.js";
 import { type Clock, systemClock } from "../../src/shared/time/index.js";
 import { inventoryResolver, mintCa, mintLeaf, mintPki, type TestCert } from "../helpers/ocsp-fixture.js";
 

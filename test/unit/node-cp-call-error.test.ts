@@ -15,7 +15,7 @@ describe("classifyFetchError", () => {
     for (const code of ["ECONNREFUSED", "ECONNRESET", "UND_ERR_SOCKET", "ENOTFOUND"]) {
       const error = classifyFetchError(wrapped(code), idle);
       assert.equal(error.kind, "network", code);
-      assert.equal(error.code, code);
+      assert.equal(error.socketCode, code);
       assert.equal(error.retryable, true);
     }
   });

@@ -157,7 +157,7 @@ describe("node CpClient over mTLS", () => {
     const started = Date.now();
     const late = await failure(client({ timeoutMs: 200 }).pullDelta("blacklist", 0));
     assert.equal(late.kind, "timeout");
-    assert.equal(late.code, "UND_ERR_HEADERS_TIMEOUT", "undici's own timeout, not an abort (an abort would reconnect)");
+    assert.equal(late.socketCode, "UND_ERR_HEADERS_TIMEOUT", "undici's own timeout, not an abort (an abort would reconnect)");
     assert.ok(late.retryable);
     assert.ok(Date.now() - started < 3000, "the deadline cut the call short");
     await new Promise((resolve) => setTimeout(resolve, 300));
@@ -232,7 +232,7 @@ describe("node CpClient over mTLS", () => {
   test("nothing listening is a network error; a server certificate from another CA is a TLS error", async () => {
     const refused = await failure(client({ cpUrl: `https://127.0.0.1:${await freePort()}` }).pullDelta("blacklist", 0));
     assert.equal(refused.kind, "network");
-    assert.equal(refused.code, "ECONNREFUSED");
+    assert.equal(refused.socketCode, "ECONNREFUSED");
     const stranger = await createRootCa({ profile: "cp_server_ca", commonName: "Somebody else", clock: systemClock });
     const untrusted = await failure(client({ caPem: stranger.certPem }).pullDelta("blacklist", 0));
     assert.equal(untrusted.kind, "tls");

@@ -1,5 +1,5 @@
 /**
- * Channel 4 on the node: the OCSP client codec checked against the CP's real responder code
+ * Channel 4 on the node: the shared OCSP client code checked against the CP's real responder code
  * (request built here, answered by createOcspAnswerer, verified here), and the stapling
  * manager's behaviour in frozen time: refresh at min(ocsp_refresh_ms, nextUpdate/2), keep the
  * last good response through fetch failures until its nextUpdate, keep and serve a revoked
@@ -11,11 +11,13 @@
 import assert from "node:assert/strict";
 import { createPrivateKey, type KeyObject } from "node:crypto";
 import { before, describe, test } from "node:test";
-import { createOcspAnswerer, type OcspAsyncResolver, type OcspCertStatus } from "../../src/cp/ocsp/index.js";
+import * as pkijs from "pkijs";
+import { createOcspAnswerer, type OcspAsyncResolver } from "../../src/cp/ocsp/index.js";
 import { Backoff } from "../../src/node/agent/backoff.js";
-import { buildOcspRequest, OcspVerifyError, verifyOcspResponse } from "../../src/node/agent/ocsp-codec.js";
 import { OcspStapler } from "../../src/node/agent/ocsp-stapler.js";
+import { isAuthNexusError } from "../../src/shared/errors/index.js";
 import { createMemoryLogger } from "../../src/shared/log/index.js";
+import { buildOcspRequest, type OcspCertStatus, verifyOcspResponse } from "../../src/shared/pki/ocsp/index.js";
 import { ManualClock, ManualScheduler, settle } from "../../src/shared/time/index.js";
 import { mintNodePki, type NodePki, waitFor } from "../helpers/node-agent.js";
 
@@ -51,54 +53,54 @@ describe("OCSP codec", () => {
 
   test("good: verified, window taken from the response", async () => {
     const { built, response, clock } = await exchange({ kind: "good" });
-    const verified = await verifyOcspResponse(response, {
+    const verified = verifyOcspResponse(response, {
       issuerDer: issuerDer(),
       certId: built.certId,
       nonce: built.nonce,
       now: clock.now(),
       clockSkewMs: 0,
     });
-    assert.equal(verified.status, "good");
+    assert.deepEqual(verified.status, { kind: "good" });
     assert.equal(verified.nextUpdate - verified.thisUpdate, 30 * MINUTE);
-    assert.equal(verified.revokedAt, null);
   });
 
   test("revoked and unknown are decoded", async () => {
     const revokedAt = Date.now() - 10 * MINUTE;
     const revoked = await exchange({ kind: "revoked", revokedAt, reason: 1 });
-    const r = await verifyOcspResponse(revoked.response, {
+    const r = verifyOcspResponse(revoked.response, {
       issuerDer: issuerDer(),
       certId: revoked.built.certId,
       nonce: revoked.built.nonce,
       now: revoked.clock.now(),
       clockSkewMs: 0,
     });
-    assert.equal(r.status, "revoked");
-    assert.equal(r.revokedAt, Math.floor(revokedAt / 1000) * 1000);
+    assert.deepEqual(r.status, { kind: "revoked", revokedAt: Math.floor(revokedAt / 1000) * 1000, reason: 1 });
     const unknown = await exchange({ kind: "unknown" });
-    const u = await verifyOcspResponse(unknown.response, {
+    const u = verifyOcspResponse(unknown.response, {
       issuerDer: issuerDer(),
       certId: unknown.built.certId,
       nonce: unknown.built.nonce,
       now: unknown.clock.now(),
       clockSkewMs: 0,
     });
-    assert.equal(u.status, "unknown");
+    assert.deepEqual(u.status, { kind: "unknown" });
   });
 
   test("a valid response from another CA (about its own certificate) is refused", async () => {
     const foreign = buildOcspRequest(other.server.certDer, other.cas.tcp_server_ca.certDer);
     const clock = new ManualClock(Date.now());
     const response = await responder(clock, { status: { kind: "good" } }, other)(foreign.der);
-    await assert.rejects(
-      verifyOcspResponse(response, {
-        issuerDer: issuerDer(),
-        certId: foreign.certId,
-        nonce: foreign.nonce,
-        now: clock.now(),
-        clockSkewMs: 0,
-      }),
-      (error: unknown) => error instanceof OcspVerifyError && /signature/.test(error.message),
+    assert.throws(
+      () =>
+        verifyOcspResponse(response, {
+          issuerDer: issuerDer(),
+          certId: foreign.certId,
+          nonce: foreign.nonce,
+          now: clock.now(),
+          clockSkewMs: 0,
+        }),
+      (error: unknown) =>
+        isAuthNexusError(error, "OCSP_RESPONSE_INVALID") && /responder other than the certificate's issuer/.test(error.message),
     );
   });
 
@@ -109,17 +111,25 @@ describe("OCSP codec", () => {
     const at = tampered.indexOf(Buffer.from([0xa1, 0x16]));
     assert.ok(at > 0, "revoked status found");
     tampered[at] = 0xa0;
-    await assert.rejects(
-      verifyOcspResponse(tampered, { issuerDer: issuerDer(), certId: built.certId, nonce: built.nonce, now: clock.now(), clockSkewMs: 0 }),
-      OcspVerifyError,
+    assert.throws(
+      () =>
+        verifyOcspResponse(tampered, {
+          issuerDer: issuerDer(),
+          certId: built.certId,
+          nonce: built.nonce,
+          now: clock.now(),
+          clockSkewMs: 0,
+        }),
+      (error: unknown) => isAuthNexusError(error, "OCSP_RESPONSE_INVALID"),
     );
   });
 
   test("a response about another certificate (CertID mismatch) is refused", async () => {
     const { response, clock } = await exchange({ kind: "good" });
     const otherLeaf = buildOcspRequest(other.server.certDer, issuerDer());
-    await assert.rejects(
-      verifyOcspResponse(response, { issuerDer: issuerDer(), certId: otherLeaf.certId, nonce: null, now: clock.now(), clockSkewMs: 0 }),
+    assert.throws(
+      () =>
+        verifyOcspResponse(response, { issuerDer: issuerDer(), certId: otherLeaf.certId, nonce: null, now: clock.now(), clockSkewMs: 0 }),
       /CertID mismatch/,
     );
   });
@@ -128,8 +138,15 @@ describe("OCSP codec", () => {
     const { built, response, clock } = await exchange({ kind: "good" });
     const fresh = buildOcspRequest(serverDer(), issuerDer());
     assert.notDeepEqual(fresh.nonce, built.nonce);
-    await assert.rejects(
-      verifyOcspResponse(response, { issuerDer: issuerDer(), certId: built.certId, nonce: fresh.nonce, now: clock.now(), clockSkewMs: 0 }),
+    assert.throws(
+      () =>
+        verifyOcspResponse(response, {
+          issuerDer: issuerDer(),
+          certId: built.certId,
+          nonce: fresh.nonce,
+          now: clock.now(),
+          clockSkewMs: 0,
+        }),
       /nonce/,
     );
   });
@@ -137,22 +154,66 @@ describe("OCSP codec", () => {
   test("outside its window: expired, or thisUpdate beyond the allowed skew", async () => {
     const { built, response, clock } = await exchange({ kind: "good" });
     const base = { issuerDer: issuerDer(), certId: built.certId, nonce: built.nonce, clockSkewMs: 5 * MINUTE };
-    await assert.rejects(verifyOcspResponse(response, { ...base, now: clock.now() + 31 * MINUTE }), /expired/);
-    await assert.rejects(verifyOcspResponse(response, { ...base, now: clock.now() - 6 * MINUTE }), /in the future/);
-    await verifyOcspResponse(response, { ...base, now: clock.now() - 4 * MINUTE });
+    assert.throws(() => verifyOcspResponse(response, { ...base, now: clock.now() + 31 * MINUTE }), /expired/);
+    assert.throws(() => verifyOcspResponse(response, { ...base, now: clock.now() - 6 * MINUTE }), /in the future/);
+    verifyOcspResponse(response, { ...base, now: clock.now() - 4 * MINUTE });
+    // The SDK's freshness bound for staples: a response older than maxAgeMs is refused even inside its window.
+    assert.throws(
+      () => verifyOcspResponse(response, { ...base, now: clock.now() + 10 * MINUTE, maxAgeMs: 5 * MINUTE }),
+      /older than 300 s/,
+    );
   });
 
   test("error statuses and garbage are refused with a reason", async () => {
     const malformed = await createOcspAnswerer({ resolve: () => null, clock: new ManualClock() })(Buffer.from("nope"));
     const certId = buildOcspRequest(serverDer(), issuerDer()).certId;
-    await assert.rejects(
-      verifyOcspResponse(malformed, { issuerDer: issuerDer(), certId, nonce: null, now: Date.now(), clockSkewMs: 0 }),
-      /status 1 \(malformedRequest\)/,
+    assert.throws(
+      () => verifyOcspResponse(malformed, { issuerDer: issuerDer(), certId, nonce: null, now: Date.now(), clockSkewMs: 0 }),
+      /answered malformedRequest/,
     );
-    await assert.rejects(
-      verifyOcspResponse(Buffer.from("garbage"), { issuerDer: issuerDer(), certId, nonce: null, now: Date.now(), clockSkewMs: 0 }),
-      OcspVerifyError,
+    assert.throws(
+      () => verifyOcspResponse(Buffer.from("garbage"), { issuerDer: issuerDer(), certId, nonce: null, now: Date.now(), clockSkewMs: 0 }),
+      (error: unknown) => isAuthNexusError(error, "OCSP_RESPONSE_INVALID") && /not a DER OCSPResponse/.test(error.message),
     );
+  });
+
+  test("differential: on 3,000 mutated responses it never throws anything but OCSP_RESPONSE_INVALID, and accepts only what pkijs also verifies", async () => {
+    const { built, response, clock } = await exchange({ kind: "revoked", revokedAt: Date.now() - MINUTE, reason: 1 });
+    const options = { issuerDer: issuerDer(), certId: built.certId, nonce: built.nonce, now: clock.now(), clockSkewMs: 0 };
+    const original = verifyOcspResponse(response, options);
+    const issuer = pkijs.Certificate.fromBER(new Uint8Array(issuerDer()));
+    let seed = 7;
+    const random = (n: number) => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
+    let accepted = 0;
+    for (let i = 0; i < 3000; i++) {
+      const mutated = Buffer.from(response);
+      for (let flips = 1 + random(3); flips > 0; flips--) mutated[random(mutated.length)] = random(256);
+      let ours: ReturnType<typeof verifyOcspResponse> | null = null;
+      try {
+        ours = verifyOcspResponse(mutated, options);
+      } catch (error) {
+        assert.ok(isAuthNexusError(error, "OCSP_RESPONSE_INVALID"), `mutation ${i} threw ${String(error)}`);
+      }
+      if (ours === null) continue;
+      accepted += 1;
+      // An accepted mutation changed nothing that is trusted (it lies in the unsigned certs field)...
+      assert.deepEqual(ours, original, `mutation ${i} accepted with a different meaning`);
+      // ...and where pkijs can still read the bytes, it verifies the signature too.
+      let basic: pkijs.BasicOCSPResponse;
+      try {
+        basic = pkijs.BasicOCSPResponse.fromBER(
+          pkijs.OCSPResponse.fromBER(new Uint8Array(mutated)).responseBytes?.response.valueBlock.valueHexView ?? new Uint8Array(),
+        );
+      } catch {
+        continue;
+      }
+      basic.certs = [issuer];
+      assert.equal(await basic.verify({ trustedCerts: [issuer] }), true, `mutation ${i} accepted but pkijs disagrees`);
+    }
+    assert.ok(accepted < 3000, "mutations are refused");
   });
 });
 

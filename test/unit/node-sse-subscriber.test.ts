@@ -28,7 +28,7 @@ function setup() {
       opened.push(signal);
       if (plan.failNext > 0) {
         plan.failNext -= 1;
-        throw new CpCallError("network", "connect ECONNREFUSED", { code: "ECONNREFUSED" });
+        throw new CpCallError("network", "connect ECONNREFUSED", { socketCode: "ECONNREFUSED" });
       }
       return new ReadableStream<Uint8Array>({ start: (controller) => void streams.push(controller) }) as unknown as Body;
     },

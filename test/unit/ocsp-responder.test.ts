@@ -17,21 +17,19 @@ import { AsnConvert, OctetString } from "@peculiar/asn1-schema";
 import { AlgorithmIdentifier, Extension, GeneralName } from "@peculiar/asn1-x509";
 import * as asn1js from "asn1js";
 import * as pkijs from "pkijs";
-import { encodeTlv, TAG } from "../../src/cp/ocsp/der.js";
 import {
   buildOcspErrorResponse,
   buildOcspResponse,
   type CertIdQuery,
-  computeIssuerHashes,
   createOcspAnswerer,
   DEFAULT_OCSP_VALIDITY_MS,
-  type OcspCertStatus,
   OcspRequestError,
   type ParsedOcspRequest,
   parseOcspRequest,
-  responderKeyHash,
 } from "../../src/cp/ocsp/index.js";
 import { isAuthNexusError } from "../../src/shared/errors/index.js";
+import { encodeTlv, TAG } from "../../src/shared/pki/ocsp/der.js";
+import { computeIssuerHashes, type OcspCertStatus, responderKeyHash } from "../../src/shared/pki/ocsp/index.js";
 import { ManualClock } from "../../src/shared/time/index.js";
 import { inventoryResolver, mintCa, mintLeaf, mintPki, type TestCert } from "../helpers/ocsp-fixture.js";
 

@@ -1,10 +1,12 @@
 /**
- * The one place an error becomes an HTTP answer. Exposed AuthNexusErrors keep their code and
- * public message; everything else becomes the fixed INTERNAL body and is logged with its stack.
+ * The one place an error becomes an HTTP answer (the binary protocol's is
+ * src/shared/errors/to-protocol.ts). Exposed AuthNexusErrors keep their code, public message
+ * and public details; a database that cannot be reached is 503 DB_UNAVAILABLE with
+ * Retry-After; everything else becomes the fixed INTERNAL body and is logged with its stack.
  */
 import type { Context } from "hono";
 import type { ContentfulStatusCode } from "hono/utils/http-status";
-import { AuthNexusError } from "../../shared/errors/index.js";
+import { normalizeError, publicError } from "../../shared/errors/index.js";
 import type { Logger } from "../../shared/log/index.js";
 
 export interface ErrorBody {
@@ -13,20 +15,22 @@ export interface ErrorBody {
   details?: unknown;
 }
 
-export function errorToResponse(c: Context, error: unknown, log: Logger): Response {
-  const known = error instanceof AuthNexusError ? error : null;
-  if (!known || !known.expose) {
-    log.error("request failed", {
+export function errorToResponse(c: Context, thrown: unknown, log: Logger): Response {
+  const error = normalizeError(thrown);
+  const answer = publicError(error);
+  if (answer.concealed || error.code === "DB_UNAVAILABLE") {
+    const cause = error.cause ?? error;
+    log[answer.concealed ? "error" : "warn"]("request failed", {
       request_id: c.get("requestId" as never),
-      code: known?.code ?? "INTERNAL",
-      error: error instanceof Error ? error.message : String(error),
-      stack: error instanceof Error ? error.stack : undefined,
-      detail: known?.detail,
+      code: error.code,
+      error: cause instanceof Error ? cause.message : String(cause),
+      stack: answer.concealed && cause instanceof Error ? cause.stack : undefined,
+      detail: error.detail,
     });
-    return c.json({ error: "INTERNAL", message: "Internal error." } satisfies ErrorBody, 500);
   }
-  const body: ErrorBody = { error: known.code, message: known.message };
-  if (known.detail?.public !== undefined) body.details = known.detail.public;
-  for (const [name, value] of Object.entries(known.headers ?? {})) c.header(name, value);
-  return c.json(body, known.status as ContentfulStatusCode);
+  const body: ErrorBody = { error: answer.code, message: answer.message };
+  if (answer.details !== undefined) body.details = answer.details;
+  if (!answer.concealed) for (const [name, value] of Object.entries(error.headers ?? {})) c.header(name, value);
+  if (answer.retryAfterS !== undefined && !error.headers?.["Retry-After"]) c.header("Retry-After", String(answer.retryAfterS));
+  return c.json(body, answer.status as ContentfulStatusCode);
 }

@@ -31,7 +31,7 @@ export function validate<S extends z.ZodType>(schema: S, value: unknown): z.infe
     problem: describeIssue(issue),
   }));
   const summary = problems.map((p) => (p.field ? `${p.field}: ${p.problem}` : p.problem)).join("; ");
-  throw new AuthNexusError("VALIDATION_FAILED", { message: `Request failed validation: ${summary}`, detail: { public: problems } });
+  throw new AuthNexusError("VALIDATION_FAILED", { message: `Request failed validation: ${summary}`, publicDetail: problems });
 }
 
 function describeIssue(issue: z.core.$ZodIssue): string {

@@ -1,3 +1,4 @@
+import { isDatabaseUnavailable } from "../../shared/db/errors.js";
 import type { Clock } from "../../shared/time/index.js";
 import {
   buildOcspErrorResponse,
@@ -21,15 +22,18 @@ export interface OcspAnswererOptions {
    * malformedRequest) and unexpected errors from the resolver or the builder (internalError).
    * Must not throw; anything it throws is ignored.
    */
-  onError?: (error: unknown, answeredWith: "malformedRequest" | "internalError") => void;
+  onError?: (error: unknown, answeredWith: OcspFailureAnswer) => void;
 }
+
+export type OcspFailureAnswer = "malformedRequest" | "internalError" | "tryLater";
 
 /** Turns a DER OCSPRequest into a DER OCSPResponse; never rejects. */
 export type OcspAnswer = (der: Uint8Array) => Promise<Buffer>;
 
 /**
- * Wires parse -> resolve -> build. Parse errors become malformedRequest (1); errors thrown by
- * the resolver or the builder become internalError (2); unknown issuers and mixed issuers
+ * Wires parse -> resolve -> build. Parse errors become malformedRequest (1); a database that
+ * cannot be reached becomes tryLater (3); other errors thrown by the resolver or the builder
+ * become internalError (2); unknown issuers and mixed issuers
  * become unauthorized (6) in buildOcspResponse. The resolver is called once per SHA-1/SHA-256
  * CertID, concurrently, before anything is signed.
  */
@@ -37,7 +41,7 @@ export function createOcspAnswerer(options: OcspAnswererOptions): OcspAnswer {
   const { resolve, clock, onError } = options;
   const validityMs = validateValidityMs(options.validityMs ?? DEFAULT_OCSP_VALIDITY_MS);
 
-  const report = (error: unknown, answeredWith: "malformedRequest" | "internalError"): void => {
+  const report = (error: unknown, answeredWith: OcspFailureAnswer): void => {
     try {
       onError?.(error, answeredWith);
     } catch {
@@ -69,8 +73,11 @@ export function createOcspAnswerer(options: OcspAnswererOptions): OcspAnswer {
         validityMs,
       });
     } catch (error) {
-      report(error, "internalError");
-      return buildOcspErrorResponse("internalError");
+      // A database that cannot be reached is a passing state: the node keeps its cached
+      // response and asks again (RFC 6960 tryLater), instead of logging a responder fault.
+      const answer = isDatabaseUnavailable(error) ? "tryLater" : "internalError";
+      report(error, answer);
+      return buildOcspErrorResponse(answer);
     }
   };
 }

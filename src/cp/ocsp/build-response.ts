@@ -1,18 +1,25 @@
+/**
+ * The responder's half of RFC 6960: a signed BasicOCSPResponse for a parsed request, and the
+ * bare error responses. Pure: the clock and the signer come in as arguments.
+ *
+ * Errors: a RangeError or TypeError means the caller passed a value no caller should (a
+ * validity over the SDK's 1800 s, a CRLReason that does not exist, a non-private key): a
+ * programming error, raised at once. A resolver that hands back the wrong CA or a key that does
+ * not match its certificate is an INTERNAL AuthNexusError (the answerer turns it into an OCSP
+ * internalError answer and logs its detail).
+ */
 import { createHash, type KeyObject, sign, X509Certificate } from "node:crypto";
+import { AuthNexusError } from "../../shared/errors/index.js";
+import { computeIssuerHashes, extractCertificateParts, type IssuerHashes } from "../../shared/pki/ocsp/cert-id.js";
+import { isRevocationReasonCode, type OcspCertStatus } from "../../shared/pki/ocsp/cert-status.js";
+import { encodeGeneralizedTime, encodeTlv, TAG } from "../../shared/pki/ocsp/der.js";
+import { OID_CONTENT } from "../../shared/pki/ocsp/oids.js";
 import type { Clock } from "../../shared/time/index.js";
-import { encodeGeneralizedTime, encodeTlv, TAG } from "./der.js";
-import { computeIssuerHashes, extractCertificateParts, type IssuerHashes } from "./issuer-hashes.js";
 import type { CertIdQuery, ParsedOcspRequest } from "./parse-request.js";
 
 /** Default and maximum nextUpdate - thisUpdate: the SDK refuses windows over 1800 s. */
 export const DEFAULT_OCSP_VALIDITY_MS = 30 * 60 * 1000;
 export const MAX_OCSP_VALIDITY_MS = 1800 * 1000;
-
-export type OcspCertStatus =
-  | { kind: "good" }
-  /** revokedAt: epoch ms; reason: CRLReason code (0-6, 8-10), omitted when absent. */
-  | { kind: "revoked"; revokedAt: number; reason?: number }
-  | { kind: "unknown" };
 
 /** The issuing CA, which signs responses about its own certificates directly. */
 export interface OcspSigner {
@@ -61,13 +68,12 @@ export function buildOcspErrorResponse(status: OcspErrorStatus): Buffer {
 const ALG_ECDSA_WITH_SHA256 = Buffer.from("300a06082a8648ce3d040302", "hex");
 /** AlgorithmIdentifier { sha256WithRSAEncryption, NULL }. */
 const ALG_SHA256_WITH_RSA = Buffer.from("300d06092a864886f70d01010b0500", "hex");
-/** OBJECT IDENTIFIER id-pkix-ocsp-basic (1.3.6.1.5.5.7.48.1.1). */
-const OID_OCSP_BASIC = Buffer.from("06092b0601050507300101", "hex");
+/** OBJECT IDENTIFIER id-pkix-ocsp-basic and id-pkix-ocsp-nonce, encoded whole. */
+const OID_OCSP_BASIC = encodeTlv(TAG.OID, OID_CONTENT.basic);
 /** responseStatus successful (0). */
 const STATUS_SUCCESSFUL = Buffer.from([TAG.ENUMERATED, 0x01, 0x00]);
 
-/** OBJECT IDENTIFIER id-pkix-ocsp-nonce (1.3.6.1.5.5.7.48.1.2). */
-const OID_OCSP_NONCE = Buffer.from("06092b0601050507300102", "hex");
+const OID_OCSP_NONCE = encodeTlv(TAG.OID, OID_CONTENT.nonce);
 /** CertStatus good [0] IMPLICIT NULL and unknown [2] IMPLICIT NULL. */
 const STATUS_GOOD = Buffer.from([TAG.IMPLICIT_PRIMITIVE_0, 0x00]);
 const STATUS_UNKNOWN = Buffer.from([TAG.IMPLICIT_PRIMITIVE_2, 0x00]);
@@ -114,7 +120,7 @@ function signerInfo(signer: OcspSigner): SignerInfo {
       throw new TypeError("OCSP signer key must be a private key");
     }
     if (!info.certificate.checkPrivateKey(signer.privateKey)) {
-      throw new Error("OCSP signer private key does not match the signer certificate");
+      throw new AuthNexusError("INTERNAL", { message: "OCSP signer private key does not match the signer certificate" });
     }
     info.checkedKeys.add(signer.privateKey);
   }
@@ -132,8 +138,6 @@ function signatureAlgorithm(key: KeyObject): Buffer {
   }
 }
 
-const VALID_REASONS = new Set([0, 1, 2, 3, 4, 5, 6, 8, 9, 10]);
-
 /**
  * CertStatus ::= CHOICE { good [0] IMPLICIT NULL, revoked [1] IMPLICIT RevokedInfo, unknown [2] IMPLICIT NULL }
  * RevokedInfo ::= SEQUENCE { revocationTime GeneralizedTime, revocationReason [0] EXPLICIT CRLReason OPTIONAL }
@@ -149,7 +153,7 @@ function certStatus(status: OcspCertStatus): Buffer {
       if (!Number.isFinite(status.revokedAt)) throw new RangeError("revokedAt must be epoch ms");
       const time = encodeGeneralizedTime(status.revokedAt);
       if (status.reason === undefined) return encodeTlv(TAG.CONTEXT_1, time);
-      if (!VALID_REASONS.has(status.reason)) throw new RangeError(`Invalid CRLReason code: ${status.reason}`);
+      if (!isRevocationReasonCode(status.reason)) throw new RangeError(`Invalid CRLReason code: ${status.reason}`);
       return encodeTlv(TAG.CONTEXT_1, time, encodeTlv(TAG.CONTEXT_0, Buffer.from([TAG.ENUMERATED, 0x01, status.reason])));
     }
     default:
@@ -236,7 +240,10 @@ export function buildOcspResponse(options: BuildOcspResponseOptions): Buffer {
       return buildOcspErrorResponse("unauthorized");
     }
     if (!matchesIssuer(query, info.hashes)) {
-      throw new Error(`OCSP resolver returned a signer that did not issue serial ${query.serialHex}`);
+      throw new AuthNexusError("INTERNAL", {
+        message: `OCSP resolver returned a signer that did not issue serial ${query.serialHex}`,
+        detail: { serial: query.serialHex },
+      });
     }
     statuses.push(resolved.status);
   }

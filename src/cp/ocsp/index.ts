@@ -1,8 +1,10 @@
+/** The CP's OCSP responder (Channel 4): request parsing, response building, the answerer and its HTTP listener. */
 export {
   createOcspAnswerer,
   type OcspAnswer,
   type OcspAnswererOptions,
   type OcspAsyncResolver,
+  type OcspFailureAnswer,
 } from "./answerer.js";
 export {
   type BuildOcspResponseOptions,
@@ -10,7 +12,6 @@ export {
   buildOcspResponse,
   DEFAULT_OCSP_VALIDITY_MS,
   MAX_OCSP_VALIDITY_MS,
-  type OcspCertStatus,
   type OcspErrorStatus,
   type OcspResolver,
   type OcspSigner,
@@ -23,12 +24,6 @@ export {
   OCSP_RESPONSE_CONTENT_TYPE,
   type OcspAppOptions,
 } from "./http-handler.js";
-export {
-  computeIssuerHashes,
-  type IssuerHashes,
-  type IssuerHashPair,
-  responderKeyHash,
-} from "./issuer-hashes.js";
 export {
   type CertIdQuery,
   type DottedOid,

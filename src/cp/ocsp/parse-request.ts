@@ -1,8 +1,16 @@
 import { AuthNexusError } from "../../shared/errors/index.js";
-import { DerError, decodeOid, readChildren, readChildrenOf, readTlv, TAG, type Tlv, tlvBytes, tlvContent } from "./der.js";
-
-export const OID_SHA1 = "1.3.14.3.2.26";
-export const OID_SHA256 = "2.16.840.1.101.3.4.2.1";
+import {
+  DerError,
+  decodeOid,
+  readChildren,
+  readChildrenOf,
+  readTlv,
+  TAG,
+  type Tlv,
+  tlvBytes,
+  tlvContent,
+} from "../../shared/pki/ocsp/der.js";
+import { OID_CONTENT } from "../../shared/pki/ocsp/oids.js";
 
 /** A dotted-decimal OBJECT IDENTIFIER, e.g. "2.16.840.1.101.3.4.2.2". */
 export type DottedOid = `${number}.${number}.${string}` | `${number}.${number}`;
@@ -35,7 +43,11 @@ export interface ParsedOcspRequest {
   readonly nonce: Buffer | null;
 }
 
-/** A request the responder cannot decode: answered with OCSP status malformedRequest (1). */
+/**
+ * A request the responder cannot decode: answered with OCSP status malformedRequest (1). A
+ * catalogue error (VALIDATION_FAILED) with the reason as internal detail, so the answerer logs
+ * why without the client learning more than "malformed".
+ */
 export class OcspRequestError extends AuthNexusError {
   constructor(reason: string, cause?: unknown) {
     super("VALIDATION_FAILED", {
@@ -48,13 +60,6 @@ export class OcspRequestError extends AuthNexusError {
 }
 
 const EXPECTED_HASH_LENGTH: Readonly<Record<string, number>> = { sha1: 20, sha256: 32 };
-
-/** Content octets of the OIDs the responder recognises, compared before any decoding. */
-const OID_CONTENT = {
-  sha1: Buffer.from("2b0e03021a", "hex"),
-  sha256: Buffer.from("608648016503040201", "hex"),
-  nonce: Buffer.from("2b0601050507300102", "hex"),
-} as const;
 
 function hashName(oid: Buffer): OcspHashAlgorithm {
   if (oid.equals(OID_CONTENT.sha1)) return "sha1";

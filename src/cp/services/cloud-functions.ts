@@ -185,6 +185,6 @@ function assertValidInput(input: CloudFunctionInput): void {
   }
   if (problems.length > 0) {
     const summary = problems.map((p) => `${p.field}: ${p.problem}`).join("; ");
-    throw new AuthNexusError("VALIDATION_FAILED", { message: `Request failed validation: ${summary}`, detail: { public: problems } });
+    throw new AuthNexusError("VALIDATION_FAILED", { message: `Request failed validation: ${summary}`, publicDetail: problems });
   }
 }

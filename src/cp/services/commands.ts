@@ -337,7 +337,7 @@ function parsePayload(kind: CommandKind, payload: unknown): Record<string, unkno
     problem: issue.code === "unrecognized_keys" ? `unknown field(s): ${issue.keys.join(", ")}` : issue.message,
   }));
   const summary = problems.map((p) => `${p.field}: ${p.problem}`).join("; ");
-  throw new AuthNexusError("VALIDATION_FAILED", { message: `Request failed validation: ${summary}`, detail: { public: problems } });
+  throw new AuthNexusError("VALIDATION_FAILED", { message: `Request failed validation: ${summary}`, publicDetail: problems });
 }
 
 async function requireNode(ctx: CpContext, nodeId: string): Promise<void> {
@@ -348,6 +348,6 @@ async function requireNode(ctx: CpContext, nodeId: string): Promise<void> {
 function invalidField(field: string, problem: string, extra: Record<string, unknown> = {}): AuthNexusError {
   return new AuthNexusError("VALIDATION_FAILED", {
     message: `Request failed validation: ${field}: ${problem}`,
-    detail: { public: [{ field, problem, ...extra }] },
+    publicDetail: [{ field, problem, ...extra }],
   });
 }

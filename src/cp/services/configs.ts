@@ -628,7 +628,7 @@ export async function requireLiveApplication(db: Db, appId: string): Promise<voi
 function invalidField(field: string, problem: string): AuthNexusError {
   return new AuthNexusError("VALIDATION_FAILED", {
     message: `Request failed validation: ${field}: ${problem}`,
-    detail: { public: [{ field, problem }] },
+    publicDetail: [{ field, problem }],
   });
 }
 

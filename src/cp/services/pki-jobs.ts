@@ -151,5 +151,5 @@ async function refusal(
 ): Promise<AuthNexusError> {
   const row = await db.selectFrom("pki_jobs").select("status").where("id", "=", id).executeTakeFirst();
   if (!row) return new AuthNexusError("NOT_FOUND", { message: "PKI job not found." });
-  return new AuthNexusError(code, { detail: { public: { status: row.status } } });
+  return new AuthNexusError(code, { publicDetail: { status: row.status } });
 }

@@ -454,7 +454,7 @@ function cursorExpiredError(
   ctx.log.category("CP Agent").warn("delta.cursor_expired", { node_id: nodeId, stream, since, pruned_through: prunedThrough, head, why });
   return new AuthNexusError("DELTA_CURSOR_EXPIRED", {
     message: `Cursor ${since} ${why} (head ${head}); clear what was applied from this stream and replay from since=0.`,
-    detail: { public: { since, oldest_available: prunedThrough, head } },
+    publicDetail: { since, oldest_available: prunedThrough, head },
   });
 }
 

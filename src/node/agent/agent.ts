@@ -419,7 +419,7 @@ export class CpAgent {
       attempt: info.attempt,
       retry_in_ms: info.retryInMs,
       error: error instanceof Error ? error.message : String(error),
-      ...(error instanceof CpCallError ? { kind: error.kind, status: error.status, code: error.code } : {}),
+      ...(error instanceof CpCallError ? { kind: error.kind, status: error.status, code: error.code, socket_code: error.socketCode } : {}),
     };
     if (error instanceof CpCallError && error.kind === "tls") this.log.tls.warn("handshake.failed", { ...fields, peer: "control-plane" });
     else if (error instanceof CpCallError && error.kind === "aborted") log.debug("cp.call_aborted", fields);

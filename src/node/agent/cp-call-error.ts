@@ -6,6 +6,8 @@
  * response that does not match the contract.
  */
 
+import { type ErrorCode, isErrorCode } from "../../shared/errors/index.js";
+
 export type CpCallErrorKind = "network" | "timeout" | "tls" | "http" | "invalid_response" | "aborted";
 
 export class CpCallError extends Error {
@@ -17,8 +19,10 @@ export class CpCallError extends Error {
     readonly details: {
       /** HTTP status for kind "http". */
       status?: number;
-      /** The CP's error code (body "error") or the socket/TLS error code. */
-      code?: string;
+      /** The CP's catalogue code (the body's "error"), for kind "http". */
+      code?: ErrorCode;
+      /** The socket or TLS error code (ECONNREFUSED, ERR_SSL_…), for kinds network, timeout and tls. */
+      socketCode?: string;
       /** The CP's public error details (e.g. DELTA_CURSOR_EXPIRED's since/oldest_available). */
       body?: unknown;
       cause?: unknown;
@@ -31,8 +35,12 @@ export class CpCallError extends Error {
     return this.details.status;
   }
 
-  get code(): string | undefined {
+  get code(): ErrorCode | undefined {
     return this.details.code;
+  }
+
+  get socketCode(): string | undefined {
+    return this.details.socketCode;
   }
 
   /**
@@ -76,10 +84,13 @@ export function classifyFetchError(error: unknown, state: { timedOut: boolean; a
   if (state.aborted) return new CpCallError("aborted", "request aborted: the agent is stopping", { cause: error });
   const code = errorCodeOf(error);
   if (state.timedOut || (code !== undefined && TIMEOUT_CODE.test(code))) {
-    return new CpCallError("timeout", `request timed out${code ? ` (${code})` : ""}`, { ...(code ? { code } : {}), cause: error });
+    return new CpCallError("timeout", `request timed out${code ? ` (${code})` : ""}`, {
+      ...(code ? { socketCode: code } : {}),
+      cause: error,
+    });
   }
-  if (code !== undefined && TLS_CODE.test(code)) return new CpCallError("tls", innermostMessage(error), { code, cause: error });
-  return new CpCallError("network", innermostMessage(error), { ...(code ? { code } : {}), cause: error });
+  if (code !== undefined && TLS_CODE.test(code)) return new CpCallError("tls", innermostMessage(error), { socketCode: code, cause: error });
+  return new CpCallError("network", innermostMessage(error), { ...(code ? { socketCode: code } : {}), cause: error });
 }
 
 /** An HTTP error answer; the CP's body is `{"error","message","details"?}`. */
@@ -90,7 +101,7 @@ export function httpError(status: number, bodyText: string): CpCallError {
   } catch {
     body = undefined;
   }
-  const code = typeof body?.error === "string" ? body.error : undefined;
+  const code = isErrorCode(body?.error) ? body.error : undefined;
   const text = typeof body?.message === "string" ? body.message : bodyText.slice(0, 200);
   return new CpCallError("http", `HTTP ${status}${code ? ` ${code}` : ""}: ${text}`, { status, ...(code ? { code } : {}), body });
 }

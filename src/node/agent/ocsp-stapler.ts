@@ -10,9 +10,9 @@
 import { Agent, request } from "undici";
 import { NODE_OCSP_CLOCK_SKEW_MS, NODE_OCSP_MIN_REFRESH_MS } from "../../shared/config/defaults.js";
 import type { Logger } from "../../shared/log/index.js";
+import { buildOcspRequest, type OcspCertStatusKind, type VerifiedOcspResponse, verifyOcspResponse } from "../../shared/pki/ocsp/index.js";
 import { deadlineSignal, type Scheduler } from "../../shared/time/index.js";
 import type { Backoff } from "./backoff.js";
-import { buildOcspRequest, type OcspCertStatus, type VerifiedOcspResponse, verifyOcspResponse } from "./ocsp-codec.js";
 import { PeriodicTask } from "./periodic-task.js";
 
 /** Largest OCSP response accepted (bytes); ours are a few hundred. */
@@ -23,7 +23,7 @@ export type OcspTransport = (url: string, der: Buffer, signal: AbortSignal) => P
 
 export interface OcspStatus {
   /** "none" when no response is held, or the held one has passed its nextUpdate. */
-  status: OcspCertStatus | "none";
+  status: OcspCertStatusKind | "none";
   fetchedAt: number | null;
   thisUpdate: number | null;
   nextUpdate: number | null;
@@ -129,7 +129,7 @@ export class OcspStapler {
   }
 
   private currentStatus(): OcspStatus["status"] {
-    return this.currentStaple() ? (this.cached?.status ?? "none") : "none";
+    return this.currentStaple() ? (this.cached?.status.kind ?? "none") : "none";
   }
 
   private async refresh(): Promise<void> {
@@ -140,23 +140,25 @@ export class OcspStapler {
       const timeoutMs = this.options.requestTimeoutMs();
       const deadline = deadlineSignal(scheduler, timeoutMs, () => new Error(`OCSP responder gave no answer within ${timeoutMs} ms`));
       const der = await this.transport(this.options.url, built.der, deadline.signal).finally(deadline.cancel);
-      const verified = await verifyOcspResponse(der, {
+      const verified = verifyOcspResponse(der, {
         issuerDer: this.options.issuerDer,
         certId: built.certId,
         nonce: built.nonce,
         now: scheduler.clock.now(),
         clockSkewMs: NODE_OCSP_CLOCK_SKEW_MS,
       });
-      const previous = this.cached?.status ?? null;
+      const previous = this.cached?.status.kind ?? null;
       this.cached = { ...verified, der, fetchedAt: scheduler.clock.now() };
       this.lastError = null;
-      if (verified.status === "revoked")
+      const status = verified.status;
+      if (status.kind === "revoked")
         log.warn("ocsp.revoked", {
-          revoked_at: verified.revokedAt,
+          revoked_at: status.revokedAt,
+          reason: status.reason,
           next_update: verified.nextUpdate,
           action: "stapling the revoked response; the node keeps running",
         });
-      else if (verified.status === "unknown") log.warn("ocsp.unknown", { next_update: verified.nextUpdate });
+      else if (status.kind === "unknown") log.warn("ocsp.unknown", { next_update: verified.nextUpdate });
       else if (previous !== "good") log.info("ocsp.good", { next_update: verified.nextUpdate });
       else log.debug("ocsp.refreshed", { next_update: verified.nextUpdate });
       this.options.onUpdate?.(this.status());

@@ -99,7 +99,9 @@ export class SseSubscriber {
           log.warn("sse.connect_failed", {
             error: reason,
             attempt: backoff.attempts + 1,
-            ...(error instanceof CpCallError ? { kind: error.kind, status: error.status, code: error.code } : {}),
+            ...(error instanceof CpCallError
+              ? { kind: error.kind, status: error.status, code: error.code, socket_code: error.socketCode }
+              : {}),
           });
         }
       } finally {

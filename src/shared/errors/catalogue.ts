@@ -1,74 +1,109 @@
 /**
- * Every error code AuthNexus returns, grouped by area. The status is the HTTP status on the
- * admin and node APIs; `expose: false` codes are answered with the fixed INTERNAL body.
+ * Every error code AuthNexus returns, grouped by area, with how each one travels:
+ *
+ * - `http`: the status on the admin API (9090) and the node API (9091);
+ * - `wire`: the 16-bit status code on the SDK's binary protocol (docs/protocol.md). Codes are
+ *   unique and never reused: an SDK built against an older catalogue still names what it knows.
+ *   Ranges: 1xxx the request itself, 2xxx setup and admin accounts, 3xxx applications and
+ *   configuration, 4xxx PKI and nodes, 5xxx the node API, 6xxx end-user authentication,
+ *   7xxx cloud functions, 9xxx the server's own state;
+ * - `expose: false`: answered with the fixed INTERNAL body (the real reason is only logged);
+ * - `retryable`: the same request may succeed later without any change (the server was busy or
+ *   a dependency was down); HTTP answers add Retry-After (`retryAfterS`).
  */
 interface CatalogueEntry {
-  readonly status: number;
+  readonly http: number;
+  readonly wire: number;
   readonly message: string;
   readonly expose: boolean;
+  readonly retryable: boolean;
+  /** Seconds a client should wait before retrying (Retry-After), for retryable codes. */
+  readonly retryAfterS?: number;
 }
 
-function entry(status: number, message: string, expose = true): CatalogueEntry {
-  return { status, message, expose };
+interface EntryOptions {
+  expose?: boolean;
+  retryAfterS?: number;
+}
+
+function entry(http: number, wire: number, message: string, options: EntryOptions = {}): CatalogueEntry {
+  const retryable = options.retryAfterS !== undefined;
+  return { http, wire, message, expose: options.expose ?? true, retryable, ...(retryable ? { retryAfterS: options.retryAfterS } : {}) };
 }
 
 export const ERROR_CATALOGUE = {
   // Request shape
-  MALFORMED_JSON: entry(400, "Request body is not valid JSON."),
-  VALIDATION_FAILED: entry(400, "Request failed validation."),
-  UNSUPPORTED_MEDIA_TYPE: entry(415, "Request body must be application/json."),
-  BODY_TOO_LARGE: entry(413, "Request body is too large."),
-  ROUTE_NOT_FOUND: entry(404, "No such endpoint."),
-  METHOD_NOT_ALLOWED: entry(405, "Method not allowed on this endpoint."),
-  NOT_FOUND: entry(404, "Resource not found."),
-  CONFLICT: entry(409, "Resource already exists."),
+  MALFORMED_JSON: entry(400, 1001, "Request body is not valid JSON."),
+  VALIDATION_FAILED: entry(400, 1002, "Request failed validation."),
+  UNSUPPORTED_MEDIA_TYPE: entry(415, 1003, "Request body must be application/json."),
+  BODY_TOO_LARGE: entry(413, 1004, "Request body is too large."),
+  ROUTE_NOT_FOUND: entry(404, 1005, "No such endpoint."),
+  METHOD_NOT_ALLOWED: entry(405, 1006, "Method not allowed on this endpoint."),
+  NOT_FOUND: entry(404, 1007, "Resource not found."),
+  CONFLICT: entry(409, 1008, "Resource already exists."),
+  JSON_TOO_DEEP: entry(400, 1009, "Request body is nested too deeply."),
 
   // Setup
-  SETUP_REQUIRED: entry(503, "First-run setup has not been completed."),
-  SETUP_ALREADY_COMPLETED: entry(409, "Setup has already been completed."),
-  SETUP_TOKEN_INVALID: entry(403, "Console token is invalid."),
-  SETUP_IN_PROGRESS: entry(409, "Setup is already in progress."),
+  SETUP_REQUIRED: entry(503, 2001, "First-run setup has not been completed."),
+  SETUP_ALREADY_COMPLETED: entry(409, 2002, "Setup has already been completed."),
+  SETUP_TOKEN_INVALID: entry(403, 2003, "Console token is invalid."),
+  SETUP_IN_PROGRESS: entry(409, 2004, "Setup is already in progress."),
 
-  // Agents and their sessions
-  UNAUTHENTICATED: entry(401, "Authentication required."),
-  INVALID_CREDENTIALS: entry(401, "Invalid username or password."),
-  INVALID_REFRESH_TOKEN: entry(401, "Refresh token is invalid or expired."),
-  LOGIN_THROTTLED: entry(429, "Too many failed login attempts; try again later."),
-  FORBIDDEN: entry(403, "Your role does not allow this operation."),
-  WEAK_PASSWORD: entry(400, "Password does not meet the policy."),
-  LAST_ROOT_AGENT: entry(409, "The last active root agent cannot be disabled or demoted."),
+  // Agents (admin accounts) and their sessions
+  UNAUTHENTICATED: entry(401, 2101, "Authentication required."),
+  INVALID_CREDENTIALS: entry(401, 2102, "Invalid username or password."),
+  INVALID_REFRESH_TOKEN: entry(401, 2103, "Refresh token is invalid or expired."),
+  LOGIN_THROTTLED: entry(429, 2104, "Too many failed login attempts; try again later."),
+  FORBIDDEN: entry(403, 2105, "Your role does not allow this operation."),
+  WEAK_PASSWORD: entry(400, 2106, "Password does not meet the policy."),
+  LAST_ROOT_AGENT: entry(409, 2107, "The last active root agent cannot be disabled or demoted."),
 
   // Applications
-  APPLICATION_NOT_IN_RECYCLE_BIN: entry(409, "Only a deleted application can be restored or purged."),
-  APPLICATION_DELETED: entry(409, "The application is in the recycle bin."),
+  APPLICATION_NOT_IN_RECYCLE_BIN: entry(409, 3001, "Only a deleted application can be restored or purged."),
+  APPLICATION_DELETED: entry(409, 3002, "The application is in the recycle bin."),
 
   // Configuration and databases
-  CONFIG_INVALID: entry(400, "Configuration is invalid."),
-  DB_MIGRATION_MISMATCH: entry(500, "Database belongs to another role.", true),
-  DB_UNAVAILABLE: entry(503, "Database is unavailable.", false),
-  MASTER_KEY_INVALID: entry(500, "Master key cannot decrypt the stored keys.", true),
+  CONFIG_INVALID: entry(400, 3101, "Configuration is invalid."),
+  DB_MIGRATION_MISMATCH: entry(500, 9101, "Database belongs to another role."),
+  MASTER_KEY_INVALID: entry(500, 9102, "Master key cannot decrypt the stored keys."),
 
   // PKI
-  PKI_NOT_INITIALISED: entry(503, "PKI has not been initialised."),
-  PKI_DECRYPT_FAILED: entry(500, "Stored key could not be decrypted.", false),
-  CERTIFICATE_INVALID: entry(400, "Certificate is invalid."),
+  PKI_NOT_INITIALISED: entry(503, 4001, "PKI has not been initialised."),
+  PKI_DECRYPT_FAILED: entry(500, 4002, "Stored key could not be decrypted.", { expose: false }),
+  CERTIFICATE_INVALID: entry(400, 4003, "Certificate is invalid."),
+  OCSP_RESPONSE_INVALID: entry(502, 4004, "The OCSP response could not be verified."),
 
   // Nodes (admin side)
-  NODE_NOT_PROVISIONED: entry(409, "The node's onboarding job has not finished yet."),
-  PKI_JOB_NOT_RETRYABLE: entry(409, "Only a failed or cancelled job can be retried."),
-  PKI_JOB_NOT_CANCELLABLE: entry(409, "Only a pending job can be cancelled."),
+  NODE_NOT_PROVISIONED: entry(409, 4101, "The node's onboarding job has not finished yet."),
+  PKI_JOB_NOT_RETRYABLE: entry(409, 4102, "Only a failed or cancelled job can be retried."),
+  PKI_JOB_NOT_CANCELLABLE: entry(409, 4103, "Only a pending job can be cancelled."),
 
   // Node API (mTLS, 9091): the caller's certificate decides what it may touch
-  NODE_IDENTITY_MISMATCH: entry(403, "The client certificate belongs to another node."),
-  NODE_CERT_NOT_RECOGNISED: entry(403, "The client certificate is not one issued to this node."),
-  NODE_CERT_REVOKED: entry(403, "The client certificate has been revoked."),
-  NODE_UNKNOWN: entry(403, "No such node."),
-  DELTA_CURSOR_EXPIRED: entry(410, "The cursor is older than the retained change log; replay from 0."),
+  NODE_IDENTITY_MISMATCH: entry(403, 5001, "The client certificate belongs to another node."),
+  NODE_CERT_NOT_RECOGNISED: entry(403, 5002, "The client certificate is not one issued to this node."),
+  NODE_CERT_REVOKED: entry(403, 5003, "The client certificate has been revoked."),
+  NODE_UNKNOWN: entry(403, 5004, "No such node."),
+  DELTA_CURSOR_EXPIRED: entry(410, 5005, "The cursor is older than the retained change log; replay from 0."),
 
   // Channel 3 (security change logs, admin side)
-  BLACKLIST_ENTRY_REMOVED: entry(409, "The blacklist entry has already been removed."),
+  BLACKLIST_ENTRY_REMOVED: entry(409, 5101, "The blacklist entry has already been removed."),
 
-  INTERNAL: entry(500, "Internal error.", false),
+  // The server's own state
+  DB_UNAVAILABLE: entry(503, 9001, "The database is unavailable; try again shortly.", { retryAfterS: 5 }),
+  INTERNAL: entry(500, 9000, "Internal error.", { expose: false }),
 } as const satisfies Record<string, CatalogueEntry>;
 
 export type ErrorCode = keyof typeof ERROR_CATALOGUE;
+
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === "string" && Object.hasOwn(ERROR_CATALOGUE, value);
+}
+
+const CODE_BY_WIRE: ReadonlyMap<number, ErrorCode> = new Map(
+  (Object.entries(ERROR_CATALOGUE) as Array<[ErrorCode, CatalogueEntry]>).map(([code, e]) => [e.wire, code]),
+);
+
+/** The code a binary-protocol status names, or undefined for a status this build does not know. */
+export function errorCodeForWire(wire: number): ErrorCode | undefined {
+  return CODE_BY_WIRE.get(wire);
+}

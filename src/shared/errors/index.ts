@@ -1,4 +1,6 @@
 export type { AuthNexusErrorOptions } from "./authnexus-error.js";
 export { AuthNexusError, isAuthNexusError } from "./authnexus-error.js";
 export type { ErrorCode } from "./catalogue.js";
-export { ERROR_CATALOGUE } from "./catalogue.js";
+export { ERROR_CATALOGUE, errorCodeForWire, isErrorCode } from "./catalogue.js";
+export { normalizeError, type PublicError, publicError } from "./normalize.js";
+export { errorFromProtocol, errorToProtocol, type ProtocolError } from "./to-protocol.js";

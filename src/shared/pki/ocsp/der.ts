@@ -1,8 +1,9 @@
 /**
- * A minimal DER reader and writer: the OCSP responder decodes requests and encodes responses
- * with it directly (a schema-driven ASN.1 library spent two thirds of the responder's CPU on
- * these small, fixed structures), and works on exact bytes where it must (the issuer's subject
- * Name, its public key BIT STRING, the CertIDs and the signer certificate echoed verbatim).
+ * A minimal DER reader and writer for OCSP: the CP's responder decodes requests and encodes
+ * responses with it, and the node's stapler and the SDK build requests and verify responses
+ * with it (a schema-driven ASN.1 library spent two thirds of the responder's CPU on these
+ * small, fixed structures). It works on exact bytes where OCSP must: the issuer's subject Name,
+ * its public key BIT STRING, the CertIDs echoed verbatim, the signed tbsResponseData.
  * Only low tag numbers (< 31) and definite lengths are supported: that covers everything in
  * X.509 certificates and OCSP messages.
  */
@@ -18,6 +19,11 @@ export interface Tlv {
   readonly end: number;
 }
 
+/**
+ * Internal to the OCSP code: a structure that is not the DER it should be. It never leaves
+ * src/shared/pki/ocsp and src/cp/ocsp: every caller turns it into its own answer (an OCSP
+ * malformedRequest, an OCSP_RESPONSE_INVALID error, a TypeError for a bad certificate).
+ */
 export class DerError extends Error {
   constructor(message: string) {
     super(message);
@@ -121,6 +127,43 @@ export function encodeGeneralizedTime(ms: number): Buffer {
   const iso = new Date(Math.floor(ms / 1000) * 1000).toISOString(); // 2026-11-22T16:01:02.000Z
   const text = `${iso.slice(0, 4)}${iso.slice(5, 7)}${iso.slice(8, 10)}${iso.slice(11, 13)}${iso.slice(14, 16)}${iso.slice(17, 19)}Z`;
   return encodeTlv(TAG.GENERALIZED_TIME, Buffer.from(text, "latin1"));
+}
+
+const GENERALIZED_TIME = /^(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(?:\.(\d{1,9}))?Z$/;
+
+/** GeneralizedTime content ("YYYYMMDDHHMMSS[.f]Z", UTC as RFC 5280 requires) as epoch ms. */
+export function decodeGeneralizedTime(content: Uint8Array): number {
+  const match = GENERALIZED_TIME.exec(Buffer.from(content).toString("latin1"));
+  if (!match) throw new DerError("GeneralizedTime is not YYYYMMDDHHMMSS[.f]Z");
+  const [year, month, day, hour, minute, second] = match.slice(1, 7).map(Number) as [number, number, number, number, number, number];
+  const millis = Math.floor(Number(`0.${match[7] ?? "0"}`) * 1000);
+  const ms = Date.UTC(year, month - 1, day, hour, minute, second, millis);
+  // Date.UTC rolls 31 February over into March: a field out of range is refused, not normalised.
+  const check = new Date(ms);
+  if (
+    check.getUTCMonth() !== month - 1 ||
+    check.getUTCDate() !== day ||
+    check.getUTCHours() !== hour ||
+    check.getUTCMinutes() !== minute ||
+    check.getUTCSeconds() !== second
+  ) {
+    throw new DerError("GeneralizedTime field out of range");
+  }
+  return ms;
+}
+
+/** A DER INTEGER holding the non-negative `magnitude` (a 0x00 octet first when its top bit is set). */
+export function encodeUnsignedInteger(magnitude: Uint8Array): Buffer {
+  const bytes = magnitude.length === 0 ? Buffer.from([0]) : Buffer.from(magnitude);
+  return encodeTlv(TAG.INTEGER, ((bytes[0] as number) & 0x80) !== 0 ? Buffer.concat([Buffer.from([0]), bytes]) : bytes);
+}
+
+/** The one TLV that must fill `buf` exactly. */
+export function readWhole(buf: Uint8Array, expectedTag: number, what: string): Tlv {
+  const tlv = readTlv(buf, 0);
+  if (tlv.tag !== expectedTag) throw new DerError(`${what}: unexpected tag 0x${tlv.tag.toString(16)}`);
+  if (tlv.end !== buf.length) throw new DerError(`${what}: trailing data`);
+  return tlv;
 }
 
 export const TAG = {
