@@ -1,7 +1,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import type { Command } from "commander";
-import { consoleTokenPath } from "../cp/services/setup.js";
+import { consoleTokenPath } from "../cp/services/setup/setup.js";
 import { DEFAULT_ADMIN_LISTEN, DEFAULT_DATA_DIR } from "../shared/config/defaults.js";
 import { adminRequest } from "./admin-client.js";
 import { promptHidden, readAllStdin } from "./prompt.js";

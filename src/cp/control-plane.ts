@@ -23,12 +23,12 @@ import { createNodeApiApp } from "./node-api/app.js";
 import { createSseHub, type SseHub } from "./node-api/sse-hub.js";
 import { createOcspAnswerer, createOcspListener } from "./ocsp/index.js";
 import type { CpContext } from "./services/context.js";
-import { ensureCpServerCertificate, loadCpTlsIdentity, nodeApiTlsOptions } from "./services/cp-identity.js";
 import { createEventBus } from "./services/event-bus.js";
-import { loadMasterKey } from "./services/master-key.js";
-import { createInventoryResolver, loadOcspIssuers } from "./services/ocsp-status.js";
-import { scheduleRetentionPass } from "./services/security-changes.js";
-import { ensureSetupRow, isSetupComplete, prepareConsoleToken, verifyMasterKey } from "./services/setup.js";
+import { ensureCpServerCertificate, loadCpTlsIdentity, nodeApiTlsOptions } from "./services/pki/cp-identity.js";
+import { createInventoryResolver, loadOcspIssuers } from "./services/pki/ocsp-status.js";
+import { scheduleRetentionPass } from "./services/security/security-changes.js";
+import { loadMasterKey } from "./services/setup/master-key.js";
+import { ensureSetupRow, isSetupComplete, prepareConsoleToken, verifyMasterKey } from "./services/setup/setup.js";
 
 export interface ControlPlane {
   context: CpContext;

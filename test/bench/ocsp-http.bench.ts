@@ -14,7 +14,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import http from "node:http";
 import { join } from "node:path";
 import type { Kysely } from "kysely";
-import { loadActiveCa } from "../../src/cp/services/pki-inventory.js";
+import { loadActiveCa } from "../../src/cp/services/pki/inventory.js";
 import { type ControlSchema, openDatabase } from "../../src/shared/db/index.js";
 import { freePort } from "../helpers/authnexus-process.js";
 import { runProcess, startCpProcess } from "../helpers/cp-process.js";

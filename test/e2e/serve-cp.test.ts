@@ -18,7 +18,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import tls from "node:tls";
 import type { Kysely } from "kysely";
-import { loadActiveCa } from "../../src/cp/services/pki-inventory.js";
+import { loadActiveCa } from "../../src/cp/services/pki/inventory.js";
 import type { DbOptions } from "../../src/shared/config/db-options.js";
 import { type ControlSchema, openDatabase } from "../../src/shared/db/index.js";
 import { issueLeafCertificate, nodeUri, parseMasterKey } from "../../src/shared/pki/index.js";

@@ -10,7 +10,7 @@ import { type Kysely, sql } from "kysely";
 import { createAdminApp } from "../../src/cp/admin/app.js";
 import type { AdminEnv } from "../../src/cp/admin/env.js";
 import type { CpContext } from "../../src/cp/services/context.js";
-import { isSetupComplete } from "../../src/cp/services/setup.js";
+import { isSetupComplete } from "../../src/cp/services/setup/setup.js";
 import type { TestCp } from "./cp-context.js";
 
 export type AdminApp = Hono<AdminEnv>;

@@ -10,7 +10,7 @@ import { controlMigrationSet } from "../../migrations/control/index.js";
 import { runtimeMigrationSet } from "../../migrations/runtime/index.js";
 import type { CpContext } from "../../src/cp/services/context.js";
 import { createEventBus } from "../../src/cp/services/event-bus.js";
-import { ensureSetupRow, initializeSetup, prepareConsoleToken } from "../../src/cp/services/setup.js";
+import { ensureSetupRow, initializeSetup, prepareConsoleToken } from "../../src/cp/services/setup/setup.js";
 import { type ControlSchema, migrateDatabase, openDatabase, type RuntimeSchema } from "../../src/shared/db/index.js";
 import { createMemoryLogger } from "../../src/shared/log/index.js";
 import { ManualClock, realScheduler, type Scheduler } from "../../src/shared/time/index.js";

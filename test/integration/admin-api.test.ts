@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
-import { consoleTokenPath, prepareConsoleToken } from "../../src/cp/services/setup.js";
+import { consoleTokenPath, prepareConsoleToken } from "../../src/cp/services/setup/setup.js";
 import { CA_PROFILES } from "../../src/shared/pki/index.js";
 import {
   type AdminApp,

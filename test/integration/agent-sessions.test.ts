@@ -5,8 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { authenticateAccessToken, loginAgent, refreshAgentSession } from "../../src/cp/services/agent-sessions.js";
-import { changeAgentPassword, createAgent, updateAgent } from "../../src/cp/services/agents.js";
+import { changeAgentPassword, createAgent, updateAgent } from "../../src/cp/services/agents/agents.js";
+import { authenticateAccessToken, loginAgent, refreshAgentSession } from "../../src/cp/services/agents/sessions.js";
 import { AGENT_SESSION_MAX_LIFETIME_MS } from "../../src/shared/config/defaults.js";
 import { isAuthNexusError } from "../../src/shared/errors/index.js";
 import { completeSetup, createTestCp, ROOT_PASSWORD, ROOT_USERNAME, type TestCp } from "../helpers/cp-context.js";

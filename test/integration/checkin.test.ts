@@ -6,8 +6,8 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { CHECKIN_CACHE_TTL_MS } from "../../src/cp/services/node-checkin.js";
-import { bumpAuthEpoch } from "../../src/cp/services/security-changes.js";
+import { CHECKIN_CACHE_TTL_MS } from "../../src/cp/services/nodes/checkin.js";
+import { bumpAuthEpoch } from "../../src/cp/services/security/security-changes.js";
 import { newId } from "../../src/shared/ids.js";
 import {
   type CheckinRequest,

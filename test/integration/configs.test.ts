@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { after, before, describe, it } from "node:test";
-import { upsertCloudFunction } from "../../src/cp/services/cloud-functions.js";
+import { upsertCloudFunction } from "../../src/cp/services/applications/cloud-functions.js";
 import type { HintMessage } from "../../src/cp/services/event-bus.js";
 import { MAX_BATCH_ITEMS, nodePaths } from "../../src/shared/node-protocol/index.js";
 import { type AdminApp, buildAdminApp, type CallResult, call, loginAs, snapshotDb } from "../helpers/admin-app.js";

@@ -7,9 +7,9 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import { after, before, describe, test } from "node:test";
-import { CP_CERT_RENEW_BEFORE_MS, ensureCpServerCertificate, loadCpTlsIdentity } from "../../src/cp/services/cp-identity.js";
-import { createInventoryResolver, loadOcspIssuers } from "../../src/cp/services/ocsp-status.js";
-import { listCertificates, loadActiveCa, recordCertificate, revokeCertificate } from "../../src/cp/services/pki-inventory.js";
+import { CP_CERT_RENEW_BEFORE_MS, ensureCpServerCertificate, loadCpTlsIdentity } from "../../src/cp/services/pki/cp-identity.js";
+import { listCertificates, loadActiveCa, recordCertificate, revokeCertificate } from "../../src/cp/services/pki/inventory.js";
+import { createInventoryResolver, loadOcspIssuers } from "../../src/cp/services/pki/ocsp-status.js";
 import {
   consoleTokenPath,
   getSetupStatus,
@@ -17,7 +17,7 @@ import {
   PASSWORD_HASH_SECRET_NAME,
   prepareConsoleToken,
   verifyMasterKey,
-} from "../../src/cp/services/setup.js";
+} from "../../src/cp/services/setup/setup.js";
 import { isAuthNexusError } from "../../src/shared/errors/index.js";
 import {
   CA_PROFILES,

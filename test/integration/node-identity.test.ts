@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import tls from "node:tls";
-import { revokeCertificate } from "../../src/cp/services/pki-inventory.js";
+import { revokeCertificate } from "../../src/cp/services/pki/inventory.js";
 import { dbVariants } from "../helpers/databases.js";
 import { mintForeignCert, type NodeIdentity, startTestNodeApi, type TestNodeApi } from "../helpers/node-api.js";
 

@@ -19,7 +19,7 @@ import {
   retryDelayMs,
 } from "../../src/cp/jobs/index.js";
 import type { Actor } from "../../src/cp/services/context.js";
-import { createNode } from "../../src/cp/services/nodes.js";
+import { createNode } from "../../src/cp/services/nodes/lifecycle.js";
 import { type AdminApp, buildAdminApp, type CallResult, call, loginAs, snapshotDb } from "../helpers/admin-app.js";
 import { completeSetup, createTestCp, ROOT_PASSWORD, ROOT_USERNAME, type TestCp } from "../helpers/cp-context.js";
 import { dbVariants } from "../helpers/databases.js";

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { assertPasswordPolicy, hashAgentPassword, verifyAgentPassword } from "../../src/cp/services/agent-passwords.js";
+import { assertPasswordPolicy, hashAgentPassword, verifyAgentPassword } from "../../src/cp/services/agents/passwords.js";
+import { roleAllows } from "../../src/cp/services/agents/roles.js";
 import { parsePageRequest, parseTimeRange } from "../../src/cp/services/pagination.js";
-import { roleAllows } from "../../src/cp/services/roles.js";
 import { isAuthNexusError } from "../../src/shared/errors/index.js";
 
 describe("agent passwords", () => {

@@ -1,5 +1,5 @@
 import type { HttpBindings } from "@hono/node-server";
-import type { AuthenticatedAgent } from "../services/agent-sessions.js";
+import type { AuthenticatedAgent } from "../services/agents/sessions.js";
 import type { Actor } from "../services/context.js";
 
 /** Per-request state of the admin API. */

@@ -6,10 +6,10 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { AuthNexusError, isAuthNexusError } from "../../shared/errors/index.js";
 import type { Logger } from "../../shared/log/index.js";
-import { authenticateAccessToken } from "../services/agent-sessions.js";
-import { writeAgentAudit } from "../services/audit.js";
+import { type Permission, roleAllows } from "../services/agents/roles.js";
+import { authenticateAccessToken } from "../services/agents/sessions.js";
+import { writeAgentAudit } from "../services/audit/agent-audit.js";
 import type { CpContext } from "../services/context.js";
-import { type Permission, roleAllows } from "../services/roles.js";
 import { type AdminEnv, actorOf } from "./env.js";
 import { ID_PATTERN } from "./schemas.js";
 

@@ -5,7 +5,7 @@
  * (logs, shells, HTML dashboards, SQL consoles) safe by construction.
  */
 import { z } from "zod";
-import { AGENT_ROLES } from "../services/roles.js";
+import { AGENT_ROLES } from "../services/agents/roles.js";
 
 const SAFE_TEXT = /^[\p{L}\p{N}\p{Zs}.,:()&+@#!?/_-]*$/u;
 const SAFE_TEXT_MESSAGE = "may contain only letters, digits, spaces and . , : ( ) & + @ # ! ? / _ -";

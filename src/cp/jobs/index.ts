@@ -1,6 +1,6 @@
 /** The CP's PKI job worker with every job kind it knows, as serve-cp starts it once setup is complete. */
 import type { CpContext } from "../services/context.js";
-import { NODE_ONBOARD_JOB_KIND } from "../services/nodes.js";
+import { NODE_ONBOARD_JOB_KIND } from "../services/nodes/lifecycle.js";
 import { nodeOnboardHandler } from "./node-onboard.js";
 import { createJobWorker, type JobWorker, type JobWorkerOptions } from "./worker.js";
 

@@ -14,12 +14,12 @@ import { AuthNexusError } from "../../shared/errors/index.js";
 import { newId } from "../../shared/ids.js";
 import { type CaProfile, type IssuedCertificate, issueLeafCertificate, nodeUri, openSecret } from "../../shared/pki/index.js";
 import { buildDeployPackage } from "../packages/deploy-package.js";
+import { writeNodeAudit } from "../services/audit/node-audit.js";
 import type { CpContext } from "../services/context.js";
-import { storeDeployPackage } from "../services/deploy-packages.js";
-import { writeNodeAudit } from "../services/node-audit.js";
-import { canonicalNodeHost } from "../services/nodes.js";
-import { loadActiveCa, recordCertificate, type StoredCa, writePkiAudit } from "../services/pki-inventory.js";
-import { PASSWORD_HASH_SECRET_NAME } from "../services/setup.js";
+import { storeDeployPackage } from "../services/nodes/deploy-packages.js";
+import { canonicalNodeHost } from "../services/nodes/lifecycle.js";
+import { loadActiveCa, recordCertificate, type StoredCa, writePkiAudit } from "../services/pki/inventory.js";
+import { PASSWORD_HASH_SECRET_NAME } from "../services/setup/setup.js";
 import { type JobHandler, type JobRun, PermanentJobError } from "./worker.js";
 
 const JOB_ACTOR = "job:node_onboard";

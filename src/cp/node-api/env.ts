@@ -1,5 +1,5 @@
 import type { HttpBindings } from "@hono/node-server";
-import type { CallingNode } from "../services/node-identity.js";
+import type { CallingNode } from "../services/nodes/identity.js";
 
 /** Hono environment of the node API: the node is set by the identity middleware. */
 export interface NodeApiEnv {

@@ -8,7 +8,7 @@ import type { Context, MiddlewareHandler } from "hono";
 import { AuthNexusError } from "../../shared/errors/index.js";
 import { parseNodeUri } from "../../shared/pki/index.js";
 import type { CpContext } from "../services/context.js";
-import { authenticateNode, type PeerCertificate } from "../services/node-identity.js";
+import { authenticateNode, type PeerCertificate } from "../services/nodes/identity.js";
 import type { NodeApiEnv } from "./env.js";
 
 const peerBySocket = new WeakMap<TLSSocket, PeerCertificate>();

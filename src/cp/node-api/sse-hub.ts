@@ -17,7 +17,7 @@ import type { Logger } from "../../shared/log/index.js";
 import { type HintEvent, PING_EVENT, SSE_PING_INTERVAL_MS, sseFrame } from "../../shared/node-protocol/index.js";
 import { every, type Scheduler } from "../../shared/time/index.js";
 import type { CpContext } from "../services/context.js";
-import { recordSseState } from "../services/node-checkin.js";
+import { recordSseState } from "../services/nodes/checkin.js";
 
 /** Frames a backpressured stream may hold before the oldest is dropped. */
 export const SSE_MAX_QUEUED_FRAMES = 32;

@@ -11,7 +11,7 @@
  */
 import { readFileSync } from "node:fs";
 import https from "node:https";
-import { type CpTlsIdentity, nodeApiTlsOptions } from "../../../src/cp/services/cp-identity.js";
+import { type CpTlsIdentity, nodeApiTlsOptions } from "../../../src/cp/services/pki/cp-identity.js";
 
 const identity = JSON.parse(readFileSync(process.argv[2] ?? "", "utf8")) as CpTlsIdentity;
 const port = Number(process.argv[3]);

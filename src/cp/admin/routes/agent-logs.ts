@@ -1,7 +1,7 @@
 import { Hono } from "hono";
 import { z } from "zod";
 import { validate } from "../../http/json-body.js";
-import { listAgentAuditLogs, listAgentLoginLogs } from "../../services/agent-logs.js";
+import { listAgentAuditLogs, listAgentLoginLogs } from "../../services/audit/agent-trails.js";
 import type { CpContext } from "../../services/context.js";
 import { parsePageRequest, parseTimeRange } from "../../services/pagination.js";
 import type { AdminEnv } from "../env.js";

@@ -1,7 +1,7 @@
 import { Hono } from "hono";
 import { z } from "zod";
 import { readJson } from "../../http/json-body.js";
-import { changeAgentPassword, createAgent, getAgent, listAgents, updateAgent } from "../../services/agents.js";
+import { changeAgentPassword, createAgent, getAgent, listAgents, updateAgent } from "../../services/agents/agents.js";
 import type { CpContext } from "../../services/context.js";
 import { parsePageRequest } from "../../services/pagination.js";
 import type { AdminEnv } from "../env.js";

@@ -9,7 +9,7 @@ import {
   restoreApplication,
   softDeleteApplication,
   updateApplication,
-} from "../../services/applications.js";
+} from "../../services/applications/applications.js";
 import type { CpContext } from "../../services/context.js";
 import { parsePageRequest } from "../../services/pagination.js";
 import { type AdminEnv, actorOf } from "../env.js";

@@ -1,8 +1,8 @@
 import { Hono } from "hono";
 import { z } from "zod";
 import { readJson } from "../../http/json-body.js";
-import { loginAgent, logoutAgent, refreshAgentSession } from "../../services/agent-sessions.js";
-import { changeAgentPassword, getAgent } from "../../services/agents.js";
+import { changeAgentPassword, getAgent } from "../../services/agents/agents.js";
+import { loginAgent, logoutAgent, refreshAgentSession } from "../../services/agents/sessions.js";
 import type { CpContext } from "../../services/context.js";
 import type { AdminEnv } from "../env.js";
 import { guard } from "../middleware.js";

@@ -8,7 +8,7 @@ import { type Context, Hono } from "hono";
 import { z } from "zod";
 import { COMMAND_KINDS } from "../../../shared/node-protocol/index.js";
 import { readJson, validate } from "../../http/json-body.js";
-import { getCommand, listCommands, MAX_COMMAND_TTL_SECONDS, queueCommand } from "../../services/commands.js";
+import { getCommand, listCommands, MAX_COMMAND_TTL_SECONDS, queueCommand } from "../../services/commands/commands.js";
 import type { CpContext } from "../../services/context.js";
 import { parsePageRequest } from "../../services/pagination.js";
 import { type AdminEnv, actorOf } from "../env.js";

@@ -22,7 +22,7 @@ import {
   listNodeConfigStates,
   resolveConfigItem,
   setConfig,
-} from "../../services/configs.js";
+} from "../../services/configs/configs.js";
 import type { CpContext } from "../../services/context.js";
 import { parsePageRequest } from "../../services/pagination.js";
 import { type AdminEnv, actorOf } from "../env.js";

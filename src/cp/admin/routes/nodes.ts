@@ -6,7 +6,8 @@ import { Hono } from "hono";
 import { z } from "zod";
 import { readJson, validate } from "../../http/json-body.js";
 import type { CpContext } from "../../services/context.js";
-import { downloadDeployPackage, listDeployPackages } from "../../services/deploy-packages.js";
+import { downloadDeployPackage, listDeployPackages } from "../../services/nodes/deploy-packages.js";
+import { canonicalNodeHost, createNode, deleteNode, disableNode, enableNode } from "../../services/nodes/lifecycle.js";
 import {
   DISPLAYED_NODE_STATUSES,
   getNode,
@@ -14,8 +15,7 @@ import {
   listNodeAuthEvents,
   listNodes,
   nodesOverview,
-} from "../../services/node-views.js";
-import { canonicalNodeHost, createNode, deleteNode, disableNode, enableNode } from "../../services/nodes.js";
+} from "../../services/nodes/views.js";
 import { parsePageRequest, parseTimeRange } from "../../services/pagination.js";
 import { type AdminEnv, actorOf } from "../env.js";
 import { guard } from "../middleware.js";

@@ -4,7 +4,7 @@ import { z } from "zod";
 import { readJson, validate } from "../../http/json-body.js";
 import type { CpContext } from "../../services/context.js";
 import { parsePageRequest } from "../../services/pagination.js";
-import { cancelJob, getJob, listJobs, PKI_JOB_KINDS, PKI_JOB_STATUSES, retryJob } from "../../services/pki-jobs.js";
+import { cancelJob, getJob, listJobs, PKI_JOB_KINDS, PKI_JOB_STATUSES, retryJob } from "../../services/pki/jobs.js";
 import { type AdminEnv, actorOf } from "../env.js";
 import { guard } from "../middleware.js";
 import { ID_PATTERN } from "../schemas.js";

@@ -4,7 +4,7 @@ import { CA_PROFILES, REVOCATION_REASONS, type RevocationReason } from "../../..
 import { readJson, validate } from "../../http/json-body.js";
 import type { CpContext } from "../../services/context.js";
 import { parsePageRequest } from "../../services/pagination.js";
-import { getCertificate, listCas, listCertificates, revokeCertificate } from "../../services/pki-inventory.js";
+import { getCertificate, listCas, listCertificates, revokeCertificate } from "../../services/pki/inventory.js";
 import type { AdminEnv } from "../env.js";
 import { guard } from "../middleware.js";
 import { idParam } from "./params.js";

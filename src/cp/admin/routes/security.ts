@@ -16,7 +16,7 @@ import {
   listAuthEpochChanges,
   listBlacklistEntries,
   removeBlacklistEntry,
-} from "../../services/security-changes.js";
+} from "../../services/security/security-changes.js";
 import { type AdminEnv, actorOf } from "../env.js";
 import { guard } from "../middleware.js";
 import { ID_PATTERN, safeText } from "../schemas.js";

@@ -3,7 +3,7 @@ import { z } from "zod";
 import { CA_PROFILES } from "../../../shared/pki/index.js";
 import { readJson } from "../../http/json-body.js";
 import type { CpContext } from "../../services/context.js";
-import { getSetupStatus, initializeSetup } from "../../services/setup.js";
+import { getSetupStatus, initializeSetup } from "../../services/setup/setup.js";
 import type { AdminEnv } from "../env.js";
 import { displayName, hostName, opaqueToken, password, username } from "../schemas.js";
 

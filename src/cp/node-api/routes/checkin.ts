@@ -6,7 +6,7 @@ import { Hono } from "hono";
 import { checkinRequest } from "../../../shared/node-protocol/index.js";
 import { readJson } from "../../http/json-body.js";
 import type { CpContext } from "../../services/context.js";
-import { recordCheckin } from "../../services/node-checkin.js";
+import { recordCheckin } from "../../services/nodes/checkin.js";
 import type { NodeApiEnv } from "../env.js";
 
 export function checkinRoutes(ctx: CpContext): Hono<NodeApiEnv> {

@@ -8,7 +8,7 @@ import { Hono } from "hono";
 import { z } from "zod";
 import { AuthNexusError } from "../../../shared/errors/index.js";
 import { validate } from "../../http/json-body.js";
-import { CLOUD_FUNCTION_NAME, cloudFunctionBody } from "../../services/cloud-functions.js";
+import { CLOUD_FUNCTION_NAME, cloudFunctionBody } from "../../services/applications/cloud-functions.js";
 import type { CpContext } from "../../services/context.js";
 import type { NodeApiEnv } from "../env.js";
 

@@ -4,13 +4,13 @@
  * leaves through the download endpoint, which re-checks its SHA-256 before handing it out.
  */
 import type { Kysely } from "kysely";
-import type { ControlSchema, DeployPackagesTable } from "../../shared/db/control-schema.js";
-import { AuthNexusError } from "../../shared/errors/index.js";
-import { sha256Hex } from "../../shared/ids.js";
-import { openSecret, sealSecret } from "../../shared/pki/index.js";
-import type { Actor, CpContext } from "./context.js";
-import { writeNodeAudit } from "./node-audit.js";
-import { nodeNotFound } from "./node-views.js";
+import type { ControlSchema, DeployPackagesTable } from "../../../shared/db/control-schema.js";
+import { AuthNexusError } from "../../../shared/errors/index.js";
+import { sha256Hex } from "../../../shared/ids.js";
+import { openSecret, sealSecret } from "../../../shared/pki/index.js";
+import { writeNodeAudit } from "../audit/node-audit.js";
+import type { Actor, CpContext } from "../context.js";
+import { nodeNotFound } from "./views.js";
 
 export function deployPackageAad(packageId: string): string {
   return `deploy-package:${packageId}`;

@@ -5,9 +5,9 @@
  * know about.
  */
 import type { Kysely } from "kysely";
-import type { ControlSchema } from "../../shared/db/index.js";
-import { AuthNexusError } from "../../shared/errors/index.js";
-import { newId } from "../../shared/ids.js";
+import type { ControlSchema } from "../../../shared/db/index.js";
+import { AuthNexusError } from "../../../shared/errors/index.js";
+import { newId } from "../../../shared/ids.js";
 import {
   type CaProfile,
   type IssuedCertificate,
@@ -16,10 +16,10 @@ import {
   openSecret,
   type RevocationReason,
   sealSecret,
-} from "../../shared/pki/index.js";
-import type { Clock } from "../../shared/time/index.js";
-import type { CpContext } from "./context.js";
-import { type Page, type PageRequest, pageOffset, toPage } from "./pagination.js";
+} from "../../../shared/pki/index.js";
+import type { Clock } from "../../../shared/time/index.js";
+import type { CpContext } from "../context.js";
+import { type Page, type PageRequest, pageOffset, toPage } from "../pagination.js";
 
 export function caKeyAad(profile: CaProfile, caId: string): string {
   return `ca-key:${profile}:${caId}`;

@@ -12,12 +12,12 @@
  * written only when they differ from what this process last wrote for the node.
  */
 import { type Kysely, sql } from "kysely";
-import { type ControlSchema, type Placeholders, precompiled } from "../../shared/db/index.js";
-import type { CheckinRequest, CheckinResponse, DeltaStream } from "../../shared/node-protocol/index.js";
-import { latestDeliveredVersions } from "./configs.js";
-import type { CpContext } from "./context.js";
-import type { CallingNode } from "./node-identity.js";
-import { NODE_ONLINE_WINDOW_MS } from "./node-views.js";
+import { type ControlSchema, type Placeholders, precompiled } from "../../../shared/db/index.js";
+import type { CheckinRequest, CheckinResponse, DeltaStream } from "../../../shared/node-protocol/index.js";
+import { latestDeliveredVersions } from "../configs/configs.js";
+import type { CpContext } from "../context.js";
+import type { CallingNode } from "./identity.js";
+import { NODE_ONLINE_WINDOW_MS } from "./views.js";
 
 /** How long cached heads and config versions may be reused before a reload (ms): bounds staleness across CP processes. */
 export const CHECKIN_CACHE_TTL_MS = 1000;

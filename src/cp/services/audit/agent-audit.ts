@@ -1,8 +1,8 @@
 import type { Kysely } from "kysely";
-import type { ControlSchema } from "../../shared/db/index.js";
-import { newId } from "../../shared/ids.js";
-import type { Clock } from "../../shared/time/index.js";
-import type { Actor } from "./context.js";
+import type { ControlSchema } from "../../../shared/db/index.js";
+import { newId } from "../../../shared/ids.js";
+import type { Clock } from "../../../shared/time/index.js";
+import type { Actor } from "../context.js";
 
 export interface AgentAuditEntry {
   action: string;

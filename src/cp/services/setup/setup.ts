@@ -7,17 +7,17 @@
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { CA_VALIDITY_DAYS } from "../../shared/config/defaults.js";
-import { AuthNexusError } from "../../shared/errors/index.js";
-import { constantTimeEqual, randomToken, sha256Hex } from "../../shared/ids.js";
-import { CA_PROFILES, type CaProfile, createRootCa, type IssuedCertificate, sealSecret } from "../../shared/pki/index.js";
-import { assertPasswordPolicy } from "./agent-passwords.js";
-import { type AgentView, createAgent } from "./agents.js";
-import { writeAgentAudit } from "./audit.js";
-import type { CpContext } from "./context.js";
-import { issueCpServerCertificate, storeCpServerCertificate } from "./cp-identity.js";
+import { CA_VALIDITY_DAYS } from "../../../shared/config/defaults.js";
+import { AuthNexusError } from "../../../shared/errors/index.js";
+import { constantTimeEqual, randomToken, sha256Hex } from "../../../shared/ids.js";
+import { CA_PROFILES, type CaProfile, createRootCa, type IssuedCertificate, sealSecret } from "../../../shared/pki/index.js";
+import { type AgentView, createAgent } from "../agents/agents.js";
+import { assertPasswordPolicy } from "../agents/passwords.js";
+import { writeAgentAudit } from "../audit/agent-audit.js";
+import type { CpContext } from "../context.js";
+import { issueCpServerCertificate, storeCpServerCertificate } from "../pki/cp-identity.js";
+import { recordCa } from "../pki/inventory.js";
 import { assertKeyCheck, sealKeyCheck } from "./master-key.js";
-import { recordCa } from "./pki-inventory.js";
 
 export const CONSOLE_TOKEN_FILE_NAME = "console-token";
 export const PASSWORD_HASH_SECRET_NAME = "password-hash-secret";

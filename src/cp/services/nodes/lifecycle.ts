@@ -5,15 +5,15 @@
  * removed). The onboarding itself runs in the job worker (src/cp/jobs/node-onboard.ts).
  */
 import { sql } from "kysely";
-import { isUniqueViolation } from "../../shared/db/index.js";
-import { AuthNexusError } from "../../shared/errors/index.js";
-import { newId } from "../../shared/ids.js";
-import { canonicalDnsName, canonicalIp } from "../../shared/pki/names.js";
-import type { Actor, CpContext } from "./context.js";
-import { writeNodeAudit } from "./node-audit.js";
-import { getNode, type NodeDetail, nodeNotFound } from "./node-views.js";
-import { writePkiAudit } from "./pki-inventory.js";
-import { enqueueJob } from "./pki-jobs.js";
+import { isUniqueViolation } from "../../../shared/db/index.js";
+import { AuthNexusError } from "../../../shared/errors/index.js";
+import { newId } from "../../../shared/ids.js";
+import { canonicalDnsName, canonicalIp } from "../../../shared/pki/names.js";
+import { writeNodeAudit } from "../audit/node-audit.js";
+import type { Actor, CpContext } from "../context.js";
+import { writePkiAudit } from "../pki/inventory.js";
+import { enqueueJob } from "../pki/jobs.js";
+import { getNode, type NodeDetail, nodeNotFound } from "./views.js";
 
 export const NODE_ONBOARD_JOB_KIND = "node_onboard";
 

@@ -4,14 +4,14 @@
  * rotated-out refresh token presented again revokes the whole session (it was stolen or
  * replayed). Unknown user, wrong password and disabled agent all answer the same.
  */
-import { AGENT_ACCESS_TOKEN_TTL_MS, AGENT_REFRESH_TOKEN_TTL_MS, AGENT_SESSION_MAX_LIFETIME_MS } from "../../shared/config/defaults.js";
-import type { ControlSchema } from "../../shared/db/index.js";
-import { AuthNexusError } from "../../shared/errors/index.js";
-import { newId, randomToken, sha256Hex } from "../../shared/ids.js";
-import { decoyPasswordHash, verifyAgentPassword } from "./agent-passwords.js";
+import { AGENT_ACCESS_TOKEN_TTL_MS, AGENT_REFRESH_TOKEN_TTL_MS, AGENT_SESSION_MAX_LIFETIME_MS } from "../../../shared/config/defaults.js";
+import type { ControlSchema } from "../../../shared/db/index.js";
+import { AuthNexusError } from "../../../shared/errors/index.js";
+import { newId, randomToken, sha256Hex } from "../../../shared/ids.js";
+import type { CpContext } from "../context.js";
 import { normalizeUsername } from "./agents.js";
-import type { CpContext } from "./context.js";
 import { type PasswordCheckResult, runThrottledPasswordCheck } from "./login-throttle.js";
+import { decoyPasswordHash, verifyAgentPassword } from "./passwords.js";
 
 export interface TokenPair {
   access_token: string;

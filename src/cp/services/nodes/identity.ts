@@ -8,10 +8,10 @@
  */
 
 import type { Kysely } from "kysely";
-import { type ControlSchema, precompiled } from "../../shared/db/index.js";
-import { AuthNexusError, type ErrorCode } from "../../shared/errors/index.js";
-import { newId } from "../../shared/ids.js";
-import type { CpContext } from "./context.js";
+import { type ControlSchema, precompiled } from "../../../shared/db/index.js";
+import { AuthNexusError, type ErrorCode } from "../../../shared/errors/index.js";
+import { newId } from "../../../shared/ids.js";
+import type { CpContext } from "../context.js";
 
 export interface PeerCertificate {
   /** Node id from the certificate's `urn:authnexus:node:<nid>` URI SAN (null when absent). */

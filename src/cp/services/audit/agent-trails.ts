@@ -2,9 +2,9 @@
  * Read side of the agent trails: admin login attempts and the admin operation audit log, both
  * paginated and filtered by time range, newest first.
  */
-import type { AgentAuditLogsTable } from "../../shared/db/control-schema.js";
-import type { CpContext } from "./context.js";
-import { type Page, type PageRequest, pageOffset, type TimeRange, toPage } from "./pagination.js";
+import type { AgentAuditLogsTable } from "../../../shared/db/control-schema.js";
+import type { CpContext } from "../context.js";
+import { type Page, type PageRequest, pageOffset, type TimeRange, toPage } from "../pagination.js";
 
 export interface AgentLogFilter extends TimeRange {
   agentId?: string | undefined;

@@ -6,10 +6,10 @@
  * one. The log is the only state, so the throttle survives restarts and is shared by every CP
  * process on one Control DB.
  */
-import { AGENT_LOGIN_FAILURE_WINDOW_MS, AGENT_LOGIN_MAX_FAILURES } from "../../shared/config/defaults.js";
-import { AuthNexusError } from "../../shared/errors/index.js";
-import { newId } from "../../shared/ids.js";
-import type { CpContext } from "./context.js";
+import { AGENT_LOGIN_FAILURE_WINDOW_MS, AGENT_LOGIN_MAX_FAILURES } from "../../../shared/config/defaults.js";
+import { AuthNexusError } from "../../../shared/errors/index.js";
+import { newId } from "../../../shared/ids.js";
+import type { CpContext } from "../context.js";
 
 export type PasswordCheckResult = "success" | "bad_credentials" | "unknown_user" | "disabled" | "bad_current_password";
 

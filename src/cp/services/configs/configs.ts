@@ -9,10 +9,10 @@
  * views leave them out for the same reason; their history stays readable per item.
  */
 import { type Kysely, type SqlBool, sql } from "kysely";
-import type { ConfigVersionsTable, ControlSchema } from "../../shared/db/control-schema.js";
-import { dialectOf, isUniqueViolation } from "../../shared/db/index.js";
-import { AuthNexusError } from "../../shared/errors/index.js";
-import { newId } from "../../shared/ids.js";
+import type { ConfigVersionsTable, ControlSchema } from "../../../shared/db/control-schema.js";
+import { dialectOf, isUniqueViolation } from "../../../shared/db/index.js";
+import { AuthNexusError } from "../../../shared/errors/index.js";
+import { newId } from "../../../shared/ids.js";
 import {
   APP_CONFIG_TYPES,
   appIdOfScope,
@@ -30,11 +30,11 @@ import {
   MAX_CONFIG_CONTENT_BYTES,
   parseConfigContent,
   scopeFitsType,
-} from "../../shared/node-protocol/index.js";
-import { cloudFunctionManifest } from "./cloud-functions.js";
-import type { Actor, CpContext } from "./context.js";
-import type { CallingNode } from "./node-identity.js";
-import { type Page, type PageRequest, pageOffset, toPage } from "./pagination.js";
+} from "../../../shared/node-protocol/index.js";
+import { cloudFunctionManifest } from "../applications/cloud-functions.js";
+import type { Actor, CpContext } from "../context.js";
+import type { CallingNode } from "../nodes/identity.js";
+import { type Page, type PageRequest, pageOffset, toPage } from "../pagination.js";
 
 export const CONFIG_STATES = ["SYNCED", "ERROR", "PENDING", "NOT_SENT"] as const;
 export type ConfigState = (typeof CONFIG_STATES)[number];

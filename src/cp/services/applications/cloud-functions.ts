@@ -6,11 +6,11 @@
  * config pull. Functions of applications in the recycle bin are neither listed nor served.
  */
 import type { Kysely } from "kysely";
-import { type ControlSchema, isUniqueViolation } from "../../shared/db/index.js";
-import { AuthNexusError } from "../../shared/errors/index.js";
-import { newId, sha256Hex } from "../../shared/ids.js";
-import type { CloudFunctionManifest } from "../../shared/node-protocol/index.js";
-import type { Actor, CpContext } from "./context.js";
+import { type ControlSchema, isUniqueViolation } from "../../../shared/db/index.js";
+import { AuthNexusError } from "../../../shared/errors/index.js";
+import { newId, sha256Hex } from "../../../shared/ids.js";
+import type { CloudFunctionManifest } from "../../../shared/node-protocol/index.js";
+import type { Actor, CpContext } from "../context.js";
 
 /** Function names: an identifier-like word, safe in a URL path segment without escaping. */
 export const CLOUD_FUNCTION_NAME = /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/;

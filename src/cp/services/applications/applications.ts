@@ -3,12 +3,12 @@
  * SHA-256 hash. Deleting moves an application to the recycle bin; only from there can it be
  * restored or purged for good.
  */
-import type { ApplicationsTable } from "../../shared/db/control-schema.js";
-import { isUniqueViolation } from "../../shared/db/index.js";
-import { AuthNexusError } from "../../shared/errors/index.js";
-import { newId, randomToken, sha256Hex } from "../../shared/ids.js";
-import type { Actor, CpContext } from "./context.js";
-import { type Page, type PageRequest, pageOffset, toPage } from "./pagination.js";
+import type { ApplicationsTable } from "../../../shared/db/control-schema.js";
+import { isUniqueViolation } from "../../../shared/db/index.js";
+import { AuthNexusError } from "../../../shared/errors/index.js";
+import { newId, randomToken, sha256Hex } from "../../../shared/ids.js";
+import type { Actor, CpContext } from "../context.js";
+import { type Page, type PageRequest, pageOffset, toPage } from "../pagination.js";
 
 /** An application as the API shows it: `app_id` instead of `id`, never the secret hash. */
 export type ApplicationView = Omit<ApplicationsTable, "id" | "secret_hash"> & { app_id: string };

@@ -10,10 +10,10 @@
  * transaction advisory lock so commits happen in seq order; SQLite serialises writers anyway.
  */
 import { sql } from "kysely";
-import type { CommandsTable } from "../../shared/db/control-schema.js";
-import { dialectOf } from "../../shared/db/index.js";
-import { AuthNexusError } from "../../shared/errors/index.js";
-import { newId } from "../../shared/ids.js";
+import type { CommandsTable } from "../../../shared/db/control-schema.js";
+import { dialectOf } from "../../../shared/db/index.js";
+import { AuthNexusError } from "../../../shared/errors/index.js";
+import { newId } from "../../../shared/ids.js";
 import {
   COMMAND_PAYLOADS,
   type CommandKind,
@@ -22,11 +22,11 @@ import {
   MAX_COMMAND_OUTPUT_BYTES,
   MAX_COMMAND_PAGE,
   type PulledCommand,
-} from "../../shared/node-protocol/index.js";
-import { canonicalJson } from "./configs.js";
-import type { Actor, CpContext } from "./context.js";
-import type { CallingNode } from "./node-identity.js";
-import { type Page, type PageRequest, pageOffset, toPage } from "./pagination.js";
+} from "../../../shared/node-protocol/index.js";
+import { canonicalJson } from "../configs/configs.js";
+import type { Actor, CpContext } from "../context.js";
+import type { CallingNode } from "../nodes/identity.js";
+import { type Page, type PageRequest, pageOffset, toPage } from "../pagination.js";
 
 /** A command nobody picked up within this long stops being delivered (seconds). */
 export const DEFAULT_COMMAND_TTL_SECONDS = 24 * 3600;

@@ -7,13 +7,13 @@
  */
 import { createPrivateKey, type KeyObject } from "node:crypto";
 import type { Kysely } from "kysely";
-import { type ControlSchema, precompiled } from "../../shared/db/index.js";
-import { AuthNexusError } from "../../shared/errors/index.js";
-import { type CaProfile, isRevocationReason, revocationReasonCode, x509 } from "../../shared/pki/index.js";
-import { computeIssuerHashes, type OcspCertStatus } from "../../shared/pki/ocsp/index.js";
-import type { CertIdQuery, OcspAsyncResolver, ResolvedIssuer } from "../ocsp/index.js";
-import type { CpContext } from "./context.js";
-import { loadActiveCa } from "./pki-inventory.js";
+import { type ControlSchema, precompiled } from "../../../shared/db/index.js";
+import { AuthNexusError } from "../../../shared/errors/index.js";
+import { type CaProfile, isRevocationReason, revocationReasonCode, x509 } from "../../../shared/pki/index.js";
+import { computeIssuerHashes, type OcspCertStatus } from "../../../shared/pki/ocsp/index.js";
+import type { CertIdQuery, OcspAsyncResolver, ResolvedIssuer } from "../../ocsp/index.js";
+import type { CpContext } from "../context.js";
+import { loadActiveCa } from "./inventory.js";
 
 interface KnownIssuer {
   caId: string;

@@ -5,11 +5,11 @@
  * "online" when it checked in within NODE_ONLINE_WINDOW_MS, else "offline".
  */
 import { sql } from "kysely";
-import type { NodesTable } from "../../shared/db/control-schema.js";
-import { AuthNexusError } from "../../shared/errors/index.js";
-import type { CpContext } from "./context.js";
-import { type Page, type PageRequest, pageOffset, type TimeRange, toPage } from "./pagination.js";
-import { type PkiJobView, toJobView } from "./pki-jobs.js";
+import type { NodesTable } from "../../../shared/db/control-schema.js";
+import { AuthNexusError } from "../../../shared/errors/index.js";
+import type { CpContext } from "../context.js";
+import { type Page, type PageRequest, pageOffset, type TimeRange, toPage } from "../pagination.js";
+import { type PkiJobView, toJobView } from "../pki/jobs.js";
 
 /** A node that checked in within this window is online (ms). */
 export const NODE_ONLINE_WINDOW_MS = 2 * 60_000;

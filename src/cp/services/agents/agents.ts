@@ -3,15 +3,15 @@
  * last active root can never be disabled or demoted, so the Control Plane cannot be locked out.
  */
 import type { Kysely, Transaction } from "kysely";
-import type { AgentsTable } from "../../shared/db/control-schema.js";
-import type { ControlSchema } from "../../shared/db/index.js";
-import { dialectOf, isUniqueViolation } from "../../shared/db/index.js";
-import { AuthNexusError } from "../../shared/errors/index.js";
-import { newId } from "../../shared/ids.js";
-import { assertPasswordPolicy, hashAgentPassword, verifyAgentPassword } from "./agent-passwords.js";
-import type { CpContext } from "./context.js";
+import type { AgentsTable } from "../../../shared/db/control-schema.js";
+import type { ControlSchema } from "../../../shared/db/index.js";
+import { dialectOf, isUniqueViolation } from "../../../shared/db/index.js";
+import { AuthNexusError } from "../../../shared/errors/index.js";
+import { newId } from "../../../shared/ids.js";
+import type { CpContext } from "../context.js";
+import { type Page, type PageRequest, pageOffset, toPage } from "../pagination.js";
 import { runThrottledPasswordCheck } from "./login-throttle.js";
-import { type Page, type PageRequest, pageOffset, toPage } from "./pagination.js";
+import { assertPasswordPolicy, hashAgentPassword, verifyAgentPassword } from "./passwords.js";
 import type { AgentRole } from "./roles.js";
 
 /** An agent as the API shows it: everything but the password hash. */

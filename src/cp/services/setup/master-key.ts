@@ -6,9 +6,9 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { AuthNexusError } from "../../shared/errors/index.js";
-import type { Logger } from "../../shared/log/index.js";
-import { encodeMasterKey, generateMasterKey, openSecret, parseMasterKey, sealSecret } from "../../shared/pki/index.js";
+import { AuthNexusError } from "../../../shared/errors/index.js";
+import type { Logger } from "../../../shared/log/index.js";
+import { encodeMasterKey, generateMasterKey, openSecret, parseMasterKey, sealSecret } from "../../../shared/pki/index.js";
 
 export const MASTER_KEY_FILE_NAME = "master.key";
 const KEY_CHECK_PLAINTEXT = Buffer.from("authnexus master key check v1");

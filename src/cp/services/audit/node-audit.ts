@@ -4,10 +4,10 @@
  * history stays readable.
  */
 import type { Kysely } from "kysely";
-import type { ControlSchema } from "../../shared/db/control-schema.js";
-import { newId } from "../../shared/ids.js";
-import type { Clock } from "../../shared/time/index.js";
-import type { Actor } from "./context.js";
+import type { ControlSchema } from "../../../shared/db/control-schema.js";
+import { newId } from "../../../shared/ids.js";
+import type { Clock } from "../../../shared/time/index.js";
+import type { Actor } from "../context.js";
 
 export interface NodeAuditEntry {
   nodeId: string;

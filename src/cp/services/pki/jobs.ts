@@ -5,12 +5,12 @@
  * the worker into an impossible state.
  */
 import type { Kysely } from "kysely";
-import type { ControlSchema, PkiJobsTable } from "../../shared/db/control-schema.js";
-import { AuthNexusError } from "../../shared/errors/index.js";
-import { newId } from "../../shared/ids.js";
-import type { Actor, CpContext } from "./context.js";
-import { type Page, type PageRequest, pageOffset, toPage } from "./pagination.js";
-import { writePkiAudit } from "./pki-inventory.js";
+import type { ControlSchema, PkiJobsTable } from "../../../shared/db/control-schema.js";
+import { AuthNexusError } from "../../../shared/errors/index.js";
+import { newId } from "../../../shared/ids.js";
+import type { Actor, CpContext } from "../context.js";
+import { type Page, type PageRequest, pageOffset, toPage } from "../pagination.js";
+import { writePkiAudit } from "./inventory.js";
 
 export const PKI_JOB_STATUSES = ["pending", "running", "succeeded", "failed", "cancelled"] as const;
 export type PkiJobStatus = (typeof PKI_JOB_STATUSES)[number];

@@ -8,8 +8,8 @@
  * hash; a fixed-length input removes that ambiguity while any character stays allowed.
  */
 import { createHash, randomBytes, scrypt, timingSafeEqual } from "node:crypto";
-import { AGENT_PASSWORD_MAX_LENGTH, AGENT_PASSWORD_MIN_LENGTH } from "../../shared/config/defaults.js";
-import { AuthNexusError } from "../../shared/errors/index.js";
+import { AGENT_PASSWORD_MAX_LENGTH, AGENT_PASSWORD_MIN_LENGTH } from "../../../shared/config/defaults.js";
+import { AuthNexusError } from "../../../shared/errors/index.js";
 
 const SCRYPT_N = 16384;
 const SCRYPT_R = 8;

@@ -15,10 +15,10 @@
  */
 import { isIP } from "node:net";
 import { type Kysely, sql, type Transaction } from "kysely";
-import type { ServerBlacklistEntriesTable } from "../../shared/db/control-schema.js";
-import { type ControlSchema, dialectOf, precompiled } from "../../shared/db/index.js";
-import { AuthNexusError } from "../../shared/errors/index.js";
-import { newId } from "../../shared/ids.js";
+import type { ServerBlacklistEntriesTable } from "../../../shared/db/control-schema.js";
+import { type ControlSchema, dialectOf, precompiled } from "../../../shared/db/index.js";
+import { AuthNexusError } from "../../../shared/errors/index.js";
+import { newId } from "../../../shared/ids.js";
 import {
   type AuthEpochChange,
   type BlacklistChange,
@@ -26,10 +26,10 @@ import {
   DEFAULT_DELTA_PAGE,
   type DeltaStream,
   MAX_DELTA_PAGE,
-} from "../../shared/node-protocol/index.js";
-import { every } from "../../shared/time/index.js";
-import type { Actor, CpContext } from "./context.js";
-import { type Page, type PageRequest, pageOffset, toPage } from "./pagination.js";
+} from "../../../shared/node-protocol/index.js";
+import { every } from "../../../shared/time/index.js";
+import type { Actor, CpContext } from "../context.js";
+import { type Page, type PageRequest, pageOffset, toPage } from "../pagination.js";
 
 /** pg_advisory_xact_lock keys, one per log ("ANBL", "ANEP"): writers of one log queue, the other log is unaffected. */
 const ADVISORY_LOCK: Record<DeltaStream, number> = { blacklist: 0x414e424c, "auth-epochs": 0x414e4550 };
