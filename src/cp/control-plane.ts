@@ -9,7 +9,7 @@ import https from "node:https";
 import { getRequestListener } from "@hono/node-server";
 import { controlMigrationSet } from "../../migrations/control/index.js";
 import { runtimeMigrationSet } from "../../migrations/runtime/index.js";
-import { SHUTDOWN_GRACE_MS } from "../shared/config/defaults.js";
+import { NODE_API_KEEP_ALIVE_MS, SHUTDOWN_GRACE_MS } from "../shared/config/defaults.js";
 import { formatHostPort, type HostPort } from "../shared/config/host-port.js";
 import { type ControlSchema, openMigratedDatabase, type RuntimeSchema } from "../shared/db/index.js";
 import { newId } from "../shared/ids.js";
@@ -24,9 +24,10 @@ import { createSseHub, type SseHub } from "./node-api/sse-hub.js";
 import { createOcspAnswerer, createOcspListener } from "./ocsp/index.js";
 import type { CpContext } from "./services/context.js";
 import { createEventBus } from "./services/event-bus.js";
+import { createCheckinCache } from "./services/nodes/checkin-cache.js";
 import { ensureCpServerCertificate, loadCpTlsIdentity, nodeApiTlsOptions } from "./services/pki/cp-identity.js";
 import { createInventoryResolver, loadOcspIssuers } from "./services/pki/ocsp-status.js";
-import { scheduleRetentionPass } from "./services/security/security-changes.js";
+import { scheduleRetentionPass } from "./services/security/retention.js";
 import { loadMasterKey } from "./services/setup/master-key.js";
 import { ensureSetupRow, isSetupComplete, prepareConsoleToken, verifyMasterKey } from "./services/setup/setup.js";
 
@@ -71,6 +72,7 @@ export async function startControlPlane(config: CpConfig, options: StartOptions)
     publicOcspUrl: config.publicOcspUrl,
     dataDir: config.dataDir,
     events,
+    checkinCache: createCheckinCache(controlDb, events),
     instanceId: newId("cp"),
   };
   const listeners: BoundListener[] = [];
@@ -82,6 +84,7 @@ export async function startControlPlane(config: CpConfig, options: StartOptions)
     lifecycle.stopping = true;
     // Open SSE streams would otherwise hold the node listener for the whole grace period.
     stopRetention();
+    ctx.checkinCache.close();
     await sse.closeAll();
     await jobWorker.stop();
     await Promise.all(listeners.splice(0).map((l) => l.close(options.shutdownGraceMs ?? SHUTDOWN_GRACE_MS)));
@@ -163,8 +166,6 @@ async function startChannelListeners(
     attempt("ocsp", () => startOcspListener(ctx, config)),
   ]);
 }
-
-const NODE_API_KEEP_ALIVE_MS = 65_000;
 
 async function startNodeApiListener(ctx: CpContext, config: CpConfig, sse: SseHub): Promise<BoundListener> {
   await ensureCpServerCertificate(ctx);

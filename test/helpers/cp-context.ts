@@ -10,6 +10,7 @@ import { controlMigrationSet } from "../../migrations/control/index.js";
 import { runtimeMigrationSet } from "../../migrations/runtime/index.js";
 import type { CpContext } from "../../src/cp/services/context.js";
 import { createEventBus } from "../../src/cp/services/event-bus.js";
+import { createCheckinCache } from "../../src/cp/services/nodes/checkin-cache.js";
 import { ensureSetupRow, initializeSetup, prepareConsoleToken } from "../../src/cp/services/setup/setup.js";
 import { type ControlSchema, migrateDatabase, openDatabase, type RuntimeSchema } from "../../src/shared/db/index.js";
 import { createMemoryLogger } from "../../src/shared/log/index.js";
@@ -43,6 +44,7 @@ export async function createTestCp(variant: DbVariant, label = "cp", options: Te
   const runtimeDb = await openDatabase<RuntimeSchema>(await variant.fresh(`${label}_runtime`));
   await migrateDatabase(controlDb as Kysely<unknown>, controlMigrationSet, "test control");
   await migrateDatabase(runtimeDb as Kysely<unknown>, runtimeMigrationSet, "test runtime");
+  const events = createEventBus();
   const ctx: CpContext = {
     controlDb,
     runtimeDb,
@@ -53,7 +55,8 @@ export async function createTestCp(variant: DbVariant, label = "cp", options: Te
     publicCpUrl: "https://cp.example.test:9091/",
     publicOcspUrl: "http://cp.example.test:9092/ocsp/",
     dataDir: dataDir.path,
-    events: createEventBus(),
+    events,
+    checkinCache: createCheckinCache(controlDb, events),
     instanceId: `cp_test_${label}`,
   };
   await ensureSetupRow(ctx);
@@ -63,6 +66,7 @@ export async function createTestCp(variant: DbVariant, label = "cp", options: Te
     scheduler,
     logLines: memory.lines,
     async close() {
+      ctx.checkinCache.close();
       await Promise.all([controlDb.destroy(), runtimeDb.destroy()]);
       await dataDir.cleanup();
     },

@@ -246,7 +246,14 @@ function matrixCases(spec: EndpointSpec, category: string): MatrixCase[] {
         json("number", "42", 400, "VALIDATION_FAILED"),
         json("boolean", "true", 400, "VALIDATION_FAILED"),
         json("null", "null", 400, "VALIDATION_FAILED"),
-        json("30000-deep array", `${"[".repeat(30000)}${"]".repeat(30000)}`, 400, "VALIDATION_FAILED"),
+        // Refused while parsing, before anything recurses over it (JSON.stringify of it overflowed the stack).
+        json("30000-deep array", `${"[".repeat(30000)}${"]".repeat(30000)}`, 400, "JSON_TOO_DEEP"),
+        json(
+          "65-deep object under a valid field",
+          `${baseText.slice(0, -1)},"x":${'{"a":'.repeat(64)}1${"}".repeat(64)}}`,
+          400,
+          "JSON_TOO_DEEP",
+        ),
       ];
     case "unknown-field":
       return [

@@ -4,10 +4,11 @@
  * status), the online transition logged once, the cursor bookkeeping retention relies on, and
  * hostile bodies refused with nothing stored.
  */
+
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { CHECKIN_CACHE_TTL_MS } from "../../src/cp/services/nodes/checkin.js";
-import { bumpAuthEpoch } from "../../src/cp/services/security/security-changes.js";
+import { bumpAuthEpoch } from "../../src/cp/services/security/auth-epochs.js";
+import { CHECKIN_CACHE_TTL_MS } from "../../src/shared/config/defaults.js";
 import { newId } from "../../src/shared/ids.js";
 import {
   type CheckinRequest,

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
-import { queueCommand } from "../../src/cp/services/commands/commands.js";
+import { queueCommand } from "../../src/cp/services/commands/admin.js";
 import type { HintMessage } from "../../src/cp/services/event-bus.js";
 import { MAX_COMMAND_OUTPUT_BYTES, MAX_COMMAND_PAGE, nodePaths } from "../../src/shared/node-protocol/index.js";
 import { type AdminApp, buildAdminApp, type CallResult, call, loginAs, snapshotDb } from "../helpers/admin-app.js";

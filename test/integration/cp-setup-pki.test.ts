@@ -3,11 +3,12 @@
  * console token lifecycle, the one-transaction initialize (and its refusals), sealed CA keys,
  * the CP's TLS identity, revocation, and what Channel 4 reads from the inventory.
  */
+
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import { after, before, describe, test } from "node:test";
-import { CP_CERT_RENEW_BEFORE_MS, ensureCpServerCertificate, loadCpTlsIdentity } from "../../src/cp/services/pki/cp-identity.js";
+import { ensureCpServerCertificate, loadCpTlsIdentity } from "../../src/cp/services/pki/cp-identity.js";
 import { listCertificates, loadActiveCa, recordCertificate, revokeCertificate } from "../../src/cp/services/pki/inventory.js";
 import { createInventoryResolver, loadOcspIssuers } from "../../src/cp/services/pki/ocsp-status.js";
 import {
@@ -18,6 +19,7 @@ import {
   prepareConsoleToken,
   verifyMasterKey,
 } from "../../src/cp/services/setup/setup.js";
+import { CP_CERT_RENEW_BEFORE_MS } from "../../src/shared/config/defaults.js";
 import { isAuthNexusError } from "../../src/shared/errors/index.js";
 import {
   CA_PROFILES,

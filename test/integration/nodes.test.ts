@@ -6,6 +6,7 @@
  * enable → good through the real answerer and `openssl ocsp`; hard delete; roles; and hostile
  * input on every endpoint (4xx, nothing stored).
  */
+
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { createPrivateKey, X509Certificate } from "node:crypto";
@@ -18,9 +19,9 @@ import { AsnConvert } from "@peculiar/asn1-schema";
 import { createPkiJobWorker, type JobWorker } from "../../src/cp/jobs/index.js";
 import { createOcspAnswerer } from "../../src/cp/ocsp/index.js";
 import type { NodeNotice } from "../../src/cp/services/event-bus.js";
-import { NODE_ONLINE_WINDOW_MS, OCSP_STALE_AFTER_MS } from "../../src/cp/services/nodes/views.js";
 import { createInventoryResolver, loadOcspIssuers } from "../../src/cp/services/pki/ocsp-status.js";
 import { PASSWORD_HASH_SECRET_NAME } from "../../src/cp/services/setup/setup.js";
+import { NODE_ONLINE_WINDOW_MS, OCSP_STALE_AFTER_MS } from "../../src/shared/config/defaults.js";
 import { agentPackageSchema, PACKAGE_FILES } from "../../src/shared/node-protocol/index.js";
 import { nodeUri, openSecret, parseCertificate, verifyCertificateChain } from "../../src/shared/pki/index.js";
 import { type AdminApp, buildAdminApp, type CallResult, call, loginAs, snapshotDb } from "../helpers/admin-app.js";

@@ -6,13 +6,13 @@
  * restarted worker resumes it; retry / cancel state rules and their refusals; and the timer
  * loop (start, wake on create, stop waiting for the job in flight).
  */
+
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import {
   createJobWorker,
   createPkiJobWorker,
   INTERRUPTED_ERROR,
-  JOB_LEASE_MS,
   type JobHandler,
   JobLeaseLostError,
   nodeOnboardHandler,
@@ -20,6 +20,7 @@ import {
 } from "../../src/cp/jobs/index.js";
 import type { Actor } from "../../src/cp/services/context.js";
 import { createNode } from "../../src/cp/services/nodes/lifecycle.js";
+import { JOB_LEASE_MS } from "../../src/shared/config/defaults.js";
 import { type AdminApp, buildAdminApp, type CallResult, call, loginAs, snapshotDb } from "../helpers/admin-app.js";
 import { completeSetup, createTestCp, ROOT_PASSWORD, ROOT_USERNAME, type TestCp } from "../helpers/cp-context.js";
 import { dbVariants } from "../helpers/databases.js";

@@ -8,7 +8,8 @@
 import assert from "node:assert/strict";
 import { after, before, describe, it } from "node:test";
 import type { HintMessage } from "../../src/cp/services/event-bus.js";
-import { compactChangeLogs, cursorExpired } from "../../src/cp/services/security/security-changes.js";
+import { cursorExpired } from "../../src/cp/services/security/deltas.js";
+import { compactChangeLogs } from "../../src/cp/services/security/retention.js";
 import { newId } from "../../src/shared/ids.js";
 import {
   type AuthEpochChange,

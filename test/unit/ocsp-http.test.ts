@@ -5,11 +5,11 @@ import { after, describe, test } from "node:test";
 import {
   buildOcspErrorResponse,
   createOcspListener,
-  DEFAULT_OCSP_MAX_REQUEST_BYTES,
   OCSP_REQUEST_CONTENT_TYPE,
   OCSP_RESPONSE_CONTENT_TYPE,
   type OcspAppOptions,
 } from "../../src/cp/ocsp/index.js";
+import { DEFAULT_OCSP_MAX_REQUEST_BYTES } from "../../src/shared/config/defaults.js";
 
 const MALFORMED = buildOcspErrorResponse("malformedRequest");
 const INTERNAL = buildOcspErrorResponse("internalError");

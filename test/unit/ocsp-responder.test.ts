@@ -22,11 +22,11 @@ import {
   buildOcspResponse,
   type CertIdQuery,
   createOcspAnswerer,
-  DEFAULT_OCSP_VALIDITY_MS,
   OcspRequestError,
   type ParsedOcspRequest,
   parseOcspRequest,
 } from "../../src/cp/ocsp/index.js";
+import { DEFAULT_OCSP_VALIDITY_MS } from "../../src/shared/config/defaults.js";
 import { isAuthNexusError } from "../../src/shared/errors/index.js";
 import { encodeTlv, TAG } from "../../src/shared/pki/ocsp/der.js";
 import { computeIssuerHashes, type OcspCertStatus, responderKeyHash } from "../../src/shared/pki/ocsp/index.js";

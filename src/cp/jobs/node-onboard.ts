@@ -15,10 +15,11 @@ import { newId } from "../../shared/ids.js";
 import { type CaProfile, type IssuedCertificate, issueLeafCertificate, nodeUri, openSecret } from "../../shared/pki/index.js";
 import { buildDeployPackage } from "../packages/deploy-package.js";
 import { writeNodeAudit } from "../services/audit/node-audit.js";
+import { writePkiAudit } from "../services/audit/pki-audit.js";
 import type { CpContext } from "../services/context.js";
 import { storeDeployPackage } from "../services/nodes/deploy-packages.js";
 import { canonicalNodeHost } from "../services/nodes/lifecycle.js";
-import { loadActiveCa, recordCertificate, type StoredCa, writePkiAudit } from "../services/pki/inventory.js";
+import { loadActiveCa, recordCertificate, type StoredCa } from "../services/pki/inventory.js";
 import { PASSWORD_HASH_SECRET_NAME } from "../services/setup/setup.js";
 import { type JobHandler, type JobRun, PermanentJobError } from "./worker.js";
 

@@ -9,22 +9,20 @@
  * Time comparisons use the injected clock; timers only pace polling. Tests drive the worker
  * deterministically through sweep() and runOnce() without start().
  */
+
 import type { Kysely } from "kysely";
+import {
+  JOB_LEASE_MS,
+  JOB_LEASE_RENEW_MS,
+  JOB_POLL_INTERVAL_MS,
+  JOB_RETRY_BASE_MS,
+  JOB_RETRY_MAX_MS,
+  JOB_STOP_WAIT_MS,
+} from "../../shared/config/defaults.js";
 import type { ControlSchema, PkiJobsTable } from "../../shared/db/control-schema.js";
 import { type CancelTimer, delay, every } from "../../shared/time/index.js";
 import type { CpContext } from "../services/context.js";
 
-/** How often an idle worker looks for due jobs (ms); wake() skips the wait. */
-export const JOB_POLL_INTERVAL_MS = 5_000;
-/** How long a claim holds without renewal (ms): after that a sweep may reclaim the job. */
-export const JOB_LEASE_MS = 60_000;
-/** How often a running job's lease is renewed (ms). */
-export const JOB_LEASE_RENEW_MS = 15_000;
-/** First retry delay after a failure (ms); doubles per attempt up to JOB_RETRY_MAX_MS. */
-export const JOB_RETRY_BASE_MS = 5_000;
-export const JOB_RETRY_MAX_MS = 10 * 60_000;
-/** How long stop() waits for the job in flight before giving up on it (ms); its lease then expires. */
-export const JOB_STOP_WAIT_MS = 10_000;
 /** last_error of a job reclaimed from a dead (or stopped) CP process. */
 export const INTERRUPTED_ERROR = "interrupted: CP stopped while the job was running";
 const MAX_ERROR_LENGTH = 1000;

@@ -11,16 +11,15 @@
  * current stream opens or closes (never for an evicted one), one write at a time per node so
  * an old "closed" cannot land after a newer "opened".
  */
+
 import type { ServerResponse } from "node:http";
 import type { Writable } from "node:stream";
+import { SSE_MAX_QUEUED_FRAMES } from "../../shared/config/defaults.js";
 import type { Logger } from "../../shared/log/index.js";
 import { type HintEvent, PING_EVENT, SSE_PING_INTERVAL_MS, sseFrame } from "../../shared/node-protocol/index.js";
 import { every, type Scheduler } from "../../shared/time/index.js";
 import type { CpContext } from "../services/context.js";
 import { recordSseState } from "../services/nodes/checkin.js";
-
-/** Frames a backpressured stream may hold before the oldest is dropped. */
-export const SSE_MAX_QUEUED_FRAMES = 32;
 
 export interface SseHubOptions {
   log: Logger;

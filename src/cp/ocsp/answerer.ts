@@ -1,12 +1,7 @@
+import { DEFAULT_OCSP_VALIDITY_MS } from "../../shared/config/defaults.js";
 import { isDatabaseUnavailable } from "../../shared/db/errors.js";
 import type { Clock } from "../../shared/time/index.js";
-import {
-  buildOcspErrorResponse,
-  buildOcspResponse,
-  DEFAULT_OCSP_VALIDITY_MS,
-  type ResolvedIssuer,
-  validateValidityMs,
-} from "./build-response.js";
+import { buildOcspErrorResponse, buildOcspResponse, type ResolvedIssuer, validateValidityMs } from "./build-response.js";
 import { type CertIdQuery, OcspRequestError, parseOcspRequest } from "./parse-request.js";
 
 /** Like OcspResolver, but may look the certificate up asynchronously (inventory, database). */

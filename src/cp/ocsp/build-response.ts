@@ -8,7 +8,9 @@
  * not match its certificate is an INTERNAL AuthNexusError (the answerer turns it into an OCSP
  * internalError answer and logs its detail).
  */
+
 import { createHash, type KeyObject, sign, X509Certificate } from "node:crypto";
+import { DEFAULT_OCSP_VALIDITY_MS, MAX_OCSP_VALIDITY_MS } from "../../shared/config/defaults.js";
 import { AuthNexusError } from "../../shared/errors/index.js";
 import { computeIssuerHashes, extractCertificateParts, type IssuerHashes } from "../../shared/pki/ocsp/cert-id.js";
 import { isRevocationReasonCode, type OcspCertStatus } from "../../shared/pki/ocsp/cert-status.js";
@@ -16,10 +18,6 @@ import { encodeGeneralizedTime, encodeTlv, TAG } from "../../shared/pki/ocsp/der
 import { OID_CONTENT } from "../../shared/pki/ocsp/oids.js";
 import type { Clock } from "../../shared/time/index.js";
 import type { CertIdQuery, ParsedOcspRequest } from "./parse-request.js";
-
-/** Default and maximum nextUpdate - thisUpdate: the SDK refuses windows over 1800 s. */
-export const DEFAULT_OCSP_VALIDITY_MS = 30 * 60 * 1000;
-export const MAX_OCSP_VALIDITY_MS = 1800 * 1000;
 
 /** The issuing CA, which signs responses about its own certificates directly. */
 export interface OcspSigner {

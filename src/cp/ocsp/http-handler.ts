@@ -1,9 +1,9 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { DEFAULT_OCSP_MAX_REQUEST_BYTES } from "../../shared/config/defaults.js";
 import { buildOcspErrorResponse } from "./build-response.js";
 
 export const OCSP_REQUEST_CONTENT_TYPE = "application/ocsp-request";
 export const OCSP_RESPONSE_CONTENT_TYPE = "application/ocsp-response";
-export const DEFAULT_OCSP_MAX_REQUEST_BYTES = 16 * 1024;
 
 export interface OcspAppOptions {
   /** DER OCSPRequest in, DER OCSPResponse out; expected never to throw (see createOcspAnswerer). */

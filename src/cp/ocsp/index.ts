@@ -10,8 +10,6 @@ export {
   type BuildOcspResponseOptions,
   buildOcspErrorResponse,
   buildOcspResponse,
-  DEFAULT_OCSP_VALIDITY_MS,
-  MAX_OCSP_VALIDITY_MS,
   type OcspErrorStatus,
   type OcspResolver,
   type OcspSigner,
@@ -19,7 +17,6 @@ export {
 } from "./build-response.js";
 export {
   createOcspListener,
-  DEFAULT_OCSP_MAX_REQUEST_BYTES,
   OCSP_REQUEST_CONTENT_TYPE,
   OCSP_RESPONSE_CONTENT_TYPE,
   type OcspAppOptions,

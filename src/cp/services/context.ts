@@ -3,6 +3,7 @@ import type { ControlSchema, RuntimeSchema } from "../../shared/db/index.js";
 import type { Logger } from "../../shared/log/index.js";
 import type { Clock, Scheduler } from "../../shared/time/index.js";
 import type { EventBus } from "./event-bus.js";
+import type { CheckinCache } from "./nodes/checkin-cache.js";
 
 /** What every Control Plane service needs, passed in rather than reached for globally. */
 export interface CpContext {
@@ -21,6 +22,8 @@ export interface CpContext {
   dataDir: string;
   /** Channel 2 hints: publish after a change commits; the SSE hub fans them out. */
   events: EventBus;
+  /** What checkins answer (log heads, latest config versions), kept fresh by `events`. */
+  checkinCache: CheckinCache;
   /** Identifies this CP process (PKI job leases). */
   instanceId: string;
 }

@@ -1,3 +1,4 @@
+import type { SelectQueryBuilder } from "kysely";
 import { DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE } from "../../shared/config/defaults.js";
 import { AuthNexusError } from "../../shared/errors/index.js";
 
@@ -58,4 +59,22 @@ export function parseTimeRange(query: Record<string, string | undefined>): TimeR
     throw new AuthNexusError("VALIDATION_FAILED", { message: "from must not be after to." });
   }
   return range;
+}
+
+/**
+ * One page of `base` (a query with its filters, no columns yet) and the total over the same
+ * filters, in one round trip each, run concurrently. `select` adds the columns and the order
+ * (always with a unique tiebreaker, or pages could overlap); `toItem` shapes each row.
+ */
+export async function paginate<DB, TB extends keyof DB, Row, Item = Row>(
+  base: SelectQueryBuilder<DB, TB, object>,
+  request: PageRequest,
+  select: (query: SelectQueryBuilder<DB, TB, object>) => SelectQueryBuilder<DB, TB, Row>,
+  toItem: (row: Row) => Item = (row) => row as unknown as Item,
+): Promise<Page<Item>> {
+  const [rows, count] = await Promise.all([
+    select(base).limit(request.pageSize).offset(pageOffset(request)).execute(),
+    base.select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow(),
+  ]);
+  return toPage(rows.map(toItem), request, Number((count as { n: number | string }).n));
 }

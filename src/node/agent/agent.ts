@@ -6,8 +6,10 @@
  * (800 ms epochs / 5 s blacklist; commands and configs at most every degraded blacklist
  * interval), and when it comes back every loop pulls once, because hints may have been missed.
  */
+
 import { EventEmitter } from "node:events";
 import type { Kysely } from "kysely";
+import { POLL_JITTER_RATIO } from "../../shared/config/defaults.js";
 import type { RuntimeSchema } from "../../shared/db/index.js";
 import type { Logger } from "../../shared/log/index.js";
 import { type CpAgentRuntime, GLOBAL_SCOPE, type HintEvent } from "../../shared/node-protocol/index.js";
@@ -29,9 +31,6 @@ import { DeltaPuller } from "./delta-puller.js";
 import { OcspStapler, type OcspStatus, type OcspTransport } from "./ocsp-stapler.js";
 import { PeriodicTask } from "./periodic-task.js";
 import { type SseState, SseSubscriber } from "./sse-subscriber.js";
-
-/** How much shorter than its interval a poll may come, at random. */
-const POLL_JITTER_RATIO = 0.1;
 
 export interface CpAgentOptions {
   pkg: LoadedAgentPackage;

@@ -17,7 +17,8 @@ import { isIP } from "node:net";
 import { createSecureContext } from "node:tls";
 import { Agent, fetch } from "undici";
 import type { z } from "zod";
-import { NODE_MAX_CP_RESPONSE_BYTES } from "../../shared/config/defaults.js";
+import { MAX_JSON_DEPTH, NODE_MAX_CP_RESPONSE_BYTES } from "../../shared/config/defaults.js";
+import { parseJson } from "../../shared/json/index.js";
 import {
   authEpochDeltaResponse,
   batchAcceptedResponse,
@@ -30,6 +31,7 @@ import {
   type ConfigsErrorsRequest,
   type ConfigsPullRequest,
   type ConfigsPullResponse,
+  CP_API_PREFIX,
   checkinResponse,
   commandsPullResponse,
   configsPullResponse,
@@ -228,9 +230,9 @@ export class CpClient {
       if (schema === null) return undefined as T;
       let json: unknown;
       try {
-        json = JSON.parse(bytes.toString("utf8"));
-      } catch {
-        throw new CpCallError("invalid_response", `${method} ${routeOf(path)}: response is not JSON`);
+        json = parseJson(bytes.toString("utf8"), MAX_JSON_DEPTH);
+      } catch (error) {
+        throw new CpCallError("invalid_response", `${method} ${routeOf(path)}: response is not JSON (${(error as Error).message})`);
       }
       const parsed = schema.safeParse(json);
       if (!parsed.success) {
@@ -319,7 +321,9 @@ const BACKSTOP_MIN_MARGIN_MS = 2000;
 
 /** The path without ids, for messages: /cp/v2/nodes/<id>/checkin → checkin. */
 function routeOf(path: string): string {
-  return path.replace(/^\/cp\/v2\/nodes\/[^/]+\//, "").replace(/\?.*$/, "");
+  const nodes = `${CP_API_PREFIX}/nodes/`;
+  const route = path.startsWith(nodes) ? path.slice(path.indexOf("/", nodes.length) + 1) : path;
+  return route.replace(/\?.*$/, "");
 }
 
 /**

@@ -8,15 +8,12 @@
  * itself down over it: its management channels stay up so an admin can re-enable it.
  */
 import { Agent, request } from "undici";
-import { NODE_OCSP_CLOCK_SKEW_MS, NODE_OCSP_MIN_REFRESH_MS } from "../../shared/config/defaults.js";
+import { CLOCK_SKEW_MS, MAX_OCSP_RESPONSE_BYTES, NODE_OCSP_MIN_REFRESH_MS } from "../../shared/config/defaults.js";
 import type { Logger } from "../../shared/log/index.js";
 import { buildOcspRequest, type OcspCertStatusKind, type VerifiedOcspResponse, verifyOcspResponse } from "../../shared/pki/ocsp/index.js";
 import { deadlineSignal, type Scheduler } from "../../shared/time/index.js";
 import type { Backoff } from "./backoff.js";
 import { PeriodicTask } from "./periodic-task.js";
-
-/** Largest OCSP response accepted (bytes); ours are a few hundred. */
-const MAX_OCSP_RESPONSE_BYTES = 64 * 1024;
 
 /** POSTs a DER request, resolves with the DER response, gives up when `signal` aborts (injectable for tests). */
 export type OcspTransport = (url: string, der: Buffer, signal: AbortSignal) => Promise<Buffer>;
@@ -145,7 +142,7 @@ export class OcspStapler {
         certId: built.certId,
         nonce: built.nonce,
         now: scheduler.clock.now(),
-        clockSkewMs: NODE_OCSP_CLOCK_SKEW_MS,
+        clockSkewMs: CLOCK_SKEW_MS,
       });
       const previous = this.cached?.status.kind ?? null;
       this.cached = { ...verified, der, fetchedAt: scheduler.clock.now() };

@@ -44,14 +44,24 @@ export const AGENT_PASSWORD_MAX_LENGTH = 256;
 
 /** Largest admin API request body accepted (bytes). */
 export const ADMIN_MAX_BODY_BYTES = 64 * 1024;
+/** Deepest nesting of objects and arrays accepted in any JSON body, on every listener (levels). */
+export const MAX_JSON_DEPTH = 64;
 /** Largest page a list endpoint returns. */
 export const MAX_PAGE_SIZE = 200;
 export const DEFAULT_PAGE_SIZE = 50;
 
-/** Root CA lifetime (days). */
+/** Root CA lifetime (days): ten years, because a root is replaced by rotation, not by expiry. */
 export const CA_VALIDITY_DAYS = 3650;
-/** Leaf certificate lifetime (days); 397 is the public-web ceiling and a sane default here. */
+/** Leaf certificate lifetime (days): 397, the CA/Browser Forum ceiling for TLS leaves, which TLS stacks increasingly enforce. */
 export const LEAF_VALIDITY_DAYS = 397;
+/**
+ * How far two clocks may disagree (ms): certificates are backdated by this much (notBefore) so
+ * a peer whose clock runs slow still accepts them, and an OCSP thisUpdate may lie this far in
+ * the future (the CP's clock may run ahead of a node's).
+ */
+export const CLOCK_SKEW_MS = 5 * 60 * 1000;
+/** The CP renews its own server certificate (9091) at start when less than this remains (ms). */
+export const CP_CERT_RENEW_BEFORE_MS = 30 * 24 * 60 * 60 * 1000;
 
 /** How long in-flight requests may run after SIGINT/SIGTERM before sockets are cut (ms). */
 export const SHUTDOWN_GRACE_MS = 10_000;
@@ -60,5 +70,62 @@ export const SHUTDOWN_GRACE_MS = 10_000;
 export const NODE_MAX_CP_RESPONSE_BYTES = 8 * 1024 * 1024;
 /** serve-node: the OCSP refresh is never planned sooner than this (ms), however close nextUpdate is. */
 export const NODE_OCSP_MIN_REFRESH_MS = 1000;
-/** serve-node: thisUpdate may lie this far in the future (ms): the CP's clock may run slightly ahead. */
-export const NODE_OCSP_CLOCK_SKEW_MS = 5 * 60 * 1000;
+
+/** serve-node: largest OCSP response accepted from the responder (bytes); ours are a few hundred. */
+export const MAX_OCSP_RESPONSE_BYTES = 64 * 1024;
+/** serve-node: a poll may come up to this fraction of its interval early, at random, so a fleet does not poll in waves. */
+export const POLL_JITTER_RATIO = 0.1;
+
+// ---- OCSP responder (Channel 4) ------------------------------------------------------------
+
+/** nextUpdate - thisUpdate of every response (ms). */
+export const DEFAULT_OCSP_VALIDITY_MS = 30 * 60 * 1000;
+/** The most a response may be valid (ms): SDKs refuse windows over 1800 s. */
+export const MAX_OCSP_VALIDITY_MS = 1800 * 1000;
+/** Largest OCSP request accepted, POST body or decoded GET payload (bytes). */
+export const DEFAULT_OCSP_MAX_REQUEST_BYTES = 16 * 1024;
+
+// ---- node API (Channels 1-3) ---------------------------------------------------------------
+
+/** Idle node connections are kept this long (ms): past the 5 s epoch poll, so pulls reuse their mTLS session. */
+export const NODE_API_KEEP_ALIVE_MS = 65_000;
+/** A node that checked in within this window is online (ms). */
+export const NODE_ONLINE_WINDOW_MS = 2 * 60_000;
+/** An active node whose OCSP staple was last applied longer ago than this needs attention (ms). */
+export const OCSP_STALE_AFTER_MS = 60 * 60_000;
+/** How long the checkin's cached log heads and config versions may be reused (ms): bounds staleness across CP processes. */
+export const CHECKIN_CACHE_TTL_MS = 1000;
+/** Frames a backpressured SSE stream may hold before the oldest is dropped. */
+export const SSE_MAX_QUEUED_FRAMES = 32;
+/** A command nobody picked up within this long stops being delivered (seconds); an admin may choose up to the maximum. */
+export const DEFAULT_COMMAND_TTL_SECONDS = 24 * 3600;
+export const MAX_COMMAND_TTL_SECONDS = 30 * 86_400;
+/** How often the CP retires expired blacklist entries and compacts the change logs (ms). */
+export const RETENTION_PASS_INTERVAL_MS = 10 * 60_000;
+/** Longest a blacklist entry may be set to last (ms): anything longer is a typo, not a policy. */
+export const MAX_BLACKLIST_LIFETIME_MS = 100 * 365 * 86_400_000;
+
+// ---- PKI jobs ------------------------------------------------------------------------------
+
+/** Attempts a job gets before it stays failed (an admin may retry it then). */
+export const DEFAULT_JOB_MAX_ATTEMPTS = 5;
+/** How often an idle worker looks for due jobs (ms); a queued job wakes it at once. */
+export const JOB_POLL_INTERVAL_MS = 5_000;
+/** How long a claim holds without renewal (ms): after that a sweep may reclaim the job. */
+export const JOB_LEASE_MS = 60_000;
+/** How often a running job's lease is renewed (ms). */
+export const JOB_LEASE_RENEW_MS = 15_000;
+/** First retry delay after a failure (ms); it doubles per attempt up to JOB_RETRY_MAX_MS. */
+export const JOB_RETRY_BASE_MS = 5_000;
+export const JOB_RETRY_MAX_MS = 10 * 60_000;
+/** How long a stopping CP waits for the job in flight (ms); after that its lease simply expires. */
+export const JOB_STOP_WAIT_MS = 10_000;
+
+// ---- cloud functions -----------------------------------------------------------------------
+
+/** Largest script body (bytes, UTF-8). */
+export const MAX_CLOUD_FUNCTION_SCRIPT_BYTES = 256 * 1024;
+/** Run-time limit of one call (ms), and the range a function may ask for. */
+export const DEFAULT_CLOUD_FUNCTION_TIMEOUT_MS = 1000;
+export const MIN_CLOUD_FUNCTION_TIMEOUT_MS = 10;
+export const MAX_CLOUD_FUNCTION_TIMEOUT_MS = 60_000;

@@ -7,6 +7,7 @@
  * validates content on the CP (when an admin sets it) and on the node (when it applies it).
  */
 import { z } from "zod";
+import { DEFAULT_CLOUD_FUNCTION_TIMEOUT_MS, MAX_CLOUD_FUNCTION_TIMEOUT_MS, MIN_CLOUD_FUNCTION_TIMEOUT_MS } from "../config/defaults.js";
 
 export const CONFIG_TYPES = [
   "server_runtime_settings",
@@ -68,7 +69,7 @@ export const serverRuntimeSettingsSchema = z.strictObject({
   heartbeat_timeout_seconds: z.number().int().min(5).max(3600).default(90),
   max_connections: z.number().int().min(1).max(1_000_000).default(50_000),
   max_connections_per_ip: z.number().int().min(1).max(100_000).default(200),
-  cloud_function_timeout_ms: ms(10, 60_000).default(1000),
+  cloud_function_timeout_ms: ms(MIN_CLOUD_FUNCTION_TIMEOUT_MS, MAX_CLOUD_FUNCTION_TIMEOUT_MS).default(DEFAULT_CLOUD_FUNCTION_TIMEOUT_MS),
   login_attempts_per_minute: z.number().int().min(1).max(100_000).default(30),
 });
 

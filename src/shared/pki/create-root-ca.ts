@@ -1,5 +1,6 @@
 /** Self-signed root CAs: one per CA profile, created at first-run setup. */
 import "./crypto-provider.js";
+import { CA_VALIDITY_DAYS } from "../config/defaults.js";
 import { AuthNexusError } from "../errors/index.js";
 import type { Clock } from "../time/index.js";
 import { x509 } from "./crypto-provider.js";
@@ -19,13 +20,11 @@ export interface CreateRootCaOptions {
   commonName: string;
   /** Subject O; defaults to DEFAULT_CA_ORGANISATION. */
   organisation?: string;
-  /** Defaults to DEFAULT_CA_VALIDITY_DAYS. */
+  /** Defaults to CA_VALIDITY_DAYS. */
   validityDays?: number;
   clock: Clock;
 }
 
-/** Ten years: a root is replaced by rotation, not by expiry. */
-export const DEFAULT_CA_VALIDITY_DAYS = 3650;
 export const DEFAULT_CA_ORGANISATION = "AuthNexus";
 
 // Only digitalSignature beyond the CA bits: the CA signs OCSP responses itself (SDKs verify
@@ -33,7 +32,7 @@ export const DEFAULT_CA_ORGANISATION = "AuthNexus";
 const CA_KEY_USAGES = x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign | x509.KeyUsageFlags.digitalSignature;
 
 export async function createRootCa(options: CreateRootCaOptions): Promise<IssuedCertificate> {
-  const validityDays = options.validityDays ?? DEFAULT_CA_VALIDITY_DAYS;
+  const validityDays = options.validityDays ?? CA_VALIDITY_DAYS;
   if (!isCaProfile(options.profile)) {
     throw new AuthNexusError("CERTIFICATE_INVALID", { message: "unknown CA profile" });
   }

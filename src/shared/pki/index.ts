@@ -5,12 +5,11 @@
 import "./crypto-provider.js";
 
 export type { CreateRootCaOptions } from "./create-root-ca.js";
-export { createRootCa, DEFAULT_CA_ORGANISATION, DEFAULT_CA_VALIDITY_DAYS } from "./create-root-ca.js";
+export { createRootCa, DEFAULT_CA_ORGANISATION } from "./create-root-ca.js";
 export { x509 } from "./crypto-provider.js";
 export type { IssueLeafOptions, LeafSansInput } from "./issue-leaf.js";
-export { DEFAULT_LEAF_VALIDITY_DAYS, issueLeafCertificate } from "./issue-leaf.js";
+export { issueLeafCertificate } from "./issue-leaf.js";
 export type { IssuedCertificate } from "./issued-certificate.js";
-export { CLOCK_SKEW_ALLOWANCE_MS } from "./issued-certificate.js";
 export { encodeMasterKey, generateMasterKey, MASTER_KEY_BYTES, openSecret, parseMasterKey, sealSecret } from "./key-encryption.js";
 export type { CryptoKey, CryptoKeyPair } from "./keys.js";
 export { generateKeyPair, privateKeyToPem } from "./keys.js";

@@ -2,6 +2,7 @@
 import "./crypto-provider.js";
 import { AsnConvert } from "@peculiar/asn1-schema";
 import * as asn1X509 from "@peculiar/asn1-x509";
+import { LEAF_VALIDITY_DAYS } from "../config/defaults.js";
 import { AuthNexusError } from "../errors/index.js";
 import type { Clock } from "../time/index.js";
 import { x509 } from "./crypto-provider.js";
@@ -32,22 +33,19 @@ export interface IssueLeafOptions {
   sans?: LeafSansInput;
   /** OCSP responder URL put in Authority Information Access. */
   ocspUrl?: string;
-  /** Defaults to DEFAULT_LEAF_VALIDITY_DAYS; clamped to the issuer's notAfter. */
+  /** Defaults to LEAF_VALIDITY_DAYS; clamped to the issuer's notAfter. */
   validityDays?: number;
   clock: Clock;
   /** Certify this key (keyPem is then null); otherwise a P-256 key pair is generated. */
   publicKey?: CryptoKey;
 }
 
-/** 397 days: the CA/Browser Forum ceiling for TLS leaves, which TLS stacks increasingly enforce. */
-export const DEFAULT_LEAF_VALIDITY_DAYS = 397;
-
 // digitalSignature only: ECDHE suites and TLS 1.3 need nothing else from an ECDSA key.
 const LEAF_KEY_USAGES = x509.KeyUsageFlags.digitalSignature;
 
 export async function issueLeafCertificate(options: IssueLeafOptions): Promise<IssuedCertificate> {
   const spec = leafProfileSpec(options.profile);
-  const validityDays = options.validityDays ?? DEFAULT_LEAF_VALIDITY_DAYS;
+  const validityDays = options.validityDays ?? LEAF_VALIDITY_DAYS;
   assertCommonName(options.commonName);
   assertValidityDays(validityDays);
   const sans = checkSans(spec, options.sans ?? {});

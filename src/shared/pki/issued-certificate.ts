@@ -1,6 +1,7 @@
 /** What the issuers hand back, and the pieces of issuance shared by CAs and leaves. */
 import "./crypto-provider.js";
 import { randomBytes } from "node:crypto";
+import { CLOCK_SKEW_MS } from "../config/defaults.js";
 import { AuthNexusError } from "../errors/index.js";
 import type { x509 } from "./crypto-provider.js";
 import { certificateDerToPem, parseCertificate, type SubjectAltNames } from "./parse-certificate.js";
@@ -23,8 +24,6 @@ export interface IssuedCertificate {
 }
 
 const DAY_SECONDS = 86_400;
-/** notBefore is backdated this far so a peer whose clock runs slow still accepts the cert. */
-export const CLOCK_SKEW_ALLOWANCE_MS = 5 * 60_000;
 const SERIAL_BYTES = 16;
 /** X.520 ub-common-name: longer CNs are rejected by strict parsers. */
 const MAX_COMMON_NAME_LENGTH = 64;
@@ -43,7 +42,7 @@ export function randomSerialHex(): string {
 /** X.509 times carry whole seconds; rounding here keeps reported and encoded times equal. */
 export function validityWindow(nowMs: number, validityDays: number): { notBefore: number; notAfter: number } {
   const now = Math.floor(nowMs / 1000) * 1000;
-  return { notBefore: now - CLOCK_SKEW_ALLOWANCE_MS, notAfter: now + Math.floor(validityDays * DAY_SECONDS) * 1000 };
+  return { notBefore: now - CLOCK_SKEW_MS, notAfter: now + Math.floor(validityDays * DAY_SECONDS) * 1000 };
 }
 
 export function assertValidityDays(validityDays: number): void {

@@ -1,6 +1,7 @@
 import { Hono } from "hono";
 import { z } from "zod";
-import { validate } from "../../http/json-body.js";
+import { parseOrThrow } from "../../../shared/errors/index.js";
+
 import { listAgentAuditLogs, listAgentLoginLogs } from "../../services/audit/agent-trails.js";
 import type { CpContext } from "../../services/context.js";
 import { parsePageRequest, parseTimeRange } from "../../services/pagination.js";
@@ -19,12 +20,12 @@ export function agentLogRoutes(ctx: CpContext): Hono<AdminEnv> {
   const routes = new Hono<AdminEnv>();
   routes.get("/agent-login-logs", guard(ctx, "read"), async (c) => {
     const q = c.req.query();
-    const filter = validate(loginQuery, { username: q.username, result: q.result });
+    const filter = parseOrThrow(loginQuery, { username: q.username, result: q.result });
     return c.json(await listAgentLoginLogs(ctx, { ...parseTimeRange(q), ...filter }, parsePageRequest(q)));
   });
   routes.get("/agent-audit-logs", guard(ctx, "read"), async (c) => {
     const q = c.req.query();
-    const filter = validate(auditQuery, { agent_id: q.agent_id, action: q.action, result: q.result });
+    const filter = parseOrThrow(auditQuery, { agent_id: q.agent_id, action: q.action, result: q.result });
     return c.json(
       await listAgentAuditLogs(
         ctx,

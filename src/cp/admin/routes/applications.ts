@@ -1,6 +1,7 @@
 import { Hono } from "hono";
 import { z } from "zod";
-import { readJson, validate } from "../../http/json-body.js";
+import { parseOrThrow } from "../../../shared/errors/index.js";
+import { readJson } from "../../http/json-body.js";
 import {
   createApplication,
   getApplication,
@@ -32,7 +33,7 @@ export function applicationRoutes(ctx: CpContext): Hono<AdminEnv> {
   const write = (action: string) => guard(ctx, "write", { action, target: "application" });
 
   routes.get("/", guard(ctx, "read"), async (c) => {
-    const { view } = validate(listQuery, { view: c.req.query("view") });
+    const { view } = parseOrThrow(listQuery, { view: c.req.query("view") });
     return c.json(await listApplications(ctx, view, parsePageRequest(c.req.query())));
   });
   routes.get("/:id", guard(ctx, "read"), async (c) => c.json(await getApplication(ctx, idParam(c))));

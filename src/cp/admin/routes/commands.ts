@@ -4,11 +4,14 @@
  * per-node results. Mounted at the /admin/v1 root because it spans two path families. The
  * payload is checked against the kind's schema by the service (field names "payload.…").
  */
+
 import { type Context, Hono } from "hono";
 import { z } from "zod";
+import { MAX_COMMAND_TTL_SECONDS } from "../../../shared/config/defaults.js";
+import { parseOrThrow } from "../../../shared/errors/index.js";
 import { COMMAND_KINDS } from "../../../shared/node-protocol/index.js";
-import { readJson, validate } from "../../http/json-body.js";
-import { getCommand, listCommands, MAX_COMMAND_TTL_SECONDS, queueCommand } from "../../services/commands/commands.js";
+import { readJson } from "../../http/json-body.js";
+import { getCommand, listCommands, queueCommand } from "../../services/commands/admin.js";
 import type { CpContext } from "../../services/context.js";
 import { parsePageRequest } from "../../services/pagination.js";
 import { type AdminEnv, actorOf } from "../env.js";
@@ -40,7 +43,7 @@ export function commandRoutes(ctx: CpContext): Hono<AdminEnv> {
   routes.post("/commands", send, async (c) => sendTo(c, null));
   routes.get("/commands", read, async (c) => {
     const q = c.req.query();
-    const filter = validate(listQuery, { node_id: q.node_id, kind: q.kind });
+    const filter = parseOrThrow(listQuery, { node_id: q.node_id, kind: q.kind });
     return c.json(await listCommands(ctx, { nodeId: filter.node_id, kind: filter.kind }, parsePageRequest(q)));
   });
   routes.get("/commands/:id", read, async (c) => c.json(await getCommand(ctx, idParam(c))));

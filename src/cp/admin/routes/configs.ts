@@ -9,20 +9,15 @@
  * VALIDATION_FAILED, a missing application 404 (and for PUT, one in the recycle bin 409
  * APPLICATION_DELETED); the body is checked after that.
  */
+
 import { type Context, Hono } from "hono";
 import { z } from "zod";
+import { parseOrThrow } from "../../../shared/errors/index.js";
 import { CONFIG_TYPES } from "../../../shared/node-protocol/index.js";
-import { readJson, validate } from "../../http/json-body.js";
-import {
-  CONFIG_STATES,
-  type ConfigItemKey,
-  getLatestConfig,
-  listConfigItems,
-  listConfigVersions,
-  listNodeConfigStates,
-  resolveConfigItem,
-  setConfig,
-} from "../../services/configs/configs.js";
+import { readJson } from "../../http/json-body.js";
+import { getLatestConfig, listConfigItems, listConfigVersions, listNodeConfigStates } from "../../services/configs/admin-read.js";
+import { setConfig } from "../../services/configs/admin-write.js";
+import { CONFIG_STATES, type ConfigItemKey, resolveConfigItem } from "../../services/configs/items.js";
 import type { CpContext } from "../../services/context.js";
 import { parsePageRequest } from "../../services/pagination.js";
 import { type AdminEnv, actorOf } from "../env.js";
@@ -51,7 +46,7 @@ export function configRoutes(ctx: CpContext): Hono<AdminEnv> {
 
   routes.get("/configs", read, async (c) => {
     const q = c.req.query();
-    const filter = validate(listQuery, { type: q.type, app_id: q.app_id });
+    const filter = parseOrThrow(listQuery, { type: q.type, app_id: q.app_id });
     return c.json(await listConfigItems(ctx, { type: filter.type, appId: filter.app_id }, parsePageRequest(q)));
   });
 
@@ -69,7 +64,7 @@ export function configRoutes(ctx: CpContext): Hono<AdminEnv> {
 
   routes.get("/nodes/:nid/configs", read, async (c) => {
     const q = c.req.query();
-    const filter = validate(nodeStateQuery, { state: q.state });
+    const filter = parseOrThrow(nodeStateQuery, { state: q.state });
     return c.json(await listNodeConfigStates(ctx, idParam(c, "nid"), filter, parsePageRequest(q)));
   });
   return routes;

@@ -2,20 +2,16 @@
  * /admin/v1/nodes: node lifecycle, fleet health and deploy packages. Downloading a package is a
  * GET but needs "write": the archive carries the node's private keys and the password-hash secret.
  */
+
 import { Hono } from "hono";
 import { z } from "zod";
-import { readJson, validate } from "../../http/json-body.js";
+import { parseOrThrow } from "../../../shared/errors/index.js";
+import { readJson } from "../../http/json-body.js";
+import { listNodeAuditLogs, listNodeAuthEvents } from "../../services/audit/node-trails.js";
 import type { CpContext } from "../../services/context.js";
 import { downloadDeployPackage, listDeployPackages } from "../../services/nodes/deploy-packages.js";
 import { canonicalNodeHost, createNode, deleteNode, disableNode, enableNode } from "../../services/nodes/lifecycle.js";
-import {
-  DISPLAYED_NODE_STATUSES,
-  getNode,
-  listNodeAuditLogs,
-  listNodeAuthEvents,
-  listNodes,
-  nodesOverview,
-} from "../../services/nodes/views.js";
+import { DISPLAYED_NODE_STATUSES, getNode, listNodes, nodesOverview } from "../../services/nodes/views.js";
 import { parsePageRequest, parseTimeRange } from "../../services/pagination.js";
 import { type AdminEnv, actorOf } from "../env.js";
 import { guard } from "../middleware.js";
@@ -49,12 +45,12 @@ export function nodeRoutes(ctx: CpContext): Hono<AdminEnv> {
   routes.get("/overview", guard(ctx, "read"), async (c) => c.json(await nodesOverview(ctx)));
   routes.get("/audit-logs", guard(ctx, "read"), async (c) => {
     const q = c.req.query();
-    const filter = validate(trailQuery, { node_id: q.node_id, event: q.event });
+    const filter = parseOrThrow(trailQuery, { node_id: q.node_id, event: q.event });
     return c.json(await listNodeAuditLogs(ctx, { ...parseTimeRange(q), nodeId: filter.node_id, event: filter.event }, parsePageRequest(q)));
   });
   routes.get("/auth-events", guard(ctx, "read"), async (c) => {
     const q = c.req.query();
-    const filter = validate(trailQuery, { node_id: q.node_id, event: q.event });
+    const filter = parseOrThrow(trailQuery, { node_id: q.node_id, event: q.event });
     return c.json(
       await listNodeAuthEvents(ctx, { ...parseTimeRange(q), nodeId: filter.node_id, event: filter.event }, parsePageRequest(q)),
     );
@@ -62,7 +58,7 @@ export function nodeRoutes(ctx: CpContext): Hono<AdminEnv> {
 
   routes.get("/", guard(ctx, "read"), async (c) => {
     const q = c.req.query();
-    const { status } = validate(listQuery, { status: q.status });
+    const { status } = parseOrThrow(listQuery, { status: q.status });
     return c.json(await listNodes(ctx, { status }, parsePageRequest(q)));
   });
   routes.post("/", write("node.create"), async (c) => {

@@ -1,7 +1,9 @@
 /** /admin/v1/pki/jobs: the durable PKI job queue (list, detail, retry a failed job, cancel a pending one). */
+
 import { Hono } from "hono";
 import { z } from "zod";
-import { readJson, validate } from "../../http/json-body.js";
+import { parseOrThrow } from "../../../shared/errors/index.js";
+import { readJson } from "../../http/json-body.js";
 import type { CpContext } from "../../services/context.js";
 import { parsePageRequest } from "../../services/pagination.js";
 import { cancelJob, getJob, listJobs, PKI_JOB_KINDS, PKI_JOB_STATUSES, retryJob } from "../../services/pki/jobs.js";
@@ -21,7 +23,7 @@ export function pkiJobRoutes(ctx: CpContext): Hono<AdminEnv> {
   const routes = new Hono<AdminEnv>();
   routes.get("/", guard(ctx, "read"), async (c) => {
     const q = c.req.query();
-    const filter = validate(listQuery, { status: q.status, kind: q.kind, target_id: q.target_id });
+    const filter = parseOrThrow(listQuery, { status: q.status, kind: q.kind, target_id: q.target_id });
     return c.json(await listJobs(ctx, { status: filter.status, kind: filter.kind, targetId: filter.target_id }, parsePageRequest(q)));
   });
   routes.get("/:id", guard(ctx, "read"), async (c) => c.json(await getJob(ctx, idParam(c))));

@@ -1,7 +1,8 @@
 import { Hono } from "hono";
 import { z } from "zod";
+import { parseOrThrow } from "../../../shared/errors/index.js";
 import { CA_PROFILES, REVOCATION_REASONS, type RevocationReason } from "../../../shared/pki/index.js";
-import { readJson, validate } from "../../http/json-body.js";
+import { readJson } from "../../http/json-body.js";
 import type { CpContext } from "../../services/context.js";
 import { parsePageRequest } from "../../services/pagination.js";
 import { getCertificate, listCas, listCertificates, revokeCertificate } from "../../services/pki/inventory.js";
@@ -30,7 +31,7 @@ export function pkiRoutes(ctx: CpContext): Hono<AdminEnv> {
   routes.get("/cas", guard(ctx, "read"), async (c) => c.json({ items: await listCas(ctx) }));
   routes.get("/certs", guard(ctx, "read"), async (c) => {
     const q = c.req.query();
-    const filter = validate(certQuery, { ca_profile: q.ca_profile, owner_type: q.owner_type, owner_id: q.owner_id, status: q.status });
+    const filter = parseOrThrow(certQuery, { ca_profile: q.ca_profile, owner_type: q.owner_type, owner_id: q.owner_id, status: q.status });
     return c.json(
       await listCertificates(
         ctx,

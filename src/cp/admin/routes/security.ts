@@ -3,20 +3,16 @@
  * blacklist (add, list, show, remove) and per-user auth epoch bumps (bump, history). Every
  * write appends to its log, publishes the SSE hint and is audited.
  */
+
 import { Hono } from "hono";
 import { z } from "zod";
+import { parseOrThrow } from "../../../shared/errors/index.js";
 import { BLACKLIST_KINDS } from "../../../shared/node-protocol/index.js";
-import { readJson, validate } from "../../http/json-body.js";
+import { readJson } from "../../http/json-body.js";
 import type { CpContext } from "../../services/context.js";
 import { parsePageRequest } from "../../services/pagination.js";
-import {
-  addBlacklistEntry,
-  bumpAuthEpoch,
-  getBlacklistEntry,
-  listAuthEpochChanges,
-  listBlacklistEntries,
-  removeBlacklistEntry,
-} from "../../services/security/security-changes.js";
+import { bumpAuthEpoch, listAuthEpochChanges } from "../../services/security/auth-epochs.js";
+import { addBlacklistEntry, getBlacklistEntry, listBlacklistEntries, removeBlacklistEntry } from "../../services/security/blacklist.js";
 import { type AdminEnv, actorOf } from "../env.js";
 import { guard } from "../middleware.js";
 import { ID_PATTERN, safeText } from "../schemas.js";
@@ -47,7 +43,7 @@ export function securityRoutes(ctx: CpContext): Hono<AdminEnv> {
   const write = (action: string, target: string) => guard(ctx, "write", { action, target });
 
   routes.get("/blacklist", guard(ctx, "read"), async (c) => {
-    const q = validate(blacklistQuery, { kind: c.req.query("kind"), include_removed: c.req.query("include_removed") });
+    const q = parseOrThrow(blacklistQuery, { kind: c.req.query("kind"), include_removed: c.req.query("include_removed") });
     const includeRemoved = q.include_removed === "true" || q.include_removed === "1";
     return c.json(await listBlacklistEntries(ctx, { kind: q.kind, includeRemoved }, parsePageRequest(c.req.query())));
   });
@@ -64,7 +60,7 @@ export function securityRoutes(ctx: CpContext): Hono<AdminEnv> {
   );
 
   routes.get("/auth-epochs", guard(ctx, "read"), async (c) => {
-    const q = validate(epochQuery, { user_id: c.req.query("user_id"), app_id: c.req.query("app_id") });
+    const q = parseOrThrow(epochQuery, { user_id: c.req.query("user_id"), app_id: c.req.query("app_id") });
     return c.json(await listAuthEpochChanges(ctx, { userId: q.user_id, appId: q.app_id }, parsePageRequest(c.req.query())));
   });
   routes.post("/auth-epochs", write("security.epoch.bump", "user"), async (c) => {

@@ -6,9 +6,10 @@
  */
 import { Hono } from "hono";
 import { z } from "zod";
-import { AuthNexusError } from "../../../shared/errors/index.js";
-import { validate } from "../../http/json-body.js";
-import { CLOUD_FUNCTION_NAME, cloudFunctionBody } from "../../services/applications/cloud-functions.js";
+import { AuthNexusError, parseOrThrow } from "../../../shared/errors/index.js";
+
+import { CLOUD_FUNCTION_NAME } from "../../services/applications/cloud-functions.js";
+import { cloudFunctionBody } from "../../services/applications/node-channel.js";
 import type { CpContext } from "../../services/context.js";
 import type { NodeApiEnv } from "../env.js";
 
@@ -17,7 +18,7 @@ const downloadQuery = z.object({ app_id: z.string({ error: "is required" }).rege
 export function cloudFunctionObjectRoutes(ctx: CpContext): Hono<NodeApiEnv> {
   const routes = new Hono<NodeApiEnv>();
   routes.get("/cloud-functions/:name", async (c) => {
-    const { app_id: appId } = validate(downloadQuery, { app_id: c.req.query("app_id") });
+    const { app_id: appId } = parseOrThrow(downloadQuery, { app_id: c.req.query("app_id") });
     const name = c.req.param("name");
     if (!CLOUD_FUNCTION_NAME.test(name)) throw new AuthNexusError("NOT_FOUND", { message: "Cloud function not found." });
     const fn = await cloudFunctionBody(ctx, appId, name);

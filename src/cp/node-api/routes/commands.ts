@@ -6,7 +6,7 @@ import { Hono } from "hono";
 import { z } from "zod";
 import { commandResultRequest } from "../../../shared/node-protocol/index.js";
 import { readJson } from "../../http/json-body.js";
-import { parseSince, pullCommands, recordCommandResult } from "../../services/commands/commands.js";
+import { parseSince, pullCommands, recordCommandResult } from "../../services/commands/node-channel.js";
 import type { CpContext } from "../../services/context.js";
 import type { NodeApiEnv } from "../env.js";
 

@@ -7,7 +7,7 @@
 import { Hono } from "hono";
 import { configsAcksRequest, configsErrorsRequest, configsPullRequest } from "../../../shared/node-protocol/index.js";
 import { readJson } from "../../http/json-body.js";
-import { ackConfigs, pullConfigs, reportConfigErrors } from "../../services/configs/configs.js";
+import { ackConfigs, pullConfigs, reportConfigErrors } from "../../services/configs/node-channel.js";
 import type { CpContext } from "../../services/context.js";
 import type { NodeApiEnv } from "../env.js";
 

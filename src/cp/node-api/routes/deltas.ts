@@ -5,7 +5,7 @@
 import { Hono } from "hono";
 import { DELTA_STREAMS } from "../../../shared/node-protocol/index.js";
 import type { CpContext } from "../../services/context.js";
-import { parseDeltaQuery, readDeltaPage } from "../../services/security/security-changes.js";
+import { parseDeltaQuery, readDeltaPage } from "../../services/security/deltas.js";
 import type { NodeApiEnv } from "../env.js";
 
 export function deltaRoutes(ctx: CpContext): Hono<NodeApiEnv> {

@@ -9,7 +9,7 @@ import { dialectOf, isUniqueViolation } from "../../../shared/db/index.js";
 import { AuthNexusError } from "../../../shared/errors/index.js";
 import { newId } from "../../../shared/ids.js";
 import type { CpContext } from "../context.js";
-import { type Page, type PageRequest, pageOffset, toPage } from "../pagination.js";
+import { type Page, type PageRequest, paginate } from "../pagination.js";
 import { runThrottledPasswordCheck } from "./login-throttle.js";
 import { assertPasswordPolicy, hashAgentPassword, verifyAgentPassword } from "./passwords.js";
 import type { AgentRole } from "./roles.js";
@@ -79,21 +79,7 @@ export async function createAgent(ctx: CpContext, input: NewAgent, db: Kysely<Co
 }
 
 export async function listAgents(ctx: CpContext, request: PageRequest): Promise<Page<AgentView>> {
-  const [items, count] = await Promise.all([
-    ctx.controlDb
-      .selectFrom("agents")
-      .select(AGENT_COLUMNS)
-      .orderBy("created_at")
-      .orderBy("id")
-      .limit(request.pageSize)
-      .offset(pageOffset(request))
-      .execute(),
-    ctx.controlDb
-      .selectFrom("agents")
-      .select((eb) => eb.fn.countAll<number>().as("n"))
-      .executeTakeFirstOrThrow(),
-  ]);
-  return toPage(items, request, Number(count.n));
+  return paginate(ctx.controlDb.selectFrom("agents"), request, (q) => q.select(AGENT_COLUMNS).orderBy("created_at").orderBy("id"));
 }
 
 export async function getAgent(ctx: CpContext, id: string): Promise<AgentView> {

@@ -3,12 +3,13 @@
  * SHA-256 hash. Deleting moves an application to the recycle bin; only from there can it be
  * restored or purged for good.
  */
+import type { Kysely } from "kysely";
 import type { ApplicationsTable } from "../../../shared/db/control-schema.js";
-import { isUniqueViolation } from "../../../shared/db/index.js";
+import { type ControlSchema, isUniqueViolation } from "../../../shared/db/index.js";
 import { AuthNexusError } from "../../../shared/errors/index.js";
 import { newId, randomToken, sha256Hex } from "../../../shared/ids.js";
 import type { Actor, CpContext } from "../context.js";
-import { type Page, type PageRequest, pageOffset, toPage } from "../pagination.js";
+import { type Page, type PageRequest, paginate } from "../pagination.js";
 
 /** An application as the API shows it: `app_id` instead of `id`, never the secret hash. */
 export type ApplicationView = Omit<ApplicationsTable, "id" | "secret_hash"> & { app_id: string };
@@ -19,9 +20,19 @@ const COLUMNS = ["id", "name", "description", "status", "created_at", "updated_a
 
 type ApplicationRow = Pick<ApplicationsTable, (typeof COLUMNS)[number]>;
 
+/** Built field by field: a row that carries more (the secret's hash at creation) never leaks it. */
 function toView(row: ApplicationRow): ApplicationView {
-  const { id, ...rest } = row;
-  return { app_id: id, ...rest };
+  return {
+    app_id: row.id,
+    name: row.name,
+    description: row.description,
+    status: row.status,
+    created_at: row.created_at,
+    updated_at: row.updated_at,
+    created_by: row.created_by,
+    deleted_at: row.deleted_at,
+    deleted_by: row.deleted_by,
+  };
 }
 
 function nameTaken(name: string): AuthNexusError {
@@ -67,11 +78,7 @@ export async function listApplications(ctx: CpContext, filter: ApplicationFilter
     if (filter === "recycle_bin") return q.where("deleted_at", "is not", null);
     return q;
   });
-  const [rows, count] = await Promise.all([
-    base.select(COLUMNS).orderBy("created_at").orderBy("id").limit(request.pageSize).offset(pageOffset(request)).execute(),
-    base.select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow(),
-  ]);
-  return toPage(rows.map(toView), request, Number(count.n));
+  return paginate(base, request, (q) => q.select(COLUMNS).orderBy("created_at").orderBy("id"), toView);
 }
 
 export async function getApplication(ctx: CpContext, appId: string): Promise<ApplicationView> {
@@ -157,4 +164,16 @@ export async function purgeApplication(ctx: CpContext, appId: string): Promise<v
 async function requireInRecycleBin(ctx: CpContext, appId: string): Promise<void> {
   const app = await getApplication(ctx, appId);
   if (app.deleted_at === null) throw new AuthNexusError("APPLICATION_NOT_IN_RECYCLE_BIN");
+}
+
+export async function requireApplication(db: Kysely<ControlSchema>, appId: string): Promise<{ deleted_at: number | null }> {
+  const app = await db.selectFrom("applications").select("deleted_at").where("id", "=", appId).executeTakeFirst();
+  if (!app) throw new AuthNexusError("NOT_FOUND", { message: "Application not found." });
+  return app;
+}
+
+/** The application exists and is not in the recycle bin (409 APPLICATION_DELETED when it is). */
+export async function requireLiveApplication(db: Kysely<ControlSchema>, appId: string): Promise<void> {
+  const app = await requireApplication(db, appId);
+  if (app.deleted_at !== null) throw new AuthNexusError("APPLICATION_DELETED");
 }

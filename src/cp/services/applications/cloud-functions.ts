@@ -1,25 +1,23 @@
 /**
- * Cloud functions as nodes see them (PRODUCT §6): scripts live in the Control DB, unique per
- * (app_id, name); nodes learn the manifest (name, version, sha256, timeout) from every config
- * pull and download a body only when its sha256 differs from what they hold. A change bumps the
- * function's version and hints every node with config.pending, since the manifest rides on the
- * config pull. Functions of applications in the recycle bin are neither listed nor served.
+ * Cloud functions, admin side: scripts live in the Control DB, unique per (app_id, name). A
+ * change bumps the function's version and hints every node with config.pending, since the
+ * manifest rides on the config pull (node side: ./node-channel.ts).
  */
-import type { Kysely } from "kysely";
-import { type ControlSchema, isUniqueViolation } from "../../../shared/db/index.js";
-import { AuthNexusError } from "../../../shared/errors/index.js";
+import {
+  DEFAULT_CLOUD_FUNCTION_TIMEOUT_MS,
+  MAX_CLOUD_FUNCTION_SCRIPT_BYTES,
+  MAX_CLOUD_FUNCTION_TIMEOUT_MS,
+  MIN_CLOUD_FUNCTION_TIMEOUT_MS,
+} from "../../../shared/config/defaults.js";
+import { isUniqueViolation } from "../../../shared/db/index.js";
+import { type FieldProblem, validationFailed } from "../../../shared/errors/index.js";
 import { newId, sha256Hex } from "../../../shared/ids.js";
 import type { CloudFunctionManifest } from "../../../shared/node-protocol/index.js";
 import type { Actor, CpContext } from "../context.js";
+import { requireLiveApplication } from "./applications.js";
 
 /** Function names: an identifier-like word, safe in a URL path segment without escaping. */
 export const CLOUD_FUNCTION_NAME = /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/;
-/** Largest script body (bytes, UTF-8). */
-export const MAX_CLOUD_FUNCTION_SCRIPT_BYTES = 256 * 1024;
-/** Default run time limit of a call, ms (PRODUCT §6), and the range a function may ask for. */
-export const DEFAULT_CLOUD_FUNCTION_TIMEOUT_MS = 1000;
-export const MIN_CLOUD_FUNCTION_TIMEOUT_MS = 10;
-export const MAX_CLOUD_FUNCTION_TIMEOUT_MS = 60_000;
 
 export interface CloudFunctionInput {
   appId: string;
@@ -99,45 +97,6 @@ export async function upsertCloudFunction(
   }
 }
 
-/** The manifest every config pull carries: every function of every live application. */
-export async function cloudFunctionManifest(ctx: CpContext): Promise<CloudFunctionManifest[]> {
-  const rows = await ctx.controlDb
-    .selectFrom("cloud_functions as f")
-    .innerJoin("applications as a", "a.id", "f.app_id")
-    .where("a.deleted_at", "is", null)
-    .select(["f.app_id", "f.name", "f.version", "f.timeout_ms", "f.script"])
-    .orderBy("f.app_id")
-    .orderBy("f.name")
-    .execute();
-  return rows.map((r) => ({
-    app_id: r.app_id,
-    name: r.name,
-    version: Number(r.version),
-    sha256: sha256Hex(r.script),
-    timeout_ms: r.timeout_ms,
-  }));
-}
-
-export interface CloudFunctionBody {
-  script: string;
-  version: number;
-  sha256: string;
-}
-
-/** One function's script for a node; 404 when unknown or when its application is in the recycle bin. */
-export async function cloudFunctionBody(ctx: CpContext, appId: string, name: string): Promise<CloudFunctionBody> {
-  const row = await ctx.controlDb
-    .selectFrom("cloud_functions as f")
-    .innerJoin("applications as a", "a.id", "f.app_id")
-    .where("a.deleted_at", "is", null)
-    .where("f.app_id", "=", appId)
-    .where("f.name", "=", name)
-    .select(["f.script", "f.version"])
-    .executeTakeFirst();
-  if (!row) throw new AuthNexusError("NOT_FOUND", { message: "Cloud function not found." });
-  return { script: row.script, version: Number(row.version), sha256: sha256Hex(row.script) };
-}
-
 function toView(row: {
   id: string;
   app_id: string;
@@ -163,14 +122,8 @@ function toView(row: {
   };
 }
 
-async function requireLiveApplication(db: Kysely<ControlSchema>, appId: string): Promise<void> {
-  const app = await db.selectFrom("applications").select("deleted_at").where("id", "=", appId).executeTakeFirst();
-  if (!app) throw new AuthNexusError("NOT_FOUND", { message: "Application not found." });
-  if (app.deleted_at !== null) throw new AuthNexusError("APPLICATION_DELETED");
-}
-
 function assertValidInput(input: CloudFunctionInput): void {
-  const problems: Array<{ field: string; problem: string }> = [];
+  const problems: FieldProblem[] = [];
   if (!CLOUD_FUNCTION_NAME.test(input.name))
     problems.push({ field: "name", problem: "must be 1-64 characters: letters, digits, _ . - (starting with a letter or _)" });
   if (Buffer.byteLength(input.script) > MAX_CLOUD_FUNCTION_SCRIPT_BYTES)
@@ -183,8 +136,5 @@ function assertValidInput(input: CloudFunctionInput): void {
       problem: `must be an integer from ${MIN_CLOUD_FUNCTION_TIMEOUT_MS} to ${MAX_CLOUD_FUNCTION_TIMEOUT_MS}`,
     });
   }
-  if (problems.length > 0) {
-    const summary = problems.map((p) => `${p.field}: ${p.problem}`).join("; ");
-    throw new AuthNexusError("VALIDATION_FAILED", { message: `Request failed validation: ${summary}`, publicDetail: problems });
-  }
+  if (problems.length > 0) throw validationFailed(problems);
 }

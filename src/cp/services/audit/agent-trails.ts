@@ -4,7 +4,8 @@
  */
 import type { AgentAuditLogsTable } from "../../../shared/db/control-schema.js";
 import type { CpContext } from "../context.js";
-import { type Page, type PageRequest, pageOffset, type TimeRange, toPage } from "../pagination.js";
+import { parseJsonColumn } from "../json-column.js";
+import { type Page, type PageRequest, paginate, type TimeRange } from "../pagination.js";
 
 export interface AgentLogFilter extends TimeRange {
   agentId?: string | undefined;
@@ -20,11 +21,7 @@ export async function listAgentLoginLogs(ctx: CpContext, filter: AgentLogFilter 
     if (filter.result) out = out.where("result", "=", filter.result);
     return out;
   });
-  const [items, count] = await Promise.all([
-    base.selectAll().orderBy("created_at", "desc").orderBy("id", "desc").limit(request.pageSize).offset(pageOffset(request)).execute(),
-    base.select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow(),
-  ]);
-  return toPage(items, request, Number(count.n));
+  return paginate(base, request, (q) => q.selectAll().orderBy("created_at", "desc").orderBy("id", "desc"));
 }
 
 /** An audit row as the API shows it: `detail` parsed from its JSON text. */
@@ -44,13 +41,10 @@ export async function listAgentAuditLogs(
     if (filter.result) out = out.where("result", "=", filter.result);
     return out;
   });
-  const [rows, count] = await Promise.all([
-    base.selectAll().orderBy("created_at", "desc").orderBy("id", "desc").limit(request.pageSize).offset(pageOffset(request)).execute(),
-    base.select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow(),
-  ]);
-  return toPage(
-    rows.map((r) => ({ ...r, detail: r.detail ? (JSON.parse(r.detail) as unknown) : null })),
+  return paginate(
+    base,
     request,
-    Number(count.n),
+    (q) => q.selectAll().orderBy("created_at", "desc").orderBy("id", "desc"),
+    (r) => ({ ...r, detail: parseJsonColumn(r.detail) }),
   );
 }

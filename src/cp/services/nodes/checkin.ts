@@ -5,60 +5,22 @@
  *
  * A checkin is the hottest call of the node API (every node, every few seconds; the target is
  * ≥ 2,000 per second per CP process on SQLite), so in the steady state it costs ONE statement
- * beyond the identity check: the update of the node row. What it answers comes from a small
- * per-process table (CheckinCache): the heads of the three logs and the latest version of
- * every config item, each reloaded when a local hint says it changed or at most
- * CHECKIN_CACHE_TTL_MS later (changes made by another CP process), and the delta cursors are
- * written only when they differ from what this process last wrote for the node.
+ * beyond the identity check: the update of the node row. What it answers comes from the CP's
+ * CheckinCache (./checkin-cache.ts, part of the CP context), and the delta cursors are written
+ * only when they differ from what this process last wrote for the node.
  */
+
 import { type Kysely, sql } from "kysely";
+import { NODE_ONLINE_WINDOW_MS } from "../../../shared/config/defaults.js";
 import { type ControlSchema, type Placeholders, precompiled } from "../../../shared/db/index.js";
 import type { CheckinRequest, CheckinResponse, DeltaStream } from "../../../shared/node-protocol/index.js";
-import { latestDeliveredVersions } from "../configs/configs.js";
 import type { CpContext } from "../context.js";
+import { type CheckinCache, configItemKey, type LogHeads } from "./checkin-cache.js";
 import type { CallingNode } from "./identity.js";
-import { NODE_ONLINE_WINDOW_MS } from "./views.js";
-
-/** How long cached heads and config versions may be reused before a reload (ms): bounds staleness across CP processes. */
-export const CHECKIN_CACHE_TTL_MS = 1000;
-
-export interface LogHeads {
-  commands: number;
-  "auth-epochs": number;
-  blacklist: number;
-}
-
-/** The newest id of each log a node follows, in one statement. A compacted-away tail still counts (the watermark). */
-export async function readLogHeads(db: Kysely<ControlSchema>): Promise<LogHeads> {
-  const row = await db
-    .selectNoFrom((eb) => [
-      eb
-        .selectFrom("commands")
-        .select((s) => s.fn.max("seq").as("m"))
-        .as("commands"),
-      eb
-        .selectFrom("auth_epoch_changes")
-        .select((s) => s.fn.max("id").as("m"))
-        .as("epochs"),
-      eb
-        .selectFrom("server_blacklist_changes")
-        .select((s) => s.fn.max("id").as("m"))
-        .as("blacklist"),
-      eb.selectFrom("delta_retention").select("pruned_through").where("stream", "=", "auth-epochs").as("epochs_pruned"),
-      eb.selectFrom("delta_retention").select("pruned_through").where("stream", "=", "blacklist").as("blacklist_pruned"),
-    ])
-    .executeTakeFirstOrThrow();
-  const n = (value: unknown) => Number(value ?? 0);
-  return {
-    commands: n(row.commands),
-    "auth-epochs": Math.max(n(row.epochs), n(row.epochs_pruned)),
-    blacklist: Math.max(n(row.blacklist), n(row.blacklist_pruned)),
-  };
-}
 
 export async function recordCheckin(ctx: CpContext, node: CallingNode, report: CheckinRequest): Promise<CheckinResponse> {
   const now = ctx.clock.now();
-  const cache = checkinCache(ctx);
+  const cache = ctx.checkinCache;
   await updateNodeRow(ctx, node, report, now);
   const heads = await cache.heads(now);
   await recordReportedCursors(ctx, cache, node.id, report.cursors, heads, now);
@@ -163,65 +125,10 @@ async function recordReportedCursors(
   cache.writtenCursors.set(nodeId, written);
 }
 
-// ---- the per-process cache -----------------------------------------------------------------
-
-interface Reloadable<T> {
-  value: T | null;
-  loadedAt: number;
-  /** Bumped by every invalidation, so a load that raced with one is not kept. */
-  generation: number;
-}
-
-export interface CheckinCache {
-  heads(now: number): Promise<LogHeads>;
-  latestConfigVersions(now: number): Promise<Map<string, number>>;
-  /** node id → the clamped cursors this process last wrote for it. */
-  writtenCursors: Map<string, string>;
-}
-
-const caches = new WeakMap<CpContext, CheckinCache>();
-const itemKey = (type: string, scope: string) => `${type}\u0000${scope}`;
-
-function reloading<T>(slot: Reloadable<T>, load: () => Promise<T>): (now: number) => Promise<T> {
-  return async (now) => {
-    if (slot.value !== null && now - slot.loadedAt < CHECKIN_CACHE_TTL_MS && now >= slot.loadedAt) return slot.value;
-    const generation = slot.generation;
-    const value = await load();
-    if (slot.generation === generation) {
-      slot.value = value;
-      slot.loadedAt = now;
-    }
-    return value;
-  };
-}
-
-function checkinCache(ctx: CpContext): CheckinCache {
-  const existing = caches.get(ctx);
-  if (existing) return existing;
-  const heads: Reloadable<LogHeads> = { value: null, loadedAt: 0, generation: 0 };
-  const configs: Reloadable<Map<string, number>> = { value: null, loadedAt: 0, generation: 0 };
-  const invalidate = (slot: Reloadable<unknown>) => {
-    slot.value = null;
-    slot.generation += 1;
-  };
-  ctx.events.onHint((hint) => invalidate(hint.event === "config.pending" ? configs : heads));
-  const cache: CheckinCache = {
-    heads: reloading(heads, () => readLogHeads(ctx.controlDb)),
-    latestConfigVersions: reloading(configs, async () => {
-      // Only what a pull would deliver, or a node could never stop being told it is behind.
-      const latest = await latestDeliveredVersions(ctx.controlDb);
-      return new Map(latest.map((l) => [itemKey(l.type, l.scope), l.version]));
-    }),
-    writtenCursors: new Map(),
-  };
-  caches.set(ctx, cache);
-  return cache;
-}
-
 /** True when some config item has a version newer than the one the node reports applied (an unreported item counts as 0). */
 function configPending(latest: Map<string, number>, applied: CheckinRequest["app_versions"]): boolean {
   if (latest.size === 0) return false;
-  const reported = new Map(applied.map((ref) => [itemKey(ref.type, ref.scope), ref.version]));
+  const reported = new Map(applied.map((ref) => [configItemKey(ref.type, ref.scope), ref.version]));
   for (const [key, version] of latest) {
     if ((reported.get(key) ?? 0) < version) return true;
   }

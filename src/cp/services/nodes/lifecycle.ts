@@ -10,8 +10,8 @@ import { AuthNexusError } from "../../../shared/errors/index.js";
 import { newId } from "../../../shared/ids.js";
 import { canonicalDnsName, canonicalIp } from "../../../shared/pki/names.js";
 import { writeNodeAudit } from "../audit/node-audit.js";
+import { writePkiAudit } from "../audit/pki-audit.js";
 import type { Actor, CpContext } from "../context.js";
-import { writePkiAudit } from "../pki/inventory.js";
 import { enqueueJob } from "../pki/jobs.js";
 import { getNode, type NodeDetail, nodeNotFound } from "./views.js";
 

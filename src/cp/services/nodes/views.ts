@@ -1,20 +1,19 @@
 /**
  * Read side of node lifecycle: the node list, one node in detail (everything the operations
- * manual tells operators to watch), the fleet overview, and the node audit and authentication
- * trails. The displayed status adds presence to the stored lifecycle status: an active node is
- * "online" when it checked in within NODE_ONLINE_WINDOW_MS, else "offline".
+ * manual tells operators to watch) and the fleet overview; the node trails are in audit/. The
+ * displayed status adds presence to the stored lifecycle status: an active node is "online"
+ * when it checked in within NODE_ONLINE_WINDOW_MS, else "offline".
  */
+
 import { sql } from "kysely";
+import { NODE_ONLINE_WINDOW_MS, OCSP_STALE_AFTER_MS } from "../../../shared/config/defaults.js";
 import type { NodesTable } from "../../../shared/db/control-schema.js";
 import { AuthNexusError } from "../../../shared/errors/index.js";
 import type { CpContext } from "../context.js";
-import { type Page, type PageRequest, pageOffset, type TimeRange, toPage } from "../pagination.js";
+import { parseJsonColumn } from "../json-column.js";
+import { type Page, type PageRequest, paginate } from "../pagination.js";
 import { type PkiJobView, toJobView } from "../pki/jobs.js";
 
-/** A node that checked in within this window is online (ms). */
-export const NODE_ONLINE_WINDOW_MS = 2 * 60_000;
-/** An active node whose OCSP staple was last applied longer ago than this needs attention (ms). */
-export const OCSP_STALE_AFTER_MS = 60 * 60_000;
 /** At most this many stale nodes are named in the overview (the count is exact). */
 const OVERVIEW_STALE_LIST_LIMIT = 100;
 
@@ -122,14 +121,11 @@ export async function listNodes(
         return q;
     }
   });
-  const [rows, count] = await Promise.all([
-    base.select(LIST_COLUMNS).orderBy("created_at", "desc").orderBy("id").limit(request.pageSize).offset(pageOffset(request)).execute(),
-    base.select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow(),
-  ]);
-  return toPage(
-    rows.map((r) => toNodeView(r, now)),
+  return paginate(
+    base,
     request,
-    Number(count.n),
+    (q) => q.select(LIST_COLUMNS).orderBy("created_at", "desc").orderBy("id"),
+    (r) => toNodeView(r, now),
   );
 }
 
@@ -219,16 +215,6 @@ export async function getNode(ctx: CpContext, nodeId: string): Promise<NodeDetai
   };
 }
 
-// The node writes these on checkin; a malformed value must not make the node unreadable.
-function parseJsonColumn(text: string | null): unknown {
-  if (text === null) return null;
-  try {
-    return JSON.parse(text) as unknown;
-  } catch {
-    return null;
-  }
-}
-
 export interface NodesOverview {
   total: number;
   by_status: Record<DisplayedNodeStatus, number>;
@@ -275,40 +261,6 @@ export async function nodesOverview(ctx: CpContext): Promise<NodesOverview> {
     ocsp_stale: { threshold_ms: OCSP_STALE_AFTER_MS, count: Number(staleCount.n), nodes: staleNodes },
     generated_at: now,
   };
-}
-
-export interface NodeTrailFilter extends TimeRange {
-  nodeId?: string | undefined;
-  event?: string | undefined;
-}
-
-export function listNodeAuditLogs(ctx: CpContext, filter: NodeTrailFilter, request: PageRequest) {
-  return listNodeTrail(ctx, "node_audit_logs", filter, request);
-}
-
-export function listNodeAuthEvents(ctx: CpContext, filter: NodeTrailFilter, request: PageRequest) {
-  return listNodeTrail(ctx, "node_auth_events", filter, request);
-}
-
-/** The two node trails share their shape: time, node, event, JSON detail. */
-async function listNodeTrail(ctx: CpContext, table: "node_audit_logs" | "node_auth_events", filter: NodeTrailFilter, request: PageRequest) {
-  const base = ctx.controlDb.selectFrom(table).$call((q) => {
-    let out = q;
-    if (filter.from !== undefined) out = out.where("created_at", ">=", filter.from);
-    if (filter.to !== undefined) out = out.where("created_at", "<=", filter.to);
-    if (filter.nodeId) out = out.where("node_id", "=", filter.nodeId);
-    if (filter.event) out = out.where("event", "=", filter.event);
-    return out;
-  });
-  const [rows, count] = await Promise.all([
-    base.selectAll().orderBy("created_at", "desc").orderBy("id", "desc").limit(request.pageSize).offset(pageOffset(request)).execute(),
-    base.select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow(),
-  ]);
-  return toPage(
-    rows.map((r) => ({ ...r, detail: parseJsonColumn(r.detail) })),
-    request,
-    Number(count.n),
-  );
 }
 
 export function nodeNotFound(): AuthNexusError {

@@ -7,15 +7,12 @@
 import { isIP } from "node:net";
 import type { TlsOptions } from "node:tls";
 import type { Kysely } from "kysely";
-import { LEAF_VALIDITY_DAYS } from "../../../shared/config/defaults.js";
+import { CP_CERT_RENEW_BEFORE_MS, LEAF_VALIDITY_DAYS } from "../../../shared/config/defaults.js";
 import type { ControlSchema } from "../../../shared/db/index.js";
 import { AuthNexusError } from "../../../shared/errors/index.js";
 import { type IssuedCertificate, issueLeafCertificate, openSecret, sealSecret } from "../../../shared/pki/index.js";
 import type { CpContext } from "../context.js";
 import { leafKeySecretName, loadActiveCa, recordCertificate } from "./inventory.js";
-
-/** Renew the CP server certificate when less than this remains (ms). */
-export const CP_CERT_RENEW_BEFORE_MS = 30 * 24 * 60 * 60 * 1000;
 
 /** What the node API listener (9091) needs: its own certificate and the CA it trusts for nodes. */
 export interface CpTlsIdentity {

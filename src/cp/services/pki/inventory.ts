@@ -18,8 +18,9 @@ import {
   sealSecret,
 } from "../../../shared/pki/index.js";
 import type { Clock } from "../../../shared/time/index.js";
+import { writePkiAudit } from "../audit/pki-audit.js";
 import type { CpContext } from "../context.js";
-import { type Page, type PageRequest, pageOffset, toPage } from "../pagination.js";
+import { type Page, type PageRequest, paginate } from "../pagination.js";
 
 export function caKeyAad(profile: CaProfile, caId: string): string {
   return `ca-key:${profile}:${caId}`;
@@ -189,14 +190,11 @@ export async function listCertificates(ctx: CpContext, filter: CertificateFilter
     if (filter.status === "expired") out = out.where("status", "=", "valid").where("not_after", "<=", now);
     return out;
   });
-  const [rows, count] = await Promise.all([
-    base.select(CERT_COLUMNS).orderBy("created_at", "desc").orderBy("id").limit(request.pageSize).offset(pageOffset(request)).execute(),
-    base.select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow(),
-  ]);
-  return toPage(
-    rows.map((r) => toCertificateView(r, now)),
+  return paginate(
+    base,
     request,
-    Number(count.n),
+    (q) => q.select(CERT_COLUMNS).orderBy("created_at", "desc").orderBy("id"),
+    (r) => toCertificateView(r, now),
   );
 }
 
@@ -299,29 +297,4 @@ export async function listCas(ctx: CpContext): Promise<CaView[]> {
     fingerprint_sha256: r.fingerprint_sha256,
     certificate_pem: r.cert_pem,
   }));
-}
-
-export interface PkiAuditEntry {
-  event: string;
-  certificateId?: string;
-  caProfile?: string;
-  serialHex?: string;
-  actor: string;
-  detail?: Record<string, unknown>;
-}
-
-export async function writePkiAudit(db: Kysely<ControlSchema>, clock: Clock, entry: PkiAuditEntry): Promise<void> {
-  await db
-    .insertInto("pki_audit_logs")
-    .values({
-      id: newId("pka"),
-      created_at: clock.now(),
-      event: entry.event,
-      certificate_id: entry.certificateId ?? null,
-      ca_profile: entry.caProfile ?? null,
-      serial_hex: entry.serialHex ?? null,
-      actor: entry.actor,
-      detail: entry.detail ? JSON.stringify(entry.detail) : null,
-    })
-    .execute();
 }

@@ -4,21 +4,21 @@
  * change that needs it commits. Retry and cancel are conditional updates, so they cannot race
  * the worker into an impossible state.
  */
+
 import type { Kysely } from "kysely";
+import { DEFAULT_JOB_MAX_ATTEMPTS } from "../../../shared/config/defaults.js";
 import type { ControlSchema, PkiJobsTable } from "../../../shared/db/control-schema.js";
 import { AuthNexusError } from "../../../shared/errors/index.js";
 import { newId } from "../../../shared/ids.js";
+import { writePkiAudit } from "../audit/pki-audit.js";
 import type { Actor, CpContext } from "../context.js";
-import { type Page, type PageRequest, pageOffset, toPage } from "../pagination.js";
-import { writePkiAudit } from "./inventory.js";
+import { parseJsonColumn } from "../json-column.js";
+import { type Page, type PageRequest, paginate } from "../pagination.js";
 
 export const PKI_JOB_STATUSES = ["pending", "running", "succeeded", "failed", "cancelled"] as const;
 export type PkiJobStatus = (typeof PKI_JOB_STATUSES)[number];
 export const PKI_JOB_KINDS = ["node_onboard"] as const;
 export type PkiJobKind = (typeof PKI_JOB_KINDS)[number];
-
-/** Attempts a job gets before it stays failed (an admin may retry it then). */
-export const DEFAULT_JOB_MAX_ATTEMPTS = 5;
 
 export interface NewJob {
   kind: PkiJobKind;
@@ -62,15 +62,7 @@ export async function enqueueJob(db: Kysely<ControlSchema>, now: number, job: Ne
 export type PkiJobView = Omit<PkiJobsTable, "payload" | "result"> & { payload: unknown; result: unknown };
 
 export function toJobView(row: PkiJobsTable): PkiJobView {
-  return { ...row, payload: parseJson(row.payload), result: row.result === null ? null : parseJson(row.result) };
-}
-
-function parseJson(text: string): unknown {
-  try {
-    return JSON.parse(text) as unknown;
-  } catch {
-    return null;
-  }
+  return { ...row, payload: parseJsonColumn(row.payload), result: parseJsonColumn(row.result) };
 }
 
 export interface PkiJobFilter {
@@ -87,11 +79,7 @@ export async function listJobs(ctx: CpContext, filter: PkiJobFilter, request: Pa
     if (filter.targetId) out = out.where("target_id", "=", filter.targetId);
     return out;
   });
-  const [rows, count] = await Promise.all([
-    base.selectAll().orderBy("created_at", "desc").orderBy("id", "desc").limit(request.pageSize).offset(pageOffset(request)).execute(),
-    base.select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow(),
-  ]);
-  return toPage(rows.map(toJobView), request, Number(count.n));
+  return paginate(base, request, (q) => q.selectAll().orderBy("created_at", "desc").orderBy("id", "desc"), toJobView);
 }
 
 export async function getJob(ctx: CpContext, id: string): Promise<PkiJobView> {

@@ -1,0 +1,2 @@
+export { canonicalJson } from "./canonical.js";
+export { jsonNestingDepth, parseJson } from "./parse.js";
