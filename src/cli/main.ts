@@ -4,6 +4,7 @@
  */
 import { Command } from "commander";
 import { AuthNexusError } from "../shared/errors/index.js";
+import { softwareVersion } from "../shared/version.js";
 import { AdminApiError } from "./admin-client.js";
 import { registerOps } from "./ops.js";
 import { registerPki } from "./pki.js";
@@ -19,7 +20,7 @@ process.stdout.on("error", (error: NodeJS.ErrnoException) => {
 const program = new Command()
   .name("authnexus")
   .description("AuthNexus: multi-tenant authentication and operations backend")
-  .version("0.1.0")
+  .version(softwareVersion())
   .showHelpAfterError();
 
 registerServeCp(program);

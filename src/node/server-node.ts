@@ -17,6 +17,7 @@ import { openMigratedDatabase, type RuntimeSchema } from "../shared/db/index.js"
 import type { Logger } from "../shared/log/index.js";
 import { bindListener } from "../shared/net/listener.js";
 import { type Clock, realScheduler, type Scheduler, systemClock } from "../shared/time/index.js";
+import { softwareVersion } from "../shared/version.js";
 import { CpAgent, type CpAgentStatus } from "./agent/agent.js";
 import type { RandomSource } from "./agent/backoff.js";
 import type { OcspTransport } from "./agent/ocsp-stapler.js";
@@ -24,7 +25,6 @@ import { type BusinessPlane, NO_BUSINESS_LISTENER } from "./business/business-pl
 import type { NodeConfig } from "./config.js";
 import { createHealthApp } from "./health/health-app.js";
 import { type LoadedAgentPackage, loadAgentPackage } from "./package/load-agent-package.js";
-import { softwareVersion } from "./software-version.js";
 
 export const NODE_STAGES = [
   "load_package",

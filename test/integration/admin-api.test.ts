@@ -623,8 +623,9 @@ for (const variant of dbVariants()) {
         assert.equal(cert?.purpose, "cp_server");
         assert.equal(cert?.ca_profile, "cp_server_ca");
         assert.equal(cert?.status, "valid");
-        assert.ok((cert?.sans as { dns: string[] }).dns.includes("cp.example.test"));
-        assert.ok((cert?.sans as { ip: string[] }).ip.includes("10.0.0.7"));
+        const sans = cert?.sans as { dns: string[]; ip: string[] } | undefined;
+        assert.ok(sans?.dns.includes("cp.example.test"));
+        assert.ok(sans?.ip.includes("10.0.0.7"));
       });
 
       it("a second initialize → 409 SETUP_ALREADY_COMPLETED; onSetupComplete is not called again; nothing changes", async () => {

@@ -750,7 +750,7 @@ for (const variant of dbVariants()) {
         const events = (auditAll.items as Obj[]).map((a) => a.event);
         assert.deepEqual(events.slice().sort(), ["node.created", "node.disabled", "node.provisioned"]);
         const created = (auditAll.items as Obj[]).find((a) => a.event === "node.created");
-        assert.equal((created?.detail as Obj).name, "fleet-disabled");
+        assert.equal((created?.detail as Obj | undefined)?.name, "fleet-disabled");
         const onlyDisabled = json(await get(`/nodes/audit-logs?event=node.disabled&node_id=${ids.disabled}`), 200, "by event");
         assert.equal(onlyDisabled.total, 1);
         const future = json(await get(`/nodes/audit-logs?from=${cp.clock.now() + 1}`), 200, "future");

@@ -50,7 +50,7 @@ before(async () => {
   writeFileSync(join(dir, "ca.pem"), `${ca.certPem}\n`);
   writeFileSync(join(dir, "stranger-ca.pem"), `${stranger.certPem}\n`);
   writeFileSync(join(dir, "stranger.pem"), `${strangerLeaf.certPem}\n`);
-  leaves.forEach((l, i) => writeFileSync(join(dir, `leaf${i}.pem`), `${l.certPem}\n`));
+  for (const [i, l] of leaves.entries()) writeFileSync(join(dir, `leaf${i}.pem`), `${l.certPem}\n`);
   statuses.set(leaf(0).serialHex, { kind: "good" });
   statuses.set(leaf(1).serialHex, { kind: "revoked", revokedAt: REVOKED_AT, reason: 1 });
   // leaf2 is not in the inventory: unknown

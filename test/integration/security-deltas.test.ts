@@ -338,7 +338,7 @@ for (const variant of dbVariants()) {
 
     it("roles: the operator reads but cannot write; no token → 401; refusals store nothing", async () => {
       const baseline = await snapshotDb(ctx());
-      const entryId = String(((obj(await call(admin, "GET", `${V1}/blacklist`, { token: root })).items as Obj[])[0] ?? {}).id);
+      const entryId = String((obj(await call(admin, "GET", `${V1}/blacklist`, { token: root })).items as Obj[])[0]?.id);
       for (const [method, path, body] of [
         ["POST", "/blacklist", { kind: "ip", value: "203.0.113.77" }],
         ["DELETE", `/blacklist/${entryId}`, undefined],

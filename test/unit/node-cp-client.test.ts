@@ -29,7 +29,7 @@ describe("node CpClient over mTLS", () => {
   let server: Server;
   let baseUrl: string;
   let handler: Handler = (_req, res) => res.end();
-  const seen: Array<{ method?: string; url?: string; peerUri?: string; body: string }> = [];
+  const seen: Array<{ method: string | undefined; url: string | undefined; peerUri: string | undefined; body: string }> = [];
   const clients: CpClient[] = [];
   const tcp = { connections: 0, handshakeFailures: [] as string[] };
   const client = (overrides: { cpUrl?: string; timeoutMs?: number; caPem?: string; maxResponseBytes?: number } = {}) => {

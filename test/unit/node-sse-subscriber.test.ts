@@ -61,8 +61,8 @@ describe("SseSubscriber", () => {
     assert.deepEqual(states, ["connected"]);
     send(sseFrame("command.pending") + sseFrame("ping"));
     send("event: epoch.bu");
-    send("mped\ndata:\n\n" + sseFrame("config.pending"));
-    send("event: surprise\ndata: {}\n\n" + sseFrame("blacklist.changed") + ": comment\n\n");
+    send(`mped\ndata:\n\n${sseFrame("config.pending")}`);
+    send(`event: surprise\ndata: {}\n\n${sseFrame("blacklist.changed")}: comment\n\n`);
     await scheduler.advance(0);
     assert.deepEqual(hints, ["command.pending", "epoch.bumped", "config.pending", "blacklist.changed"]);
     assert.equal(subscriber.status().hintsReceived, 4);

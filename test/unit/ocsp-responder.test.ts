@@ -70,7 +70,7 @@ before(async () => {
   ]);
   writeFileSync(join(dir, "ca.pem"), `${ca.certPem}\n`);
   writeFileSync(join(dir, "other-ca.pem"), `${otherCa.certPem}\n`);
-  leaves.forEach((l, i) => writeFileSync(join(dir, `leaf${i}.pem`), `${l.certPem}\n`));
+  for (const [i, l] of leaves.entries()) writeFileSync(join(dir, `leaf${i}.pem`), `${l.certPem}\n`);
 });
 
 after(() => {

@@ -258,7 +258,7 @@ describe("SSE hub", () => {
   it("closeAll ends every stream, waits for the presence writes, refuses new streams and stops the timer", async () => {
     const h = harness();
     const sinks = [new ControlledSink(), new ControlledSink(), new ControlledSink()];
-    sinks.forEach((sink, i) => h.hub.attach(`nod_${i}`, sink));
+    for (const [i, sink] of sinks.entries()) h.hub.attach(`nod_${i}`, sink);
     await h.hub.closeAll();
     for (const sink of sinks) assert.equal(sink.writableEnded, true);
     assert.equal(h.hub.size, 0);

@@ -60,7 +60,7 @@ export function createOcspAnswerer(options: OcspAnswererOptions): OcspAnswer {
       const supported = request.certIds.filter((q) => q.hashAlgorithm === "sha1" || q.hashAlgorithm === "sha256");
       const resolved = await Promise.all(supported.map((q) => resolve(q)));
       const byQuery = new Map<CertIdQuery, ResolvedIssuer | null>();
-      supported.forEach((q, i) => byQuery.set(q, resolved[i] ?? null));
+      for (const [i, q] of supported.entries()) byQuery.set(q, resolved[i] ?? null);
       return buildOcspResponse({
         request,
         resolve: (q) => byQuery.get(q) ?? null,

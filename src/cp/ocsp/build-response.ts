@@ -160,8 +160,9 @@ function certStatus(status: OcspCertStatus): Buffer {
 }
 
 function matchesIssuer(query: CertIdQuery, hashes: IssuerHashes): boolean {
-  const pair = query.hashAlgorithm === "sha1" ? hashes.sha1 : query.hashAlgorithm === "sha256" ? hashes.sha256 : undefined;
-  return pair !== undefined && pair.nameHash.equals(query.issuerNameHash) && pair.keyHash.equals(query.issuerKeyHash);
+  if (query.hashAlgorithm !== "sha1" && query.hashAlgorithm !== "sha256") return false;
+  const pair = hashes[query.hashAlgorithm];
+  return pair.nameHash.equals(query.issuerNameHash) && pair.keyHash.equals(query.issuerKeyHash);
 }
 
 export function validateValidityMs(validityMs: number): number {

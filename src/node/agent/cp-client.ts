@@ -67,7 +67,7 @@ export class CpClient {
   private readonly origin: string;
   private readonly pathPrefix: string;
   private readonly shortCalls: Agent;
-  private readonly connect: Agent.Options["connect"];
+  private readonly connect: NonNullable<Agent.Options["connect"]>;
   /** The pool holding the current event stream (one stream at a time; each stream gets its own pool). */
   private eventStream: Agent | null = null;
   private readonly closing = new AbortController();

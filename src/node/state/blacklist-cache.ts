@@ -25,10 +25,10 @@ export class BlacklistCache {
   add(entry: BlacklistEntry): void {
     this.remove(entry.entryId);
     this.byId.set(entry.entryId, entry);
-    let values = this.byKind.get(entry.kind);
-    if (!values) this.byKind.set(entry.kind, (values = new Map()));
-    let entries = values.get(entry.value);
-    if (!entries) values.set(entry.value, (entries = new Map()));
+    const values = this.byKind.get(entry.kind) ?? new Map<string, Map<string, BlacklistEntry>>();
+    this.byKind.set(entry.kind, values);
+    const entries = values.get(entry.value) ?? new Map<string, BlacklistEntry>();
+    values.set(entry.value, entries);
     entries.set(entry.entryId, entry);
   }
 

@@ -11,20 +11,24 @@
  */
 import { type Compilable, type CompiledQuery, createQueryId, type Kysely, type QueryResult } from "kysely";
 
-const PLACEHOLDER = "\u0000authnexus:param:";
-const PLACEHOLDER_END = "\u0000";
-const WHOLE_PLACEHOLDER = /^\u0000authnexus:param:([^\u0000]+)\u0000$/;
+// A private-use character brackets each placeholder: it cannot occur in a query's own text.
+const PLACEHOLDER = "\uE000authnexus:param:";
+const PLACEHOLDER_END = "\uE000";
+const WHOLE_PLACEHOLDER = /^\uE000authnexus:param:([^\uE000]+)\uE000$/;
 
 /** Stands in for a parameter while the query is built (typed as the value it will carry). */
 export type Placeholders<Params> = { readonly [K in keyof Params]: Params[K] };
 
+// biome-ignore lint/suspicious/noExplicitAny: a precompiled query runs on a database of any schema
 export type PrecompiledQuery<Params, Row> = (db: Kysely<any>, values: Params) => Promise<QueryResult<Row>>;
 
 export function precompiled<Params extends Record<string, unknown>, Row>(
+  // biome-ignore lint/suspicious/noExplicitAny: the builder gets the schema-typed handle its caller declares
   build: (db: Kysely<any>, params: Placeholders<Params>) => Compilable<Row>,
 ): PrecompiledQuery<Params, Row> {
   const params = new Proxy({} as Placeholders<Params>, { get: (_target, name) => `${PLACEHOLDER}${String(name)}${PLACEHOLDER_END}` });
   // Compiled per database handle: the SQL differs between dialects.
+  // biome-ignore lint/suspicious/noExplicitAny: keyed by handle, whatever its schema
   const byDb = new WeakMap<Kysely<any>, { compiled: CompiledQuery<Row>; slots: (string | null)[] }>();
   return async (db, values) => {
     let entry = byDb.get(db);

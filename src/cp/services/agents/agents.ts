@@ -35,12 +35,11 @@ const AGENT_COLUMNS = [
  * U+FFFD first, so a login with "root\0" or "root\r\n" is an unknown user rather than root, and
  * the value stays storable in the login log on every database.
  */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: replacing them is the point
+const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f]/g;
+
 export function normalizeUsername(username: string): string {
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: replacing them is the point
-  return username
-    .replace(/[\u0000-\u001f\u007f]/g, "\uFFFD")
-    .trim()
-    .toLowerCase();
+  return username.replace(CONTROL_CHARACTERS, "\uFFFD").trim().toLowerCase();
 }
 
 export interface NewAgent {
@@ -88,10 +87,11 @@ export async function getAgent(ctx: CpContext, id: string): Promise<AgentView> {
   return agent;
 }
 
+/** Absent (or undefined) fields are left as they are. */
 export interface AgentChanges {
-  role?: AgentRole;
-  status?: "active" | "disabled";
-  displayName?: string | null;
+  role?: AgentRole | undefined;
+  status?: "active" | "disabled" | undefined;
+  displayName?: string | null | undefined;
 }
 
 /** Applies role/status/display-name changes; disabling revokes every session of the agent. */

@@ -87,10 +87,11 @@ export async function getApplication(ctx: CpContext, appId: string): Promise<App
   return toView(row);
 }
 
+/** Absent (or undefined) fields are left as they are. */
 export interface ApplicationPatch {
-  name?: string;
-  description?: string | null;
-  status?: "active" | "disabled";
+  name?: string | undefined;
+  description?: string | null | undefined;
+  status?: "active" | "disabled" | undefined;
 }
 
 export async function updateApplication(ctx: CpContext, appId: string, patch: ApplicationPatch): Promise<ApplicationView> {
