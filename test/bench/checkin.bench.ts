@@ -1,5 +1,5 @@
 /**
- * Checkin cost (issue 3, Benchmarks): how many Channel 1 checkins one CP process sustains. A
+ * Checkin cost (docs/benchmarks.md): how many Channel 1 checkins one CP process sustains. A
  * real `authnexus serve-cp` runs in a child process (SQLite Control DB, log level info as
  * deployed, its log going to a file); this process drives it with N nodes (default 50), each
  * on its own keep-alive mTLS connection (one undici Client per node with the node's client

@@ -1,5 +1,5 @@
 /**
- * Propagation of an auth-epoch bump to a fleet of nodes (issue 3, Benchmarks): a real
+ * Propagation of an auth-epoch bump to a fleet of nodes (docs/benchmarks.md): a real
  * `authnexus serve-cp` in a child process, and N (default 200) CP agents — serve-node's own
  * CpAgent — in this process. Each agent has its own CpClient (its own mTLS pools: one for the
  * short calls, one holding its SSE stream), its own cursor rows in one shared Runtime DB file
@@ -15,12 +15,12 @@
  *    apart, so each node's short-call connection is still open from the previous pull;
  *  - healthy, cold: the same, bumps ≥ 5.5 s apart: the CP's node listener has closed each
  *    node's idle connection (Node's default 5 s keep-alive), so every pull starts with a new
- *    mTLS handshake — the usual case in production, where the seed's polls are 5 s or longer;
+ *    mTLS handshake — the usual case in production, where the documented polls are 5 s or longer;
  *  - degraded: no node can hold its stream. The seam is the one test/integration/
  *    node-agent.test.ts uses for "SSE cut": the agent's openEventStream fails with a network
  *    error, so the subscriber degrades and retries exactly as when a firewall drops long-lived
  *    connections (node and CP share one URL and one TLS port, so a proxy cannot drop only the
- *    stream). Polls fall back to the seed's degraded intervals: 800 ms epochs, 5 s blacklist
+ *    stream). Polls fall back to the documented degraded intervals: 800 ms epochs, 5 s blacklist
  *    (commands and configs tighten to 5 s too). Measured after the fleet has settled (6 s);
  *    bumps are spaced by random pauses so they land at random phases of the polls.
  * Per sample the bench also records when the node's pull that brought the change was sent and
@@ -59,7 +59,7 @@ const SLOW_MS = 600_000;
 const COLD_PAUSE_MS = 5500;
 /** After the cut: past the first 5 s wave of blacklist/command/config polls. */
 const DEGRADED_SETTLE_MS = 6000;
-/** Healthy polls so slow that only a hint explains a delivery; the seed's degraded intervals. */
+/** Healthy polls so slow that only a hint explains a delivery; the documented degraded intervals. */
 const AGENT_RUNTIME = {
   checkin_interval_ms: SLOW_MS,
   epoch_poll_ms: SLOW_MS,

@@ -7,7 +7,7 @@
  * The CP is set to poll slowly (10 minutes) while SSE is healthy, so a change that reaches the
  * node in well under a second can only have come through its SSE hint and the matching pull;
  * with the stream cut, the degraded intervals (set to 100 ms / 200 ms here) carry it instead.
- * Failure modes from the seed: SSE cut (degraded, recovery), node offline while changes pile
+ * The documented failure modes (docs/node-api.md): SSE cut (degraded, recovery), node offline while changes pile
  * up (cursors catch up, nothing missed, nothing run twice), CP stopped and restarted (cached
  * data and the last OCSP response kept, backoff, recovery), and a disabled node (revoked OCSP
  * response stapled, node keeps running, recovers when re-enabled).

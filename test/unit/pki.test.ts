@@ -99,7 +99,7 @@ describe("profiles", () => {
     assert.throws(() => nodeUri(""), TypeError);
   });
 
-  test("the profile table matches PRODUCT.md §4", () => {
+  test("the profile table matches the documented PKI (docs/architecture.md)", () => {
     assert.deepEqual([...CA_PROFILES], ["cp_server_ca", "cp_node_client_ca", "tcp_server_ca", "app_client_ca"]);
     assert.deepEqual(
       LEAF_PROFILE_NAMES.filter((p) => LEAF_PROFILES[p].mustStaple),

@@ -2,7 +2,7 @@
  * Channel 2: one Server-Sent Events stream per node, fed by the in-process event bus.
  *
  * Frames are written straight to the Node response (hono's streamSSE costs ~3× the memory and
- * ~10× the broadcast time, TECH-NOTES). A new stream for a node evicts the old one. One shared
+ * ~10× the broadcast time; docs/architecture.md, "Hot paths"). A new stream for a node evicts the old one. One shared
  * timer pings every stream. When a socket pushes back (`write()` returned false) further frames
  * wait in a small per-stream queue that keeps one copy of each pending frame and drops the
  * oldest on overflow — hints are not data, the node pulls everything after a reconnect anyway.

@@ -232,7 +232,7 @@ export class CpAgent {
         run: async () => {
           await run();
         },
-        // Up to 10% shorter, never longer (the seed's intervals stay upper bounds): a fleet
+        // Up to 10% shorter, never longer (the documented intervals stay upper bounds): a fleet
         // whose SSE dropped at the same moment must not poll the CP in lockstep waves.
         intervalMs: () => Math.round(intervalMs() * (1 - POLL_JITTER_RATIO * random())),
         failureDelayMs: (error, b) => {

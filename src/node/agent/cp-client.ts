@@ -3,10 +3,10 @@
  * and the Channel 2 event stream. Two undici Agents carrying the node's client certificate:
  * one pool for the short calls, created once and reused, and a separate pool for the
  * long-lived SSE stream, so the stream can never hold the connection a checkin or a delta pull
- * needs (the seed's cp_io vs sse_pool isolation). Short calls use the pool's own request API
+ * needs (the stream and the short calls never share a pool, docs/node-api.md). Short calls use the pool's own request API
  * (no WHATWG Request/Response/streams per call: a third of the agent's CPU per pull); the
  * stream uses undici's own fetch for its web-stream body. Never undici's Agent with the global
- * fetch (TECH-NOTES: version skew silently drops the client certificate). One TLS secure
+ * fetch (the two undici copies disagree and the client certificate is silently not sent). One TLS secure
  * context serves both pools, so a reconnect does not parse the key and CA bundle again.
  *
  * Every call has a deadline (cp_agent_runtime.request_timeout_ms, read per call), every

@@ -1,6 +1,6 @@
 /**
  * The seam between the CP agent and the business plane (the SDK-facing mTLS listener, built in
- * the next issue). The agent reads live numbers from it for checkins and hands it the commands
+ * later). The agent reads live numbers from it for checkins and hands it the commands
  * that concern connected clients; the business plane will implement this interface. Until it
  * exists, `NO_BUSINESS_LISTENER` answers truthfully: no listener, so no connections, no users
  * online, and a pushed command reaches nobody ({"delivered": 0}).
@@ -33,7 +33,7 @@ export interface BusinessPlane {
   killProcess(payload: KillProcessPayload): Promise<PushOutcome>;
 }
 
-/** The business plane of a node that has no business listener (this issue's state). */
+/** The business plane of a node that has no business listener. */
 export const NO_BUSINESS_LISTENER: BusinessPlane = {
   metrics: () => ({ connections: 0, onlineUsers: 0, requestsPerSecond: 0, errorsPerSecond: 0, presence: {} }),
   forceLogout: async () => ({ delivered: 0 }),

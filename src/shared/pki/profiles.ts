@@ -1,5 +1,5 @@
 /**
- * The four CA profiles and the four leaf profiles issued under them (PRODUCT.md §4).
+ * The four CA profiles and the four leaf profiles issued under them (docs/architecture.md, "PKI").
  * A profile fixes everything about a certificate that callers must not choose per call:
  * which CA signs it, its EKU, whether it demands a stapled OCSP response, and which
  * identity URI it must carry.

@@ -1,7 +1,7 @@
 /**
  * Chain verification for AuthNexus's flat PKI: every leaf is signed directly by one of the
  * trusted roots, so a "chain" is leaf + one anchor. Layers 1 and 2 of business mTLS
- * (PRODUCT.md §4) live here: chain to a trusted CA, then certificate semantics for the
+ * (docs/architecture.md, "PKI") live here: chain to a trusted CA, then certificate semantics for the
  * expected profile. Untrusted input never throws: every failure is a result with a reason.
  */
 import "./crypto-provider.js";

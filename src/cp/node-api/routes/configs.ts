@@ -1,7 +1,7 @@
 /**
  * Channel 1 config delivery, node side: pull what is newer than what the node applied (plus the
  * cloud-function manifest), then ack what it applied or report what it rejected — three separate
- * calls so a partial failure is retried without replaying the whole sync (seed). Acks and
+ * calls so a partial failure is retried without replaying the whole sync (docs/node-api.md). Acks and
  * errors are validated as a whole batch and stored in one transaction, or not at all.
  */
 import { Hono } from "hono";

@@ -1,5 +1,5 @@
 /**
- * Channel 1 commands, node side: the seed's commands/pull and per-command results. A node
+ * Channel 1 commands, node side: commands/pull and per-command results. A node
  * receives its own targeted commands and the broadcasts created at or after the node itself,
  * never expired ones, never ones it already reported a result for (docs/node-api.md).
  */

@@ -117,7 +117,7 @@ export const deliveredScope = sql<SqlBool>`(l.scope = ${GLOBAL_SCOPE} or exists 
 
 export const globalFirst = sql`case when l.scope = ${GLOBAL_SCOPE} then 0 else 1 end`;
 
-/** The state rule of the brief, in order: SYNCED, ERROR, PENDING, else NOT_SENT (no state row → NOT_SENT). */
+/** The state rule (docs/admin-api.md, "Configs"), in order: SYNCED, ERROR, PENDING, else NOT_SENT (no state row → NOT_SENT). */
 export const stateOf = sql<ConfigState>`case
   when s.applied_version = l.version then 'SYNCED'
   when s.error_version = l.version then 'ERROR'
