@@ -4,7 +4,7 @@
  */
 import path from "node:path";
 import type { DbOptions } from "../../src/shared/config/db-options.js";
-import { connectionFromEnv, uniqueDatabaseName } from "./postgres.js";
+import { connectionFromEnv, type PostgresConnection, uniqueDatabaseName } from "./postgres.js";
 import { makeTempDir } from "./temp-dir.js";
 
 export interface DbVariant {
@@ -36,8 +36,8 @@ function sqliteVariant(): DbVariant {
   };
 }
 
-function postgresVariant(): DbVariant {
-  const connection = connectionFromEnv();
+/** PostgreSQL: the run's shared server, or `connection` (a server a suite started for itself). */
+export function postgresVariant(connection: PostgresConnection | null = connectionFromEnv()): DbVariant {
   const created: string[] = [];
   return {
     name: "postgres",

@@ -47,6 +47,10 @@ export type PostgresServer = {
   dropDatabase(name: string): Promise<void>;
   /** Stops the server (`pg_ctl stop -m immediate`) and removes its temp dir. Idempotent. */
   stop(): Promise<void>;
+  /** Kills the postmaster as a crash would (`pg_ctl stop -m immediate`), keeping its data for resume(). */
+  pause(): Promise<void>;
+  /** Starts the paused server again on the same port with the same data. */
+  resume(): Promise<void>;
 };
 
 export type PostgresConnection = {
@@ -359,19 +363,22 @@ export async function startPostgres(): Promise<PostgresServer> {
 
     let port = 0;
     let lastError = "";
-    for (let attempt = 1; attempt <= PG_START_ATTEMPTS && !started; attempt++) {
-      port = await freePort();
-      const opts = [
+    const optionsFor = (p: number) =>
+      [
         `-k ${shellQuote(dir)}`, // pg_ctl passes -o through /bin/sh
         "-h 127.0.0.1",
-        `-p ${port}`,
+        `-p ${p}`,
         "-c fsync=off",
         "-c synchronous_commit=off",
         "-c full_page_writes=off",
         "-c max_connections=200",
       ].join(" ");
+    const startOn = (p: number) =>
+      runner.run(pgCtl, ["start", "-D", dataDir, "-l", logFile, "-w", "-s", "-t", String(PG_START_TIMEOUT_S), "-o", optionsFor(p)]);
+    for (let attempt = 1; attempt <= PG_START_ATTEMPTS && !started; attempt++) {
+      port = await freePort();
       try {
-        await runner.run(pgCtl, ["start", "-D", dataDir, "-l", logFile, "-w", "-s", "-t", String(PG_START_TIMEOUT_S), "-o", opts]);
+        await startOn(port);
         started = true;
       } catch (err) {
         lastError = `${errorText(err)}\n--- ${logFile} ---\n${await tail(logFile)}`;
@@ -399,6 +406,12 @@ export async function startPostgres(): Promise<PostgresServer> {
         process.off("exit", stopSync);
         await runner.run(pgCtl, ["stop", "-D", dataDir, "-m", "immediate", "-s"]).catch(() => {});
         await rm(dir, { recursive: true, force: true });
+      },
+      pause: async () => {
+        await runner.run(pgCtl, ["stop", "-D", dataDir, "-m", "immediate", "-s"]);
+      },
+      resume: async () => {
+        await startOn(port);
       },
     };
   } catch (err) {

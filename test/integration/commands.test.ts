@@ -322,6 +322,19 @@ for (const variant of dbVariants()) {
           "BODY_TOO_LARGE",
         ],
         [
+          // Once a 500 (the size check's JSON.stringify overflowed the stack); now refused while parsing.
+          "result: output nested 5,000 deep",
+          () => raw(resultPath, `{"status":"succeeded","output":${"[".repeat(5000)}${"]".repeat(5000)}}`),
+          400,
+          "JSON_TOO_DEEP",
+        ],
+        [
+          "result: output nested 65 deep (one past the cap)",
+          () => raw(resultPath, `{"status":"succeeded","output":${'{"a":'.repeat(64)}1${"}".repeat(64)}}`),
+          400,
+          "JSON_TOO_DEEP",
+        ],
+        [
           "result: unknown command",
           () => alpha.client.request("POST", nodePaths.commandResult(alpha.id.nodeId, "cmd_unknown"), { status: "succeeded" }),
           404,
@@ -337,6 +350,9 @@ for (const variant of dbVariants()) {
         200,
         "output exactly at the limit",
       );
+      // 63 levels inside the body's own object: 64 in all, exactly the cap, is taken.
+      const deepest = JSON.parse(`${'{"a":'.repeat(63)}1${"}".repeat(63)}`) as unknown;
+      ok(await report(alpha, String(cmd.id), { status: "succeeded", output: deepest }), 200, "output at the nesting cap");
     });
 
     it("admin: bad input on every command endpoint → clear 4xx, nothing stored", async () => {
