@@ -5,6 +5,7 @@
  * sessions, login throttling and secrets in logs.
  */
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { after, before, describe, it } from "node:test";
 import { consoleTokenPath, prepareConsoleToken } from "../../src/cp/services/setup/setup.js";
@@ -665,7 +666,12 @@ for (const variant of dbVariants()) {
       const createApp = async (name: string, token = tokens.root.access_token): Promise<string> => {
         const res = await call(app, "POST", `${V1}/applications`, { token, body: { name } });
         assertOk(res, 201, `create application ${name}`);
-        secrets.add(String(body(res).app_secret));
+        const secret = String(body(res).app_secret);
+        secrets.add(secret);
+        // The one-time secret, and nothing derived from it: its stored hash would let anyone
+        // who sees this answer test guesses offline.
+        assert.equal("secret_hash" in body(res), false, "no secret_hash in the creation answer");
+        assert.equal(res.text.includes(createHash("sha256").update(secret).digest("hex")), false, "the secret's hash appears nowhere");
         return String(body(res).app_id);
       };
 

@@ -10,6 +10,7 @@ import { describe, test } from "node:test";
 import { Backoff } from "../../src/node/agent/backoff.js";
 import { CpCallError } from "../../src/node/agent/cp-call-error.js";
 import type { CpClient } from "../../src/node/agent/cp-client.js";
+import { delayAfterFailure } from "../../src/node/agent/retry-delay.js";
 import { type SseState, SseSubscriber } from "../../src/node/agent/sse-subscriber.js";
 import { createMemoryLogger } from "../../src/shared/log/index.js";
 import { type HintEvent, sseFrame } from "../../src/shared/node-protocol/index.js";
@@ -17,18 +18,24 @@ import { ManualClock, ManualScheduler, settle } from "../../src/shared/time/inde
 
 type Body = Awaited<ReturnType<CpClient["openEventStream"]>>;
 
+/** The slowest pace of the agent's backoff in these tests (its backoff_max_ms). */
+const SLOWEST_MS = 5000;
+
 function setup() {
   const clock = new ManualClock(0);
   const scheduler = new ManualScheduler(clock);
   const streams: ReadableStreamDefaultController<Uint8Array>[] = [];
   const opened: AbortSignal[] = [];
-  const plan = { failNext: 0 };
+  const plan: { failNext: number; failWith: () => CpCallError } = {
+    failNext: 0,
+    failWith: () => new CpCallError("network", "connect ECONNREFUSED", { socketCode: "ECONNREFUSED" }),
+  };
   const client = {
     openEventStream: async (signal: AbortSignal): Promise<Body> => {
       opened.push(signal);
       if (plan.failNext > 0) {
         plan.failNext -= 1;
-        throw new CpCallError("network", "connect ECONNREFUSED", { socketCode: "ECONNREFUSED" });
+        throw plan.failWith();
       }
       return new ReadableStream<Uint8Array>({ start: (controller) => void streams.push(controller) }) as unknown as Body;
     },
@@ -47,6 +54,8 @@ function setup() {
     onHint: (hint) => hints.push(hint),
     onStateChange: (state) => states.push(state),
     silenceTimeoutMs: 75_000,
+    // The rule the agent gives every loop.
+    failureDelayMs: (failure, backoff) => delayAfterFailure(failure, backoff, SLOWEST_MS),
   });
   const send = (text: string, index = streams.length - 1) => streams[index]?.enqueue(new TextEncoder().encode(text));
   return { clock, scheduler, subscriber, streams, opened, plan, hints, states, send, events: memory.events };
@@ -123,6 +132,46 @@ describe("SseSubscriber", () => {
     await scheduler.advance(1000);
     assert.equal(subscriber.status().state, "connected");
     assert.equal(opened.length, 2);
+    await subscriber.stop();
+  });
+
+  test("a refusal (revoked certificate) waits the slowest pace, like every other loop, not the short backoff", async () => {
+    const { subscriber, scheduler, opened, plan, events } = setup();
+    plan.failNext = 3;
+    plan.failWith = () => new CpCallError("http", "HTTP 403 NODE_CERT_REVOKED", { status: 403, code: "NODE_CERT_REVOKED" });
+    subscriber.start();
+    await settle();
+    assert.equal(opened.length, 1);
+    await scheduler.advance(SLOWEST_MS - 1);
+    assert.equal(opened.length, 1, "no retry inside the slowest pace");
+    await scheduler.advance(1);
+    assert.equal(opened.length, 2);
+    await scheduler.advance(SLOWEST_MS);
+    assert.equal(opened.length, 3);
+    assert.ok(events().some((e) => e.msg === "sse.connect_failed" && e.code === "NODE_CERT_REVOKED"));
+    await subscriber.stop();
+  });
+
+  test("evicted by another instance: says so, and reconnects only after the slowest pace", async () => {
+    const { subscriber, scheduler, opened, streams, send, events, states } = setup();
+    subscriber.start();
+    await settle();
+    send(sseFrame("stream.evicted"));
+    streams[0]?.close();
+    await scheduler.advance(0);
+    assert.deepEqual(states, ["connected", "degraded"]);
+    const warning = events().find((e) => e.msg === "sse.evicted");
+    assert.ok(warning, "the node logs that another instance holds its stream");
+    assert.match(String(warning.action), /another instance of this node holds its event stream/);
+    await scheduler.advance(SLOWEST_MS - 1);
+    assert.equal(opened.length, 1);
+    await scheduler.advance(1);
+    assert.equal(opened.length, 2);
+    assert.equal(subscriber.status().state, "connected");
+    // A stream the CP simply ends (a restart) is no refusal: back after the short backoff.
+    streams[1]?.close();
+    await scheduler.advance(1000);
+    assert.equal(opened.length, 3);
     await subscriber.stop();
   });
 

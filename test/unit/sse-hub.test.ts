@@ -19,6 +19,7 @@ const CMD = sseFrame("command.pending");
 const CFG = sseFrame("config.pending");
 const BL = sseFrame("blacklist.changed");
 const EP = sseFrame("epoch.bumped");
+const EVICTED = sseFrame("stream.evicted");
 
 /**
  * A Writable that accepts chunks at once while `flowing`, and otherwise holds each write's
@@ -154,7 +155,7 @@ describe("SSE hub", () => {
     assert.equal(first.writableEnded, true);
     assert.equal(h.hub.size, 1);
     h.hub.publish("command.pending", null);
-    assert.deepEqual(first.received, []);
+    assert.deepEqual(first.received, [EVICTED], "the evicted stream is told why it ends");
     assert.deepEqual(second.received, [CMD]);
     await h.hub.settled();
     assert.deepEqual(h.presence, [["nod_a", true]], "the evicted stream's close does not mark the node disconnected");
@@ -171,6 +172,31 @@ describe("SSE hub", () => {
       ["nod_a", false],
     ]);
     assert.ok(h.events().some((e) => e.msg === "stream.closed" && e.reason === "client_closed"));
+  });
+
+  it("two processes with one node's package: evictions again and again give ONE [SSE] warning naming both peers", async () => {
+    const h = harness();
+    const contended = () => h.events().filter((e) => e.msg === "stream.contended");
+    h.hub.attach("nod_a", new ControlledSink(), "10.0.0.1:40001");
+    h.hub.attach("nod_a", new ControlledSink(), "10.0.0.2:50001");
+    h.hub.attach("nod_a", new ControlledSink(), "10.0.0.1:40002");
+    assert.equal(contended().length, 0, "two evictions may be a reconnect racing a dead connection");
+    await h.scheduler.advance(1300);
+    h.hub.attach("nod_a", new ControlledSink(), "10.0.0.2:50002");
+    assert.equal(contended().length, 1);
+    const [warning] = contended();
+    assert.equal(warning?.level, "warn");
+    assert.equal(warning?.category, "SSE");
+    assert.deepEqual(warning?.peers, ["10.0.0.1:40002", "10.0.0.2:50002"]);
+    for (let i = 0; i < 20; i++) {
+      await h.scheduler.advance(1300);
+      h.hub.attach("nod_a", new ControlledSink(), `10.0.0.${1 + (i % 2)}:${41000 + i}`);
+    }
+    assert.equal(contended().length, 1, "said once, not at every eviction");
+    h.hub.attach("nod_b", new ControlledSink(), "10.0.0.9:1");
+    h.hub.attach("nod_b", new ControlledSink(), "10.0.0.9:2");
+    assert.equal(contended().length, 1, "another node's single eviction is not contention");
+    await h.hub.closeAll();
   });
 
   it("one shared ping timer for every stream, started with the first and stopped with the last", async () => {

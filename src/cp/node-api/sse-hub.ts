@@ -2,7 +2,9 @@
  * Channel 2: one Server-Sent Events stream per node, fed by the in-process event bus.
  *
  * Frames are written straight to the Node response (hono's streamSSE costs ~3× the memory and
- * ~10× the broadcast time; docs/architecture.md, "Hot paths"). A new stream for a node evicts the old one. One shared
+ * ~10× the broadcast time; docs/architecture.md, "Hot paths"). A new stream for a node evicts
+ * the old one, which is told so in a last `stream.evicted` frame; a node evicted again and again
+ * is being run twice, and the hub says so once in an [SSE] warning naming both peers. One shared
  * timer pings every stream. When a socket pushes back (`write()` returned false) further frames
  * wait in a small per-stream queue that keeps one copy of each pending frame and drops the
  * oldest on overflow — hints are not data, the node pulls everything after a reconnect anyway.
@@ -14,9 +16,21 @@
 
 import type { ServerResponse } from "node:http";
 import type { Writable } from "node:stream";
-import { SSE_MAX_QUEUED_FRAMES } from "../../shared/config/defaults.js";
+import {
+  SSE_CONTENTION_EVICTIONS,
+  SSE_CONTENTION_WARN_INTERVAL_MS,
+  SSE_CONTENTION_WINDOW_MS,
+  SSE_MAX_QUEUED_FRAMES,
+} from "../../shared/config/defaults.js";
 import type { Logger } from "../../shared/log/index.js";
-import { type HintEvent, PING_EVENT, SSE_PING_INTERVAL_MS, sseFrame } from "../../shared/node-protocol/index.js";
+import {
+  type ControlEvent,
+  EVICTED_EVENT,
+  type HintEvent,
+  PING_EVENT,
+  SSE_PING_INTERVAL_MS,
+  sseFrame,
+} from "../../shared/node-protocol/index.js";
 import { every, type Scheduler } from "../../shared/time/index.js";
 import type { CpContext } from "../services/context.js";
 import { recordSseState } from "../services/nodes/checkin.js";
@@ -32,8 +46,8 @@ export interface SseHubOptions {
 }
 
 type Frame = string;
-const FRAMES = new Map<HintEvent | typeof PING_EVENT, Frame>();
-function frameFor(event: HintEvent | typeof PING_EVENT): Frame {
+const FRAMES = new Map<HintEvent | ControlEvent, Frame>();
+function frameFor(event: HintEvent | ControlEvent): Frame {
   let frame = FRAMES.get(event);
   if (!frame) {
     frame = sseFrame(event);
@@ -55,6 +69,8 @@ export class SseStream {
     readonly sink: Writable,
     readonly openedAt: number,
     private readonly maxQueued: number,
+    /** "address:port" of the connection, for logs. */
+    readonly peer: string,
   ) {}
 
   send(frame: Frame): void {
@@ -83,13 +99,17 @@ export class SseStream {
     }
   }
 
-  /** Ends the response; a stream that is not reading is cut rather than left to drain. */
-  end(reason: string): void {
+  /**
+   * Ends the response, after `lastFrame` when given (the reason, in the stream's own terms); a
+   * stream that is not reading is cut rather than left to drain, and gets no last frame.
+   */
+  end(reason: string, lastFrame?: Frame): void {
     if (this.closed) return;
     this.closed = true;
     this.endReason = reason;
     this.queue.length = 0;
     if (this.blocked) this.sink.destroy();
+    else if (lastFrame !== undefined) this.sink.end(lastFrame);
     else this.sink.end();
   }
 }
@@ -97,6 +117,8 @@ export class SseStream {
 export class SseHub {
   private readonly streams = new Map<string, SseStream>();
   private readonly presenceWrites = new Map<string, Promise<void>>();
+  /** Recent evictions per node, for the contention warning. */
+  private readonly evictions = new Map<string, { times: number[]; warnedAt: number | null }>();
   private readonly disposers: Array<() => void> = [];
   private stopTimer: (() => void) | null = null;
   private shuttingDown = false;
@@ -120,18 +142,27 @@ export class SseHub {
     return this.streams.get(nodeId);
   }
 
-  /** Makes `sink` the node's stream (its headers already sent), evicting any previous one. Null when it cannot be attached. */
-  attach(nodeId: string, sink: Writable): SseStream | null {
+  /**
+   * Makes `sink` the node's stream (its headers already sent), evicting any previous one. `peer`
+   * ("address:port") names the connection in logs. Null when it cannot be attached.
+   */
+  attach(nodeId: string, sink: Writable, peer = "unknown"): SseStream | null {
     if (this.shuttingDown || sink.destroyed || sink.writableEnded) {
       if (!sink.destroyed) sink.end();
       return null;
     }
-    const stream = new SseStream(nodeId, sink, this.scheduler.clock.now(), this.maxQueued);
+    const stream = new SseStream(nodeId, sink, this.scheduler.clock.now(), this.maxQueued, peer);
     const previous = this.streams.get(nodeId);
     this.streams.set(nodeId, stream);
     if (previous) {
-      previous.end("evicted");
-      this.log.info("stream.evicted", { node_id: nodeId, duration_ms: this.scheduler.clock.now() - previous.openedAt });
+      previous.end("evicted", frameFor(EVICTED_EVENT));
+      this.log.info("stream.evicted", {
+        node_id: nodeId,
+        duration_ms: this.scheduler.clock.now() - previous.openedAt,
+        peer: previous.peer,
+        by: peer,
+      });
+      this.noteEviction(nodeId, previous.peer, peer);
     }
     sink.on("drain", () => stream.flush());
     sink.on("error", (error: Error) => this.log.debug("stream.error", { node_id: nodeId, error: error.message }));
@@ -205,6 +236,29 @@ export class SseHub {
       dropped_frames: stream.dropped,
     });
     this.stopTimerWhenIdle();
+  }
+
+  /**
+   * One connection replacing another is normal once (a node that reconnected before the CP saw
+   * its old connection die). Again and again within SSE_CONTENTION_WINDOW_MS, it means two
+   * processes hold one node's credentials: warn once, naming both peers, then stay quiet about
+   * that node for SSE_CONTENTION_WARN_INTERVAL_MS.
+   */
+  private noteEviction(nodeId: string, evicted: string, by: string): void {
+    const now = this.scheduler.clock.now();
+    const record = this.evictions.get(nodeId) ?? { times: [], warnedAt: null };
+    record.times = [...record.times.filter((at) => now - at < SSE_CONTENTION_WINDOW_MS), now];
+    this.evictions.set(nodeId, record);
+    const quiet = record.warnedAt !== null && now - record.warnedAt < SSE_CONTENTION_WARN_INTERVAL_MS;
+    if (record.times.length < SSE_CONTENTION_EVICTIONS || quiet) return;
+    record.warnedAt = now;
+    this.log.warn("stream.contended", {
+      node_id: nodeId,
+      peers: [evicted, by],
+      evictions: record.times.length,
+      window_ms: SSE_CONTENTION_WINDOW_MS,
+      action: "two processes are running this node's deploy package; stop one of them",
+    });
   }
 
   private writePresence(nodeId: string, connected: boolean): void {

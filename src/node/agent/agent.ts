@@ -30,6 +30,7 @@ import { CpClient } from "./cp-client.js";
 import { DeltaPuller } from "./delta-puller.js";
 import { OcspStapler, type OcspStatus, type OcspTransport } from "./ocsp-stapler.js";
 import { PeriodicTask } from "./periodic-task.js";
+import { delayAfterFailure } from "./retry-delay.js";
 import { type SseState, SseSubscriber } from "./sse-subscriber.js";
 
 export interface CpAgentOptions {
@@ -173,6 +174,7 @@ export class CpAgent {
       log: this.log.sse,
       onHint: (hint) => this.onHint(hint),
       onStateChange: (state) => this.onSseState(state),
+      failureDelayMs: (failure, b) => delayAfterFailure(failure, b, rt().backoff_max_ms),
       ...(options.sseSilenceTimeoutMs ? { silenceTimeoutMs: options.sseSilenceTimeoutMs } : {}),
     });
     this.stapler = new OcspStapler({
@@ -235,11 +237,7 @@ export class CpAgent {
         // Up to 10% shorter, never longer (the documented intervals stay upper bounds): a fleet
         // whose SSE dropped at the same moment must not poll the CP in lockstep waves.
         intervalMs: () => Math.round(intervalMs() * (1 - POLL_JITTER_RATIO * random())),
-        failureDelayMs: (error, b) => {
-          const delay = b.next();
-          // The CP refused this request: do not hammer it, come back at the slowest pace.
-          return error instanceof CpCallError && !error.retryable ? Math.max(delay, rt().backoff_max_ms) : delay;
-        },
+        failureDelayMs: (error, b) => delayAfterFailure(error, b, rt().backoff_max_ms),
         onFailure: (error, info) => this.logFailure(name, log, error, info),
         onRecovered: ({ failures }) => log.info("cp.reachable", { loop: name, after_failures: failures }),
       });

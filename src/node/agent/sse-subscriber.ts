@@ -7,11 +7,12 @@
  */
 import { createParser, type EventSourceMessage } from "eventsource-parser";
 import type { Logger } from "../../shared/log/index.js";
-import { type HintEvent, isHintEvent, PING_EVENT, SSE_SILENCE_TIMEOUT_MS } from "../../shared/node-protocol/index.js";
+import { EVICTED_EVENT, type HintEvent, isHintEvent, PING_EVENT, SSE_SILENCE_TIMEOUT_MS } from "../../shared/node-protocol/index.js";
 import type { Scheduler } from "../../shared/time/index.js";
 import type { Backoff } from "./backoff.js";
 import { CpCallError } from "./cp-call-error.js";
 import type { CpClient } from "./cp-client.js";
+import { StreamEvictedError } from "./retry-delay.js";
 
 export type SseState = "connected" | "degraded";
 
@@ -35,6 +36,8 @@ export interface SseSubscriberOptions {
   onHint: (hint: HintEvent) => void;
   onStateChange: (state: SseState) => void;
   silenceTimeoutMs?: number;
+  /** Wait after a failed or ended stream (ms); default: the backoff's next delay. */
+  failureDelayMs?: (failure: unknown, backoff: Backoff) => number;
 }
 
 export class SseSubscriber {
@@ -88,13 +91,23 @@ export class SseSubscriber {
       const controller = new AbortController();
       this.current = controller;
       let reason: string;
+      let failure: unknown = null;
       try {
         const body = await client.openEventStream(controller.signal);
         this.markConnected();
         backoff.reset();
-        reason = await this.consume(body, controller);
+        const ended = await this.consume(body, controller);
+        reason = ended.reason;
+        if (ended.evicted) {
+          failure = new StreamEvictedError(reason);
+          log.warn("sse.evicted", {
+            reason,
+            action: "another instance of this node holds its event stream: two processes are running this node's deploy package; stop one",
+          });
+        }
       } catch (error) {
         reason = describe(error);
+        failure = error;
         if (!this.stopped && this.status_.state === "degraded") {
           log.warn("sse.connect_failed", {
             error: reason,
@@ -110,15 +123,19 @@ export class SseSubscriber {
       if (this.stopped) break;
       this.status_.lastError = reason;
       this.markDegraded(reason);
-      await this.wait(backoff.next());
+      await this.wait(this.options.failureDelayMs ? this.options.failureDelayMs(failure, backoff) : backoff.next());
     }
   }
 
-  /** Reads frames until the stream ends or is aborted; returns why it ended. */
-  private async consume(body: NonNullable<Awaited<ReturnType<CpClient["openEventStream"]>>>, controller: AbortController): Promise<string> {
+  /** Reads frames until the stream ends or is aborted; returns why it ended, and whether the CP evicted it. */
+  private async consume(
+    body: NonNullable<Awaited<ReturnType<CpClient["openEventStream"]>>>,
+    controller: AbortController,
+  ): Promise<{ reason: string; evicted: boolean }> {
     const { scheduler, onHint, log } = this.options;
     const silenceMs = this.options.silenceTimeoutMs ?? SSE_SILENCE_TIMEOUT_MS;
     let silent = false;
+    let evicted = false;
     let cancelSilence = () => {};
     const armSilence = () => {
       cancelSilence();
@@ -132,6 +149,10 @@ export class SseSubscriber {
         this.status_.lastFrameAt = scheduler.clock.now();
         const event = message.event ?? "message";
         if (event === PING_EVENT) return;
+        if (event === EVICTED_EVENT) {
+          evicted = true;
+          return;
+        }
         if (isHintEvent(event)) {
           this.status_.hintsReceived += 1;
           log.debug("sse.hint", { event });
@@ -147,17 +168,18 @@ export class SseSubscriber {
     const onAbort = () => void reader.cancel().catch(() => undefined);
     controller.signal.addEventListener("abort", onAbort, { once: true });
     armSilence();
+    const ended = (reason: string) => ({ reason, evicted });
     try {
       for (;;) {
         const { done, value } = await reader.read();
-        if (done) return "stream ended by the CP";
+        if (done) return ended(evicted ? "stream evicted by another connection for this node" : "stream ended by the CP");
         armSilence();
         parser.feed(decoder.decode(value, { stream: true }));
       }
     } catch (error) {
-      if (silent) return `no frame for ${silenceMs} ms`;
-      if (controller.signal.aborted) return describe(controller.signal.reason);
-      return describe(error);
+      if (silent) return ended(`no frame for ${silenceMs} ms`);
+      if (controller.signal.aborted) return ended(describe(controller.signal.reason));
+      return ended(describe(error));
     } finally {
       cancelSilence();
       controller.signal.removeEventListener("abort", onAbort);

@@ -95,6 +95,14 @@ export const NODE_ONLINE_WINDOW_MS = 2 * 60_000;
 export const OCSP_STALE_AFTER_MS = 60 * 60_000;
 /** How long the checkin's cached log heads and config versions may be reused (ms): bounds staleness across CP processes. */
 export const CHECKIN_CACHE_TTL_MS = 1000;
+/**
+ * A node whose stream is evicted this many times within SSE_CONTENTION_WINDOW_MS is being run
+ * twice (two processes with one package): the CP logs one [SSE] warning naming both peers, then
+ * stays quiet about that node for SSE_CONTENTION_WARN_INTERVAL_MS.
+ */
+export const SSE_CONTENTION_EVICTIONS = 3;
+export const SSE_CONTENTION_WINDOW_MS = 5 * 60_000;
+export const SSE_CONTENTION_WARN_INTERVAL_MS = 60 * 60_000;
 /** Frames a backpressured SSE stream may hold before the oldest is dropped. */
 export const SSE_MAX_QUEUED_FRAMES = 32;
 /** A command nobody picked up within this long stops being delivered (seconds); an admin may choose up to the maximum. */

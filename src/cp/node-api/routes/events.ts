@@ -16,7 +16,9 @@ export function eventRoutes(hub: SseHub): Hono<NodeApiEnv> {
     if (!outgoing) throw new AuthNexusError("INTERNAL", { detail: { why: "SSE needs the Node response (served by @hono/node-server)" } });
     // hono answers HEAD with the GET handler: a HEAD must not open (and hold) a stream.
     if (c.req.method !== "GET") throw new AuthNexusError("METHOD_NOT_ALLOWED");
-    if (startEventStream(outgoing)) hub.attach(c.get("node").id, outgoing);
+    const socket = c.env?.incoming?.socket;
+    const peer = `${socket?.remoteAddress ?? "unknown"}:${socket?.remotePort ?? 0}`;
+    if (startEventStream(outgoing)) hub.attach(c.get("node").id, outgoing, peer);
     return RESPONSE_ALREADY_SENT;
   });
   return routes;
