@@ -251,6 +251,59 @@ for (const variant of dbVariants()) {
         assert.equal(await nodeStatus(nodeId), "active");
       });
 
+      test("a job reclaimed and re-run by the SAME worker: the stale first attempt can no longer commit (the attempt number fences it)", async () => {
+        await drain();
+        const { nodeId, jobId } = await newNode();
+        const real = nodeOnboardHandler(cp.ctx);
+        const gate = () => {
+          let open!: () => void;
+          const opened = new Promise<void>((resolve) => {
+            open = resolve;
+          });
+          return { open, opened };
+        };
+        const started = [gate(), gate()];
+        const held = [gate(), gate()];
+        const committed: number[] = [];
+        const worker = createJobWorker(cp.ctx, {
+          node_onboard: async (run) => {
+            const attempt = run.job.attempts;
+            started[attempt - 1]?.open();
+            await held[attempt - 1]?.opened;
+            await real({
+              job: run.job,
+              complete: async (tx, result) => {
+                await run.complete(tx, result);
+                committed.push(attempt);
+              },
+            });
+          },
+        });
+        // Attempt 1 stalls past its lease (a long GC pause, a hung signing call)...
+        const first = worker.runOnce();
+        await started[0]?.opened;
+        cp.clock.advance(JOB_LEASE_MS + 1);
+        // ...so this very worker's sweep reclaims the job, and the worker starts attempt 2.
+        assert.equal(await worker.sweep(), 1);
+        const second = worker.runOnce();
+        await started[1]?.opened;
+        // Attempt 1 wakes up while attempt 2 holds the job under the SAME claimed_by: only the
+        // attempt number tells them apart, and it refuses the stale commit (rolled back whole).
+        held[0]?.open();
+        assert.equal((await first)?.outcome, "lost");
+        assert.deepEqual(committed, [], "attempt 1 never committed");
+        assert.deepEqual(await nodeCerts(nodeId), [], "and left no certificate behind");
+        assert.equal((await job(jobId)).status, "running");
+        held[1]?.open();
+        assert.deepEqual(await second, { jobId, kind: "node_onboard", outcome: "succeeded" });
+        assert.deepEqual(committed, [2]);
+        const done = await job(jobId);
+        assert.equal(done.status, "succeeded");
+        assert.equal(done.attempts, 2);
+        assert.equal((await nodeCerts(nodeId)).length, 2);
+        assert.equal((await nodePackages(nodeId)).length, 1);
+      });
+
       test("out of attempts, the reclaimed job fails instead", async () => {
         await drain();
         const { jobId } = await newNode();

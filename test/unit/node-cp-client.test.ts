@@ -31,7 +31,14 @@ describe("node CpClient over mTLS", () => {
   let handler: Handler = (_req, res) => res.end();
   const seen: Array<{ method: string | undefined; url: string | undefined; peerUri: string | undefined; body: string }> = [];
   const clients: CpClient[] = [];
-  const tcp = { connections: 0, handshakeFailures: [] as string[] };
+  const tcp = { connections: 0, handshakeFailures: [] as string[], open: new Set<net.Socket>(), idleWaiters: [] as Array<() => void> };
+  /**
+   * Resolves once every connection the server accepted has closed. Called after the client's
+   * pools are destroyed, it marks the point after which no connection can still appear: a
+   * spurious reconnect (nodejs/undici#5845) would have been accepted, and have failed its
+   * handshake, before it.
+   */
+  const serverIdle = () => (tcp.open.size === 0 ? Promise.resolve() : new Promise<void>((resolve) => tcp.idleWaiters.push(resolve)));
   const client = (overrides: { cpUrl?: string; timeoutMs?: number; caPem?: string; maxResponseBytes?: number } = {}) => {
     const c = new CpClient({
       cpUrl: overrides.cpUrl ?? baseUrl,
@@ -81,7 +88,14 @@ describe("node CpClient over mTLS", () => {
         });
       },
     );
-    server.on("connection", () => (tcp.connections += 1));
+    server.on("connection", (socket: net.Socket) => {
+      tcp.connections += 1;
+      tcp.open.add(socket);
+      socket.once("close", () => {
+        tcp.open.delete(socket);
+        if (tcp.open.size === 0) for (const resolve of tcp.idleWaiters.splice(0)) resolve();
+      });
+    });
     server.on("tlsClientError", (error) => tcp.handshakeFailures.push(error.message));
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     baseUrl = `https://127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -160,13 +174,14 @@ describe("node CpClient over mTLS", () => {
     assert.equal(late.socketCode, "UND_ERR_HEADERS_TIMEOUT", "undici's own timeout, not an abort (an abort would reconnect)");
     assert.ok(late.retryable);
     assert.ok(Date.now() - started < 3000, "the deadline cut the call short");
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    for (const res of held) res.destroy();
+    await Promise.all(clients.map((c) => c.close()));
+    await serverIdle();
     assert.deepEqual(
       tcp.handshakeFailures.slice(failuresBefore),
       [],
       "a timed-out call leaves no half-opened connection behind (nodejs/undici#5845)",
     );
-    for (const res of held) res.destroy();
   });
 
   test("a CP that accepts the connection but never completes the handshake still times out near the deadline", async () => {
@@ -198,9 +213,9 @@ describe("node CpClient over mTLS", () => {
     await c.close();
     assert.equal((await pending).kind, "aborted");
     await c.close();
-    await new Promise((resolve) => setTimeout(resolve, 300));
-    assert.deepEqual(tcp.handshakeFailures.slice(failuresBefore), [], "closing leaves no half-opened connection behind");
     for (const res of held) res.destroy();
+    await serverIdle();
+    assert.deepEqual(tcp.handshakeFailures.slice(failuresBefore), [], "closing leaves no half-opened connection behind");
   });
 
   test("an event stream ended by its subscriber closes its connection and opens no other (nodejs/undici#5845)", async () => {
@@ -223,8 +238,10 @@ describe("node CpClient over mTLS", () => {
       await closed;
       assert.equal(tcp.connections - before.connections, round, `round ${round}: one connection per stream`);
     }
-    // Give a spurious reconnect (what aborting inside a live undici pool does) time to show.
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // A spurious reconnect (what aborting inside a live undici pool does) would be accepted
+    // before the pools are gone and the server has seen every connection close.
+    await c.close();
+    await serverIdle();
     assert.equal(tcp.connections - before.connections, 3, "no connection beyond the three streams");
     assert.deepEqual(tcp.handshakeFailures.slice(before.handshakeFailures), [], "no half-opened connection for the server to log");
   });
