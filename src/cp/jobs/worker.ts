@@ -51,7 +51,11 @@ export interface JobRun {
 
 export type JobHandler = (run: JobRun) => Promise<void>;
 
-/** A failure retrying cannot fix (the job's target is gone): the job fails at once. */
+/**
+ * A failure retrying cannot fix (the job's target is gone): the job fails at once. Internal to
+ * the worker and its handlers, like JobLeaseLostError: neither reaches a client; both end up as
+ * the job's last_error, which the jobs endpoints show.
+ */
 export class PermanentJobError extends Error {
   override readonly name = "PermanentJobError";
 }

@@ -3,7 +3,8 @@
  * the network or a timeout (retry with backoff, keep serving cached data), TLS (the same, but
  * logged under [TLS] because it usually means a certificate problem an operator must fix), an
  * HTTP 4xx (the CP refused this request: log it and do not hammer), a 5xx (retry), and a
- * response that does not match the contract.
+ * response that does not match the contract. Internal to the node agent (it never reaches a
+ * client); `code` is the CP's catalogue code when the CP answered with one.
  */
 
 import { type ErrorCode, isErrorCode } from "../../shared/errors/index.js";

@@ -8,7 +8,7 @@
 import type { Backoff } from "./backoff.js";
 import { CpCallError } from "./cp-call-error.js";
 
-/** The CP ended this instance's event stream because another connection for the same node took it over. */
+/** The CP ended this instance's event stream because another connection for the same node took it over (internal to the agent). */
 export class StreamEvictedError extends Error {
   override readonly name = "StreamEvictedError";
 }
