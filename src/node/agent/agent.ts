@@ -12,7 +12,7 @@ import type { Kysely } from "kysely";
 import { POLL_JITTER_RATIO } from "../../shared/config/defaults.js";
 import type { RuntimeSchema } from "../../shared/db/index.js";
 import type { Logger } from "../../shared/log/index.js";
-import { type CpAgentRuntime, GLOBAL_SCOPE, type HintEvent } from "../../shared/node-protocol/index.js";
+import { type CpAgentRuntime, type DeltaStream, GLOBAL_SCOPE, type HintEvent } from "../../shared/node-protocol/index.js";
 import type { Scheduler } from "../../shared/time/index.js";
 import { softwareVersion } from "../../shared/version.js";
 import type { BusinessPlane } from "../business/business-plane.js";
@@ -127,9 +127,9 @@ export class CpAgent {
     });
     const caches = { blacklist: this.blacklist, epochs: this.epochs };
     const onDelta = (applied: { stream: string; changes: number; cursor: number }) => this.events.emit("delta.applied", applied);
-    this.deltas = {
-      "auth-epochs": new DeltaPuller({
-        stream: "auth-epochs",
+    const puller = (stream: DeltaStream) =>
+      new DeltaPuller({
+        stream,
         nodeId,
         db,
         client: this.client,
@@ -138,19 +138,8 @@ export class CpAgent {
         caches,
         onApplied: onDelta,
         ...(options.deltaPageLimit ? { pageLimit: options.deltaPageLimit } : {}),
-      }),
-      blacklist: new DeltaPuller({
-        stream: "blacklist",
-        nodeId,
-        db,
-        client: this.client,
-        clock,
-        log: this.log.security,
-        caches,
-        onApplied: onDelta,
-        ...(options.deltaPageLimit ? { pageLimit: options.deltaPageLimit } : {}),
-      }),
-    };
+      });
+    this.deltas = { "auth-epochs": puller("auth-epochs"), blacklist: puller("blacklist") };
     this.configs = new ConfigSync({
       client: this.client,
       store: this.store,

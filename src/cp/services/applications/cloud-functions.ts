@@ -9,6 +9,7 @@ import {
   MAX_CLOUD_FUNCTION_TIMEOUT_MS,
   MIN_CLOUD_FUNCTION_TIMEOUT_MS,
 } from "../../../shared/config/defaults.js";
+import type { CloudFunctionsTable } from "../../../shared/db/control-schema.js";
 import { isUniqueViolation } from "../../../shared/db/index.js";
 import { type FieldProblem, validationFailed } from "../../../shared/errors/index.js";
 import { newId, sha256Hex } from "../../../shared/ids.js";
@@ -97,17 +98,7 @@ export async function upsertCloudFunction(
   }
 }
 
-function toView(row: {
-  id: string;
-  app_id: string;
-  name: string;
-  script: string;
-  version: number;
-  timeout_ms: number;
-  created_at: number;
-  updated_at: number;
-  created_by: string | null;
-}): CloudFunctionView {
+function toView(row: CloudFunctionsTable): CloudFunctionView {
   return {
     id: row.id,
     app_id: row.app_id,
