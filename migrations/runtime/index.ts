@@ -3,10 +3,12 @@ import type { Migration } from "kysely";
 import type { MigrationSet } from "../../src/shared/db/migrate.js";
 import * as m0001 from "./0001_init.js";
 import * as m0002 from "./0002_blacklist_tombstones.js";
+import * as m0003 from "./0003_business_plane.js";
 
 export const runtimeMigrations: Record<string, Migration> = {
   "0001_init": m0001,
   "0002_blacklist_tombstones": m0002,
+  "0003_business_plane": m0003,
 };
 
 /** What the Runtime DB's owner hands the migrator. */

@@ -22,6 +22,7 @@ import { createPkiJobWorker } from "./jobs/index.js";
 import { createNodeApiApp } from "./node-api/app.js";
 import { createSseHub, type SseHub } from "./node-api/sse-hub.js";
 import { createOcspAnswerer, createOcspListener } from "./ocsp/index.js";
+import { ensureClientCaBundles } from "./services/applications/applications.js";
 import type { CpContext } from "./services/context.js";
 import { createEventBus } from "./services/event-bus.js";
 import { createCheckinCache } from "./services/nodes/checkin-cache.js";
@@ -150,6 +151,10 @@ async function startChannelListeners(
   sse: SseHub,
 ): Promise<void> {
   const serverLog = ctx.log.category("Server");
+  await ensureClientCaBundles(ctx).then(
+    (published) => published > 0 && ctx.log.category("PKI").info("app_trust_bundles.published", { applications: published }),
+    (error: unknown) => ctx.log.category("PKI").error("app_trust_bundles.failed", { error: (error as Error).message }),
+  );
   const attempt = async (name: string, start: () => Promise<BoundListener>) => {
     try {
       const bound = await start();

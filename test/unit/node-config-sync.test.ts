@@ -12,6 +12,7 @@ import { CpCallError } from "../../src/node/agent/cp-call-error.js";
 import { AppliedConfigStore } from "../../src/node/state/config-store.js";
 import { createMemoryLogger } from "../../src/shared/log/index.js";
 import type {
+  ApplicationManifest,
   CloudFunctionManifest,
   ConfigError,
   ConfigItem,
@@ -31,6 +32,7 @@ function fakeCp() {
   const cp = {
     configs: [] as ConfigItem[],
     functions: [] as CloudFunctionManifest[],
+    applications: [] as ApplicationManifest[],
     bodies: new Map<string, Buffer>(),
     pulls: [] as ConfigsPullRequest[],
     acks: [] as ConfigVersionRef[][],
@@ -41,7 +43,11 @@ function fakeCp() {
       pullConfigs: async (body: ConfigsPullRequest) => {
         cp.pulls.push(body);
         const applied = new Map(body.applied.map((r) => [`${r.type} ${r.scope}`, r.version]));
-        return { configs: cp.configs.filter((c) => c.version > (applied.get(`${c.type} ${c.scope}`) ?? 0)), cloud_functions: cp.functions };
+        return {
+          configs: cp.configs.filter((c) => c.version > (applied.get(`${c.type} ${c.scope}`) ?? 0)),
+          cloud_functions: cp.functions,
+          applications: cp.applications,
+        };
       },
       ackConfigs: async (body: { acks: ConfigVersionRef[] }) => {
         if (cp.failAcks-- > 0) throw new CpCallError("network", "connect ECONNREFUSED");

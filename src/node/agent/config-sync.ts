@@ -122,6 +122,7 @@ export class ConfigSync {
       else if (outcome) rejected.push(outcome);
     }
     await this.flushReports();
+    store.replaceApplications(pulled.applications);
     this.resolveFirstApplied();
     const cloudFunctions = await this.syncCloudFunctions(pulled.cloud_functions);
     const result = { applied, rejected, cloudFunctions };

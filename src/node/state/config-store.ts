@@ -5,6 +5,7 @@
  * see either the old or the new version, never a mix; a rejected version never gets here.
  */
 import {
+  type ApplicationManifest,
   type CloudFunctionManifest,
   type ConfigContent,
   type ConfigType,
@@ -39,6 +40,8 @@ const functionKey = (appId: string, name: string) => `${appId}\u0000${name}`;
 export class AppliedConfigStore {
   private readonly items = new Map<string, AppliedConfig>();
   private functions = new Map<string, CloudFunction>();
+  private applications = new Map<string, ApplicationManifest>();
+  private readonly applicationListeners = new Set<(applications: ReadonlyMap<string, ApplicationManifest>) => void>();
   private readonly listeners = new Set<ConfigListener>();
 
   get<T extends ConfigType>(type: T, scope: string): AppliedConfig<T> | undefined {
@@ -97,5 +100,27 @@ export class AppliedConfigStore {
 
   get cloudFunctionCount(): number {
     return this.functions.size;
+  }
+
+  // ---- applications ------------------------------------------------------------------------
+
+  /** A live application (status and secret verifier), or undefined when the CP lists no such application. */
+  application(appId: string): ApplicationManifest | undefined {
+    return this.applications.get(appId);
+  }
+
+  /** Swaps in the full list at once (every pull carries every live application). */
+  replaceApplications(applications: readonly ApplicationManifest[]): void {
+    this.applications = new Map(applications.map((a) => [a.app_id, a]));
+    for (const listener of this.applicationListeners) listener(this.applications);
+  }
+
+  onApplicationsReplaced(listener: (applications: ReadonlyMap<string, ApplicationManifest>) => void): () => void {
+    this.applicationListeners.add(listener);
+    return () => this.applicationListeners.delete(listener);
+  }
+
+  get applicationCount(): number {
+    return this.applications.size;
   }
 }

@@ -42,6 +42,10 @@ export const ERROR_CATALOGUE = {
   NOT_FOUND: entry(404, 1007, "Resource not found."),
   CONFLICT: entry(409, 1008, "Resource already exists."),
   JSON_TOO_DEEP: entry(400, 1009, "Request body is nested too deeply."),
+  PROTOCOL_ERROR: entry(400, 1010, "The frame could not be decoded."),
+  FRAME_TOO_LARGE: entry(413, 1011, "The frame is larger than this connection allows."),
+  PROTOCOL_VERSION_UNSUPPORTED: entry(400, 1012, "This protocol version is not supported."),
+  MESSAGE_UNSUPPORTED: entry(400, 1013, "This node does not know that message type."),
 
   // Setup
   SETUP_REQUIRED: entry(503, 2001, "First-run setup has not been completed."),
@@ -87,6 +91,29 @@ export const ERROR_CATALOGUE = {
 
   // Channel 3 (security change logs, admin side)
   BLACKLIST_ENTRY_REMOVED: entry(409, 5101, "The blacklist entry has already been removed."),
+
+  // SDK connections to a node (the binary protocol)
+  HANDSHAKE_REQUIRED: entry(400, 6001, "Send hello before anything else."),
+  HANDSHAKE_TIMEOUT: entry(408, 6002, "No hello arrived in time."),
+  APP_CREDENTIALS_INVALID: entry(401, 6003, "The application's credentials are not valid."),
+  APP_DISABLED: entry(403, 6004, "The application is disabled."),
+  CLIENT_CERT_REFUSED: entry(403, 6005, "The client certificate is not accepted for this application."),
+  CONNECTION_LIMIT: entry(503, 6006, "Too many connections; try again later.", { retryAfterS: 5 }),
+  IDLE_TIMEOUT: entry(408, 6007, "No heartbeat arrived in time."),
+  ACCESS_DENIED: entry(403, 6008, "Access denied."),
+  SECURITY_STATE_UNAVAILABLE: entry(503, 6009, "The node cannot check its security state right now; try again shortly.", {
+    retryAfterS: 5,
+  }),
+
+  // End-user authentication on a node
+  LOGIN_FAILED: entry(401, 6101, "Login failed."),
+  REGISTRATION_DISABLED: entry(403, 6102, "Registration is disabled for this application."),
+  USERNAME_TAKEN: entry(409, 6103, "That username is taken."),
+  INVITE_CODE_INVALID: entry(400, 6104, "The invite code is not valid."),
+  LOGIN_METHOD_DISABLED: entry(403, 6105, "This way of logging in is disabled for this application."),
+  NOT_LOGGED_IN: entry(401, 6106, "Log in first."),
+  SESSION_ENDED: entry(401, 6107, "The session has ended; log in again."),
+  DEVICE_LIMIT_REACHED: entry(403, 6108, "This account is already used on as many devices as allowed."),
 
   // The server's own state
   DB_UNAVAILABLE: entry(503, 9001, "The database is unavailable; try again shortly.", { retryAfterS: 5 }),

@@ -140,10 +140,24 @@ export const cloudFunctionManifest = z.object({
 });
 export type CloudFunctionManifest = z.infer<typeof cloudFunctionManifest>;
 
+/**
+ * One live application as nodes see it: whether it may be used, and the SHA-256 of its secret —
+ * the verifier a node checks an SDK's hello against. The secret itself never leaves the CP
+ * (it is shown once, at creation).
+ */
+export const applicationManifest = z.object({
+  app_id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/),
+  status: z.enum(["active", "disabled"]),
+  secret_sha256: z.string().regex(/^[0-9a-f]{64}$/),
+});
+export type ApplicationManifest = z.infer<typeof applicationManifest>;
+
 export const configsPullResponse = z.object({
   configs: z.array(configItem),
   /** Every cloud function of every live application (the full manifest: it is small). */
   cloud_functions: z.array(cloudFunctionManifest),
+  /** Every live application (not in the recycle bin); an application missing here is refused. */
+  applications: z.array(applicationManifest),
 });
 export type ConfigsPullResponse = z.infer<typeof configsPullResponse>;
 

@@ -1,15 +1,21 @@
 /**
  * Applications (tenants). The app secret is shown once at creation and stored only as a
- * SHA-256 hash. Deleting moves an application to the recycle bin; only from there can it be
- * restored or purged for good.
+ * SHA-256 hash — the verifier nodes check an SDK's hello against. Creating an application also
+ * publishes its client CA trust bundle (the current app_client_ca), so its client certificates
+ * work on every node at once. Deleting moves an application to the recycle bin; only from there
+ * can it be restored or purged for good. Every change that alters what nodes accept (status,
+ * deletion, restore) hints them to pull the application manifest again.
  */
-import type { Kysely } from "kysely";
+import { sql } from "kysely";
 import type { ApplicationsTable } from "../../../shared/db/control-schema.js";
-import { type ControlSchema, isUniqueViolation } from "../../../shared/db/index.js";
+import { isUniqueViolation } from "../../../shared/db/index.js";
 import { AuthNexusError } from "../../../shared/errors/index.js";
 import { newId, randomToken, sha256Hex } from "../../../shared/ids.js";
+import { appScope } from "../../../shared/node-protocol/index.js";
+import { setConfig } from "../configs/admin-write.js";
 import type { Actor, CpContext } from "../context.js";
 import { type Page, type PageRequest, paginate } from "../pagination.js";
+import { loadActiveCa } from "../pki/inventory.js";
 
 /** An application as the API shows it: `app_id` instead of `id`, never the secret hash. */
 export type ApplicationView = Omit<ApplicationsTable, "id" | "secret_hash"> & { app_id: string };
@@ -69,7 +75,41 @@ export async function createApplication(
     if (isUniqueViolation(error)) throw nameTaken(input.name);
     throw error;
   }
+  await publishClientCaBundle(ctx, actor, row.id);
+  ctx.events.publish("config.pending", null);
   return { ...toView(row), app_secret: secret };
+}
+
+/**
+ * Publishes the application's app_client_ca_bundle with the current app_client_ca: the CP
+ * binding of business mTLS (a client certificate's issuer must be in its app's bundle).
+ */
+export async function publishClientCaBundle(ctx: CpContext, actor: Actor, appId: string): Promise<void> {
+  const ca = await loadActiveCa(ctx, "app_client_ca");
+  await setConfig(ctx, actor, { type: "app_client_ca_bundle", scope: appScope(appId), appId }, { pem: ca.certPem });
+}
+
+/** Every live application without a client CA bundle gets one (applications created before bundles were published). */
+export async function ensureClientCaBundles(ctx: CpContext): Promise<number> {
+  const missing = await ctx.controlDb
+    .selectFrom("applications as a")
+    .select("a.id")
+    .where("a.deleted_at", "is", null)
+    .where((eb) =>
+      eb.not(
+        eb.exists(
+          eb
+            .selectFrom("config_versions as v")
+            .select("v.id")
+            .where("v.config_type", "=", "app_client_ca_bundle")
+            .where("v.scope", "=", sql<string>`'app:' || a.id`),
+        ),
+      ),
+    )
+    .execute();
+  const system = { agentId: null, username: "system", ip: null, requestId: null };
+  for (const app of missing) await publishClientCaBundle(ctx, system, app.id);
+  return missing.length;
 }
 
 export async function listApplications(ctx: CpContext, filter: ApplicationFilter, request: PageRequest): Promise<Page<ApplicationView>> {
@@ -115,6 +155,7 @@ export async function updateApplication(ctx: CpContext, appId: string, patch: Ap
     if (isUniqueViolation(error) && patch.name !== undefined) throw nameTaken(patch.name);
     throw error;
   }
+  if (patch.status !== undefined && patch.status !== current.status) ctx.events.publish("config.pending", null);
   return getApplication(ctx, appId);
 }
 
@@ -130,6 +171,7 @@ export async function softDeleteApplication(ctx: CpContext, actor: Actor, appId:
     await getApplication(ctx, appId);
     throw new AuthNexusError("APPLICATION_DELETED");
   }
+  ctx.events.publish("config.pending", null);
   return getApplication(ctx, appId);
 }
 
@@ -147,6 +189,7 @@ export async function restoreApplication(ctx: CpContext, appId: string): Promise
     }
     throw error;
   }
+  ctx.events.publish("config.pending", null);
   return getApplication(ctx, appId);
 }
 
@@ -165,16 +208,4 @@ export async function purgeApplication(ctx: CpContext, appId: string): Promise<v
 async function requireInRecycleBin(ctx: CpContext, appId: string): Promise<void> {
   const app = await getApplication(ctx, appId);
   if (app.deleted_at === null) throw new AuthNexusError("APPLICATION_NOT_IN_RECYCLE_BIN");
-}
-
-export async function requireApplication(db: Kysely<ControlSchema>, appId: string): Promise<{ deleted_at: number | null }> {
-  const app = await db.selectFrom("applications").select("deleted_at").where("id", "=", appId).executeTakeFirst();
-  if (!app) throw new AuthNexusError("NOT_FOUND", { message: "Application not found." });
-  return app;
-}
-
-/** The application exists and is not in the recycle bin (409 APPLICATION_DELETED when it is). */
-export async function requireLiveApplication(db: Kysely<ControlSchema>, appId: string): Promise<void> {
-  const app = await requireApplication(db, appId);
-  if (app.deleted_at !== null) throw new AuthNexusError("APPLICATION_DELETED");
 }

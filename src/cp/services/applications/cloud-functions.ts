@@ -15,7 +15,7 @@ import { type FieldProblem, validationFailed } from "../../../shared/errors/inde
 import { newId, sha256Hex } from "../../../shared/ids.js";
 import type { CloudFunctionManifest } from "../../../shared/node-protocol/index.js";
 import type { Actor, CpContext } from "../context.js";
-import { requireLiveApplication } from "./applications.js";
+import { requireLiveApplication } from "./lookup.js";
 
 /** Function names: an identifier-like word, safe in a URL path segment without escaping. */
 export const CLOUD_FUNCTION_NAME = /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/;

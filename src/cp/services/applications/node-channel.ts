@@ -1,12 +1,13 @@
 /**
- * Cloud functions as nodes see them: the manifest every config pull carries (name, version,
- * sha256, timeout of every function of every live application) and one function's body, which a
- * node downloads only when its sha256 differs from what it holds. Functions of applications in
- * the recycle bin are neither listed nor served.
+ * Applications and their cloud functions as nodes see them. Every config pull carries two small
+ * manifests: the live applications (status and secret verifier, what a node checks an SDK's
+ * hello against) and every cloud function of them (name, version, sha256, timeout); a node
+ * downloads a function's body only when its sha256 differs from what it holds. Applications in
+ * the recycle bin, and their functions, are neither listed nor served.
  */
 import { AuthNexusError } from "../../../shared/errors/index.js";
 import { sha256Hex } from "../../../shared/ids.js";
-import type { CloudFunctionManifest } from "../../../shared/node-protocol/index.js";
+import type { ApplicationManifest, CloudFunctionManifest } from "../../../shared/node-protocol/index.js";
 import type { CpContext } from "../context.js";
 
 /** The manifest every config pull carries: every function of every live application. */
@@ -46,4 +47,15 @@ export async function cloudFunctionBody(ctx: CpContext, appId: string, name: str
     .executeTakeFirst();
   if (!row) throw new AuthNexusError("NOT_FOUND", { message: "Cloud function not found." });
   return { script: row.script, version: Number(row.version), sha256: sha256Hex(row.script) };
+}
+
+/** The manifest of live applications every config pull carries. */
+export async function applicationManifest(ctx: CpContext): Promise<ApplicationManifest[]> {
+  const rows = await ctx.controlDb
+    .selectFrom("applications")
+    .select(["id", "status", "secret_hash"])
+    .where("deleted_at", "is", null)
+    .orderBy("id")
+    .execute();
+  return rows.map((r) => ({ app_id: r.id, status: r.status === "active" ? "active" : "disabled", secret_sha256: r.secret_hash }));
 }

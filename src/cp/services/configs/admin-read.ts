@@ -2,7 +2,7 @@
 import { type SqlBool, sql } from "kysely";
 import { AuthNexusError } from "../../../shared/errors/index.js";
 import { appIdOfScope, appScope, type ConfigType } from "../../../shared/node-protocol/index.js";
-import { requireApplication } from "../applications/applications.js";
+import { requireApplication } from "../applications/lookup.js";
 import type { CpContext } from "../context.js";
 import { type Page, type PageRequest, paginate } from "../pagination.js";
 import {

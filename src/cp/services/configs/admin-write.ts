@@ -5,7 +5,7 @@ import { fieldInvalid } from "../../../shared/errors/index.js";
 import { newId } from "../../../shared/ids.js";
 import { canonicalJson } from "../../../shared/json/index.js";
 import { MAX_CONFIG_CONTENT_BYTES, parseConfigContent } from "../../../shared/node-protocol/index.js";
-import { requireLiveApplication } from "../applications/applications.js";
+import { requireLiveApplication } from "../applications/lookup.js";
 import type { Actor, CpContext } from "../context.js";
 import { type ConfigItemKey, type ConfigVersionView, type Db, keyOf, latestVersionRow, toVersionView, type VersionRow } from "./items.js";
 

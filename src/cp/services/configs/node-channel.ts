@@ -13,7 +13,7 @@ import {
   type ConfigVersionRef,
   scopeFitsType,
 } from "../../../shared/node-protocol/index.js";
-import { cloudFunctionManifest } from "../applications/node-channel.js";
+import { applicationManifest, cloudFunctionManifest } from "../applications/node-channel.js";
 import type { CpContext } from "../context.js";
 import type { CallingNode } from "../nodes/identity.js";
 import { chunks, type Db, INSERT_CHUNK, keyOf, latestDeliveredVersions } from "./items.js";
@@ -30,7 +30,8 @@ export async function pullConfigs(ctx: CpContext, node: CallingNode, applied: re
   const due = latest.filter((l) => l.version > (appliedBy.get(keyOf(l)) ?? 0));
   const configs = await loadContents(ctx.controlDb, due);
   if (configs.length > 0) await recordSent(ctx, node.id, configs);
-  return { configs, cloud_functions: await cloudFunctionManifest(ctx) };
+  const [cloudFunctions, applications] = await Promise.all([cloudFunctionManifest(ctx), applicationManifest(ctx)]);
+  return { configs, cloud_functions: cloudFunctions, applications };
 }
 
 async function loadContents(db: Db, refs: ReadonlyArray<{ type: string; scope: string; version: number }>): Promise<ConfigItem[]> {

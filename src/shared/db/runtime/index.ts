@@ -1,2 +1,24 @@
 /** Runtime DB queries shared by the CP (business administration) and the node (auth flows). */
-export { findUserEpoch, raiseUserAuthEpoch, type UserEpoch } from "./users.js";
+export { activateCard, CARD_STATUSES, type CardStatus, findCardByHash, findCardById, insertCards } from "./cards.js";
+export { bindDevice, listDeviceBindings, removeDeviceBinding } from "./devices.js";
+export { consumeInvite, findInviteByHash } from "./invites.js";
+export {
+  findSessionForLogin,
+  insertSession,
+  revokeSession,
+  revokeUserSessions,
+  type SessionForLogin,
+  touchSession,
+} from "./sessions.js";
+export { type LoginLogEntry, type UserAuditEntry, writeLoginLog, writeUserAudit } from "./trails.js";
+export {
+  findUserById,
+  findUserByName,
+  findUserEpoch,
+  insertUser,
+  raiseUserAuthEpoch,
+  recordUserLogin,
+  USER_STATUSES,
+  type UserEpoch,
+  type UserStatus,
+} from "./users.js";

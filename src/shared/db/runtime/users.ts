@@ -1,12 +1,16 @@
 /**
  * Runtime DB queries on end users that both roles run: the CP (business administration, auth
- * epoch bumps) and the node (auth flows). Written once here so both agree on what a user's epoch
- * is and how it moves (only ever forward).
+ * epoch bumps) and the node (registration, logins). Written once here so both agree on what a
+ * user's epoch is and how it moves (only ever forward).
  */
 import type { Kysely } from "kysely";
-import type { RuntimeSchema } from "../runtime-schema.js";
+import type { RuntimeSchema, UsersTable } from "../runtime-schema.js";
 
 type RuntimeDb = Kysely<RuntimeSchema>;
+
+/** Stored in users.status. A banned user cannot log in, and a ban ends every session (epoch bump). */
+export const USER_STATUSES = ["active", "banned"] as const;
+export type UserStatus = (typeof USER_STATUSES)[number];
 
 export interface UserEpoch {
   id: string;
@@ -28,4 +32,26 @@ export async function raiseUserAuthEpoch(db: RuntimeDb, userId: string, epoch: n
     .where("auth_epoch", "<", epoch)
     .executeTakeFirst();
   return Number(result.numUpdatedRows) > 0;
+}
+
+export function findUserByName(db: RuntimeDb, appId: string, usernameNormalized: string): Promise<UsersTable | undefined> {
+  return db
+    .selectFrom("users")
+    .selectAll()
+    .where("app_id", "=", appId)
+    .where("username_normalized", "=", usernameNormalized)
+    .executeTakeFirst();
+}
+
+export function findUserById(db: RuntimeDb, userId: string): Promise<UsersTable | undefined> {
+  return db.selectFrom("users").selectAll().where("id", "=", userId).executeTakeFirst();
+}
+
+/** Inserts a user; a taken (app, normalised name) is a unique violation the caller turns into USERNAME_TAKEN / CONFLICT. */
+export async function insertUser(db: RuntimeDb, user: UsersTable): Promise<void> {
+  await db.insertInto("users").values(user).execute();
+}
+
+export async function recordUserLogin(db: RuntimeDb, userId: string, now: number): Promise<void> {
+  await db.updateTable("users").set({ last_login_at: now }).where("id", "=", userId).execute();
 }

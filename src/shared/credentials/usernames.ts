@@ -1,0 +1,22 @@
+/**
+ * End-user names and emails. A username is compared in one normalised form (Unicode NFKC,
+ * lower case), so "Alice" and "ＡＬＩＣＥ" are one account; the spelling the user chose is kept
+ * for display. Allowed: 3 to 32 letters or digits of any script, and . _ - between them.
+ */
+const USERNAME = /^[\p{L}\p{N}](?:[\p{L}\p{N}._-]{1,30})[\p{L}\p{N}]$/u;
+const EMAIL = /^[^\s@]{1,64}@[^\s@]{1,189}\.[^\s@]{2,63}$/;
+
+export function normalizeUsername(username: string): string {
+  return username.normalize("NFKC").toLowerCase();
+}
+
+/** A reason the username cannot be used, or null when it can. */
+export function usernameProblem(username: string): string | null {
+  if (username !== username.trim()) return "must not start or end with spaces";
+  if (!USERNAME.test(username.normalize("NFKC"))) return "must be 3-32 letters or digits, with . _ - between them";
+  return null;
+}
+
+export function emailProblem(email: string): string | null {
+  return email.length <= 254 && EMAIL.test(email) ? null : "must be an email address";
+}
