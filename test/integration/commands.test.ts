@@ -421,7 +421,7 @@ for (const variant of dbVariants()) {
         "VALIDATION_FAILED",
         "field named",
       );
-      assert.match(String(json.message), /payload\.user_id/);
+      assert.match(String(json.message), /payload: name a user_id, session_id, card_key_id or device_id/);
     });
   });
 }

@@ -17,6 +17,8 @@ import { agentLogRoutes } from "./routes/agent-logs.js";
 import { agentRoutes } from "./routes/agents.js";
 import { applicationRoutes } from "./routes/applications.js";
 import { authRoutes } from "./routes/auth.js";
+import { businessRoutes } from "./routes/business.js";
+import { clientCertRoutes } from "./routes/client-certs.js";
 import { commandRoutes } from "./routes/commands.js";
 import { configRoutes } from "./routes/configs.js";
 import { nodeRoutes } from "./routes/nodes.js";
@@ -47,6 +49,8 @@ export function createAdminApp(ctx: CpContext, options: AdminAppOptions): Hono<A
   v1.route("/auth", authRoutes(ctx));
   v1.route("/agents", agentRoutes(ctx));
   v1.route("/applications", applicationRoutes(ctx));
+  v1.route("/applications", businessRoutes(ctx));
+  v1.route("/applications", clientCertRoutes(ctx));
   v1.route("/pki", pkiRoutes(ctx));
   v1.route("/security", securityRoutes(ctx));
   v1.route("/pki/jobs", pkiJobRoutes(ctx));

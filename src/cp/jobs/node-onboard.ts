@@ -12,7 +12,7 @@ import { LEAF_VALIDITY_DAYS } from "../../shared/config/defaults.js";
 import type { ControlSchema, NodesTable } from "../../shared/db/control-schema.js";
 import { AuthNexusError } from "../../shared/errors/index.js";
 import { newId } from "../../shared/ids.js";
-import { type CaProfile, type IssuedCertificate, issueLeafCertificate, nodeUri, openSecret } from "../../shared/pki/index.js";
+import { type CaProfile, type IssuedCertificate, issueLeafCertificate, nodeUri } from "../../shared/pki/index.js";
 import { buildDeployPackage } from "../packages/deploy-package.js";
 import { writeNodeAudit } from "../services/audit/node-audit.js";
 import { writePkiAudit } from "../services/audit/pki-audit.js";
@@ -20,7 +20,7 @@ import type { CpContext } from "../services/context.js";
 import { storeDeployPackage } from "../services/nodes/deploy-packages.js";
 import { canonicalNodeHost } from "../services/nodes/lifecycle.js";
 import { loadActiveCa, recordCertificate, type StoredCa } from "../services/pki/inventory.js";
-import { PASSWORD_HASH_SECRET_NAME } from "../services/setup/setup.js";
+import { loadPasswordHashKey } from "../services/setup/setup.js";
 import { type JobHandler, type JobRun, PermanentJobError } from "./worker.js";
 
 const JOB_ACTOR = "job:node_onboard";
@@ -62,7 +62,7 @@ async function onboardNode(ctx: CpContext, run: JobRun): Promise<void> {
     server: certs.server,
     tcpServerCaPem: certs.serverCa.certPem,
     appClientCaPem: await activeCaPem(ctx, "app_client_ca"),
-    passwordHashKey: await passwordHashKey(ctx),
+    passwordHashKey: await loadPasswordHashKey(ctx),
   });
 
   const recorded = await ctx.controlDb.transaction().execute(async (tx) => {
@@ -200,15 +200,4 @@ async function activeCaPem(ctx: CpContext, profile: CaProfile): Promise<string> 
     .executeTakeFirst();
   if (!row) throw new AuthNexusError("PKI_NOT_INITIALISED", { message: `No active ${profile} exists.` });
   return row.cert_pem;
-}
-
-async function passwordHashKey(ctx: CpContext): Promise<Buffer> {
-  const row = await ctx.controlDb
-    .selectFrom("server_secrets")
-    .select("ciphertext")
-    .where("name", "=", PASSWORD_HASH_SECRET_NAME)
-    .executeTakeFirst();
-  if (!row)
-    throw new AuthNexusError("PKI_NOT_INITIALISED", { message: "The password-hash server secret is missing: setup has not completed." });
-  return openSecret(ctx.masterKey, Buffer.from(row.ciphertext), PASSWORD_HASH_SECRET_NAME);
 }

@@ -80,19 +80,30 @@ export const COMMAND_KINDS = ["reload_configs", "force_logout", "announcement", 
 export type CommandKind = (typeof COMMAND_KINDS)[number];
 
 const appIdField = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/);
+const idField = z.string().regex(/^[A-Za-z0-9_-]{1,64}$/);
+/** Which connected clients a push reaches: every field given must match; none (kill_process) means all. */
+const pushTarget = {
+  app_id: appIdField.optional(),
+  user_id: idField.optional(),
+  session_id: idField.optional(),
+  card_key_id: idField.optional(),
+  device_id: z.string().min(1).max(128).optional(),
+};
 export const COMMAND_PAYLOADS = {
   reload_configs: z.strictObject({}),
-  force_logout: z.strictObject({ user_id: z.string().min(1).max(64), app_id: appIdField.optional(), reason: shortText(500).optional() }),
+  // A logout must name whom it logs out: a user, a session, a card key or a device.
+  force_logout: z
+    .strictObject({ ...pushTarget, reason: shortText(500).optional() })
+    .refine(
+      (p) => p.user_id !== undefined || p.session_id !== undefined || p.card_key_id !== undefined || p.device_id !== undefined,
+      "name a user_id, session_id, card_key_id or device_id",
+    ),
   announcement: z.strictObject({
+    ...pushTarget,
     message: z.string().min(1).max(4000),
-    app_id: appIdField.optional(),
     level: z.enum(["info", "warning", "critical"]).default("info"),
   }),
-  kill_process: z.strictObject({
-    app_id: appIdField.optional(),
-    user_id: z.string().min(1).max(64).optional(),
-    reason: shortText(500).optional(),
-  }),
+  kill_process: z.strictObject({ ...pushTarget, reason: shortText(500).optional() }),
 } as const satisfies Record<CommandKind, z.ZodType>;
 
 export const pulledCommand = z.object({

@@ -10,7 +10,7 @@ import path from "node:path";
 import { CA_VALIDITY_DAYS } from "../../../shared/config/defaults.js";
 import { AuthNexusError } from "../../../shared/errors/index.js";
 import { constantTimeEqual, randomToken, sha256Hex } from "../../../shared/ids.js";
-import { CA_PROFILES, type CaProfile, createRootCa, type IssuedCertificate, sealSecret } from "../../../shared/pki/index.js";
+import { CA_PROFILES, type CaProfile, createRootCa, type IssuedCertificate, openSecret, sealSecret } from "../../../shared/pki/index.js";
 import { type AgentView, createAgent } from "../agents/agents.js";
 import { assertPasswordPolicy } from "../agents/passwords.js";
 import { writeAgentAudit } from "../audit/agent-audit.js";
@@ -232,4 +232,19 @@ async function createCas(
     });
   }
   return out;
+}
+
+/**
+ * The password-hash server secret: the key of every end-user password hash. Nodes get it in
+ * their deploy package; the CP unseals it to set passwords from the admin API.
+ */
+export async function loadPasswordHashKey(ctx: Pick<CpContext, "controlDb" | "masterKey">): Promise<Buffer> {
+  const row = await ctx.controlDb
+    .selectFrom("server_secrets")
+    .select("ciphertext")
+    .where("name", "=", PASSWORD_HASH_SECRET_NAME)
+    .executeTakeFirst();
+  if (!row)
+    throw new AuthNexusError("PKI_NOT_INITIALISED", { message: "The password-hash server secret is missing: setup has not completed." });
+  return openSecret(ctx.masterKey, Buffer.from(row.ciphertext), PASSWORD_HASH_SECRET_NAME);
 }
