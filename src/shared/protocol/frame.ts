@@ -10,7 +10,7 @@
  * the frame, so a peer cannot make it allocate more than one maximum frame per connection.
  */
 import { AuthNexusError } from "../errors/index.js";
-import { malformed } from "./wire.js";
+import { checkUnsigned, malformed } from "./wire.js";
 
 export const PROTOCOL_VERSION = 1;
 /** Bytes of the length field. */
@@ -34,6 +34,8 @@ export interface Frame {
 
 /** The header and payload of a frame, length prefix included. */
 export function encodeFrame(type: number, requestId: number, payload: Uint8Array, maxFrameBytes = DEFAULT_MAX_FRAME_BYTES): Buffer {
+  checkUnsigned(type, 0xff, "message type");
+  checkUnsigned(requestId, 0xffff_ffff, "request id");
   const total = LENGTH_BYTES + HEADER_BYTES + payload.length;
   if (total > maxFrameBytes) throw new RangeError(`a frame of ${total} bytes is over the limit of ${maxFrameBytes}`);
   const frame = Buffer.allocUnsafe(total);
@@ -41,7 +43,7 @@ export function encodeFrame(type: number, requestId: number, payload: Uint8Array
   frame[4] = PROTOCOL_VERSION;
   frame[5] = type;
   frame.writeUInt16BE(0, 6);
-  frame.writeUInt32BE(requestId >>> 0, 8);
+  frame.writeUInt32BE(requestId, 8);
   frame.set(payload, LENGTH_BYTES + HEADER_BYTES);
   return frame;
 }
@@ -50,42 +52,78 @@ export function encodeFrame(type: number, requestId: number, payload: Uint8Array
  * Splits a byte stream into frames. push() returns every frame completed by the chunk; it throws
  * FRAME_TOO_LARGE for a length over the maximum and PROTOCOL_ERROR for a length too short to
  * hold a header — after either the stream cannot be resynchronised, and the connection closes.
+ * Chunks of an incomplete frame are kept as they came and joined once, when the frame is
+ * complete: a frame trickled in byte by byte costs one copy, not one per byte.
  */
 export class FrameDecoder {
-  private pending: Buffer = Buffer.alloc(0);
+  private chunks: Buffer[] = [];
+  private held = 0;
+  /** Bytes the frame being collected needs in all (length field included), once its length is known. */
+  private needed = 0;
 
   constructor(private readonly maxFrameBytes: number = DEFAULT_MAX_FRAME_BYTES) {}
 
   /** Bytes held for a frame not yet complete (never more than one maximum frame). */
   get buffered(): number {
-    return this.pending.length;
+    return this.held;
   }
 
   push(chunk: Buffer): Frame[] {
-    let data = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
+    if (chunk.length === 0) return [];
+    this.chunks.push(chunk);
+    this.held += chunk.length;
+    try {
+      return this.split();
+    } catch (error) {
+      // The stream cannot be resynchronised: drop what was held (the connection closes).
+      this.chunks = [];
+      this.held = 0;
+      this.needed = 0;
+      throw error;
+    }
+  }
+
+  private split(): Frame[] {
     const frames: Frame[] = [];
     for (;;) {
-      if (data.length < LENGTH_BYTES) break;
-      const length = data.readUInt32BE(0);
-      if (length < HEADER_BYTES) throw malformed(`frame length ${length} is shorter than the ${HEADER_BYTES}-byte header`);
-      if (LENGTH_BYTES + length > this.maxFrameBytes) {
-        throw new AuthNexusError("FRAME_TOO_LARGE", {
-          message: `A frame of ${LENGTH_BYTES + length} bytes is over the limit of ${this.maxFrameBytes}.`,
-          detail: { length },
-        });
+      if (this.needed === 0) {
+        if (this.held < LENGTH_BYTES) break;
+        this.needed = LENGTH_BYTES + this.checkLength(this.peekLength());
       }
-      if (data.length < LENGTH_BYTES + length) break;
+      if (this.held < this.needed) break;
+      const data = this.chunks.length === 1 ? (this.chunks[0] as Buffer) : Buffer.concat(this.chunks, this.held);
+      const end = this.needed;
       frames.push({
         version: data[4] as number,
         type: data[5] as number,
         flags: data.readUInt16BE(6),
         requestId: data.readUInt32BE(8),
-        payload: data.subarray(LENGTH_BYTES + HEADER_BYTES, LENGTH_BYTES + length),
+        payload: data.subarray(LENGTH_BYTES + HEADER_BYTES, end),
       });
-      data = data.subarray(LENGTH_BYTES + length);
+      const rest = data.subarray(end);
+      this.chunks = rest.length === 0 ? [] : [rest];
+      this.held = rest.length;
+      this.needed = 0;
     }
-    // Keep only the incomplete tail, copied: holding a view would pin the whole chunk.
-    this.pending = data.length === 0 ? Buffer.alloc(0) : Buffer.from(data);
     return frames;
+  }
+
+  private peekLength(): number {
+    const first = this.chunks[0] as Buffer;
+    if (first.length >= LENGTH_BYTES) return first.readUInt32BE(0);
+    const head = Buffer.concat(this.chunks, this.held);
+    this.chunks = [head];
+    return head.readUInt32BE(0);
+  }
+
+  private checkLength(length: number): number {
+    if (length < HEADER_BYTES) throw malformed(`frame length ${length} is shorter than the ${HEADER_BYTES}-byte header`);
+    if (LENGTH_BYTES + length > this.maxFrameBytes) {
+      throw new AuthNexusError("FRAME_TOO_LARGE", {
+        message: `A frame of ${LENGTH_BYTES + length} bytes is over the limit of ${this.maxFrameBytes}.`,
+        detail: { length },
+      });
+    }
+    return length;
   }
 }

@@ -44,6 +44,9 @@ export function writeValue(w: Writer, value: Value, limits: ValueLimits = DEFAUL
       throw new RangeError(`a ${typeof value} is not a protocol value`);
   }
   if (depth >= limits.maxDepth) throw new RangeError(`values nest at most ${limits.maxDepth} deep`);
+  if (!Array.isArray(value) && !isPlainObject(value)) {
+    throw new RangeError(`a ${(value as object).constructor?.name ?? "object"} is not a protocol value (use an array or a plain object)`);
+  }
   if (Array.isArray(value)) {
     if (value.length > limits.maxItems) throw new RangeError(`an array of ${value.length} items is over ${limits.maxItems}`);
     w.u8(VALUE_TAG.array).u32(value.length);
@@ -82,8 +85,10 @@ export function readValue(r: Reader, limits: ValueLimits = DEFAULT_VALUE_LIMITS,
       throw malformed(`unknown value tag ${tag}`);
   }
   if (depth >= limits.maxDepth) throw malformed(`values nest more than ${limits.maxDepth} deep`);
+  const what = tag === VALUE_TAG.array ? "array" : "map";
+  const count = r.lengthU32(what, limits.maxItems);
   // Each item takes at least one byte: a count beyond what is left is refused before looping.
-  const count = r.lengthU32(tag === VALUE_TAG.array ? "array" : "map", Math.min(limits.maxItems, r.remaining));
+  if (count > r.remaining) throw malformed(`${what} of ${count} items in ${r.remaining} bytes`);
   if (tag === VALUE_TAG.array) {
     const items: Value[] = [];
     for (let i = 0; i < count; i++) items.push(readValue(r, limits, depth + 1));
@@ -97,4 +102,9 @@ export function readValue(r: Reader, limits: ValueLimits = DEFAULT_VALUE_LIMITS,
     map[key] = readValue(r, limits, depth + 1);
   }
   return map;
+}
+
+function isPlainObject(value: object): boolean {
+  const prototype = Object.getPrototypeOf(value) as unknown;
+  return prototype === Object.prototype || prototype === null;
 }

@@ -104,6 +104,11 @@ export class Reader {
   }
 }
 
+/** A value that does not fit its field is the caller's bug: never wrapped, never rounded. */
+export function checkUnsigned(value: number, max: number, what: string): void {
+  if (!Number.isInteger(value) || value < 0 || value > max) throw new RangeError(`${value} does not fit a ${what}`);
+}
+
 /** Grows as it writes; `finish()` returns exactly the bytes written. */
 export class Writer {
   private buffer: Buffer;
@@ -125,12 +130,14 @@ export class Writer {
   }
 
   u8(value: number): this {
+    checkUnsigned(value, 0xff, "u8");
     this.room(1);
-    this.buffer[this.offset++] = value & 0xff;
+    this.buffer[this.offset++] = value;
     return this;
   }
 
   u16(value: number): this {
+    checkUnsigned(value, 0xffff, "u16");
     this.room(2);
     this.buffer.writeUInt16BE(value, this.offset);
     this.offset += 2;
@@ -138,8 +145,9 @@ export class Writer {
   }
 
   u32(value: number): this {
+    checkUnsigned(value, 0xffff_ffff, "u32");
     this.room(4);
-    this.buffer.writeUInt32BE(value >>> 0, this.offset);
+    this.buffer.writeUInt32BE(value, this.offset);
     this.offset += 4;
     return this;
   }
@@ -177,12 +185,6 @@ export class Writer {
   bytes(value: Uint8Array, maxBytes: number): this {
     if (value.length > maxBytes) throw new RangeError(`${value.length} bytes over the limit of ${maxBytes}`);
     return this.u16(value.length).raw(value);
-  }
-
-  /** Overwrites a u32 already written at `at` (frame lengths are known only at the end). */
-  patchU32(at: number, value: number): this {
-    this.buffer.writeUInt32BE(value >>> 0, at);
-    return this;
   }
 
   finish(): Buffer {
