@@ -88,3 +88,14 @@ export async function revokeUserSessions(db: RuntimeDb, userId: string, reason: 
     .executeTakeFirst();
   return Number(result.numUpdatedRows);
 }
+
+/** Revokes every live session opened with a card key (the card was disabled or deleted). */
+export async function revokeCardSessions(db: RuntimeDb, cardId: string, reason: string, now: number): Promise<number> {
+  const result = await db
+    .updateTable("sessions")
+    .set({ revoked_at: now, revoke_reason: reason })
+    .where("card_key_id", "=", cardId)
+    .where("revoked_at", "is", null)
+    .executeTakeFirst();
+  return Number(result.numUpdatedRows);
+}
