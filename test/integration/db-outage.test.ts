@@ -137,7 +137,8 @@ describe("a database outage", { skip: postgresAvailable() }, () => {
 
     await pg.resume();
 
-    assert.equal((await listApplications()).status, 200, "the admin API recovers without a restart");
+    const recovered = await listApplications();
+    assert.equal(recovered.status, 200, `the admin API recovers without a restart: ${recovered.text}`);
     assert.equal((await checkin()).status, 200, "the node API recovers without a restart");
     const back = await askOcsp();
     assert.equal(
