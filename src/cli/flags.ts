@@ -8,7 +8,8 @@ import { envNameForFlag } from "../shared/config/options.js";
 
 export interface FlagSpec {
   name: string;
-  value: string;
+  /** The value's placeholder in --help; null for a switch (present or not). */
+  value: string | null;
   description: string;
 }
 
@@ -34,7 +35,12 @@ export function dbFlagSpecs(prefix: "" | "runtime-", what: string): FlagSpec[] {
 }
 
 export function addFlags(command: Command, specs: FlagSpec[]): Command {
-  for (const spec of specs) command.option(`--${spec.name} <${spec.value}>`, `${spec.description} [env ${envNameForFlag(spec.name)}]`);
+  for (const spec of specs) {
+    command.option(
+      spec.value === null ? `--${spec.name}` : `--${spec.name} <${spec.value}>`,
+      `${spec.description} [env ${envNameForFlag(spec.name)}]`,
+    );
+  }
   return command;
 }
 
@@ -43,6 +49,11 @@ function camelCase(flag: string): string {
 }
 
 export function readFlags(command: Command, specs: FlagSpec[]): Record<string, string | undefined> {
-  const opts = command.opts<Record<string, string | undefined>>();
-  return Object.fromEntries(specs.map((s) => [s.name, opts[camelCase(s.name)]]));
+  const opts = command.opts<Record<string, string | boolean | undefined>>();
+  return Object.fromEntries(
+    specs.map((s) => {
+      const value = opts[camelCase(s.name)];
+      return [s.name, value === undefined ? undefined : String(value)];
+    }),
+  );
 }

@@ -15,6 +15,12 @@ const NODE_FLAG_SPECS: FlagSpec[] = [
   },
   { name: "data-dir", value: "dir", description: "data directory (the SQLite Runtime DB; default ./authnexus-data)" },
   { name: "health-listen", value: "host:port", description: "local health endpoint /healthz /readyz /status (default 127.0.0.1:9093)" },
+  {
+    name: "listen",
+    value: "host:port",
+    description: "business port for SDK clients (default 0.0.0.0:<business_port from the package>; port 0 = any free port)",
+  },
+  { name: "blacklist-fail-closed", value: null, description: "refuse every SDK request while the blacklist cannot be kept current" },
   { name: "log-level", value: "level", description: "debug, info, warn or error" },
   { name: "log-format", value: "format", description: "json or pretty (default: pretty on a terminal)" },
   ...dbFlagSpecs("", "Runtime DB"),
@@ -23,7 +29,9 @@ const NODE_FLAG_SPECS: FlagSpec[] = [
 export function registerServeNode(program: Command): void {
   const command = program
     .command("serve-node")
-    .description("run a server node: the CP agent (Channels 1-4), staged startup, local health endpoint");
+    .description(
+      "run a server node: the business port for SDK clients, the CP agent (Channels 1-4), staged startup, local health endpoint",
+    );
   addFlags(command, NODE_FLAG_SPECS).action(async () => {
     const config = resolveNodeConfig(readFlags(command, NODE_FLAG_SPECS), process.env);
     const log = createLogger({ category: "Server", level: config.logLevel, ...(config.logFormat ? { format: config.logFormat } : {}) });

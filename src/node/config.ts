@@ -16,13 +16,17 @@ export interface NodeConfig {
   agentFile: string;
   dataDir: string;
   healthListen: HostPort;
+  /** The business port; null: all interfaces on the node's business_port from its package. */
+  listen: HostPort | null;
+  /** Refuse every SDK request while the blacklist cache is not current. */
+  blacklistFailClosed: boolean;
   runtimeDb: DbOptions;
   logLevel: LogLevel;
   logFormat: LogFormat | undefined;
 }
 
 /** Flags serve-node understands besides the DB flags. */
-export const NODE_FLAGS = ["agent", "data-dir", "health-listen", "log-level", "log-format"] as const;
+export const NODE_FLAGS = ["agent", "data-dir", "health-listen", "listen", "blacklist-fail-closed", "log-level", "log-format"] as const;
 
 export function resolveNodeConfig(flags: Record<string, string | undefined>, env: NodeJS.ProcessEnv): NodeConfig {
   const problems: string[] = [];
@@ -31,6 +35,9 @@ export function resolveNodeConfig(flags: Record<string, string | undefined>, env
   if (agent === undefined) problems.push("--agent is required: the node_agent.json from the node's deploy package");
   const dataDir = path.resolve(get("data-dir") ?? DEFAULT_DATA_DIR);
   const healthListen = parseHostPort(get("health-listen") ?? DEFAULT_HEALTH_LISTEN, "--health-listen", problems);
+  const listenValue = get("listen");
+  const listen = listenValue === undefined ? null : parseHostPort(listenValue, "--listen", problems);
+  const blacklistFailClosed = parseSwitch(get("blacklist-fail-closed"), "--blacklist-fail-closed", problems);
   const dbValues = Object.fromEntries(DB_FLAGS.map((f) => [f, get(f)]).filter(([, v]) => v !== undefined)) as RawDbValues;
   const runtimeDb = resolveDbOptions(
     { values: dbValues, prefix: "", dataDir, defaultSqliteFile: "runtime.db", defaultPgDatabase: "authnexus_runtime" },
@@ -44,8 +51,19 @@ export function resolveNodeConfig(flags: Record<string, string | undefined>, env
     agentFile: path.resolve(agent ?? ""),
     dataDir,
     healthListen,
+    listen,
+    blacklistFailClosed,
     runtimeDb,
     logLevel,
     logFormat,
   };
+}
+
+/** A switch from the command line (present: "true") or the environment ("1", "true", "0", "false"). */
+function parseSwitch(value: string | undefined, flag: string, problems: string[]): boolean {
+  if (value === undefined) return false;
+  if (/^(1|true|yes|on)$/i.test(value)) return true;
+  if (/^(0|false|no|off)$/i.test(value)) return false;
+  problems.push(`${flag} takes no value on the command line; in the environment use 1 or 0, got "${value}"`);
+  return false;
 }

@@ -11,17 +11,17 @@ import http from "node:http";
 import { getRequestListener } from "@hono/node-server";
 import type { Kysely } from "kysely";
 import { runtimeMigrationSet } from "../../migrations/runtime/index.js";
-import { SHUTDOWN_GRACE_MS } from "../shared/config/defaults.js";
+import { DEFAULT_BUSINESS_HOST, SHUTDOWN_GRACE_MS } from "../shared/config/defaults.js";
 import { formatHostPort, type HostPort } from "../shared/config/host-port.js";
 import { openMigratedDatabase, type RuntimeSchema } from "../shared/db/index.js";
 import type { Logger } from "../shared/log/index.js";
 import { bindListener } from "../shared/net/listener.js";
 import { type Clock, realScheduler, type Scheduler, systemClock } from "../shared/time/index.js";
 import { softwareVersion } from "../shared/version.js";
-import { CpAgent, type CpAgentStatus } from "./agent/agent.js";
+import { CpAgent, type CpAgentStatus, createNodeState } from "./agent/agent.js";
 import type { RandomSource } from "./agent/backoff.js";
 import type { OcspTransport } from "./agent/ocsp-stapler.js";
-import { type BusinessPlane, NO_BUSINESS_LISTENER } from "./business/business-plane.js";
+import { type BusinessListener, ConnectionRegistry, LiveBusinessPlane, startBusinessListener } from "./business/index.js";
 import type { NodeConfig } from "./config.js";
 import { createHealthApp } from "./health/health-app.js";
 import { type LoadedAgentPackage, loadAgentPackage } from "./package/load-agent-package.js";
@@ -38,25 +38,11 @@ export const NODE_STAGES = [
 ] as const;
 export type NodeStage = (typeof NODE_STAGES)[number];
 
-/** What the business listener gets once every stage has passed (implemented next issue). */
-export interface ReadyNode {
-  pkg: LoadedAgentPackage;
-  agent: CpAgent;
-  db: Kysely<RuntimeSchema>;
-  /** The OCSP response to staple right now, or null. */
-  currentStaple(): Buffer | null;
-}
-
-/** Binds the business listener after the last stage; resolves with a closer for stop(). */
-export type BindBusinessListener = (node: ReadyNode) => Promise<{ close(): Promise<void> } | null>;
-
 export interface StartServerNodeOptions {
   log: Logger;
   /** Defaults to the system clock; the scheduler's clock wins when both are given. */
   clock?: Clock;
   scheduler?: Scheduler;
-  business?: BusinessPlane;
-  bindBusinessListener?: BindBusinessListener;
   random?: RandomSource;
   sseSilenceTimeoutMs?: number;
   ocspTransport?: OcspTransport;
@@ -65,6 +51,13 @@ export interface StartServerNodeOptions {
 }
 
 export interface NodeStatusReport extends Partial<CpAgentStatus> {
+  /** The business port: where it is bound (null until staged startup is done) and what it serves. */
+  business: {
+    address: string | null;
+    connections: number;
+    blacklist_fail_closed: boolean;
+    metrics?: ReturnType<LiveBusinessPlane["metrics"]>;
+  };
   node_id: string | null;
   node_name: string | null;
   stage: NodeStage;
@@ -85,12 +78,6 @@ export interface ServerNode {
   stop(): Promise<void>;
 }
 
-/**
- * Today no business listener exists (it arrives with the binary protocol): the hook says so and
- * binds nothing.
- */
-const NO_LISTENER_YET: BindBusinessListener = async () => null;
-
 export async function startServerNode(config: NodeConfig, options: StartServerNodeOptions): Promise<ServerNode> {
   const scheduler = options.scheduler ?? realScheduler(options.clock ?? systemClock);
   const clock = scheduler.clock;
@@ -100,10 +87,13 @@ export async function startServerNode(config: NodeConfig, options: StartServerNo
   let stage: NodeStage = "load_package";
   let pkg: LoadedAgentPackage | null = null;
   let agent: CpAgent | null = null;
+  let plane: LiveBusinessPlane | null = null;
+  const registry = new ConnectionRegistry();
   const enter = (next: NodeStage) => {
     stage = next;
     serverLog.info("stage.entered", { stage: next });
   };
+  let businessListener: BusinessListener | null = null;
   const status = (): NodeStatusReport => ({
     node_id: pkg?.manifest.node_id ?? null,
     node_name: pkg?.manifest.node_name ?? null,
@@ -111,6 +101,12 @@ export async function startServerNode(config: NodeConfig, options: StartServerNo
     ready: stage === "ready",
     software_version: softwareVersion(),
     started_at: startedAt,
+    business: {
+      address: businessListener ? formatHostPort(businessListener.address) : null,
+      connections: registry.size,
+      blacklist_fail_closed: config.blacklistFailClosed,
+      ...(plane ? { metrics: plane.metrics() } : {}),
+    },
     ...(agent ? agent.status() : {}),
   });
 
@@ -143,12 +139,15 @@ export async function startServerNode(config: NodeConfig, options: StartServerNo
     enter("open_db");
     db = await openMigratedDatabase<RuntimeSchema>(config.runtimeDb, runtimeMigrationSet, log);
 
+    const state = createNodeState();
+    plane = new LiveBusinessPlane({ registry, db, clock, log: log.category("Server").with({ node_id: pkg.manifest.node_id }), ...state });
     agent = new CpAgent({
       pkg,
       db,
       scheduler,
       log: log.with({ node_id: pkg.manifest.node_id }),
-      business: options.business ?? NO_BUSINESS_LISTENER,
+      business: plane,
+      state,
       ...(options.random ? { random: options.random } : {}),
       ...(options.sseSilenceTimeoutMs ? { sseSilenceTimeoutMs: options.sseSilenceTimeoutMs } : {}),
       ...(options.ocspTransport ? { ocspTransport: options.ocspTransport } : {}),
@@ -169,7 +168,7 @@ export async function startServerNode(config: NodeConfig, options: StartServerNo
   const stopped = new Promise<"stopped">((resolve) => {
     resolveStopped = () => resolve("stopped");
   });
-  let businessListener: { close(): Promise<void> } | null = null;
+  const livePlane = plane;
   const until = async (work: Promise<void>) => (await Promise.race([work.then(() => "done" as const), stopped])) === "done";
 
   const runStages = async (): Promise<boolean> => {
@@ -179,13 +178,23 @@ export async function startServerNode(config: NodeConfig, options: StartServerNo
     if (!(await until(readyAgent.startChannels()))) return false;
     enter("first_ocsp");
     if (!(await until(readyAgent.startOcsp()))) return false;
-    // Business listener: bound here, after every stage, never before (next issue implements it).
-    const bind = options.bindBusinessListener ?? NO_LISTENER_YET;
-    businessListener = await bind({
+    // The business port: bound here, after every stage, never before.
+    const listener = await startBusinessListener({
       pkg: readyPkg,
       agent: readyAgent,
       db: openDb,
-      currentStaple: () => readyAgent.stapler.currentStaple(),
+      plane: livePlane,
+      registry,
+      scheduler,
+      log: log.with({ node_id: readyPkg.manifest.node_id }),
+      listen: config.listen ?? { host: DEFAULT_BUSINESS_HOST, port: readyPkg.manifest.business.port },
+      blacklistFailClosed: config.blacklistFailClosed,
+    });
+    businessListener = listener;
+    serverLog.info("listener.bound", {
+      listener: "business",
+      address: formatHostPort(listener.address),
+      blacklist_fail_closed: config.blacklistFailClosed,
     });
     if (stopRequested) return false;
     enter("ready");
@@ -193,7 +202,7 @@ export async function startServerNode(config: NodeConfig, options: StartServerNo
     readyAgent.wake("checkin");
     serverLog.info("node.ready", {
       node_id: readyPkg.manifest.node_id,
-      business_listener: businessListener ? "bound" : "not built yet",
+      business_address: formatHostPort(listener.address),
       startup_ms: clock.now() - startedAt,
     });
     return true;

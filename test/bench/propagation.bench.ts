@@ -39,11 +39,11 @@ import type { Kysely } from "kysely";
 import { runtimeMigrationSet } from "../../migrations/runtime/index.js";
 import { CpAgent } from "../../src/node/agent/agent.js";
 import { CpCallError } from "../../src/node/agent/cp-call-error.js";
-import { NO_BUSINESS_LISTENER } from "../../src/node/business/business-plane.js";
 import { type LoadedAgentPackage, loadAgentPackage } from "../../src/node/package/load-agent-package.js";
 import { migrateDatabase, openDatabase, type RuntimeSchema } from "../../src/shared/db/index.js";
 import { createLogger } from "../../src/shared/log/index.js";
 import { realScheduler, systemClock } from "../../src/shared/time/index.js";
+import { idleBusinessPlane } from "../helpers/business-plane.js";
 import { type NodePki, type WrittenPackage, writeAgentPackage } from "../helpers/node-agent.js";
 import { type BenchCp, loadAverage, percentile, startBenchCp, summarizeWarnings } from "./support/cp-child.js";
 
@@ -188,7 +188,13 @@ async function startAgents(pkgs: LoadedAgentPackage[], db: Kysely<RuntimeSchema>
   for (let i = 0; i < pkgs.length; i += START_BATCH) {
     await Promise.all(
       pkgs.slice(i, i + START_BATCH).map(async (pkg, offset) => {
-        const agent = new CpAgent({ pkg, db, scheduler, log: log.with({ node_id: pkg.manifest.node_id }), business: NO_BUSINESS_LISTENER });
+        const agent = new CpAgent({
+          pkg,
+          db,
+          scheduler,
+          log: log.with({ node_id: pkg.manifest.node_id }),
+          business: idleBusinessPlane(db, systemClock).plane,
+        });
         agents[i + offset] = agent;
         watch(agent, i + offset);
         await agent.loadState();

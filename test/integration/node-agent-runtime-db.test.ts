@@ -13,7 +13,6 @@ import { runtimeMigrationSet } from "../../migrations/runtime/index.js";
 import { CommandRunner, createCommandHandlers } from "../../src/node/agent/command-runner.js";
 import { CpCallError } from "../../src/node/agent/cp-call-error.js";
 import { DeltaPuller } from "../../src/node/agent/delta-puller.js";
-import { NO_BUSINESS_LISTENER } from "../../src/node/business/business-plane.js";
 import { BlacklistCache } from "../../src/node/state/blacklist-cache.js";
 import { AuthEpochCache } from "../../src/node/state/epoch-cache.js";
 import {
@@ -29,6 +28,7 @@ import { migrateDatabase, openDatabase, type RuntimeSchema } from "../../src/sha
 import { createMemoryLogger } from "../../src/shared/log/index.js";
 import type { AuthEpochChange, BlacklistChange, CommandResultRequest, PulledCommand } from "../../src/shared/node-protocol/index.js";
 import { ManualClock } from "../../src/shared/time/index.js";
+import { idleBusinessPlane } from "../helpers/business-plane.js";
 import { dbVariants } from "../helpers/databases.js";
 
 const epochChange = (id: number, userId: string, epoch: number): AuthEpochChange => ({
@@ -394,7 +394,7 @@ for (const variant of dbVariants()) {
       function runner(cp: ReturnType<typeof fakeCp>, reloads: { count: number }, nodeId = "node_c") {
         const memory = createMemoryLogger("CP Agent");
         const handlers = createCommandHandlers({
-          business: NO_BUSINESS_LISTENER,
+          business: idleBusinessPlane(db, clock).plane,
           reloadConfigs: async () => {
             reloads.count += 1;
             return { applied: 0, rejected: 0 };
@@ -463,7 +463,7 @@ for (const variant of dbVariants()) {
         const reloads = { count: 0 };
         const memory = createMemoryLogger("CP Agent");
         const handlers = createCommandHandlers({
-          business: NO_BUSINESS_LISTENER,
+          business: idleBusinessPlane(db, clock).plane,
           reloadConfigs: async () => {
             reloads.count += 1;
             throw new Error("CP unreachable for configs");

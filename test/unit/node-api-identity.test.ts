@@ -3,8 +3,8 @@
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { uriSans } from "../../src/cp/node-api/identity.js";
 import { parseNodeUri } from "../../src/shared/pki/index.js";
+import { uriSans } from "../../src/shared/pki/peer-certificate.js";
 
 const nodeIds = (san: string) =>
   uriSans(san)

@@ -7,6 +7,7 @@ import type { TLSSocket } from "node:tls";
 import type { Context, MiddlewareHandler } from "hono";
 import { AuthNexusError } from "../../shared/errors/index.js";
 import { parseNodeUri } from "../../shared/pki/index.js";
+import { canonicalPeerSerial, uriSans } from "../../shared/pki/peer-certificate.js";
 import type { CpContext } from "../services/context.js";
 import { authenticateNode, type PeerCertificate } from "../services/nodes/identity.js";
 import type { NodeApiEnv } from "./env.js";
@@ -20,35 +21,16 @@ export function peerCertificateOf(c: Context<NodeApiEnv>): PeerCertificate {
   if (cached) return cached;
   const certificate = socket.authorized ? socket.getPeerCertificate() : undefined;
   if (!certificate?.raw) throw new AuthNexusError("UNAUTHENTICATED");
-  // OpenSSL has parsed the certificate already: its SAN string and serial cost nothing, where a
-  // full ASN.1 parse was milliseconds per connection.
   const nodeIds = uriSans(certificate.subjectaltname ?? "")
     .map(parseNodeUri)
     .filter((id): id is string => id !== null);
   const peer: PeerCertificate = {
     nodeId: nodeIds.length === 1 ? (nodeIds[0] ?? null) : null,
-    serialHex: canonicalSerial(certificate.serialNumber),
+    serialHex: canonicalPeerSerial(certificate.serialNumber),
     ip: socket.remoteAddress ?? null,
   };
   peerBySocket.set(socket, peer);
   return peer;
-}
-
-/**
- * URI entries of Node's `subjectaltname` string ("DNS:a, URI:b"). Node prints an entry holding
- * a comma or quote as a quoted JSON string; such a value can never match a node URI (ids are
- * [A-Za-z0-9_-]), so a crafted SAN fails closed rather than splitting into a forged entry.
- */
-export function uriSans(subjectAltName: string): string[] {
-  return subjectAltName
-    .split(", ")
-    .filter((entry) => entry.startsWith("URI:"))
-    .map((entry) => entry.slice(4));
-}
-
-/** The inventory's form: lowercase hex, no leading zero octets (OpenSSL prints whole octets). */
-function canonicalSerial(serialNumber: string): string {
-  return serialNumber.toLowerCase().replace(/^(00)+(?=.)/, "");
 }
 
 /** For /cp/v2/nodes/:id/*: the certificate must speak for `:id`. */

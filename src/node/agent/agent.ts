@@ -39,6 +39,8 @@ export interface CpAgentOptions {
   scheduler: Scheduler;
   log: Logger;
   business: BusinessPlane;
+  /** The state to keep current; a fresh one when absent. */
+  state?: NodeState;
   random?: RandomSource;
   /** Overrides SSE_SILENCE_TIMEOUT_MS (tests). */
   sseSilenceTimeoutMs?: number;
@@ -90,10 +92,21 @@ export interface CpAgentStatus {
 
 type LoopName = "checkin" | "commands" | "configs" | "auth-epochs" | "blacklist";
 
+/** The node's in-memory state the agent keeps current (created by the node so the business plane shares it). */
+export interface NodeState {
+  store: AppliedConfigStore;
+  blacklist: BlacklistCache;
+  epochs: AuthEpochCache;
+}
+
+export function createNodeState(): NodeState {
+  return { store: new AppliedConfigStore(), blacklist: new BlacklistCache(), epochs: new AuthEpochCache() };
+}
+
 export class CpAgent {
-  readonly store = new AppliedConfigStore();
-  readonly blacklist = new BlacklistCache();
-  readonly epochs = new AuthEpochCache();
+  readonly store: AppliedConfigStore;
+  readonly blacklist: BlacklistCache;
+  readonly epochs: AuthEpochCache;
   readonly events = new EventEmitter<CpAgentEvents>();
   readonly client: CpClient;
   readonly sse: SseSubscriber;
@@ -105,8 +118,13 @@ export class CpAgent {
   private readonly loops: Record<LoopName, PeriodicTask>;
   private readonly log: { agent: Logger; security: Logger; sse: Logger; tls: Logger };
   private configPendingBefore = false;
+  private stateLoadedAt: number | null = null;
 
   constructor(private readonly options: CpAgentOptions) {
+    const state = options.state ?? createNodeState();
+    this.store = state.store;
+    this.blacklist = state.blacklist;
+    this.epochs = state.epochs;
     const { pkg, db, scheduler, business } = options;
     const nodeId = pkg.manifest.node_id;
     const clock = scheduler.clock;
@@ -274,6 +292,7 @@ export class CpAgent {
     await Promise.all([this.commands.load(), this.deltas["auth-epochs"].load(), this.deltas.blacklist.load()]);
     this.blacklist.replaceAll(await loadBlacklist(db));
     this.epochs.replaceAll(await loadEpochs(db));
+    this.stateLoadedAt = this.options.scheduler.clock.now();
     this.log.security.info("state.loaded", {
       cursors: this.cursors(),
       blacklist_entries: this.blacklist.size,
@@ -313,6 +332,18 @@ export class CpAgent {
 
   cursors(): Record<CursorStream, number> {
     return { commands: this.commands.cursor, "auth-epochs": this.deltas["auth-epochs"].cursor, blacklist: this.deltas.blacklist.cursor };
+  }
+
+  /**
+   * When the blacklist and the epochs were last known current: loaded from the Runtime DB at
+   * start, or the last successful pull of their log since.
+   */
+  securityFreshness(): { blacklistAt: number | null; epochsAt: number | null } {
+    const latest = (loop: PeriodicTask) => {
+      const at = loop.state().lastSuccessAt;
+      return at === null ? this.stateLoadedAt : this.stateLoadedAt === null ? at : Math.max(at, this.stateLoadedAt);
+    };
+    return { blacklistAt: latest(this.loops.blacklist), epochsAt: latest(this.loops["auth-epochs"]) };
   }
 
   status(): CpAgentStatus {

@@ -20,9 +20,21 @@ export interface BlacklistEntry {
 export class BlacklistCache {
   private readonly byKind = new Map<string, Map<string, Map<string, BlacklistEntry>>>();
   private readonly byId = new Map<string, BlacklistEntry>();
+  private readonly addListeners = new Set<(entry: BlacklistEntry) => void>();
+
+  /** Called for every entry added (also by replaceAll): the business plane ends the connections it now blocks. */
+  onAdded(listener: (entry: BlacklistEntry) => void): () => void {
+    this.addListeners.add(listener);
+    return () => this.addListeners.delete(listener);
+  }
 
   /** Adds or replaces the entry with this id. */
   add(entry: BlacklistEntry): void {
+    this.insert(entry);
+    for (const listener of this.addListeners) listener(entry);
+  }
+
+  private insert(entry: BlacklistEntry): void {
     this.remove(entry.entryId);
     this.byId.set(entry.entryId, entry);
     const values = this.byKind.get(entry.kind) ?? new Map<string, Map<string, BlacklistEntry>>();
@@ -60,7 +72,9 @@ export class BlacklistCache {
   replaceAll(entries: Iterable<BlacklistEntry>): void {
     this.byKind.clear();
     this.byId.clear();
-    for (const entry of entries) this.add(entry);
+    const added = [...entries];
+    for (const entry of added) this.insert(entry);
+    for (const entry of added) for (const listener of this.addListeners) listener(entry);
   }
 
   /** Drops entries that expired at or before `now`; returns how many. */

@@ -6,11 +6,14 @@
  */
 import {
   type ApplicationManifest,
+  type AppPolicy,
+  appScope,
   type CloudFunctionManifest,
   type ConfigContent,
   type ConfigType,
   type ConfigVersionRef,
   type CpAgentRuntime,
+  DEFAULT_APP_POLICY,
   DEFAULT_CP_AGENT_RUNTIME,
   DEFAULT_SERVER_RUNTIME_SETTINGS,
   GLOBAL_SCOPE,
@@ -77,6 +80,28 @@ export class AppliedConfigStore {
 
   serverRuntimeSettings(): ServerRuntimeSettings {
     return this.get("server_runtime_settings", GLOBAL_SCOPE)?.content ?? DEFAULT_SERVER_RUNTIME_SETTINGS;
+  }
+
+  /** An application's policy: the delivered app_policy, or the defaults until one arrives. */
+  appPolicy(appId: string): AppPolicy {
+    return this.get("app_policy", appScope(appId))?.content ?? DEFAULT_APP_POLICY;
+  }
+
+  /** Every published client CA trust bundle of every application (the business port's TLS anchors). */
+  allTrustBundlePems(): string[] {
+    const pems: string[] = [];
+    for (const item of this.items.values()) {
+      if (item.type === "app_client_ca_bundle" || item.type === "app_mtls_trust_bundle") pems.push((item.content as { pem: string }).pem);
+    }
+    return pems;
+  }
+
+  /** PEMs of the CAs an application's client certificates may chain to: its two published trust bundles. */
+  appTrustPems(appId: string): string[] {
+    const scope = appScope(appId);
+    return [this.get("app_client_ca_bundle", scope)?.content.pem, this.get("app_mtls_trust_bundle", scope)?.content.pem].filter(
+      (pem): pem is string => pem !== undefined,
+    );
   }
 
   get size(): number {

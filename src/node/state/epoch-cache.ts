@@ -5,12 +5,20 @@
  */
 export class AuthEpochCache {
   private readonly epochs = new Map<string, number>();
+  private readonly raiseListeners = new Set<(userId: string, epoch: number) => void>();
+
+  /** Called whenever a user's epoch moves forward: the business plane ends that user's older sessions. */
+  onRaised(listener: (userId: string, epoch: number) => void): () => void {
+    this.raiseListeners.add(listener);
+    return () => this.raiseListeners.delete(listener);
+  }
 
   /** Records `epoch` for the user unless a higher one is already known; true when it changed. */
   apply(userId: string, epoch: number): boolean {
     const current = this.epochs.get(userId);
     if (current !== undefined && current >= epoch) return false;
     this.epochs.set(userId, epoch);
+    for (const listener of this.raiseListeners) listener(userId, epoch);
     return true;
   }
 

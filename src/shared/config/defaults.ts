@@ -137,3 +137,33 @@ export const MAX_CLOUD_FUNCTION_SCRIPT_BYTES = 256 * 1024;
 export const DEFAULT_CLOUD_FUNCTION_TIMEOUT_MS = 1000;
 export const MIN_CLOUD_FUNCTION_TIMEOUT_MS = 10;
 export const MAX_CLOUD_FUNCTION_TIMEOUT_MS = 60_000;
+
+// ---- the business plane (SDK connections to a node) --------------------------------------
+
+/** serve-node: the business listener's host when --listen is not given (the port is the node's business_port). */
+export const DEFAULT_BUSINESS_HOST = "0.0.0.0";
+/** How often the edge checks every connection's handshake and idle deadlines (ms). */
+export const BUSINESS_DEADLINE_SWEEP_MS = 250;
+/** After an error that ends a connection, how long its last frame may take to leave before the socket is cut (ms). */
+export const BUSINESS_CLOSE_GRACE_MS = 1_000;
+/** A client that leaves this much of our output unread is too slow to keep (bytes); it is cut. */
+export const BUSINESS_MAX_UNREAD_BYTES = 256 * 1024;
+/** Requests one connection may have queued behind the one being served; more is a protocol error. */
+export const BUSINESS_MAX_QUEUED_REQUESTS = 32;
+/** A session's last_heartbeat_at is written at most this often (ms): heartbeats themselves are in memory. */
+export const SESSION_TOUCH_INTERVAL_MS = 60_000;
+/** End-user password length bounds (characters). */
+export const USER_PASSWORD_MIN_LENGTH = 8;
+export const USER_PASSWORD_MAX_LENGTH = 256;
+/** Failed logins are counted over this window, per user and per IP (ms); the limit is server_runtime_settings.login_attempts_per_minute. */
+export const LOGIN_THROTTLE_WINDOW_MS = 60_000;
+/** Most (user or IP) keys the login throttle tracks at once; the oldest are forgotten first. */
+export const LOGIN_THROTTLE_MAX_KEYS = 100_000;
+/**
+ * The blacklist and auth-epoch caches count as current while their last successful pull is
+ * younger than this (ms). Past it, --blacklist-fail-closed refuses every request, and saved
+ * tokens validate only while younger than STALE_EPOCH_TOKEN_MAX_AGE_MS.
+ */
+export const SECURITY_STATE_STALE_AFTER_MS = 2 * 60_000;
+/** A saved token's shorter lifetime while the node cannot confirm auth epochs (ms). */
+export const STALE_EPOCH_TOKEN_MAX_AGE_MS = 15 * 60_000;

@@ -66,7 +66,12 @@ export const serverRuntimeSettingsSchema = z.strictObject({
     .min(60)
     .max(90 * 86_400)
     .default(7 * 86_400),
+  /** How often SDKs are asked to send a heartbeat (seconds); told to them in hello_ok. */
+  heartbeat_interval_seconds: z.number().int().min(1).max(600).default(30),
+  /** A connection with no frame for this long is closed (IDLE_TIMEOUT). */
   heartbeat_timeout_seconds: z.number().int().min(5).max(3600).default(90),
+  /** How long a client has, from accepting its TCP connection, to complete TLS and send hello (ms). */
+  handshake_timeout_ms: ms(100, 60_000).default(5_000),
   max_connections: z.number().int().min(1).max(1_000_000).default(50_000),
   max_connections_per_ip: z.number().int().min(1).max(100_000).default(200),
   cloud_function_timeout_ms: ms(MIN_CLOUD_FUNCTION_TIMEOUT_MS, MAX_CLOUD_FUNCTION_TIMEOUT_MS).default(DEFAULT_CLOUD_FUNCTION_TIMEOUT_MS),
@@ -139,6 +144,7 @@ export type AppPolicy = z.output<typeof appPolicySchema>;
 /** Defaults a node runs with before (or without) a delivered config of that type. */
 export const DEFAULT_CP_AGENT_RUNTIME: CpAgentRuntime = cpAgentRuntimeSchema.parse({});
 export const DEFAULT_SERVER_RUNTIME_SETTINGS: ServerRuntimeSettings = serverRuntimeSettingsSchema.parse({});
+export const DEFAULT_APP_POLICY: AppPolicy = appPolicySchema.parse({});
 
 /** Validates content for a type: the parsed value, or a one-line reason. */
 export function parseConfigContent<T extends ConfigType>(

@@ -1,0 +1,264 @@
+/**
+ * The node's business port: the TLS listener SDK clients connect to, and the first three of
+ * the four layers that decide who may talk to it (docs/architecture.md, "PKI"):
+ *
+ *   1. the client certificate chains to a trusted app client CA (OpenSSL, during the handshake);
+ *   2. certificate semantics: the clientAuth EKU and exactly one `urn:authnexus:app:<app_id>`
+ *      URI SAN;
+ *   3. the CP binding: the certificate's issuer is in that application's published trust
+ *      bundles (app_client_ca_bundle, app_mtls_trust_bundle);
+ *   4. the business handshake (the hello frame), in ./service.ts.
+ *
+ * Every handshake gets the stapler's current OCSP response (TLS 1.2 and 1.3). No session tickets
+ * are issued: a resumed session would carry no staple. Connections are capped in total and per
+ * IP before TLS even starts; a client has handshake_timeout_ms to complete TLS, as long again to
+ * send hello, and heartbeat_timeout_seconds between frames after that. A refusal is logged under
+ * [TLS] naming its layer.
+ */
+import { createHash, constants as cryptoConstants } from "node:crypto";
+import type { AddressInfo, Socket } from "node:net";
+import tls, { type PeerCertificate, type TLSSocket } from "node:tls";
+import { BUSINESS_DEADLINE_SWEEP_MS } from "../../shared/config/defaults.js";
+import type { HostPort } from "../../shared/config/host-port.js";
+import { AuthNexusError } from "../../shared/errors/index.js";
+import type { Logger } from "../../shared/log/index.js";
+import type { ServerRuntimeSettings } from "../../shared/node-protocol/index.js";
+import { parseAppUri, splitPemBundle } from "../../shared/pki/index.js";
+import { hasClientAuth, uriSans } from "../../shared/pki/peer-certificate.js";
+import { type CancelTimer, every, type Scheduler } from "../../shared/time/index.js";
+import type { LoadedAgentPackage } from "../package/load-agent-package.js";
+import type { AppliedConfigStore } from "../state/config-store.js";
+import { BusinessConnection, type ConnectionHost } from "./connection.js";
+import type { ConnectionRegistry } from "./registry.js";
+
+export interface BusinessEdgeOptions {
+  pkg: LoadedAgentPackage;
+  store: AppliedConfigStore;
+  registry: ConnectionRegistry;
+  scheduler: Scheduler;
+  log: { tls: Logger; server: Logger };
+  /** The OCSP response to staple right now, or null. */
+  staple: () => Buffer | null;
+  /** Serves requests on accepted connections. */
+  host: Omit<ConnectionHost, "scheduler" | "closed">;
+  /** Called when a connection has closed (after the registry forgot it). */
+  onClosed?: (connection: BusinessConnection, reason: string) => void;
+}
+
+const SPAN_TRUST_TYPES = new Set(["app_client_ca_bundle", "app_mtls_trust_bundle"]);
+
+export class BusinessEdge {
+  private readonly server: tls.Server;
+  private address_: HostPort | null = null;
+  /** app id → SHA-256 (hex) of the DER of every CA its certificates may be issued by (layer 3). */
+  private readonly trustByApp = new Map<string, Set<string>>();
+  /** TCP sockets accepted and not yet closed, in total and per IP: the connection limits count these. */
+  private sockets = 0;
+  private readonly socketsPerIp = new Map<string, number>();
+  private refusedSinceLastReport = 0;
+  private stopSweep: CancelTimer = () => {};
+  private stopTrustWatch: () => void = () => {};
+
+  constructor(private readonly options: BusinessEdgeOptions) {
+    this.server = tls.createServer(this.tlsOptions());
+    this.server.on("connection", (socket: Socket) => this.admit(socket));
+    this.server.on("secureConnection", (socket: TLSSocket) => this.accept(socket));
+    this.server.on("OCSPRequest", (_certificate: Buffer, _issuer: Buffer, callback: (error: Error | null, response?: Buffer) => void) => {
+      const staple = this.options.staple();
+      callback(null, staple ?? undefined);
+    });
+    this.server.on("tlsClientError", (error: NodeJS.ErrnoException, socket: TLSSocket) => this.handshakeFailed(error, socket));
+  }
+
+  get address(): HostPort | null {
+    return this.address_;
+  }
+
+  private get settings(): ServerRuntimeSettings {
+    return this.options.store.serverRuntimeSettings();
+  }
+
+  async listen(requested: HostPort): Promise<HostPort> {
+    await new Promise<void>((resolve, reject) => {
+      const onError = (error: Error) =>
+        reject(new Error(`cannot listen on ${requested.host}:${requested.port} for the business port: ${error.message}`, { cause: error }));
+      this.server.once("error", onError);
+      this.server.listen(requested.port, requested.host, () => {
+        this.server.off("error", onError);
+        resolve();
+      });
+    });
+    const bound = this.server.address() as AddressInfo;
+    this.address_ = { host: bound.address, port: bound.port };
+    this.stopSweep = every(this.options.scheduler, BUSINESS_DEADLINE_SWEEP_MS, () => this.sweep(), { background: true });
+    this.stopTrustWatch = this.options.store.onApplied((applied) => {
+      if (applied.type === "server_runtime_settings" || SPAN_TRUST_TYPES.has(applied.type))
+        this.refreshTrust(applied.type === "server_runtime_settings" ? null : applied.scope);
+    });
+    return this.address_;
+  }
+
+  /** Stops accepting and cuts every connection (their sessions stay valid for a token login elsewhere). */
+  async close(): Promise<void> {
+    this.stopSweep();
+    this.stopTrustWatch();
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const connection of [...this.options.registry.connections()]) connection.destroy("node stopping");
+    await closed;
+  }
+
+  /** Rebuilds the TLS trust list after a bundle changed; layer-3 fingerprints of that app are recomputed on next use. */
+  private refreshTrust(scope: string | null): void {
+    if (scope?.startsWith("app:")) this.trustByApp.delete(scope.slice(4));
+    try {
+      this.server.setSecureContext(this.tlsOptions());
+    } catch (error) {
+      this.options.log.tls.error("trust.refresh_failed", { error: (error as Error).message });
+    }
+  }
+
+  /** Every CA any application trusts, plus the package's app_client_ca: layer 1's anchors. */
+  private tlsOptions(): tls.TlsOptions {
+    const { pkg, store } = this.options;
+    const anchors = new Set(pkg.appClientCaPems);
+    for (const pem of store.allTrustBundlePems()) for (const one of splitPemBundle(pem)) anchors.add(one);
+    return {
+      key: pkg.server.keyPem,
+      cert: pkg.server.pem,
+      ca: [...anchors],
+      requestCert: true,
+      rejectUnauthorized: true,
+      minVersion: "TLSv1.2",
+      // No session tickets: the SDK never resumes (a resumed session carries no staple), and
+      // minting two tickets per handshake cost ~45% of the server's handshake CPU.
+      secureOptions: cryptoConstants.SSL_OP_NO_TICKET,
+      handshakeTimeout: this.settings.handshake_timeout_ms,
+    };
+  }
+
+  /** Before TLS: the connection limits, in total and per IP. */
+  private admit(socket: Socket): void {
+    const ip = socket.remoteAddress ?? "unknown";
+    const settings = this.settings;
+    const fromIp = this.socketsPerIp.get(ip) ?? 0;
+    if (this.sockets >= settings.max_connections || fromIp >= settings.max_connections_per_ip) {
+      this.refusedSinceLastReport += 1;
+      socket.destroy();
+      return;
+    }
+    this.sockets += 1;
+    this.socketsPerIp.set(ip, fromIp + 1);
+    socket.once("close", () => {
+      this.sockets -= 1;
+      const left = (this.socketsPerIp.get(ip) ?? 1) - 1;
+      if (left > 0) this.socketsPerIp.set(ip, left);
+      else this.socketsPerIp.delete(ip);
+    });
+  }
+
+  /** After TLS (layer 1 passed): layers 2 and 3, then the connection is handed the socket. */
+  private accept(socket: TLSSocket): void {
+    const ip = socket.remoteAddress ?? "unknown";
+    const certificate = socket.getPeerCertificate(true);
+    const verdict = this.checkCertificate(certificate);
+    // TLS had handshake_timeout_ms (the server's handshakeTimeout); hello gets as long again.
+    const deadline = this.options.scheduler.clock.now() + this.settings.handshake_timeout_ms;
+    if ("refused" in verdict) {
+      this.options.log.tls.warn("client.refused", {
+        layer: verdict.layer,
+        reason: verdict.refused,
+        ip,
+        serial: certificate.serialNumber,
+        app_id: verdict.appId,
+      });
+      const refusal = new BusinessConnection(socket, this.connectionHost(), verdict.appId ?? "", deadline);
+      refusal.end(new AuthNexusError("CLIENT_CERT_REFUSED", { message: `The client certificate is not accepted: ${verdict.refused}.` }));
+      return;
+    }
+    const connection = new BusinessConnection(socket, this.connectionHost(), verdict.appId, deadline);
+    this.options.registry.add(connection);
+  }
+
+  /** Layers 2 and 3 on the certificate OpenSSL already parsed. */
+  private checkCertificate(
+    certificate: tls.DetailedPeerCertificate,
+  ): { appId: string } | { refused: string; layer: 2 | 3; appId: string | null } {
+    if (!hasClientAuth(certificate)) return { refused: "no clientAuth extended key usage", layer: 2, appId: null };
+    const uris = uriSans(certificate.subjectaltname ?? "");
+    const appIds = uris.map(parseAppUri);
+    const [appId] = appIds;
+    if (uris.length !== 1 || appId === null || appId === undefined) {
+      return { refused: `expected exactly one urn:authnexus:app URI SAN, found ${uris.length} URI SAN(s)`, layer: 2, appId: null };
+    }
+    const issuer = issuerOf(certificate);
+    if (issuer === null || !this.trustOf(appId).has(fingerprint(issuer.raw))) {
+      return { refused: "the issuing CA is not in the application's trust bundles", layer: 3, appId };
+    }
+    return { appId };
+  }
+
+  private trustOf(appId: string): Set<string> {
+    let trusted = this.trustByApp.get(appId);
+    if (!trusted) {
+      trusted = new Set();
+      for (const pem of this.options.store.appTrustPems(appId))
+        for (const one of splitPemBundle(pem)) trusted.add(fingerprint(pemToDer(one)));
+      this.trustByApp.set(appId, trusted);
+    }
+    return trusted;
+  }
+
+  private connectionHost(): ConnectionHost {
+    return {
+      ...this.options.host,
+      scheduler: this.options.scheduler,
+      closed: (connection, reason) => {
+        this.options.registry.remove(connection);
+        this.options.onClosed?.(connection, reason);
+      },
+    };
+  }
+
+  private handshakeFailed(error: NodeJS.ErrnoException, socket: TLSSocket): void {
+    const quiet = error.code === "ECONNRESET" || error.code === "ERR_TLS_HANDSHAKE_TIMEOUT";
+    this.options.log.tls[quiet ? "debug" : "warn"]("handshake.failed", {
+      layer: 1,
+      ip: socket.remoteAddress,
+      code: error.code,
+      error: error.message,
+    });
+  }
+
+  /** Deadlines: hello within the handshake budget, then a frame within the idle timeout. */
+  private sweep(): void {
+    const now = this.options.scheduler.clock.now();
+    for (const connection of this.options.registry.connections()) {
+      if (connection.closed || connection.deadline > now) continue;
+      connection.end(new AuthNexusError(connection.ready ? "IDLE_TIMEOUT" : "HANDSHAKE_TIMEOUT"));
+    }
+    if (this.refusedSinceLastReport > 0) {
+      this.options.log.tls.warn("connections.refused", {
+        count: this.refusedSinceLastReport,
+        reason: "connection limit",
+        max_connections: this.settings.max_connections,
+        max_connections_per_ip: this.settings.max_connections_per_ip,
+      });
+      this.refusedSinceLastReport = 0;
+    }
+  }
+}
+
+function issuerOf(certificate: tls.DetailedPeerCertificate): PeerCertificate | null {
+  const issuer = certificate.issuerCertificate;
+  // A self-issued certificate points at itself: that is no CA of ours.
+  if (!issuer || issuer === certificate || issuer.fingerprint256 === certificate.fingerprint256) return null;
+  return issuer;
+}
+
+function fingerprint(der: Buffer): string {
+  return createHash("sha256").update(der).digest("hex");
+}
+
+function pemToDer(pem: string): Buffer {
+  return Buffer.from(pem.replace(/-----(BEGIN|END) CERTIFICATE-----/g, "").replace(/\s+/g, ""), "base64");
+}

@@ -1,0 +1,96 @@
+/**
+ * The business plane of a node, assembled: the security state over the agent's caches, the
+ * login throttle, the auth flows, the request service and the TLS edge, bound to the business
+ * port once staged startup has passed its last stage.
+ */
+import type { Kysely } from "kysely";
+import type { HostPort } from "../../shared/config/host-port.js";
+import type { RuntimeSchema } from "../../shared/db/index.js";
+import type { Logger } from "../../shared/log/index.js";
+import { DEFAULT_MAX_FRAME_BYTES } from "../../shared/protocol/index.js";
+import type { Scheduler } from "../../shared/time/index.js";
+import type { CpAgent } from "../agent/agent.js";
+import type { LoadedAgentPackage } from "../package/load-agent-package.js";
+import { AuthFlows } from "./auth-flows.js";
+import type { LiveBusinessPlane } from "./business-plane.js";
+import { BusinessEdge } from "./edge.js";
+import { LoginThrottle } from "./login-throttle.js";
+import type { ConnectionRegistry } from "./registry.js";
+import { SecurityState } from "./security-state.js";
+import { BusinessService } from "./service.js";
+
+export type { BusinessPlane } from "./business-plane.js";
+export { LiveBusinessPlane } from "./business-plane.js";
+export { ConnectionRegistry } from "./registry.js";
+
+export interface BusinessListenerOptions {
+  pkg: LoadedAgentPackage;
+  agent: CpAgent;
+  db: Kysely<RuntimeSchema>;
+  plane: LiveBusinessPlane;
+  registry: ConnectionRegistry;
+  scheduler: Scheduler;
+  log: Logger;
+  listen: HostPort;
+  blacklistFailClosed: boolean;
+}
+
+export interface BusinessListener {
+  address: HostPort;
+  close(): Promise<void>;
+}
+
+export async function startBusinessListener(options: BusinessListenerOptions): Promise<BusinessListener> {
+  const { pkg, agent, db, scheduler, registry } = options;
+  const clock = scheduler.clock;
+  const nodeId = pkg.manifest.node_id;
+  const log = { tls: options.log.category("TLS"), security: options.log.category("Security"), server: options.log.category("Server") };
+  const security = new SecurityState({
+    blacklist: agent.blacklist,
+    epochs: agent.epochs,
+    clock,
+    freshness: () => agent.securityFreshness(),
+    failClosed: options.blacklistFailClosed,
+  });
+  const throttle = new LoginThrottle(clock, () => agent.store.serverRuntimeSettings().login_attempts_per_minute);
+  const auth = new AuthFlows({
+    db,
+    nodeId,
+    clock,
+    log: log.security,
+    passwordHashKey: pkg.passwordHashKey,
+    security,
+    throttle,
+    policy: (appId) => agent.store.appPolicy(appId),
+    settings: () => agent.store.serverRuntimeSettings(),
+  });
+  const service = new BusinessService({
+    nodeId,
+    db,
+    store: agent.store,
+    registry,
+    auth,
+    security,
+    clock,
+    maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
+    log,
+    onRequest: (failed) => options.plane.countRequest(failed),
+  });
+  const edge = new BusinessEdge({
+    pkg,
+    store: agent.store,
+    registry,
+    scheduler,
+    log: { tls: log.tls, server: log.server },
+    staple: () => agent.stapler.currentStaple(),
+    host: service,
+  });
+  const address = await edge.listen(options.listen);
+  return {
+    address,
+    close: async () => {
+      options.plane.detach();
+      await edge.close();
+    },
+  };
+}

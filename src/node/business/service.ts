@@ -1,0 +1,204 @@
+/**
+ * What each request on an SDK connection means: the business handshake (hello, layer 4), the
+ * logins, heartbeats and logout. The security rules run on every request: the blacklist (IP and
+ * device from the connection, the user from the session), the user's auth epoch, the session's
+ * expiry, and fail-closed when the node's security caches are not current.
+ */
+import { createHash, timingSafeEqual } from "node:crypto";
+import type { Kysely } from "kysely";
+import { SESSION_TOUCH_INTERVAL_MS } from "../../shared/config/defaults.js";
+import type { RuntimeSchema } from "../../shared/db/index.js";
+import { touchSession } from "../../shared/db/runtime/index.js";
+import { AuthNexusError } from "../../shared/errors/index.js";
+import type { Logger } from "../../shared/log/index.js";
+import { type Decoded, encodeMessage, LIMITS, type Message } from "../../shared/protocol/index.js";
+import type { Clock } from "../../shared/time/index.js";
+import type { AppliedConfigStore } from "../state/config-store.js";
+import type { AuthFlows, Caller, LoginResult } from "./auth-flows.js";
+import type { BusinessConnection, ConnectionHost, LiveSession } from "./connection.js";
+import type { ConnectionRegistry } from "./registry.js";
+import type { SecurityState } from "./security-state.js";
+
+export interface BusinessServiceOptions {
+  nodeId: string;
+  db: Kysely<RuntimeSchema>;
+  store: AppliedConfigStore;
+  registry: ConnectionRegistry;
+  auth: AuthFlows;
+  security: SecurityState;
+  clock: Clock;
+  maxFrameBytes: number;
+  log: { tls: Logger; security: Logger; server: Logger };
+  /** Counts every answered request and every error answer, for the checkin's rates. */
+  onRequest?: (failed: boolean) => void;
+}
+
+const DEVICE_ID = /^[\x21-\x7e]{1,128}$/;
+
+export class BusinessService implements Omit<ConnectionHost, "scheduler" | "closed"> {
+  readonly maxFrameBytes: number;
+
+  constructor(private readonly options: BusinessServiceOptions) {
+    this.maxFrameBytes = options.maxFrameBytes;
+  }
+
+  idleTimeoutMs(): number {
+    return this.options.store.serverRuntimeSettings().heartbeat_timeout_seconds * 1000;
+  }
+
+  internalError(connection: BusinessConnection, error: AuthNexusError): void {
+    const cause = error.cause instanceof Error ? error.cause : error;
+    this.options.log.server.error("request.failed", {
+      connection: connection.id,
+      app_id: connection.appId,
+      error: cause.message,
+      stack: cause.stack,
+    });
+  }
+
+  async serve(connection: BusinessConnection, request: Decoded): Promise<Buffer> {
+    try {
+      const answer = await this.dispatch(connection, request);
+      this.options.onRequest?.(false);
+      return answer;
+    } catch (error) {
+      this.options.onRequest?.(true);
+      throw error;
+    }
+  }
+
+  heartbeat(connection: BusinessConnection, requestId: number): Buffer {
+    this.options.security.assertServing();
+    const session = connection.session;
+    if (session) {
+      this.checkSession(connection, session);
+      const now = this.options.clock.now();
+      if (now - session.touchedAt >= SESSION_TOUCH_INTERVAL_MS) {
+        session.touchedAt = now;
+        touchSession(this.options.db, session.sessionId, now).catch((error: unknown) =>
+          this.options.log.server.warn("session.touch_failed", { session_id: session.sessionId, error: (error as Error).message }),
+        );
+      }
+    }
+    this.options.onRequest?.(false);
+    return encodeMessage("heartbeat_ack", requestId, { server_time: this.options.clock.now() });
+  }
+
+  private async dispatch(connection: BusinessConnection, request: Decoded): Promise<Buffer> {
+    if (request.name === "hello") return this.hello(connection, request.requestId, request.body);
+    this.options.security.assertServing();
+    const caller = this.caller(connection);
+    this.refuseBlocked(connection);
+    switch (request.name) {
+      case "register":
+        return this.loggedIn(connection, request.requestId, "register", await this.options.auth.register(caller, request.body));
+      case "login_password":
+        return this.loggedIn(connection, request.requestId, "password", await this.options.auth.loginPassword(caller, request.body));
+      case "login_card":
+        return this.loggedIn(connection, request.requestId, "card", await this.options.auth.loginCard(caller, request.body));
+      case "login_token":
+        return this.loggedIn(connection, request.requestId, "token", await this.options.auth.loginToken(caller, request.body));
+      case "logout": {
+        const session = connection.session;
+        if (!session) throw new AuthNexusError("NOT_LOGGED_IN");
+        await this.options.auth.logout(session);
+        this.setSession(connection, null);
+        return encodeMessage("ok", request.requestId, {});
+      }
+      default:
+        // Answers and pushes are refused by the connection; hello and heartbeat never get here.
+        throw new AuthNexusError("MESSAGE_UNSUPPORTED", { message: `${request.name} is not a request.` });
+    }
+  }
+
+  /** Layer 4: the first frame names the application, proves its secret, and names the device. */
+  private hello(connection: BusinessConnection, requestId: number, body: Message<"hello">): Buffer {
+    const { store, security, log } = this.options;
+    const refuse = (code: "APP_CREDENTIALS_INVALID" | "APP_DISABLED", reason: string) => {
+      log.tls.warn("client.refused", { layer: 4, reason, ip: connection.ip, app_id: body.app_id, cert_app_id: connection.certAppId });
+      return new AuthNexusError(code);
+    };
+    if (body.app_id !== connection.certAppId)
+      throw refuse("APP_CREDENTIALS_INVALID", "the hello names another application than the certificate");
+    const app = store.application(body.app_id);
+    if (!app) throw refuse("APP_CREDENTIALS_INVALID", "no such live application");
+    if (!secretMatches(body.app_secret, app.secret_sha256)) throw refuse("APP_CREDENTIALS_INVALID", "wrong application secret");
+    if (app.status !== "active") throw refuse("APP_DISABLED", "application disabled");
+    if (!DEVICE_ID.test(body.device_id))
+      throw new AuthNexusError("PROTOCOL_ERROR", { message: "device_id must be 1-128 printable ASCII characters." });
+    security.assertServing();
+    const blocked = security.blocksConnection(connection.ip, body.device_id);
+    if (blocked) {
+      log.security.info("connection.blacklisted", {
+        entry_id: blocked.entryId,
+        kind: blocked.kind,
+        ip: connection.ip,
+        device_id: body.device_id,
+        app_id: body.app_id,
+      });
+      throw new AuthNexusError("ACCESS_DENIED");
+    }
+    connection.appId = body.app_id;
+    connection.deviceId = body.device_id;
+    const settings = store.serverRuntimeSettings();
+    connection.deadline = this.options.clock.now() + settings.heartbeat_timeout_seconds * 1000;
+    return encodeMessage("hello_ok", requestId, {
+      node_id: this.options.nodeId.slice(0, LIMITS.nodeId),
+      server_time: this.options.clock.now(),
+      heartbeat_interval_ms: settings.heartbeat_interval_seconds * 1000,
+      idle_timeout_ms: settings.heartbeat_timeout_seconds * 1000,
+      max_frame_bytes: this.maxFrameBytes,
+    });
+  }
+
+  private loggedIn(connection: BusinessConnection, requestId: number, method: Message<"auth_ok">["method"], result: LoginResult): Buffer {
+    this.setSession(connection, result.session);
+    return encodeMessage("auth_ok", requestId, {
+      method,
+      token: result.token,
+      session_expires_at: result.session.expiresAt,
+      user_id: result.session.userId,
+      username: result.session.username,
+      card_expires_at: result.cardExpiresAt,
+    });
+  }
+
+  private setSession(connection: BusinessConnection, session: LiveSession | null): void {
+    const previous = connection.session?.userId ?? null;
+    connection.session = session;
+    this.options.registry.sessionChanged(connection, previous);
+  }
+
+  private caller(connection: BusinessConnection): Caller {
+    if (connection.appId === null || connection.deviceId === null) throw new AuthNexusError("HANDSHAKE_REQUIRED");
+    return { appId: connection.appId, deviceId: connection.deviceId, ip: connection.ip };
+  }
+
+  /** The blacklist may have changed since hello: an IP or device blocked now is refused now. */
+  private refuseBlocked(connection: BusinessConnection): void {
+    if (this.options.security.blocksConnection(connection.ip, connection.deviceId)) throw new AuthNexusError("ACCESS_DENIED");
+  }
+
+  /** A logged-in connection's session must still be good: not expired, epoch current, user not blacklisted. */
+  private checkSession(connection: BusinessConnection, session: LiveSession): void {
+    const { security, clock } = this.options;
+    const ended =
+      session.expiresAt <= clock.now()
+        ? "session expired"
+        : session.userId !== null && !security.epochValid(session.userId, session.authEpoch)
+          ? "auth epoch bumped"
+          : session.userId !== null && security.blocksUser(session.userId)
+            ? "user blacklisted"
+            : null;
+    if (ended === null) return;
+    this.setSession(connection, null);
+    throw new AuthNexusError("SESSION_ENDED", { detail: { reason: ended } });
+  }
+}
+
+/** Constant-time check of an application secret against its SHA-256 verifier. */
+function secretMatches(secret: string, verifierHex: string): boolean {
+  const verifier = Buffer.from(verifierHex, "hex");
+  const digest = createHash("sha256").update(secret, "utf8").digest();
+  return verifier.length === digest.length && timingSafeEqual(digest, verifier);
+}
