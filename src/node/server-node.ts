@@ -75,6 +75,8 @@ export interface ServerNode {
   stage(): NodeStage;
   status(): NodeStatusReport;
   currentStaple(): Buffer | null;
+  /** Where the business port is bound; null until staged startup is done. */
+  businessAddress(): HostPort | null;
   stop(): Promise<void>;
 }
 
@@ -196,7 +198,11 @@ export async function startServerNode(config: NodeConfig, options: StartServerNo
       address: formatHostPort(listener.address),
       blacklist_fail_closed: config.blacklistFailClosed,
     });
-    if (stopRequested) return false;
+    if (stopRequested) {
+      // stop() ran while the port was being bound: it could not close what did not exist yet.
+      await listener.close();
+      return false;
+    }
     enter("ready");
     // The first checkin went out before OCSP and SSE were up: tell the CP the full picture now.
     readyAgent.wake("checkin");
@@ -236,6 +242,7 @@ export async function startServerNode(config: NodeConfig, options: StartServerNo
     stage: () => stage,
     status,
     currentStaple: () => readyAgent.stapler.currentStaple(),
+    businessAddress: () => businessListener?.address ?? null,
     stop,
   };
 }

@@ -58,6 +58,7 @@ export class BusinessEdge {
   private refusedSinceLastReport = 0;
   private stopSweep: CancelTimer = () => {};
   private stopTrustWatch: () => void = () => {};
+  private host: ConnectionHost | null = null;
 
   constructor(private readonly options: BusinessEdgeOptions) {
     this.server = tls.createServer(this.tlsOptions());
@@ -208,15 +209,23 @@ export class BusinessEdge {
     return trusted;
   }
 
+  /** One host for every connection (the service is a class: its methods are bound, not spread). */
   private connectionHost(): ConnectionHost {
-    return {
-      ...this.options.host,
+    if (this.host) return this.host;
+    const service = this.options.host;
+    this.host = {
       scheduler: this.options.scheduler,
+      maxFrameBytes: service.maxFrameBytes,
+      serve: (connection, request) => service.serve(connection, request),
+      heartbeat: (connection, requestId) => service.heartbeat(connection, requestId),
+      idleTimeoutMs: () => service.idleTimeoutMs(),
+      internalError: (connection, error) => service.internalError(connection, error),
       closed: (connection, reason) => {
         this.options.registry.remove(connection);
         this.options.onClosed?.(connection, reason);
       },
     };
+    return this.host;
   }
 
   private handshakeFailed(error: NodeJS.ErrnoException, socket: TLSSocket): void {
