@@ -167,3 +167,17 @@ export const LOGIN_THROTTLE_MAX_KEYS = 100_000;
 export const SECURITY_STATE_STALE_AFTER_MS = 2 * 60_000;
 /** A saved token's shorter lifetime while the node cannot confirm auth epochs (ms). */
 export const STALE_EPOCH_TOKEN_MAX_AGE_MS = 15 * 60_000;
+
+// ---- the SDK --------------------------------------------------------------------------------
+
+/** A stapled OCSP response whose thisUpdate is older than this is refused (ms). */
+export const SDK_STAPLE_MAX_AGE_MS = 1800 * 1000;
+/** How far the SDK's clock and the CP's may disagree when judging a staple's time window (ms). */
+export const SDK_STAPLE_CLOCK_SKEW_MS = 2 * 60_000;
+/** TCP connect plus TLS handshake plus hello, per node tried (ms). */
+export const SDK_CONNECT_TIMEOUT_MS = 10_000;
+/** How long a request waits for its answer (ms). */
+export const SDK_REQUEST_TIMEOUT_MS = 10_000;
+/** Reconnection backoff after a lost connection: first delay and ceiling (ms); full jitter. */
+export const SDK_RECONNECT_BASE_MS = 250;
+export const SDK_RECONNECT_MAX_MS = 15_000;

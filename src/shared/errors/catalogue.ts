@@ -115,6 +115,15 @@ export const ERROR_CATALOGUE = {
   SESSION_ENDED: entry(401, 6107, "The session has ended; log in again."),
   DEVICE_LIMIT_REACHED: entry(403, 6108, "This account is already used on as many devices as allowed."),
 
+  // The SDK's own refusals and failures (never sent by a node; unique codes all the same)
+  NODE_UNREACHABLE: entry(503, 6201, "No node could be reached; try again shortly.", { retryAfterS: 5 }),
+  NODE_CERT_REFUSED: entry(502, 6202, "The node's certificate is not trusted."),
+  NODE_STAPLE_REFUSED: entry(502, 6203, "The node's certificate status could not be verified."),
+  REQUEST_TIMEOUT: entry(504, 6204, "The node did not answer in time.", { retryAfterS: 1 }),
+  CONNECTION_CLOSED: entry(503, 6205, "The connection to the node closed before the answer.", { retryAfterS: 1 }),
+  SDK_CONFIG_INVALID: entry(400, 6206, "The SDK configuration is not valid."),
+  CLIENT_CLOSED: entry(400, 6207, "The client has been closed."),
+
   // The server's own state
   DB_UNAVAILABLE: entry(503, 9001, "The database is unavailable; try again shortly.", { retryAfterS: 5 }),
   INTERNAL: entry(500, 9000, "Internal error.", { expose: false }),

@@ -15,6 +15,7 @@ export {
 export {
   type Decoded,
   decodeMessage,
+  ERRORS_ENDING_CONNECTION,
   encodeMessage,
   encodePayload,
   isRequestType,

@@ -4,7 +4,7 @@
  * so the two cannot drift. Requests have types below 0x80, answers 0x80 and above; a request
  * type this side does not know is answered MESSAGE_UNSUPPORTED without closing the connection.
  */
-import { AuthNexusError } from "../errors/index.js";
+import { AuthNexusError, type ErrorCode } from "../errors/index.js";
 import { encodeFrame, type Frame, PROTOCOL_VERSION } from "./frame.js";
 import { readValue, type Value, writeValue } from "./value.js";
 import { malformed, Reader, Writer } from "./wire.js";
@@ -71,6 +71,22 @@ export const LIMITS = {
   reason: 500,
   errorMessage: 1024,
 } as const;
+
+/** Errors after which the node closes the connection (docs/protocol.md, "Errors"); any other error leaves it open. */
+export const ERRORS_ENDING_CONNECTION: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
+  "PROTOCOL_ERROR",
+  "FRAME_TOO_LARGE",
+  "PROTOCOL_VERSION_UNSUPPORTED",
+  "HANDSHAKE_REQUIRED",
+  "HANDSHAKE_TIMEOUT",
+  "IDLE_TIMEOUT",
+  "APP_CREDENTIALS_INVALID",
+  "APP_DISABLED",
+  "CLIENT_CERT_REFUSED",
+  "ACCESS_DENIED",
+  "CONNECTION_LIMIT",
+  "SECURITY_STATE_UNAVAILABLE",
+]);
 
 export const LOGIN_METHODS = ["password", "card", "token", "register"] as const;
 export type LoginMethod = (typeof LOGIN_METHODS)[number];

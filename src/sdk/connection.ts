@@ -1,0 +1,190 @@
+/**
+ * One framed connection to a node: requests matched to their answers by request id, pushes and
+ * connection-level errors (request id 0) handed to the owner, and one close that fails every
+ * request still waiting. It knows nothing of logins or reconnection (./client.ts does).
+ */
+import type { TLSSocket } from "node:tls";
+import { AuthNexusError, errorFromProtocol, isAuthNexusError } from "../shared/errors/index.js";
+import {
+  DEFAULT_MAX_FRAME_BYTES,
+  type Decoded,
+  decodeMessage,
+  ERRORS_ENDING_CONNECTION,
+  encodeMessage,
+  FrameDecoder,
+  type Message,
+  type MessageName,
+  NO_REQUEST,
+} from "../shared/protocol/index.js";
+
+export type RequestName = "hello" | "register" | "login_password" | "login_card" | "login_token" | "heartbeat" | "logout";
+/** The answer each request expects when it succeeds. */
+interface Answers {
+  hello: "hello_ok";
+  register: "auth_ok";
+  login_password: "auth_ok";
+  login_card: "auth_ok";
+  login_token: "auth_ok";
+  heartbeat: "heartbeat_ack";
+  logout: "ok";
+}
+export type AnswerOf<R extends RequestName> = Message<Answers[R]>;
+
+const EXPECTED: { [R in RequestName]: Answers[R] } = {
+  hello: "hello_ok",
+  register: "auth_ok",
+  login_password: "auth_ok",
+  login_card: "auth_ok",
+  login_token: "auth_ok",
+  heartbeat: "heartbeat_ack",
+  logout: "ok",
+};
+
+interface Pending {
+  expected: MessageName;
+  resolve: (body: unknown) => void;
+  reject: (error: AuthNexusError) => void;
+  timer: NodeJS.Timeout;
+}
+
+export interface ConnectionEvents {
+  push(body: Message<"push">): void;
+  /** Once; `error` is why (null for a close this side asked for). */
+  closed(error: AuthNexusError | null): void;
+}
+
+const MAX_REQUEST_ID = 0xffff_ffff;
+
+export class NodeConnection {
+  private readonly decoder: FrameDecoder;
+  private readonly pending = new Map<number, Pending>();
+  private nextRequestId = 1;
+  private closeReason: AuthNexusError | null = null;
+  private closedByUs = false;
+  private done = false;
+  private markClosed: () => void = () => {};
+  /** Settles once the socket has closed. */
+  readonly whenClosed = new Promise<void>((resolve) => {
+    this.markClosed = resolve;
+  });
+  maxFrameBytes = DEFAULT_MAX_FRAME_BYTES;
+
+  constructor(
+    private readonly socket: TLSSocket,
+    private readonly events: ConnectionEvents,
+  ) {
+    this.decoder = new FrameDecoder(DEFAULT_MAX_FRAME_BYTES);
+    socket.on("data", (chunk: Buffer) => this.onData(chunk));
+    socket.on("error", (error: Error) => {
+      this.closeReason ??= new AuthNexusError("CONNECTION_CLOSED", {
+        message: `The connection to the node failed: ${error.message}.`,
+        cause: error,
+      });
+    });
+    socket.on("close", () => this.finish());
+  }
+
+  get closed(): boolean {
+    return this.done;
+  }
+
+  request<R extends RequestName>(name: R, body: Message<R>, timeoutMs: number): Promise<AnswerOf<R>> {
+    if (this.done) return Promise.reject(this.closeReason ?? closedError());
+    const requestId = this.takeRequestId();
+    const frame = encodeMessage(name, requestId, body, this.maxFrameBytes);
+    return new Promise<AnswerOf<R>>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(requestId);
+        reject(new AuthNexusError("REQUEST_TIMEOUT", { message: `The node did not answer ${name} within ${timeoutMs} ms.` }));
+      }, timeoutMs);
+      this.pending.set(requestId, { expected: EXPECTED[name], resolve: resolve as (body: unknown) => void, reject, timer });
+      this.socket.write(frame);
+    });
+  }
+
+  /** Closes the connection; requests still waiting fail with CLIENT_CLOSED. */
+  close(): void {
+    if (this.done) return;
+    this.closedByUs = true;
+    this.closeReason ??= new AuthNexusError("CLIENT_CLOSED");
+    this.socket.end();
+    // A node that does not answer the close within a second is cut.
+    setTimeout(() => this.socket.destroy(), 1000).unref();
+  }
+
+  private takeRequestId(): number {
+    const id = this.nextRequestId;
+    this.nextRequestId = id >= MAX_REQUEST_ID ? 1 : id + 1;
+    return id;
+  }
+
+  private onData(chunk: Buffer): void {
+    let frames: ReturnType<FrameDecoder["push"]>;
+    try {
+      frames = this.decoder.push(chunk);
+    } catch (error) {
+      this.abort(error);
+      return;
+    }
+    for (const frame of frames) {
+      let message: Decoded | null;
+      try {
+        message = decodeMessage(frame);
+      } catch (error) {
+        this.abort(error);
+        return;
+      }
+      // A type this SDK does not know (a newer node) is skipped: pushes may grow.
+      if (message !== null) this.dispatch(message);
+    }
+  }
+
+  private dispatch(message: Decoded): void {
+    if (message.requestId === NO_REQUEST) {
+      if (message.name === "push") this.events.push(message.body);
+      // A connection-level error: the node is about to close; that error is why.
+      else if (message.name === "error") this.closeReason = errorFromProtocol(message.body.code, message.body.message);
+      return;
+    }
+    const pending = this.pending.get(message.requestId);
+    if (!pending) return; // timed out already
+    this.pending.delete(message.requestId);
+    clearTimeout(pending.timer);
+    if (message.name === "error") {
+      const error = errorFromProtocol(message.body.code, message.body.message);
+      pending.reject(error);
+      // An error answer that ends the connection explains the close too.
+      if (ERRORS_ENDING_CONNECTION.has(error.code)) this.closeReason = error;
+    } else if (message.name !== pending.expected) {
+      pending.reject(
+        new AuthNexusError("PROTOCOL_ERROR", { message: `The node answered ${message.name} where ${pending.expected} was due.` }),
+      );
+    } else {
+      pending.resolve(message.body);
+    }
+  }
+
+  private abort(error: unknown): void {
+    this.closeReason = isAuthNexusError(error)
+      ? error
+      : new AuthNexusError("PROTOCOL_ERROR", { message: `The node sent a frame this SDK cannot read: ${(error as Error).message}.` });
+    this.socket.destroy();
+  }
+
+  private finish(): void {
+    if (this.done) return;
+    this.done = true;
+    const reason = this.closeReason ?? closedError();
+    for (const pending of this.pending.values()) {
+      clearTimeout(pending.timer);
+      pending.reject(reason);
+    }
+    this.pending.clear();
+    this.markClosed();
+    this.events.closed(this.closedByUs ? null : reason);
+  }
+}
+
+function closedError(): AuthNexusError {
+  return new AuthNexusError("CONNECTION_CLOSED");
+}
