@@ -97,14 +97,20 @@ describe("SDK trust policy: the stapled OCSP response", () => {
     const good = await staple({ kind: "good" });
     const validity = SDK_STAPLE_MAX_AGE_MS; // the CP's responses are valid exactly this long
     assert.equal(checkStaple(input({ staple: good, now: T0 + validity + SDK_STAPLE_CLOCK_SKEW_MS - 1000 })).kind, "verified");
-    assert.throws(() => checkStaple(input({ staple: good, now: T0 + validity + SDK_STAPLE_CLOCK_SKEW_MS + 1000 })), refusedBecause(/expired|older than/));
+    assert.throws(
+      () => checkStaple(input({ staple: good, now: T0 + validity + SDK_STAPLE_CLOCK_SKEW_MS + 1000 })),
+      refusedBecause(/expired|older than/),
+    );
     assert.equal(checkStaple(input({ staple: good, now: T0 - SDK_STAPLE_CLOCK_SKEW_MS + 1000 })).kind, "verified");
     assert.throws(() => checkStaple(input({ staple: good, now: T0 - SDK_STAPLE_CLOCK_SKEW_MS - 1000 })), refusedBecause(/in the future/));
   });
 
   test("an issuer that is not a configured OCSP signer is refused before any parsing", async () => {
     const good = await staple({ kind: "good" });
-    assert.throws(() => checkStaple(input({ staple: good, ocspSignerDers: [other.cas.tcp_server_ca.certDer] })), refusedBecause(/not a configured OCSP signer/));
+    assert.throws(
+      () => checkStaple(input({ staple: good, ocspSignerDers: [other.cas.tcp_server_ca.certDer] })),
+      refusedBecause(/not a configured OCSP signer/),
+    );
   });
 
   test("garbage and an OCSP error status are refused, never thrown as anything else", () => {
