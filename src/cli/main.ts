@@ -6,6 +6,7 @@ import { Command } from "commander";
 import { AuthNexusError } from "../shared/errors/index.js";
 import { softwareVersion } from "../shared/version.js";
 import { AdminApiError } from "./admin-client.js";
+import { registerDev } from "./dev/command.js";
 import { registerOps } from "./ops.js";
 import { registerPki } from "./pki.js";
 import { registerServeCp } from "./serve-cp.js";
@@ -25,6 +26,7 @@ const program = new Command()
 
 registerServeCp(program);
 registerServeNode(program);
+registerDev(program);
 registerPki(program);
 registerOps(program);
 

@@ -2,7 +2,8 @@
  * The ustar writer against the system `tar` (GNU tar): what `tar -tzv` lists (names, modes,
  * sizes, mtime, directories), what `tar -xz` extracts (identical bytes, modes), names at the
  * 100-character limit and beyond it through the ustar prefix, the empty file, block boundaries,
- * and the inputs the writer must refuse.
+ * and the inputs the writer must refuse. Then the reader: what the writer wrote and what GNU tar
+ * wrote read back identically, and the archives it must refuse.
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -12,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { gunzipSync } from "node:zlib";
-import { createTar, createTarGz, type TarEntry } from "../../src/cp/packages/tar-archive.js";
+import { createTar, createTarGz, readTar, readTarGz, type TarEntry } from "../../src/cp/packages/tar-archive.js";
 
 const MTIME_MS = Date.UTC(2026, 5, 1, 12, 34, 56, 789);
 const LONG_NAME = `${"n".repeat(96)}.pem`; // exactly 100 characters
@@ -141,6 +142,71 @@ describe("ustar writer refusals", () => {
   for (const [label, entries] of refused) {
     test(`refuses ${label}`, () => {
       assert.throws(() => createTar(entries, MTIME_MS), TypeError);
+    });
+  }
+});
+
+describe("ustar reader", () => {
+  test("reads back every entry the writer wrote: order, types, paths (with the ustar prefix), modes and bytes", () => {
+    assert.deepEqual(readTarGz(createTarGz(ENTRIES, MTIME_MS)), ENTRIES);
+  });
+
+  test("reads an archive GNU tar wrote (ustar format) from the extracted files", () => {
+    const source = join(work, "gnu-source");
+    mkdirSync(join(source, "tls"), { recursive: true });
+    writeFileSync(join(source, "node_agent.json"), '{"format":1}\n', { mode: 0o644 });
+    writeFileSync(join(source, "tls", "node_client.key"), "key\n", { mode: 0o600 });
+    const path = join(work, "gnu.tar");
+    tar(["--format=ustar", "--owner=0", "--group=0", "-cf", path, "-C", source, "node_agent.json", "tls"]);
+    const entries = readTar(readFileSync(path));
+    assert.deepEqual(
+      entries.map((e) => [e.type, e.path, e.mode & 0o777, e.type === "file" ? e.content.toString() : null]),
+      [
+        ["file", "node_agent.json", 0o644, '{"format":1}\n'],
+        ["directory", "tls", statSync(join(source, "tls")).mode & 0o777, null],
+        ["file", "tls/node_client.key", 0o600, "key\n"],
+      ],
+    );
+  });
+
+  const valid = () => createTar([file("a.txt", 0o644, Buffer.from("hello"))], MTIME_MS);
+  /** Rewrites one header field and fixes the checksum, so only the field itself is wrong. */
+  const withField = (raw: Buffer, offset: number, value: string): Buffer => {
+    const copy = Buffer.from(raw);
+    copy.fill(0, offset, offset + value.length + 1);
+    copy.write(value, offset, "latin1");
+    copy.fill(0x20, 148, 156);
+    const sum = copy.subarray(0, 512).reduce((a, b) => a + b, 0);
+    copy.write(`${sum.toString(8).padStart(6, "0")}\0 `, 148, "latin1");
+    return copy;
+  };
+  const refused: Array<[string, () => Buffer]> = [
+    [
+      "a bad checksum",
+      () => {
+        const raw = valid();
+        raw[0] = "b".charCodeAt(0);
+        return raw;
+      },
+    ],
+    ["a symbolic link", () => withField(valid(), 156, "2")],
+    ["a pax extended header", () => withField(valid(), 156, "x")],
+    ["an absolute path", () => withField(valid(), 0, "/etc/passwd")],
+    ["a path climbing out", () => withField(valid(), 0, "../a.txt")],
+    ["a body past the end", () => withField(valid(), 124, "00000777777")],
+    ["no ustar magic", () => withField(valid(), 257, "nope!")],
+    ["no end-of-archive block", () => valid().subarray(0, 1024)],
+    [
+      "a duplicate path",
+      () => {
+        const one = createTar([file("a.txt", 0o644, Buffer.from("1"))], MTIME_MS).subarray(0, 1024);
+        return Buffer.concat([one, one, Buffer.alloc(1024)]);
+      },
+    ],
+  ];
+  for (const [label, make] of refused) {
+    test(`refuses ${label}`, () => {
+      assert.throws(() => readTar(make()), TypeError);
     });
   }
 });

@@ -1,10 +1,11 @@
 /**
- * A small, pure POSIX ustar writer (plus gzip from node:zlib) for deploy packages. Pure so the
- * bytes depend only on the entries and the given mtime, and testable against the system `tar`.
- * Only what packages need: regular files and directories, explicit modes, uid/gid 0, names up to
- * 100 characters (or 255 with a ustar prefix split at a slash).
+ * A small, pure POSIX ustar writer (plus gzip from node:zlib) for deploy packages, and the reader
+ * for what it writes. Pure so the bytes depend only on the entries and the given mtime, and
+ * testable against the system `tar`. Only what packages need: regular files and directories,
+ * explicit modes, uid/gid 0, names up to 100 characters (or 255 with a ustar prefix split at a
+ * slash).
  */
-import { gzipSync } from "node:zlib";
+import { gunzipSync, gzipSync } from "node:zlib";
 
 export interface TarFile {
   type: "file";
@@ -50,6 +51,69 @@ export function createTar(entries: readonly TarEntry[], mtimeMs: number): Buffer
 /** createTar, gzip-compressed (node:zlib writes mtime 0 in the gzip header, so output is reproducible). */
 export function createTarGz(entries: readonly TarEntry[], mtimeMs: number): Buffer {
   return gzipSync(createTar(entries, mtimeMs), { level: 9 });
+}
+
+/**
+ * The entries of a ustar archive, in order. Reads regular files and directories (what createTar
+ * writes, and what GNU tar writes for them); refuses anything else — links, devices, pax or GNU
+ * extension headers, a bad checksum, a truncated body, a path that is absolute or climbs out
+ * with "..", a duplicate path — with a TypeError, so an archive is either read whole or not at all.
+ */
+export function readTar(archive: Buffer): TarEntry[] {
+  const entries: TarEntry[] = [];
+  const seen = new Set<string>();
+  for (let offset = 0; offset + BLOCK_BYTES <= archive.length; ) {
+    const header = archive.subarray(offset, offset + BLOCK_BYTES);
+    // Two zero blocks end the archive; one is enough to stop (old writers sometimes wrote one).
+    if (header.every((byte) => byte === 0)) return entries;
+    checkHeaderChecksum(header, offset);
+    const magic = header.subarray(257, 263).toString("latin1");
+    if (magic !== "ustar\0" && magic !== "ustar ") throw new TypeError(`not a ustar header at byte ${offset}`);
+    const type = String.fromCharCode(header[156] ?? 0);
+    const prefix = readString(header, 345, PREFIX_FIELD_BYTES);
+    const name = readString(header, 0, NAME_FIELD_BYTES);
+    const path = checkPath(prefix ? `${prefix}/${name}` : name);
+    if (seen.has(path)) throw new TypeError(`duplicate tar entry: ${path}`);
+    seen.add(path);
+    const mode = readOctal(header, 100, 8, path) & 0o7777;
+    const size = readOctal(header, 124, 12, path);
+    const start = offset + BLOCK_BYTES;
+    if (type === "5") {
+      entries.push({ type: "directory", path, mode });
+    } else if (type === "0" || type === "\0") {
+      if (start + size > archive.length) throw new TypeError(`tar entry ${path} is truncated`);
+      entries.push({ type: "file", path, mode, content: Buffer.from(archive.subarray(start, start + size)) });
+    } else {
+      throw new TypeError(`tar entry ${path} has type ${JSON.stringify(type)}: only files and directories are read`);
+    }
+    offset = start + (type === "5" ? 0 : size + padding(size, BLOCK_BYTES));
+  }
+  throw new TypeError("tar archive ends without its end-of-archive block");
+}
+
+/** readTar of a gzip-compressed archive. */
+export function readTarGz(archive: Buffer): TarEntry[] {
+  return readTar(gunzipSync(archive));
+}
+
+function checkHeaderChecksum(header: Buffer, offset: number): void {
+  const stored = Number.parseInt(readString(header, 148, 8).trim(), 8);
+  let sum = 0;
+  for (let i = 0; i < BLOCK_BYTES; i++) sum += i >= 148 && i < 156 ? 0x20 : (header[i] ?? 0);
+  if (stored !== sum) throw new TypeError(`tar header checksum mismatch at byte ${offset}`);
+}
+
+/** A NUL-terminated (or field-filling) ASCII field. */
+function readString(header: Buffer, offset: number, length: number): string {
+  const field = header.subarray(offset, offset + length);
+  const end = field.indexOf(0);
+  return field.subarray(0, end === -1 ? length : end).toString("latin1");
+}
+
+function readOctal(header: Buffer, offset: number, length: number, path: string): number {
+  const text = readString(header, offset, length).trim();
+  if (!/^[0-7]{1,11}$/.test(text)) throw new TypeError(`tar entry ${path} has an invalid octal field at ${offset}`);
+  return Number.parseInt(text, 8);
 }
 
 function padding(length: number, unit: number): number {
