@@ -15,6 +15,7 @@ import { EventEmitter } from "node:events";
 import { SDK_CONNECT_TIMEOUT_MS, SDK_RECONNECT_BASE_MS, SDK_RECONNECT_MAX_MS, SDK_REQUEST_TIMEOUT_MS } from "../shared/config/defaults.js";
 import { AuthNexusError, type ErrorCode, isAuthNexusError } from "../shared/errors/index.js";
 import { DEFAULT_MAX_FRAME_BYTES, LIMITS, type LoginMethod, type Message, type PushKind, type Value } from "../shared/protocol/index.js";
+import { type CancelTimer, every, type Scheduler, systemScheduler } from "../shared/time/index.js";
 import { loadSdkConfig, type NodeAddress, type SdkConfig } from "./config.js";
 import { type AnswerOf, NodeConnection, type RequestName } from "./connection.js";
 import { openTrustedSocket } from "./transport.js";
@@ -32,8 +33,8 @@ export interface ConnectOptions {
   reconnect?: boolean;
   requestTimeoutMs?: number;
   connectTimeoutMs?: number;
-  /** The clock staples are judged by (default Date.now). */
-  now?: () => number;
+  /** Timers and the clock staples are judged by (default: the system's). */
+  scheduler?: Scheduler;
 }
 
 export interface Session {
@@ -97,8 +98,8 @@ export class AuthNexusClient extends EventEmitter<ClientEvents> {
   private node_: ConnectedNode | null = null;
   private session_: Session | null = null;
   private connecting: Promise<NodeConnection> | null = null;
-  private heartbeatTimer: NodeJS.Timeout | null = null;
-  private reconnectTimer: NodeJS.Timeout | null = null;
+  private stopHeartbeats: CancelTimer | null = null;
+  private cancelReconnect: CancelTimer | null = null;
   private reconnectAttempt = 0;
   /** Where the next connection attempt starts: the node after the one last lost. */
   private nextNode = 0;
@@ -107,7 +108,7 @@ export class AuthNexusClient extends EventEmitter<ClientEvents> {
   private pushedOut = false;
   private readonly requestTimeoutMs: number;
   private readonly connectTimeoutMs: number;
-  private readonly now: () => number;
+  private readonly scheduler: Scheduler;
 
   private constructor(
     private readonly config: SdkConfig,
@@ -116,7 +117,7 @@ export class AuthNexusClient extends EventEmitter<ClientEvents> {
     super();
     this.requestTimeoutMs = options.requestTimeoutMs ?? SDK_REQUEST_TIMEOUT_MS;
     this.connectTimeoutMs = options.connectTimeoutMs ?? SDK_CONNECT_TIMEOUT_MS;
-    this.now = options.now ?? Date.now;
+    this.scheduler = options.scheduler ?? systemScheduler;
   }
 
   /** Loads the config, connects to the first node that accepts this application, and says hello. */
@@ -227,10 +228,10 @@ export class AuthNexusClient extends EventEmitter<ClientEvents> {
     if (this.closed_) throw new AuthNexusError("CLIENT_CLOSED");
     if (this.connection && !this.connection.closed) return this.connection;
     if (this.connecting) return this.connecting;
-    if (this.reconnectTimer) {
+    if (this.cancelReconnect) {
       // Waiting out a backoff: try now, a caller is waiting.
-      clearTimeout(this.reconnectTimer);
-      this.reconnectTimer = null;
+      this.cancelReconnect();
+      this.cancelReconnect = null;
     }
     return this.establish();
   }
@@ -265,8 +266,11 @@ export class AuthNexusClient extends EventEmitter<ClientEvents> {
   }
 
   private async open(address: NodeAddress): Promise<NodeConnection> {
-    const { socket, staple } = await openTrustedSocket(address, this.config.trust, { timeoutMs: this.connectTimeoutMs, now: this.now });
-    const connection = new NodeConnection(socket, {
+    const { socket, staple } = await openTrustedSocket(address, this.config.trust, {
+      timeoutMs: this.connectTimeoutMs,
+      scheduler: this.scheduler,
+    });
+    const connection = new NodeConnection(socket, this.scheduler, {
       push: (body) => this.pushed(body),
       closed: (error) => this.lost(connection, error),
     });
@@ -296,16 +300,20 @@ export class AuthNexusClient extends EventEmitter<ClientEvents> {
   // ---- heartbeats, pushes, losses ----------------------------------------------------------
 
   private startHeartbeats(connection: NodeConnection, intervalMs: number): void {
-    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
-    this.heartbeatTimer = setInterval(() => {
-      if (connection.closed) return;
-      connection.request("heartbeat", {}, this.requestTimeoutMs).catch((error: unknown) => {
-        if (isAuthNexusError(error, "SESSION_ENDED")) this.endSession(error);
-        // Anything else: the connection's close (if it comes) is handled by lost().
-      });
-    }, intervalMs);
-    // The socket keeps the program alive while connected; the timer need not.
-    this.heartbeatTimer.unref();
+    this.stopHeartbeats?.();
+    // Background: the socket keeps the program alive while connected; the timer need not.
+    this.stopHeartbeats = every(
+      this.scheduler,
+      intervalMs,
+      () => {
+        if (connection.closed) return;
+        connection.request("heartbeat", {}, this.requestTimeoutMs).catch((error: unknown) => {
+          if (isAuthNexusError(error, "SESSION_ENDED")) this.endSession(error);
+          // Anything else: the connection's close (if it comes) is handled by lost().
+        });
+      },
+      { background: true },
+    );
   }
 
   private pushed(body: Message<"push">): void {
@@ -328,8 +336,8 @@ export class AuthNexusClient extends EventEmitter<ClientEvents> {
     if (this.connection !== connection) return; // a connection that never got past hello
     this.connection = null;
     this.node_ = null;
-    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
-    this.heartbeatTimer = null;
+    this.stopHeartbeats?.();
+    this.stopHeartbeats = null;
     if (this.closed_ || error === null) return;
     this.emit("disconnected", error);
     // After a push the node ended the session on purpose: the next call reconnects, if any comes.
@@ -339,11 +347,14 @@ export class AuthNexusClient extends EventEmitter<ClientEvents> {
   }
 
   private scheduleReconnect(delayMs: number): void {
-    this.reconnectTimer = setTimeout(() => {
-      this.reconnectTimer = null;
-      void this.reconnect();
-    }, delayMs);
-    this.reconnectTimer.unref();
+    this.cancelReconnect = this.scheduler.setTimer(
+      delayMs,
+      () => {
+        this.cancelReconnect = null;
+        void this.reconnect();
+      },
+      { background: true },
+    );
   }
 
   private async reconnect(): Promise<void> {
@@ -378,10 +389,10 @@ export class AuthNexusClient extends EventEmitter<ClientEvents> {
   }
 
   private stopTimers(): void {
-    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
-    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
-    this.heartbeatTimer = null;
-    this.reconnectTimer = null;
+    this.stopHeartbeats?.();
+    this.cancelReconnect?.();
+    this.stopHeartbeats = null;
+    this.cancelReconnect = null;
   }
 }
 

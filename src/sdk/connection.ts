@@ -16,6 +16,7 @@ import {
   type MessageName,
   NO_REQUEST,
 } from "../shared/protocol/index.js";
+import type { CancelTimer, Scheduler } from "../shared/time/index.js";
 
 export type RequestName = "hello" | "register" | "login_password" | "login_card" | "login_token" | "heartbeat" | "logout";
 /** The answer each request expects when it succeeds. */
@@ -44,7 +45,7 @@ interface Pending {
   expected: MessageName;
   resolve: (body: unknown) => void;
   reject: (error: AuthNexusError) => void;
-  timer: NodeJS.Timeout;
+  cancelTimer: CancelTimer;
 }
 
 export interface ConnectionEvents {
@@ -54,6 +55,8 @@ export interface ConnectionEvents {
 }
 
 const MAX_REQUEST_ID = 0xffff_ffff;
+/** How long a node may take to close its side after ours, before the socket is cut (ms). */
+const CLOSE_GRACE_MS = 1000;
 
 export class NodeConnection {
   private readonly decoder: FrameDecoder;
@@ -71,6 +74,7 @@ export class NodeConnection {
 
   constructor(
     private readonly socket: TLSSocket,
+    private readonly scheduler: Scheduler,
     private readonly events: ConnectionEvents,
   ) {
     this.decoder = new FrameDecoder(DEFAULT_MAX_FRAME_BYTES);
@@ -93,11 +97,11 @@ export class NodeConnection {
     const requestId = this.takeRequestId();
     const frame = encodeMessage(name, requestId, body, this.maxFrameBytes);
     return new Promise<AnswerOf<R>>((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const cancelTimer = this.scheduler.setTimer(timeoutMs, () => {
         this.pending.delete(requestId);
         reject(new AuthNexusError("REQUEST_TIMEOUT", { message: `The node did not answer ${name} within ${timeoutMs} ms.` }));
-      }, timeoutMs);
-      this.pending.set(requestId, { expected: EXPECTED[name], resolve: resolve as (body: unknown) => void, reject, timer });
+      });
+      this.pending.set(requestId, { expected: EXPECTED[name], resolve: resolve as (body: unknown) => void, reject, cancelTimer });
       this.socket.write(frame);
     });
   }
@@ -109,7 +113,7 @@ export class NodeConnection {
     this.closeReason ??= new AuthNexusError("CLIENT_CLOSED");
     this.socket.end();
     // A node that does not answer the close within a second is cut.
-    setTimeout(() => this.socket.destroy(), 1000).unref();
+    this.scheduler.setTimer(CLOSE_GRACE_MS, () => this.socket.destroy(), { background: true });
   }
 
   private takeRequestId(): number {
@@ -149,7 +153,7 @@ export class NodeConnection {
     const pending = this.pending.get(message.requestId);
     if (!pending) return; // timed out already
     this.pending.delete(message.requestId);
-    clearTimeout(pending.timer);
+    pending.cancelTimer();
     if (message.name === "error") {
       const error = errorFromProtocol(message.body.code, message.body.message);
       pending.reject(error);
@@ -176,7 +180,7 @@ export class NodeConnection {
     this.done = true;
     const reason = this.closeReason ?? closedError();
     for (const pending of this.pending.values()) {
-      clearTimeout(pending.timer);
+      pending.cancelTimer();
       pending.reject(reason);
     }
     this.pending.clear();

@@ -8,12 +8,14 @@
 import { isIP } from "node:net";
 import tls, { type TLSSocket } from "node:tls";
 import { AuthNexusError } from "../shared/errors/index.js";
+import type { Scheduler } from "../shared/time/index.js";
 import type { NodeAddress, TrustPolicy } from "./config.js";
 import { checkPins, checkStaple, type StapleVerdict } from "./trust.js";
 
 export interface OpenOptions {
   timeoutMs: number;
-  now: () => number;
+  /** Its clock judges the staple; its timer bounds the handshake. */
+  scheduler: Scheduler;
 }
 
 export interface TrustedSocket {
@@ -44,18 +46,16 @@ export function openTrustedSocket(node: NodeAddress, trust: TrustPolicy, options
     const fail = (error: AuthNexusError) => {
       if (settled) return;
       settled = true;
-      clearTimeout(timer);
+      cancelTimer();
       socket.destroy();
       reject(error);
     };
-    const timer = setTimeout(
-      () =>
-        fail(
-          new AuthNexusError("NODE_UNREACHABLE", {
-            message: `${where(node)} did not complete the TLS handshake in ${options.timeoutMs} ms.`,
-          }),
-        ),
-      options.timeoutMs,
+    const cancelTimer = options.scheduler.setTimer(options.timeoutMs, () =>
+      fail(
+        new AuthNexusError("NODE_UNREACHABLE", {
+          message: `${where(node)} did not complete the TLS handshake in ${options.timeoutMs} ms.`,
+        }),
+      ),
     );
     socket.once("OCSPResponse", (response: Buffer | null) => {
       staple = response && response.length > 0 ? response : null;
@@ -66,9 +66,9 @@ export function openTrustedSocket(node: NodeAddress, trust: TrustPolicy, options
     );
     socket.once("secureConnect", () => {
       try {
-        const verdict = verifyPeer(socket, staple, trust, options.now());
+        const verdict = verifyPeer(socket, staple, trust, options.scheduler.clock.now());
         settled = true;
-        clearTimeout(timer);
+        cancelTimer();
         socket.removeAllListeners("error");
         socket.removeAllListeners("close");
         resolve({ socket, staple: verdict });
