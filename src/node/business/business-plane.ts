@@ -22,6 +22,7 @@ import type { AppliedConfigStore } from "../state/config-store.js";
 import type { AuthEpochCache } from "../state/epoch-cache.js";
 import type { BusinessConnection } from "./connection.js";
 import type { ConnectionRegistry, ConnectionTarget } from "./registry.js";
+import { canonicalIp } from "./security-state.js";
 
 export interface BusinessMetrics {
   connections: number;
@@ -129,36 +130,52 @@ export class LiveBusinessPlane implements BusinessPlane {
     };
   }
 
+  /**
+   * Ends the connections first — in memory, at once, whatever the database is doing — then
+   * revokes their sessions so the tokens stop working everywhere. A revocation that fails makes
+   * the command fail (its result says so); the connections are gone either way.
+   */
   async forceLogout(payload: ForceLogoutPayload): Promise<PushOutcome> {
-    const targets = this.options.registry.matching(payload);
+    const targets = this.live(payload);
     const now = this.options.clock.now();
-    await Promise.all(
-      targets.map((c) => (c.session ? revokeSession(this.options.db, c.session.sessionId, "force_logout", now) : Promise.resolve(false))),
-    );
+    const sessions = targets.flatMap((c) => (c.session ? [c.session.sessionId] : []));
     for (const connection of targets) this.endWithPush(connection, "force_logout", payload.reason ?? "logged out by an administrator");
     this.options.log.info("push.force_logout", { target: describe(payload), delivered: targets.length });
+    await Promise.all(sessions.map((id) => revokeSession(this.options.db, id, "force_logout", now)));
     return { delivered: targets.length };
   }
 
   async announce(payload: AnnouncementPayload): Promise<PushOutcome> {
-    const targets = this.options.registry.matching(payload).filter((c) => c.ready);
+    const targets = this.live(payload).filter((c) => c.ready);
     for (const connection of targets) connection.push("announcement", { level: payload.level, message: payload.message });
     this.options.log.info("push.announcement", { target: describe(payload), level: payload.level, delivered: targets.length });
     return { delivered: targets.length };
   }
 
   async killProcess(payload: KillProcessPayload): Promise<PushOutcome> {
-    const targets = this.options.registry.matching(payload);
+    const targets = this.live(payload);
     for (const connection of targets) this.endWithPush(connection, "kill_process", payload.reason ?? "stopped by an administrator");
     this.options.log.info("push.kill_process", { target: describe(payload), delivered: targets.length });
     return { delivered: targets.length };
   }
 
+  /**
+   * The connections a push reaches: matching the target and not already on their way out (a
+   * connection ended a moment ago stays registered until its socket has closed; it receives
+   * nothing more and is not counted as delivered).
+   */
+  private live(target: ConnectionTarget): BusinessConnection[] {
+    return this.options.registry.matching(target).filter((c) => !c.closed);
+  }
+
   private blacklisted(entry: BlacklistEntry): void {
     if (entry.expiresAt !== null && entry.expiresAt <= this.options.clock.now()) return;
-    const target: ConnectionTarget =
-      entry.kind === "ip" ? { ip: entry.value } : entry.kind === "device" ? { device_id: entry.value } : { user_id: entry.value };
-    const targets = this.options.registry.matching(target);
+    // Entries hold IPs canonical (an IPv4-mapped IPv6 address as its IPv4); a listener bound to
+    // "::" sees IPv4 peers as ::ffff:a.b.c.d, so addresses are compared in that same spelling.
+    const targets =
+      entry.kind === "ip"
+        ? [...this.options.registry.connections()].filter((c) => !c.closed && canonicalIp(c.ip) === entry.value)
+        : this.live(entry.kind === "device" ? { device_id: entry.value } : { user_id: entry.value });
     for (const connection of targets) this.endWithPush(connection, "force_logout", "access revoked");
     if (targets.length > 0)
       this.options.log.info("blacklist.enforced", { entry_id: entry.entryId, kind: entry.kind, connections: targets.length });

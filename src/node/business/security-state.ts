@@ -6,6 +6,7 @@
  * while epochs are not current a saved token validates only while it is young
  * (STALE_EPOCH_TOKEN_MAX_AGE_MS) — the node cannot know whether an epoch bump passed it by.
  */
+import { isIP } from "node:net";
 import { SECURITY_STATE_STALE_AFTER_MS, STALE_EPOCH_TOKEN_MAX_AGE_MS } from "../../shared/config/defaults.js";
 import { AuthNexusError } from "../../shared/errors/index.js";
 import type { Clock } from "../../shared/time/index.js";
@@ -52,7 +53,8 @@ export class SecurityState {
   blocksConnection(ip: string, deviceId: string | null): BlacklistEntry | null {
     const now = this.options.clock.now();
     return (
-      this.options.blacklist.lookup("ip", ip, now) ?? (deviceId === null ? null : this.options.blacklist.lookup("device", deviceId, now))
+      this.options.blacklist.lookup("ip", canonicalIp(ip), now) ??
+      (deviceId === null ? null : this.options.blacklist.lookup("device", deviceId, now))
     );
   }
 
@@ -74,4 +76,25 @@ export class SecurityState {
   tokenExpiry(createdAt: number, expiresAt: number): number {
     return this.epochsCurrent ? expiresAt : Math.min(expiresAt, createdAt + STALE_EPOCH_TOKEN_MAX_AGE_MS);
   }
+}
+
+/**
+ * A peer address in the spelling blacklist entries use (docs/admin-api.md, "Security"): IPv4
+ * dotted quad, IPv6 lower case and compressed, and an IPv4-mapped IPv6 address as its IPv4 —
+ * which is how a listener bound to `::` sees every IPv4 client (`::ffff:203.0.113.7`).
+ */
+export function canonicalIp(address: string): string {
+  if (isIP(address) !== 6) return address;
+  let compressed: string;
+  try {
+    compressed = new URL(`http://[${address}]`).hostname.slice(1, -1);
+  } catch {
+    // A zone id (fe80::1%eth0) is no URL host; such a peer is never blacklisted by its IPv4 form.
+    return address.toLowerCase();
+  }
+  const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(compressed);
+  if (!mapped) return compressed;
+  const high = Number.parseInt(mapped[1] ?? "0", 16);
+  const low = Number.parseInt(mapped[2] ?? "0", 16);
+  return [high >> 8, high & 0xff, low >> 8, low & 0xff].join(".");
 }

@@ -2,13 +2,15 @@
  * What each request on an SDK connection means: the business handshake (hello, layer 4), the
  * logins, heartbeats and logout. The security rules run on every request: the blacklist (IP and
  * device from the connection, the user from the session), the user's auth epoch, the session's
- * expiry, and fail-closed when the node's security caches are not current.
+ * expiry, and fail-closed when the node's security caches are not current. A login is checked
+ * once more after its session is on the connection, so a security change that arrived while it
+ * was being written cannot leave it live.
  */
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { Kysely } from "kysely";
 import { SESSION_TOUCH_INTERVAL_MS } from "../../shared/config/defaults.js";
 import type { RuntimeSchema } from "../../shared/db/index.js";
-import { touchSession } from "../../shared/db/runtime/index.js";
+import { findCardById, touchSession } from "../../shared/db/runtime/index.js";
 import { AuthNexusError } from "../../shared/errors/index.js";
 import type { Logger } from "../../shared/log/index.js";
 import { type Decoded, encodeMessage, LIMITS, type Message } from "../../shared/protocol/index.js";
@@ -69,6 +71,7 @@ export class BusinessService implements Omit<ConnectionHost, "scheduler" | "clos
 
   heartbeat(connection: BusinessConnection, requestId: number): Buffer {
     this.options.security.assertServing();
+    this.refuseBlocked(connection);
     const session = connection.session;
     if (session) {
       this.checkSession(connection, session);
@@ -151,8 +154,40 @@ export class BusinessService implements Omit<ConnectionHost, "scheduler" | "clos
     });
   }
 
-  private loggedIn(connection: BusinessConnection, requestId: number, method: Message<"auth_ok">["method"], result: LoginResult): Buffer {
-    this.setSession(connection, result.session);
+  /**
+   * Puts the new session on the connection, then checks it once more. A security change that
+   * reached the node while the login was still writing found no session to end (an epoch bump,
+   * a user blacklist entry, a card key's force_logout): from the moment the session is set,
+   * pushes and security changes find it, and what arrived before is caught here. A session
+   * already ended this way is revoked and the login fails.
+   */
+  private async loggedIn(
+    connection: BusinessConnection,
+    requestId: number,
+    method: Message<"auth_ok">["method"],
+    result: LoginResult,
+  ): Promise<Buffer> {
+    const session = result.session;
+    this.setSession(connection, session);
+    const superseded = this.sessionProblem(session) ?? (await this.cardWithdrawn(session));
+    if (superseded !== null) {
+      if (connection.session === session) this.setSession(connection, null);
+      this.options.log.security.info("login.superseded", {
+        session_id: session.sessionId,
+        user_id: session.userId,
+        card_key_id: session.cardKeyId,
+        app_id: connection.appId,
+        device_id: connection.deviceId,
+        reason: superseded,
+      });
+      // Already unusable (its epoch, the blacklist or its card says so); revoking keeps it so.
+      await this.options.auth
+        .logout(session, superseded)
+        .catch((error: unknown) =>
+          this.options.log.server.warn("session.revoke_failed", { session_id: session.sessionId, error: (error as Error).message }),
+        );
+      throw new AuthNexusError("LOGIN_FAILED", { detail: { reason: superseded } });
+    }
     return encodeMessage("auth_ok", requestId, {
       method,
       token: result.token,
@@ -181,18 +216,27 @@ export class BusinessService implements Omit<ConnectionHost, "scheduler" | "clos
 
   /** A logged-in connection's session must still be good: not expired, epoch current, user not blacklisted. */
   private checkSession(connection: BusinessConnection, session: LiveSession): void {
-    const { security, clock } = this.options;
-    const ended =
-      session.expiresAt <= clock.now()
-        ? "session expired"
-        : session.userId !== null && !security.epochValid(session.userId, session.authEpoch)
-          ? "auth epoch bumped"
-          : session.userId !== null && security.blocksUser(session.userId)
-            ? "user blacklisted"
-            : null;
+    const ended = this.sessionProblem(session);
     if (ended === null) return;
     this.setSession(connection, null);
     throw new AuthNexusError("SESSION_ENDED", { detail: { reason: ended } });
+  }
+
+  /** Why the session is no longer good by the node's security state, or null. */
+  private sessionProblem(session: LiveSession): string | null {
+    const { security, clock } = this.options;
+    if (session.expiresAt <= clock.now()) return "session expired";
+    if (session.userId !== null && !security.epochValid(session.userId, session.authEpoch)) return "auth epoch bumped";
+    if (session.userId !== null && security.blocksUser(session.userId)) return "user blacklisted";
+    return null;
+  }
+
+  /** For a card key session: why the card no longer carries it (disabled or deleted meanwhile), or null. */
+  private async cardWithdrawn(session: LiveSession): Promise<string | null> {
+    if (session.cardKeyId === null) return null;
+    const card = await findCardById(this.options.db, session.cardKeyId);
+    if (!card) return "card key deleted";
+    return card.status === "active" ? null : `card key ${card.status}`;
   }
 }
 
