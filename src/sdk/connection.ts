@@ -141,6 +141,8 @@ export class NodeConnection {
       // A type this SDK does not know (a newer node) is skipped: pushes may grow.
       if (message !== null) this.dispatch(message);
     }
+    const failure = this.decoder.takeError();
+    if (failure) this.abort(failure);
   }
 
   private dispatch(message: Decoded): void {

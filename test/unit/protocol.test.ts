@@ -448,13 +448,20 @@ describe("FrameDecoder", () => {
     throwsCode(() => decoder.push(Buffer.from([0xff])), "FRAME_TOO_LARGE");
     assert.ok(decoder.buffered <= 3, "nothing of the frame was buffered");
 
-    // max + 1, alone and after a good frame in the same chunk: refused without the rest.
+    // max + 1 alone: refused at once.
     const overBy1 = be32(DEFAULT_MAX_FRAME_BYTES - LENGTH_BYTES + 1);
     throwsCode(() => new FrameDecoder().push(overBy1), "FRAME_TOO_LARGE");
-    throwsCode(
-      () => new FrameDecoder().push(Buffer.concat([hex("00000008 01 06 0000 00000001"), overBy1, hex("01 06 0000")])),
-      "FRAME_TOO_LARGE",
+    // After a good frame in the same chunk: the good frame comes out, the error waits in
+    // takeError() and every later push throws it; nothing after the bad length is read.
+    const after = new FrameDecoder();
+    const frames = after.push(Buffer.concat([hex("00000008 01 06 0000 00000001"), overBy1, hex("01 06 0000")]));
+    assert.deepEqual(
+      frames.map((f) => [f.type, f.requestId]),
+      [[0x06, 1]],
     );
+    assert.equal(after.takeError()?.code, "FRAME_TOO_LARGE");
+    assert.equal(after.buffered, 0);
+    throwsCode(() => after.push(hex("00000008 01 06 0000 00000002")), "FRAME_TOO_LARGE");
     // Exactly the maximum is only waited for.
     const atMax = new FrameDecoder();
     assert.deepEqual(atMax.push(be32(DEFAULT_MAX_FRAME_BYTES - LENGTH_BYTES)), []);

@@ -5,16 +5,22 @@
  * ends — and hands each decoded request to its host (the edge), which owns what requests mean.
  *
  * Requests are served one at a time in arrival order (a login finishes before the next request
- * sees its session); heartbeats are answered at once, even behind a slow request. A frame that
- * cannot be decoded, or an error that ends the conversation, is answered with an error frame and
- * the connection closes; nothing one connection sends can affect another.
+ * sees its session); heartbeats are answered at once, even behind a slow request. Requests may
+ * be pipelined right behind the hello: they wait for it like any request waits for the one
+ * before it (a heartbeat too, until the hello is done). A frame that cannot be decoded, or an
+ * error that ends the conversation, is answered with an error frame and the connection closes;
+ * nothing one connection sends can affect another.
+ *
+ * Before the hello is done a connection lives on its handshake deadline alone: frames that
+ * arrive then do not extend it, so a client cannot hold a connection without ever saying hello.
  */
 import type { TLSSocket } from "node:tls";
 import { BUSINESS_CLOSE_GRACE_MS, BUSINESS_MAX_QUEUED_REQUESTS, BUSINESS_MAX_UNREAD_BYTES } from "../../shared/config/defaults.js";
-import { AuthNexusError, type ErrorCode, errorToProtocol } from "../../shared/errors/index.js";
+import { AuthNexusError, errorToProtocol } from "../../shared/errors/index.js";
 import {
   type Decoded,
   decodeMessage,
+  ERRORS_ENDING_CONNECTION,
   encodeMessage,
   FrameDecoder,
   isRequestType,
@@ -26,22 +32,6 @@ import {
   type Value,
 } from "../../shared/protocol/index.js";
 import type { Scheduler } from "../../shared/time/index.js";
-
-/** Errors after which the conversation cannot go on: sent, then the connection closes. */
-const ENDS_CONNECTION: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
-  "PROTOCOL_ERROR",
-  "FRAME_TOO_LARGE",
-  "PROTOCOL_VERSION_UNSUPPORTED",
-  "HANDSHAKE_REQUIRED",
-  "HANDSHAKE_TIMEOUT",
-  "IDLE_TIMEOUT",
-  "APP_CREDENTIALS_INVALID",
-  "APP_DISABLED",
-  "CLIENT_CERT_REFUSED",
-  "ACCESS_DENIED",
-  "CONNECTION_LIMIT",
-  "SECURITY_STATE_UNAVAILABLE",
-]);
 
 /** The session a connection is logged in with. */
 export interface LiveSession {
@@ -64,7 +54,7 @@ export interface ConnectionHost {
   readonly maxFrameBytes: number;
   /** Serves one request; returns the answer frame. Thrown errors are answered as error frames. */
   serve(connection: BusinessConnection, request: Decoded): Promise<Buffer>;
-  /** Heartbeats are answered at once, outside the request queue. */
+  /** Heartbeats are answered at once, outside the request queue (once the hello is done). */
   heartbeat(connection: BusinessConnection, requestId: number): Buffer;
   /** The idle deadline after a frame arrived. */
   idleTimeoutMs(): number;
@@ -91,7 +81,10 @@ export class BusinessConnection {
   requests = 0;
   private readonly decoder: FrameDecoder;
   private queue: Promise<void> = Promise.resolve();
-  private queued = 0;
+  /** Requests accepted and not yet answered: the one being served and those waiting behind it. */
+  private pending = 0;
+  /** A hello frame has arrived (it may still wait to be served). */
+  private helloSeen = false;
   private closing = false;
   private closeReason = "client closed";
 
@@ -159,21 +152,26 @@ export class BusinessConnection {
     try {
       frames = this.decoder.push(chunk);
     } catch (error) {
-      this.end(error as AuthNexusError);
+      this.fail(error, NO_REQUEST);
       return;
     }
     for (const frame of frames) {
       if (this.closing) return;
       let request: Decoded | null;
       try {
-        if (!isRequestType(frame.type)) throw new AuthNexusError("PROTOCOL_ERROR", { message: "A client sends requests only." });
+        // The version first (it decides how the rest reads), then flags and payload, then the direction.
         request = decodeMessage(frame);
+        if (!isRequestType(frame.type)) throw new AuthNexusError("PROTOCOL_ERROR", { message: "A client sends requests only." });
       } catch (error) {
-        this.end(error as AuthNexusError, frame.requestId);
+        this.fail(error, frame.requestId);
         return;
       }
-      this.deadline = this.host.scheduler.clock.now() + this.host.idleTimeoutMs();
       if (request === null) {
+        if (!this.helloSeen) {
+          this.end(new AuthNexusError("HANDSHAKE_REQUIRED"), frame.requestId);
+          return;
+        }
+        this.touch();
         this.sendError(
           new AuthNexusError("MESSAGE_UNSUPPORTED", { message: `This node does not know message type 0x${frame.type.toString(16)}.` }),
           frame.requestId,
@@ -182,19 +180,36 @@ export class BusinessConnection {
       }
       this.accept(request);
     }
+    // A bad length after those frames: they are answered first (nothing more is read), then
+    // the connection ends, however TCP split the stream.
+    const failure = this.decoder.takeError();
+    if (failure && !this.closing) {
+      this.socket.pause();
+      void this.queue.then(() => {
+        if (!this.closing) this.fail(failure, NO_REQUEST);
+      });
+    }
+  }
+
+  /** A frame arrived: once the hello is done, the idle deadline starts again. */
+  private touch(): void {
+    if (this.ready) this.deadline = this.host.scheduler.clock.now() + this.host.idleTimeoutMs();
   }
 
   private accept(request: Decoded): void {
     this.requests += 1;
-    if (!this.ready && request.name !== "hello") {
+    if (request.name === "hello") {
+      if (this.helloSeen) {
+        this.end(new AuthNexusError("PROTOCOL_ERROR", { message: "hello is sent once." }), request.requestId);
+        return;
+      }
+      this.helloSeen = true;
+    } else if (!this.helloSeen) {
       this.end(new AuthNexusError("HANDSHAKE_REQUIRED"), request.requestId);
       return;
     }
-    if (this.ready && request.name === "hello") {
-      this.end(new AuthNexusError("PROTOCOL_ERROR", { message: "hello is sent once." }), request.requestId);
-      return;
-    }
-    if (request.name === "heartbeat") {
+    this.touch();
+    if (request.name === "heartbeat" && this.ready) {
       try {
         this.send(this.host.heartbeat(this, request.requestId));
       } catch (error) {
@@ -202,29 +217,38 @@ export class BusinessConnection {
       }
       return;
     }
-    if (this.queued >= BUSINESS_MAX_QUEUED_REQUESTS) {
+    if (this.pending > BUSINESS_MAX_QUEUED_REQUESTS) {
       this.end(
         new AuthNexusError("PROTOCOL_ERROR", { message: `More than ${BUSINESS_MAX_QUEUED_REQUESTS} requests waiting.` }),
         request.requestId,
       );
       return;
     }
-    this.queued += 1;
+    this.pending += 1;
     this.queue = this.queue.then(async () => {
-      this.queued -= 1;
-      if (this.closing) return;
       try {
-        this.send(await this.host.serve(this, request));
+        if (this.closing) return;
+        // A heartbeat queued behind a hello that was still waiting when it arrived.
+        this.send(request.name === "heartbeat" ? this.host.heartbeat(this, request.requestId) : await this.host.serve(this, request));
       } catch (error) {
         this.answerError(error, request.requestId);
+      } finally {
+        this.pending -= 1;
       }
     });
+  }
+
+  /** A frame that cannot be read: its error (INTERNAL, logged, if it was no protocol error), then the connection ends. */
+  private fail(error: unknown, requestId: number): void {
+    const mapped = errorToProtocol(error);
+    if (mapped.concealed) this.host.internalError(this, mapped.error);
+    this.end(mapped.error, requestId);
   }
 
   private answerError(error: unknown, requestId: number): void {
     const mapped = errorToProtocol(error);
     if (mapped.concealed) this.host.internalError(this, mapped.error);
-    if (ENDS_CONNECTION.has(mapped.error.code)) this.end(mapped.error, requestId);
+    if (ERRORS_ENDING_CONNECTION.has(mapped.error.code)) this.end(mapped.error, requestId);
     else this.sendError(mapped.error, requestId);
   }
 

@@ -9,11 +9,19 @@
  *      bundles (app_client_ca_bundle, app_mtls_trust_bundle);
  *   4. the business handshake (the hello frame), in ./service.ts.
  *
- * Every handshake gets the stapler's current OCSP response (TLS 1.2 and 1.3). No session tickets
- * are issued: a resumed session would carry no staple. Connections are capped in total and per
+ * Every handshake gets the stapler's current OCSP response (TLS 1.2 and 1.3). No session is ever
+ * resumed: a resumed session would carry no staple. Connections are capped in total and per
  * IP before TLS even starts; a client has handshake_timeout_ms to complete TLS, as long again to
  * send hello, and heartbeat_timeout_seconds between frames after that. A refusal is logged under
  * [TLS] naming its layer.
+ *
+ * Two things node:tls does not do for us. Its handshakeTimeout only reports a timeout (a
+ * tlsClientError) and leaves the socket open, and it is fixed when the server is created; so
+ * the edge keeps its own list of sockets still in the TLS handshake and cuts them on the live
+ * handshake_timeout_ms, and destroys every socket that failed its handshake. And a client
+ * certificate that fails the chain check does not fail the handshake: Node completes it, then
+ * destroys the socket and reports only a "socket hang up"; the edge reads the verification
+ * error from the socket so a layer-1 refusal is logged as a warning with its reason.
  */
 import { createHash, constants as cryptoConstants } from "node:crypto";
 import type { AddressInfo, Socket } from "node:net";
@@ -46,6 +54,17 @@ export interface BusinessEdgeOptions {
 }
 
 const SPAN_TRUST_TYPES = new Set(["app_client_ca_bundle", "app_mtls_trust_bundle"]);
+/**
+ * node:tls's own handshake timeout, fixed at creation: only a backstop (the largest
+ * handshake_timeout_ms the settings allow). The live deadline is the edge's sweep.
+ */
+const TLS_HANDSHAKE_BACKSTOP_MS = 60_000;
+
+/** A socket accepted and still in its TLS handshake, with the time by which it must finish it. */
+interface Handshaking {
+  socket: Socket;
+  deadline: number;
+}
 
 export class BusinessEdge {
   private readonly server: tls.Server;
@@ -55,6 +74,8 @@ export class BusinessEdge {
   /** TCP sockets accepted and not yet closed, in total and per IP: the connection limits count these. */
   private sockets = 0;
   private readonly socketsPerIp = new Map<string, number>();
+  /** Sockets in their TLS handshake, by peer address and port. */
+  private readonly handshaking = new Map<string, Handshaking>();
   private refusedSinceLastReport = 0;
   private stopSweep: CancelTimer = () => {};
   private stopTrustWatch: () => void = () => {};
@@ -104,6 +125,9 @@ export class BusinessEdge {
     this.stopSweep();
     this.stopTrustWatch();
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    // server.close() waits for every socket, those still in their TLS handshake included.
+    for (const { socket } of [...this.handshaking.values()]) socket.destroy();
+    this.handshaking.clear();
     for (const connection of [...this.options.registry.connections()]) connection.destroy("node stopping");
     await closed;
   }
@@ -130,10 +154,12 @@ export class BusinessEdge {
       requestCert: true,
       rejectUnauthorized: true,
       minVersion: "TLSv1.2",
-      // No session tickets: the SDK never resumes (a resumed session carries no staple), and
-      // minting two tickets per handshake cost ~45% of the server's handshake CPU.
+      // No resumption: a resumed session would carry no staple. With SSL_OP_NO_TICKET TLS 1.2
+      // issues no ticket (minting them cost ~45% of the server's handshake CPU) and its session
+      // ids, like the two stateful tickets OpenSSL still sends on TLS 1.3 (node:tls cannot set
+      // their number to 0), name sessions this server never keeps: they cannot resume.
       secureOptions: cryptoConstants.SSL_OP_NO_TICKET,
-      handshakeTimeout: this.settings.handshake_timeout_ms,
+      handshakeTimeout: TLS_HANDSHAKE_BACKSTOP_MS,
     };
   }
 
@@ -149,7 +175,11 @@ export class BusinessEdge {
     }
     this.sockets += 1;
     this.socketsPerIp.set(ip, fromIp + 1);
+    const key = peerKey(socket);
+    const handshaking = { socket, deadline: this.options.scheduler.clock.now() + settings.handshake_timeout_ms };
+    this.handshaking.set(key, handshaking);
     socket.once("close", () => {
+      if (this.handshaking.get(key) === handshaking) this.handshaking.delete(key);
       this.sockets -= 1;
       const left = (this.socketsPerIp.get(ip) ?? 1) - 1;
       if (left > 0) this.socketsPerIp.set(ip, left);
@@ -159,6 +189,7 @@ export class BusinessEdge {
 
   /** After TLS (layer 1 passed): layers 2 and 3, then the connection is handed the socket. */
   private accept(socket: TLSSocket): void {
+    this.handshaking.delete(peerKey(socket));
     const ip = socket.remoteAddress ?? "unknown";
     const certificate = socket.getPeerCertificate(true);
     const verdict = this.checkCertificate(certificate);
@@ -229,11 +260,22 @@ export class BusinessEdge {
   }
 
   private handshakeFailed(error: NodeJS.ErrnoException, socket: TLSSocket): void {
+    const ip = peerAddress(socket);
+    // node:tls leaves a socket that timed out in its handshake open: every failure ends here.
+    socket.destroy();
+    // A certificate that failed the chain check (unknown issuer, expired, wrong purpose…) shows
+    // up as a "socket hang up": node:tls finished the handshake, then cut it for that reason
+    // (its TLS handle, and with it the certificate, is already gone).
+    const verifyError = (socket as { authorizationError?: unknown }).authorizationError;
+    if (verifyError) {
+      this.options.log.tls.warn("handshake.failed", { layer: 1, reason: String(verifyError), ip });
+      return;
+    }
     const quiet = error.code === "ECONNRESET" || error.code === "ERR_TLS_HANDSHAKE_TIMEOUT";
     this.options.log.tls[quiet ? "debug" : "warn"]("handshake.failed", {
       layer: 1,
-      ip: socket.remoteAddress,
-      code: error.code,
+      reason: error.code,
+      ip,
       error: error.message,
     });
   }
@@ -241,6 +283,12 @@ export class BusinessEdge {
   /** Deadlines: hello within the handshake budget, then a frame within the idle timeout. */
   private sweep(): void {
     const now = this.options.scheduler.clock.now();
+    for (const [key, { socket, deadline }] of this.handshaking) {
+      if (deadline > now) continue;
+      this.handshaking.delete(key);
+      this.options.log.tls.debug("handshake.timeout", { ip: socket.remoteAddress });
+      socket.destroy();
+    }
     for (const connection of this.options.registry.connections()) {
       if (connection.closed || connection.deadline > now) continue;
       connection.end(new AuthNexusError(connection.ready ? "IDLE_TIMEOUT" : "HANDSHAKE_TIMEOUT"));
@@ -262,6 +310,19 @@ function issuerOf(certificate: tls.DetailedPeerCertificate): PeerCertificate | n
   // A self-issued certificate points at itself: that is no CA of ours.
   if (!issuer || issuer === certificate || issuer.fingerprint256 === certificate.fingerprint256) return null;
   return issuer;
+}
+
+/**
+ * The peer address of a TLS socket, also once node:tls destroyed it: the TCP socket under it
+ * (`_parent`, node:tls's own field) remembers the address `admit` read.
+ */
+function peerAddress(socket: TLSSocket): string | undefined {
+  return socket.remoteAddress ?? (socket as { _parent?: Socket })._parent?.remoteAddress;
+}
+
+/** A TCP connection's peer (address and port): the same on the raw socket and on the TLS socket over it. */
+function peerKey(socket: Socket): string {
+  return `${socket.remoteAddress}|${socket.remotePort}`;
 }
 
 function fingerprint(der: Buffer): string {

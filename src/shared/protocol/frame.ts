@@ -49,71 +49,89 @@ export function encodeFrame(type: number, requestId: number, payload: Uint8Array
 }
 
 /**
- * Splits a byte stream into frames. push() returns every frame completed by the chunk; it throws
- * FRAME_TOO_LARGE for a length over the maximum and PROTOCOL_ERROR for a length too short to
- * hold a header — after either the stream cannot be resynchronised, and the connection closes.
- * Chunks of an incomplete frame are kept as they came and joined once, when the frame is
- * complete: a frame trickled in byte by byte costs one copy, not one per byte.
+ * Splits a byte stream into frames. push() returns every frame completed by the chunk. A length
+ * over the maximum (FRAME_TOO_LARGE) or too short to hold a header (PROTOCOL_ERROR) cannot be
+ * resynchronised past, so the connection must close: push() throws it when no frame came before
+ * it in the chunk; otherwise it returns those frames first and the error waits in takeError()
+ * (and is thrown by any later push), so what the peer sent before the bad length is served the
+ * same however TCP split the stream.
+ *
+ * Memory: a frame that arrives whole is returned as a view of its chunk, with no copy. A frame
+ * that arrives in pieces gets one buffer of exactly its size as soon as its length is known, and
+ * each piece is copied into it: a peer trickling a frame byte by byte holds at most one maximum
+ * frame, never one object per read.
  */
 export class FrameDecoder {
-  private chunks: Buffer[] = [];
-  private held = 0;
-  /** Bytes the frame being collected needs in all (length field included), once its length is known. */
-  private needed = 0;
+  /** The frame being filled, allocated at its full size (length field included). */
+  private frame: Buffer | null = null;
+  private filled = 0;
+  /** Fewer than LENGTH_BYTES bytes of the next frame's length field. */
+  private partialLength: Buffer | null = null;
+  private failure: AuthNexusError | null = null;
 
   constructor(private readonly maxFrameBytes: number = DEFAULT_MAX_FRAME_BYTES) {}
 
   /** Bytes held for a frame not yet complete (never more than one maximum frame). */
   get buffered(): number {
-    return this.held;
+    return (this.frame ? this.filled : 0) + (this.partialLength?.length ?? 0);
   }
 
   push(chunk: Buffer): Frame[] {
-    if (chunk.length === 0) return [];
-    this.chunks.push(chunk);
-    this.held += chunk.length;
+    if (this.failure) throw this.failure;
+    const frames: Frame[] = [];
     try {
-      return this.split();
+      this.consume(chunk, frames);
     } catch (error) {
       // The stream cannot be resynchronised: drop what was held (the connection closes).
-      this.chunks = [];
-      this.held = 0;
-      this.needed = 0;
-      throw error;
-    }
-  }
-
-  private split(): Frame[] {
-    const frames: Frame[] = [];
-    for (;;) {
-      if (this.needed === 0) {
-        if (this.held < LENGTH_BYTES) break;
-        this.needed = LENGTH_BYTES + this.checkLength(this.peekLength());
-      }
-      if (this.held < this.needed) break;
-      const data = this.chunks.length === 1 ? (this.chunks[0] as Buffer) : Buffer.concat(this.chunks, this.held);
-      const end = this.needed;
-      frames.push({
-        version: data[4] as number,
-        type: data[5] as number,
-        flags: data.readUInt16BE(6),
-        requestId: data.readUInt32BE(8),
-        payload: data.subarray(LENGTH_BYTES + HEADER_BYTES, end),
-      });
-      const rest = data.subarray(end);
-      this.chunks = rest.length === 0 ? [] : [rest];
-      this.held = rest.length;
-      this.needed = 0;
+      this.frame = null;
+      this.filled = 0;
+      this.partialLength = null;
+      this.failure = error as AuthNexusError;
+      if (frames.length === 0) throw error;
     }
     return frames;
   }
 
-  private peekLength(): number {
-    const first = this.chunks[0] as Buffer;
-    if (first.length >= LENGTH_BYTES) return first.readUInt32BE(0);
-    const head = Buffer.concat(this.chunks, this.held);
-    this.chunks = [head];
-    return head.readUInt32BE(0);
+  /** The error that ended the stream after the frames push() returned, if one did. */
+  takeError(): AuthNexusError | null {
+    return this.failure;
+  }
+
+  private consume(chunk: Buffer, frames: Frame[]): void {
+    let data = chunk;
+    while (data.length > 0) {
+      if (this.frame) {
+        const take = Math.min(this.frame.length - this.filled, data.length);
+        data.copy(this.frame, this.filled, 0, take);
+        this.filled += take;
+        data = data.subarray(take);
+        if (this.filled === this.frame.length) {
+          frames.push(frameAt(this.frame));
+          this.frame = null;
+          this.filled = 0;
+        }
+        continue;
+      }
+      if (this.partialLength) {
+        // At most three bytes were waiting: joining them costs one copy of this chunk, rarely.
+        data = Buffer.concat([this.partialLength, data]);
+        this.partialLength = null;
+      }
+      if (data.length < LENGTH_BYTES) {
+        this.partialLength = Buffer.from(data);
+        return;
+      }
+      const needed = LENGTH_BYTES + this.checkLength(data.readUInt32BE(0));
+      if (data.length >= needed) {
+        frames.push(frameAt(data.subarray(0, needed)));
+        data = data.subarray(needed);
+        continue;
+      }
+      this.frame = Buffer.allocUnsafe(needed);
+      data.copy(this.frame, 0);
+      this.filled = data.length;
+      return;
+    }
   }
 
   private checkLength(length: number): number {
@@ -126,4 +144,15 @@ export class FrameDecoder {
     }
     return length;
   }
+}
+
+/** The frame in `data`, which holds exactly one frame, length field included. */
+function frameAt(data: Buffer): Frame {
+  return {
+    version: data[4] as number,
+    type: data[5] as number,
+    flags: data.readUInt16BE(6),
+    requestId: data.readUInt32BE(8),
+    payload: data.subarray(LENGTH_BYTES + HEADER_BYTES),
+  };
 }
