@@ -226,7 +226,14 @@ export class AuthNexusClient extends EventEmitter<ClientEvents> {
   /** The live connection; after a push ended the last one, a new one is made on demand. */
   private async ready(): Promise<NodeConnection> {
     if (this.closed_) throw new AuthNexusError("CLIENT_CLOSED");
-    if (this.connection && !this.connection.closed) return this.connection;
+    const current = this.connection;
+    if (current && !current.closed) {
+      if (!this.pushedOut) return current;
+      // The node is closing this connection after its push: nothing more is sent on it.
+      current.close();
+      await current.whenClosed;
+    }
+    if (this.closed_) throw new AuthNexusError("CLIENT_CLOSED");
     if (this.connecting) return this.connecting;
     if (this.cancelReconnect) {
       // Waiting out a backoff: try now, a caller is waiting.

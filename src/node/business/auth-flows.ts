@@ -2,8 +2,9 @@
  * End-user authentication on a node: registration, password, card key and saved-token logins,
  * logout. Sessions live in the Runtime DB every node of the deployment shares, so a token minted
  * here works on any node. Every attempt writes the login log (time, app, user, method, result,
- * reason, IP, device, node); every failure is one outward answer (LOGIN_FAILED) whose real
- * reason goes only to the log and the login log, and counts toward the brute-force throttle.
+ * reason, IP, device, node) — refusals included, whatever refused them: the policy, the throttle
+ * (result "throttled"), the device cap. A failed login is one outward answer (LOGIN_FAILED) whose
+ * real reason goes only to the log and the login log, and counts toward the brute-force throttle.
  */
 import { randomBytes } from "node:crypto";
 import type { Kysely } from "kysely";
@@ -16,6 +17,7 @@ import {
   hashPassword,
   INVITE_CODE_GROUPS,
   normalizeUsername,
+  PASSWORD_HASH_PREFIX,
   usernameProblem,
   verifyPassword,
 } from "../../shared/credentials/index.js";
@@ -35,14 +37,14 @@ import {
   writeLoginLog,
 } from "../../shared/db/runtime/index.js";
 import type { CardKeysTable, UsersTable } from "../../shared/db/runtime-schema.js";
-import { AuthNexusError, fieldInvalid } from "../../shared/errors/index.js";
+import { AuthNexusError, type ErrorCode, fieldInvalid, isAuthNexusError } from "../../shared/errors/index.js";
 import { newId, sha256Hex } from "../../shared/ids.js";
 import type { Logger } from "../../shared/log/index.js";
 import type { AppPolicy, ServerRuntimeSettings } from "../../shared/node-protocol/index.js";
 import type { LoginMethod, Message } from "../../shared/protocol/index.js";
 import type { Clock } from "../../shared/time/index.js";
 import type { LiveSession } from "./connection.js";
-import type { LoginThrottle } from "./login-throttle.js";
+import type { LoginThrottle, ThrottledAttempt } from "./login-throttle.js";
 import type { SecurityState } from "./security-state.js";
 
 /** Who is asking: the connection's application, device and address. */
@@ -72,14 +74,46 @@ export interface AuthFlowsOptions {
 
 const TOKEN_BYTES = 32;
 
-/** Why a login failed, for the login log and the [Security] log; the client only ever hears LOGIN_FAILED. */
-class LoginRefused extends Error {
+type Who = { id: string | null; username: string | null };
+
+/**
+ * Why an attempt was refused, for the login log and the [Security] log. A failed login answers
+ * LOGIN_FAILED whatever the reason; other refusals (the device cap, an invite code) keep their
+ * own answer. `counts`: whether the refusal counts toward the brute-force throttle.
+ */
+class Refused extends Error {
+  readonly answer: AuthNexusError;
+  readonly counts: boolean;
+
   constructor(
     readonly reason: string,
-    readonly user: { id: string | null; username: string | null } = { id: null, username: null },
+    readonly user: Who = { id: null, username: null },
+    options: { answer?: ErrorCode; message?: string; counts?: boolean } = {},
   ) {
     super(reason);
+    this.answer = new AuthNexusError(options.answer ?? "LOGIN_FAILED", {
+      detail: { reason },
+      ...(options.message === undefined ? {} : { message: options.message }),
+    });
+    this.counts = options.counts ?? true;
   }
+}
+
+/** What the login log says of refusals that are not a Refused. */
+const REFUSAL_REASONS: Partial<Record<ErrorCode, string>> = {
+  REGISTRATION_DISABLED: "registration disabled",
+  LOGIN_METHOD_DISABLED: "login method disabled",
+  USERNAME_TAKEN: "username taken",
+};
+
+/** One attempt: its method, the name it gives, the throttle keys it counts against. */
+interface Attempt {
+  method: LoginMethod;
+  /** The name the client typed (password logins and registrations), for the login log. */
+  username: string | null;
+  keys: string[];
+  /** Cleared on success: the user's key; null when the attempt names no user. */
+  userKey: string | null;
 }
 
 export class AuthFlows {
@@ -91,89 +125,87 @@ export class AuthFlows {
   }
 
   async register(caller: Caller, body: Message<"register">): Promise<LoginResult> {
-    const { db, clock } = this.options;
-    const policy = this.options.policy(caller.appId);
-    if (!policy.registration_enabled) throw new AuthNexusError("REGISTRATION_DISABLED");
-    this.options.throttle.check([ipKey(caller.ip)]);
-    const problem = usernameProblem(body.username);
-    if (problem) throw fieldInvalid("username", problem);
-    checkPassword(body.password);
-    if (body.email !== null && emailProblem(body.email)) throw fieldInvalid("email", emailProblem(body.email) ?? "");
-    if (policy.invite_code_required && body.invite_code === null)
-      throw new AuthNexusError("INVITE_CODE_INVALID", { message: "An invite code is required." });
-    const inviteHash = body.invite_code === null ? null : canonicalCode(body.invite_code, INVITE_CODE_GROUPS);
-    if (body.invite_code !== null && inviteHash === null) throw this.inviteRefused(caller);
-    const invite = inviteHash === null ? undefined : await findInviteByHash(db, caller.appId, codeHash(inviteHash));
-    if (inviteHash !== null && !invite) throw this.inviteRefused(caller);
+    const attempt: Attempt = { method: "register", username: body.username, keys: [ipKey(caller.ip)], userKey: null };
+    return this.attempt(caller, attempt, async (policy) => {
+      const { db, clock } = this.options;
+      const problem = usernameProblem(body.username);
+      if (problem) throw fieldInvalid("username", problem);
+      checkPassword(body.password);
+      if (body.email !== null && emailProblem(body.email)) throw fieldInvalid("email", emailProblem(body.email) ?? "");
+      if (policy.invite_code_required && body.invite_code === null)
+        throw new Refused("invite code required", undefined, {
+          answer: "INVITE_CODE_INVALID",
+          message: "An invite code is required.",
+          counts: false,
+        });
+      const canonicalInvite = body.invite_code === null ? null : canonicalCode(body.invite_code, INVITE_CODE_GROUPS);
+      if (body.invite_code !== null && canonicalInvite === null) throw inviteRefused("not an invite code");
+      const invite = canonicalInvite === null ? undefined : await findInviteByHash(db, caller.appId, codeHash(canonicalInvite));
+      if (canonicalInvite !== null && !invite) throw inviteRefused("unknown invite code");
 
-    const now = clock.now();
-    const user: UsersTable = {
-      id: newId("usr"),
-      app_id: caller.appId,
-      username: body.username.normalize("NFKC"),
-      username_normalized: normalizeUsername(body.username),
-      email: body.email,
-      password_hash: hashPassword(body.password, this.options.passwordHashKey),
-      auth_epoch: 0,
-      status: "active",
-      invite_code_id: invite?.id ?? null,
-      created_at: now,
-      updated_at: now,
-      last_login_at: now,
-    };
-    const issued = this.newSession(
-      caller,
-      { userId: user.id, username: user.username, cardKeyId: null, method: "register", authEpoch: 0 },
-      now,
-    );
-    try {
-      await db.transaction().execute(async (trx) => {
-        if (invite && !(await consumeInvite(trx, invite.id, now))) throw this.inviteRefused(caller);
-        await trx.insertInto("users").values(user).execute();
-        await trx
-          .insertInto("device_bindings")
-          .values({ app_id: caller.appId, user_id: user.id, device_id: caller.deviceId, created_at: now, last_seen_at: now })
-          .execute();
-        await insertSession(trx, issued.row);
-        await writeLoginLog(trx, this.logEntry(caller, "register", "success", null, user.id, user.username));
-      });
-    } catch (error) {
-      if (isUniqueViolation(error)) throw new AuthNexusError("USERNAME_TAKEN");
-      throw error;
-    }
-    this.options.log.info("user.registered", { app_id: caller.appId, user_id: user.id, device_id: caller.deviceId, ip: caller.ip });
-    return issued.result;
+      const now = clock.now();
+      const user: UsersTable = {
+        id: newId("usr"),
+        app_id: caller.appId,
+        // The spelling given is kept for display; the name is compared in its normalised form.
+        username: body.username,
+        username_normalized: normalizeUsername(body.username),
+        email: body.email,
+        password_hash: hashPassword(body.password, this.options.passwordHashKey),
+        auth_epoch: 0,
+        status: "active",
+        invite_code_id: invite?.id ?? null,
+        created_at: now,
+        updated_at: now,
+        last_login_at: now,
+      };
+      const issued = this.newSession(
+        caller,
+        { userId: user.id, username: user.username, cardKeyId: null, method: "register", authEpoch: 0 },
+        now,
+      );
+      try {
+        await db.transaction().execute(async (trx) => {
+          if (invite && !(await consumeInvite(trx, invite.id, now))) throw inviteRefused("invite code used up or expired");
+          await trx.insertInto("users").values(user).execute();
+          await trx
+            .insertInto("device_bindings")
+            .values({ app_id: caller.appId, user_id: user.id, device_id: caller.deviceId, created_at: now, last_seen_at: now })
+            .execute();
+          await insertSession(trx, issued.row);
+          await writeLoginLog(trx, this.logEntry(caller, "register", "success", null, user.id, user.username));
+        });
+      } catch (error) {
+        if (isUniqueViolation(error)) throw new AuthNexusError("USERNAME_TAKEN");
+        throw error;
+      }
+      this.options.log.info("user.registered", { app_id: caller.appId, user_id: user.id, device_id: caller.deviceId, ip: caller.ip });
+      return issued.result;
+    });
   }
 
   async loginPassword(caller: Caller, body: Message<"login_password">): Promise<LoginResult> {
-    const policy = this.options.policy(caller.appId);
-    if (!policy.password_login_enabled) throw new AuthNexusError("LOGIN_METHOD_DISABLED");
     const normalized = normalizeUsername(body.username);
-    const keys = [userKey(caller.appId, normalized), ipKey(caller.ip)];
-    this.options.throttle.check(keys);
-    return this.attempt(caller, "password", keys, body.username, async () => {
-      const user = await findUserByName(this.options.db, caller.appId, normalized);
+    const key = userKey(caller.appId, normalized);
+    const attempt: Attempt = { method: "password", username: body.username, keys: [key, ipKey(caller.ip)], userKey: key };
+    return this.attempt(caller, attempt, async (policy) => {
+      // A name no account can have is not looked up (PostgreSQL text cannot even hold a NUL).
+      const user = usernameProblem(body.username) === null ? await findUserByName(this.options.db, caller.appId, normalized) : undefined;
       const matches = verifyPassword(body.password, user?.password_hash ?? this.decoyHash, this.options.passwordHashKey);
-      if (!user) throw new LoginRefused("unknown user", { id: null, username: body.username });
+      if (!user) throw new Refused("unknown user", { id: null, username: body.username });
       const who = { id: user.id, username: user.username };
       if (!matches)
-        throw new LoginRefused(
-          user.password_hash.startsWith("$authnexus-fast-hmac-sha256$v=1$") ? "wrong password" : "unsupported password hash format",
-          who,
-        );
-      if (user.status !== "active") throw new LoginRefused(`user ${user.status}`, who);
-      if (this.options.security.blocksUser(user.id)) throw new LoginRefused("user blacklisted", who);
+        throw new Refused(user.password_hash.startsWith(PASSWORD_HASH_PREFIX) ? "wrong password" : "unsupported password hash format", who);
+      if (user.status !== "active") throw new Refused(`user ${user.status}`, who);
+      if (this.options.security.blocksUser(user.id)) throw new Refused("user blacklisted", who);
       const now = this.options.clock.now();
-      if (
-        !(await bindDevice(
-          this.options.db,
-          { appId: caller.appId, userId: user.id, deviceId: caller.deviceId },
-          policy.max_devices_per_user,
-          now,
-        ))
-      ) {
-        throw new AuthNexusError("DEVICE_LIMIT_REACHED");
-      }
+      const bound = await bindDevice(
+        this.options.db,
+        { appId: caller.appId, userId: user.id, deviceId: caller.deviceId },
+        policy.max_devices_per_user,
+        now,
+      );
+      if (!bound) throw new Refused("device limit reached", who, { answer: "DEVICE_LIMIT_REACHED", counts: false });
       const epoch = this.options.security.currentEpoch(user.id, Number(user.auth_epoch));
       const issued = this.newSession(
         caller,
@@ -185,27 +217,23 @@ export class AuthFlows {
         await trx.updateTable("users").set({ last_login_at: now }).where("id", "=", user.id).execute();
         await writeLoginLog(trx, this.logEntry(caller, "password", "success", null, user.id, user.username));
       });
-      this.options.throttle.succeed(keys[0] as string);
       return issued.result;
     });
   }
 
   async loginCard(caller: Caller, body: Message<"login_card">): Promise<LoginResult> {
-    const policy = this.options.policy(caller.appId);
-    if (!policy.card_login_enabled) throw new AuthNexusError("LOGIN_METHOD_DISABLED");
-    const keys = [ipKey(caller.ip)];
-    this.options.throttle.check(keys);
-    return this.attempt(caller, "card", keys, null, async () => {
+    const attempt: Attempt = { method: "card", username: null, keys: [ipKey(caller.ip)], userKey: null };
+    return this.attempt(caller, attempt, async () => {
       const canonical = canonicalCode(body.card_key, CARD_KEY_GROUPS);
-      if (canonical === null) throw new LoginRefused("not a card key");
+      if (canonical === null) throw new Refused("not a card key");
       const found = await findCardByHash(this.options.db, caller.appId, codeHash(canonical));
-      if (!found) throw new LoginRefused("unknown card key");
+      if (!found) throw new Refused("unknown card key");
       const now = this.options.clock.now();
       const card = await this.activated(found, caller.deviceId, now);
-      if (card.status === "disabled") throw new LoginRefused("card key disabled");
-      if (card.status !== "active" || card.expires_at === null) throw new LoginRefused(`card key ${card.status}`);
-      if (card.expires_at <= now) throw new LoginRefused("card key expired");
-      if (card.bound_device_id !== caller.deviceId) throw new LoginRefused("card key bound to another device");
+      if (card.status === "disabled") throw new Refused("card key disabled");
+      if (card.status !== "active" || card.expires_at === null) throw new Refused(`card key ${card.status}`);
+      if (card.expires_at <= now) throw new Refused("card key expired");
+      if (card.bound_device_id !== caller.deviceId) throw new Refused("card key bound to another device");
       const issued = this.newSession(
         caller,
         { userId: null, username: null, cardKeyId: card.id, method: "card", authEpoch: 0 },
@@ -221,38 +249,37 @@ export class AuthFlows {
   }
 
   async loginToken(caller: Caller, body: Message<"login_token">): Promise<LoginResult> {
-    const policy = this.options.policy(caller.appId);
-    if (!policy.token_login_enabled) throw new AuthNexusError("LOGIN_METHOD_DISABLED");
-    const keys = [ipKey(caller.ip)];
-    this.options.throttle.check(keys);
-    return this.attempt(caller, "token", keys, null, async () => {
-      if (body.token.length !== TOKEN_BYTES) throw new LoginRefused("token is not 32 bytes");
+    const attempt: Attempt = { method: "token", username: null, keys: [ipKey(caller.ip)], userKey: null };
+    return this.attempt(caller, attempt, async () => {
+      if (body.token.length !== TOKEN_BYTES) throw new Refused("token is not 32 bytes");
       const row = await findSessionForLogin(this.options.db, sha256Hex(body.token));
-      if (!row || row.app_id !== caller.appId) throw new LoginRefused("unknown token");
+      if (!row || row.app_id !== caller.appId) throw new Refused("unknown token");
       const who = { id: row.user_id, username: row.username };
       const now = this.options.clock.now();
       const { security } = this.options;
-      if (row.revoked_at !== null) throw new LoginRefused("session revoked", who);
+      if (row.revoked_at !== null) throw new Refused("session revoked", who);
       if (security.tokenExpiry(row.created_at, row.expires_at) <= now)
-        throw new LoginRefused(row.expires_at <= now ? "session expired" : "session too old while auth epochs are not current", who);
-      if (row.device_id !== caller.deviceId) throw new LoginRefused("token bound to another device", who);
+        throw new Refused(row.expires_at <= now ? "session expired" : "session too old while auth epochs are not current", who);
+      if (row.device_id !== caller.deviceId) throw new Refused("token bound to another device", who);
       if (row.user_id !== null) {
-        if (row.user_status !== "active") throw new LoginRefused(`user ${row.user_status ?? "deleted"}`, who);
-        if (!security.epochValid(row.user_id, row.auth_epoch, row.user_epoch ?? 0))
-          throw new LoginRefused("auth epoch bumped since login", who);
-        if (security.blocksUser(row.user_id)) throw new LoginRefused("user blacklisted", who);
+        if (row.user_status !== "active") throw new Refused(`user ${row.user_status ?? "deleted"}`, who);
+        if (!security.epochValid(row.user_id, row.auth_epoch, row.user_epoch ?? 0)) throw new Refused("auth epoch bumped since login", who);
+        if (security.blocksUser(row.user_id)) throw new Refused("user blacklisted", who);
       }
       if (row.card_key_id !== null) {
-        if (row.card_status !== "active") throw new LoginRefused(`card key ${row.card_status ?? "deleted"}`, who);
-        if (row.card_expires_at !== null && row.card_expires_at <= now) throw new LoginRefused("card key expired", who);
-        if (row.card_device_id !== caller.deviceId) throw new LoginRefused("card key bound to another device", who);
+        if (row.card_status !== "active") throw new Refused(`card key ${row.card_status ?? "deleted"}`, who);
+        if (row.card_expires_at !== null && row.card_expires_at <= now) throw new Refused("card key expired", who);
+        if (row.card_device_id !== caller.deviceId) throw new Refused("card key bound to another device", who);
       }
       await this.options.db.transaction().execute(async (trx) => {
-        await trx
+        // Only a session still live: a revoke committed since the read above wins.
+        const touched = await trx
           .updateTable("sessions")
           .set({ last_heartbeat_at: now, node_id: this.options.nodeId, ip: caller.ip })
           .where("id", "=", row.id)
-          .execute();
+          .where("revoked_at", "is", null)
+          .executeTakeFirst();
+        if (Number(touched.numUpdatedRows) !== 1) throw new Refused("session revoked", who);
         await writeLoginLog(trx, this.logEntry(caller, "token", "success", null, row.user_id, row.username));
       });
       const session: LiveSession = {
@@ -275,36 +302,50 @@ export class AuthFlows {
   }
 
   /**
-   * Runs one login attempt: a refusal becomes LOGIN_FAILED outward, with its reason in the login
-   * log and the [Security] log, and counts toward the throttle. Other errors (a disabled method,
-   * the device cap, a database outage) pass through as they are.
+   * Runs one attempt: the application's policy first (is the method enabled), then the throttle
+   * (which counts the attempt from here on), then `run`. A success takes the attempt back from
+   * the throttle and clears the user's count; a failed login stays counted and answers
+   * LOGIN_FAILED. Every refusal — policy, throttle, credentials, device cap, invite code, input —
+   * writes its login log row and a [Security] log line; only failures count toward the throttle.
+   * The node's own failures (the database down, an internal error) are no refusal: they pass
+   * through unlogged here, and count for nothing.
    */
-  private async attempt(
-    caller: Caller,
-    method: LoginMethod,
-    keys: string[],
-    username: string | null,
-    run: () => Promise<LoginResult>,
-  ): Promise<LoginResult> {
+  private async attempt(caller: Caller, attempt: Attempt, run: (policy: AppPolicy) => Promise<LoginResult>): Promise<LoginResult> {
+    let throttled: ThrottledAttempt | null = null;
     try {
-      return await run();
+      const policy = this.options.policy(caller.appId);
+      if (!methodEnabled(policy, attempt.method))
+        throw new AuthNexusError(attempt.method === "register" ? "REGISTRATION_DISABLED" : "LOGIN_METHOD_DISABLED");
+      throttled = this.options.throttle.begin(attempt.keys);
+      const result = await run(policy);
+      throttled.succeeded(attempt.userKey);
+      return result;
     } catch (error) {
-      if (!(error instanceof LoginRefused)) throw error;
-      this.options.throttle.fail(keys);
-      this.options.log.info("login.refused", {
-        app_id: caller.appId,
-        method,
-        reason: error.reason,
-        user_id: error.user.id,
-        device_id: caller.deviceId,
-        ip: caller.ip,
-      });
-      await writeLoginLog(
-        this.options.db,
-        this.logEntry(caller, method, "failure", error.reason, error.user.id, error.user.username ?? username),
-      ).catch((cause: unknown) => this.options.log.error("login_log.write_failed", { error: (cause as Error).message }));
-      throw new AuthNexusError("LOGIN_FAILED", { detail: { reason: error.reason } });
+      const counted = error instanceof Refused && error.counts;
+      if (!counted) throttled?.withdrawn();
+      throw await this.refused(caller, attempt, error);
     }
+  }
+
+  /** Logs a refused attempt; returns what the client is answered. */
+  private async refused(caller: Caller, attempt: Attempt, error: unknown): Promise<unknown> {
+    const refusal = describeRefusal(error);
+    if (refusal === null) return error;
+    const { result, reason } = refusal;
+    const user: Who = { id: refusal.user.id, username: printable(refusal.user.username ?? attempt.username) };
+    this.options.log.info("login.refused", {
+      app_id: caller.appId,
+      method: attempt.method,
+      result,
+      reason,
+      user_id: user.id,
+      device_id: caller.deviceId,
+      ip: caller.ip,
+    });
+    await writeLoginLog(this.options.db, this.logEntry(caller, attempt.method, result, reason, user.id, user.username)).catch(
+      (cause: unknown) => this.options.log.error("login_log.write_failed", { error: (cause as Error).message }),
+    );
+    return refusal.answer;
   }
 
   /** The card after its first use activated it (by this login or a racing one on any node). */
@@ -357,7 +398,7 @@ export class AuthFlows {
   private logEntry(
     caller: Caller,
     method: LoginMethod,
-    result: "success" | "failure",
+    result: "success" | "failure" | "throttled",
     reason: string | null,
     userId: string | null,
     username: string | null,
@@ -375,11 +416,50 @@ export class AuthFlows {
       node_id: this.options.nodeId,
     };
   }
+}
 
-  private inviteRefused(caller: Caller): AuthNexusError {
-    this.options.throttle.fail([ipKey(caller.ip)]);
-    return new AuthNexusError("INVITE_CODE_INVALID");
+interface Refusal {
+  result: "failure" | "throttled";
+  reason: string;
+  user: Who;
+  answer: AuthNexusError;
+}
+
+/** How a refusal is logged and answered; null for the node's own failures, which are no refusal. */
+function describeRefusal(error: unknown): Refusal | null {
+  if (error instanceof Refused) return { result: "failure", reason: error.reason, user: error.user, answer: error.answer };
+  if (!isAuthNexusError(error) || !error.expose || error.retryable) return null;
+  const nobody = { id: null, username: null };
+  if (error.code === "LOGIN_THROTTLED") {
+    const reason = error.detail?.key === "user" ? "too many failures for the user" : "too many failures from the address";
+    return { result: "throttled", reason, user: nobody, answer: error };
   }
+  const reason = REFUSAL_REASONS[error.code] ?? (error.code === "VALIDATION_FAILED" ? error.message : error.code);
+  return { result: "failure", reason, user: nobody, answer: error };
+}
+
+function methodEnabled(policy: AppPolicy, method: LoginMethod): boolean {
+  switch (method) {
+    case "register":
+      return policy.registration_enabled;
+    case "password":
+      return policy.password_login_enabled;
+    case "card":
+      return policy.card_login_enabled;
+    case "token":
+      return policy.token_login_enabled;
+  }
+}
+
+/** An invite code that was given and refused: INVITE_CODE_INVALID outward, counted toward the throttle. */
+function inviteRefused(reason: string): Refused {
+  return new Refused(reason, undefined, { answer: "INVITE_CODE_INVALID" });
+}
+
+/** A name as the client typed it, fit for the logs: control characters (PostgreSQL text refuses NUL) replaced. */
+function printable(text: string | null): string | null {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: the point is to find them
+  return text === null ? null : text.replace(/[\u0000-\u001f\u007f]/g, "\uFFFD");
 }
 
 function checkPassword(password: string): void {

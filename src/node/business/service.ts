@@ -106,6 +106,7 @@ export class BusinessService implements Omit<ConnectionHost, "scheduler" | "clos
         if (!session) throw new AuthNexusError("NOT_LOGGED_IN");
         await this.options.auth.logout(session);
         this.setSession(connection, null);
+        this.endOtherConnections(connection, session.sessionId);
         return encodeMessage("ok", request.requestId, {});
       }
       default:
@@ -196,6 +197,16 @@ export class BusinessService implements Omit<ConnectionHost, "scheduler" | "clos
       username: result.session.username,
       card_expires_at: result.cardExpiresAt,
     });
+  }
+
+  /** The same session live on another connection of this node (a token login elsewhere) ends with it. */
+  private endOtherConnections(connection: BusinessConnection, sessionId: string): void {
+    for (const other of this.options.registry.matching({ session_id: sessionId })) {
+      if (other === connection || other.closed) continue;
+      const message = "logged out on another connection";
+      if (other.ready) other.push("force_logout", { level: "warning", message, reason: message });
+      other.end(null, 0, "force_logout");
+    }
   }
 
   private setSession(connection: BusinessConnection, session: LiveSession | null): void {
