@@ -41,6 +41,7 @@ import {
   type DeployedNode,
   type Deployment,
   type DeploymentOptions,
+  FAST_AGENT_RUNTIME,
   startDeployment,
   type TestApplication,
 } from "../helpers/deployment.js";
@@ -757,6 +758,35 @@ for (const variant of dbVariants()) {
         );
       }
       await (await connect(openNode, "dual-a")).client.loginToken(client.token);
+    });
+
+    test("with the event stream up, caches stay current however long the poll intervals: a healthy fail-closed node keeps serving", async () => {
+      await d.admin("PUT", "/configs/cp_agent_runtime", {
+        content: { ...FAST_AGENT_RUNTIME, blacklist_poll_ms: 600_000, epoch_poll_ms: 600_000 },
+      });
+      await waitFor("both nodes poll every 10 minutes", () =>
+        d.nodes.every((n) => n.server.agent.store.cpAgentRuntime().blacklist_poll_ms === 600_000 && n.server.agent.sse.connected),
+      );
+      const live = await loggedIn(closedNode, "dev-long-poll");
+      // 150 s pass with no security change, so no pull; the stream's frames (pings, hints) confirm the caches.
+      clock.offset += SECURITY_STATE_STALE_AFTER_MS + 30_000;
+      const marker = 3000 + Math.floor(Math.random() * 1000);
+      await d.admin("PUT", "/configs/server_runtime_settings", { content: { ...SETTINGS, heartbeat_timeout_seconds: marker } });
+      await waitFor("a hint frame reached both nodes", () =>
+        d.nodes.every((n) => n.server.agent.store.serverRuntimeSettings().heartbeat_timeout_seconds === marker),
+      );
+      assert.deepEqual(fresh(closedNode), { blacklist: true, epochs: true });
+      await live.client.heartbeat();
+      await (await connect(closedNode, "dev-long-poll")).client.loginToken(live.token);
+      await d.admin("PUT", "/configs/cp_agent_runtime", { content: FAST_AGENT_RUNTIME });
+      await d.admin("PUT", "/configs/server_runtime_settings", { content: { ...SETTINGS, heartbeat_timeout_seconds: 3600 } });
+      await waitFor("the fast polls and settings are back", () =>
+        d.nodes.every(
+          (n) =>
+            n.server.agent.store.cpAgentRuntime().blacklist_poll_ms !== 600_000 &&
+            n.server.agent.store.serverRuntimeSettings().heartbeat_timeout_seconds === 3600,
+        ),
+      );
     });
 
     test("fail-closed refuses every request with SECURITY_STATE_UNAVAILABLE once the blacklist is stale; without the flag the node serves, accepting only young tokens", async (t) => {

@@ -336,12 +336,21 @@ export class CpAgent {
 
   /**
    * When the blacklist and the epochs were last known current: loaded from the Runtime DB at
-   * start, or the last successful pull of their log since.
+   * start, the last successful pull of their log, or — while the event stream is up and no pull
+   * has failed since the last success — the stream's last frame.
    */
   securityFreshness(): { blacklistAt: number | null; epochsAt: number | null } {
+    // While the event stream is up, every change arrives as a hint that triggers a pull: a
+    // cache whose last pull succeeded is current as of the stream's last frame (pings every
+    // 30 s), however long the poll interval. A failed pull since, or a lost stream, stops that.
+    const sse = this.sse.status();
+    const streamAt = this.sse.connected ? sse.lastFrameAt : null;
     const latest = (loop: PeriodicTask) => {
-      const at = loop.state().lastSuccessAt;
-      return at === null ? this.stateLoadedAt : this.stateLoadedAt === null ? at : Math.max(at, this.stateLoadedAt);
+      const { lastSuccessAt, lastFailureAt } = loop.state();
+      const confirmedByStream =
+        streamAt !== null && lastSuccessAt !== null && (lastFailureAt === null || lastFailureAt < lastSuccessAt) ? streamAt : null;
+      const times = [lastSuccessAt, confirmedByStream, this.stateLoadedAt].filter((t): t is number => t !== null);
+      return times.length === 0 ? null : Math.max(...times);
     };
     return { blacklistAt: latest(this.loops.blacklist), epochsAt: latest(this.loops["auth-epochs"]) };
   }
