@@ -49,6 +49,7 @@ import {
   DEFAULT_MAX_FRAME_BYTES,
   type Decoded,
   decodeMessage,
+  ERRORS_ENDING_CONNECTION,
   encodeFrame,
   encodeMessage,
   type Frame,
@@ -411,22 +412,6 @@ function assertOnTime(what: string, elapsedMs: number, deadlineMs: number): void
 
 const FUZZ_SEED = Number(process.env.AUTHNEXUS_FUZZ_SEED ?? 20_261_202);
 
-/** Errors after which the node closes the connection (docs/protocol.md, "Errors"). */
-const ENDING: ReadonlySet<ErrorCode> = new Set<ErrorCode>([
-  "PROTOCOL_ERROR",
-  "FRAME_TOO_LARGE",
-  "PROTOCOL_VERSION_UNSUPPORTED",
-  "HANDSHAKE_REQUIRED",
-  "HANDSHAKE_TIMEOUT",
-  "IDLE_TIMEOUT",
-  "APP_CREDENTIALS_INVALID",
-  "APP_DISABLED",
-  "CLIENT_CERT_REFUSED",
-  "ACCESS_DENIED",
-  "CONNECTION_LIMIT",
-  "SECURITY_STATE_UNAVAILABLE",
-]);
-
 interface FuzzCase {
   label: string;
   bytes: Buffer;
@@ -695,7 +680,7 @@ async function runFuzzCase(wire: Wire, fuzz: FuzzCase, before: number, where: st
     assert.ok(["auth_ok", "ok", "error", "hello_ok", "heartbeat_ack"].includes(frame.name), `${where}: ${frame.name}`);
     if (frame.name === "error") {
       assert.notEqual(frame.code, undefined, `${where}: an uncatalogued status ${frame.body.code}`);
-      assert.equal(ENDING.has(frame.code as ErrorCode), false, `${where}: ${frame.code} did not end the connection`);
+      assert.equal(ERRORS_ENDING_CONNECTION.has(frame.code as ErrorCode), false, `${where}: ${frame.code} did not end the connection`);
       assert.notEqual(frame.code, "INTERNAL", `${where}: ${wire.describe()}`);
     }
   }

@@ -98,6 +98,14 @@ function target(c: Context<AdminEnv>, targetId: string | null, detail: Record<st
   c.set("auditDetail", detail);
 }
 
+/** The application and user a user route names, recorded as the audit target first. */
+function userTarget(c: Context<AdminEnv>): { appId: string; userId: string } {
+  const appId = idParam(c, "app_id");
+  const userId = idParam(c, "user_id");
+  target(c, userId, { app_id: appId });
+  return { appId, userId };
+}
+
 export function businessRoutes(ctx: CpContext): Hono<AdminEnv> {
   const routes = new Hono<AdminEnv>();
   const read = guard(ctx, "read");
@@ -121,36 +129,28 @@ export function businessRoutes(ctx: CpContext): Hono<AdminEnv> {
   });
   routes.get("/:app_id/users/:user_id", read, async (c) => c.json(await getUser(ctx, appOf(c), idParam(c, "user_id"))));
   routes.delete("/:app_id/users/:user_id", write("business.user.delete", "user"), async (c) => {
-    const appId = appOf(c);
-    const userId = idParam(c, "user_id");
-    target(c, userId, { app_id: appId });
+    const { appId, userId } = userTarget(c);
     await readJson(c, noBody);
     const deleted = await deleteUser(ctx, actorOf(c), appId, userId);
     target(c, userId, { app_id: appId, deleted_sessions: deleted.deleted_sessions, auth_epoch: deleted.auth_epoch });
     return c.json(deleted);
   });
   routes.post("/:app_id/users/:user_id/password", write("business.user.password_reset", "user"), async (c) => {
-    const appId = appOf(c);
-    const userId = idParam(c, "user_id");
-    target(c, userId, { app_id: appId });
+    const { appId, userId } = userTarget(c);
     const body = await readJson(c, passwordBody);
     const user = await resetUserPassword(ctx, actorOf(c), appId, userId, body.password);
     target(c, userId, { app_id: appId, auth_epoch: user.auth_epoch, revoked_sessions: user.revoked_sessions });
     return c.json(user);
   });
   routes.post("/:app_id/users/:user_id/ban", write("business.user.ban", "user"), async (c) => {
-    const appId = appOf(c);
-    const userId = idParam(c, "user_id");
-    target(c, userId, { app_id: appId });
+    const { appId, userId } = userTarget(c);
     const body = await readJson(c, banBody);
     const user = await banUser(ctx, actorOf(c), appId, userId, body.reason);
     target(c, userId, { app_id: appId, auth_epoch: user.auth_epoch, revoked_sessions: user.revoked_sessions });
     return c.json(user);
   });
   routes.post("/:app_id/users/:user_id/unban", write("business.user.unban", "user"), async (c) => {
-    const appId = appOf(c);
-    const userId = idParam(c, "user_id");
-    target(c, userId, { app_id: appId });
+    const { appId, userId } = userTarget(c);
     await readJson(c, noBody);
     return c.json(await unbanUser(ctx, actorOf(c), appId, userId));
   });
@@ -176,9 +176,7 @@ export function businessRoutes(ctx: CpContext): Hono<AdminEnv> {
     return c.json(await listSessions(ctx, appId, { userId, online: onlineFilter(q.online) }, page));
   });
   routes.post("/:app_id/users/:user_id/sessions/revoke", write("business.sessions.revoke", "user"), async (c) => {
-    const appId = appOf(c);
-    const userId = idParam(c, "user_id");
-    target(c, userId, { app_id: appId });
+    const { appId, userId } = userTarget(c);
     await readJson(c, noBody);
     const revoked = await revokeAllUserSessions(ctx, actorOf(c), appId, userId);
     target(c, userId, { app_id: appId, revoked_sessions: revoked.revoked_sessions, command_id: revoked.command_id });
