@@ -124,6 +124,17 @@ export const ERROR_CATALOGUE = {
   SDK_CONFIG_INVALID: entry(400, 6206, "The SDK configuration is not valid."),
   CLIENT_CLOSED: entry(400, 6207, "The client has been closed."),
 
+  // Cloud functions (Lua on the node's worker pool). A script's own failures (an error it raised, its
+  // memory cap, a return value outside the value model) are the vendor's to fix, so they are 422s
+  // with the reason exposed; FUNCTION_BUSY is the only one worth retrying unchanged.
+  FUNCTION_NOT_FOUND: entry(404, 7001, "No such cloud function."),
+  FUNCTION_TIMEOUT: entry(504, 7002, "The cloud function ran past its time limit."),
+  FUNCTION_BUSY: entry(503, 7003, "Too many cloud function calls are waiting; try again shortly.", { retryAfterS: 1 }),
+  FUNCTION_ERROR: entry(422, 7004, "The cloud function raised an error."),
+  FUNCTION_MEMORY_EXCEEDED: entry(422, 7005, "The cloud function used more memory than it may."),
+  FUNCTION_RESULT_INVALID: entry(422, 7006, "The cloud function returned a value that cannot be sent."),
+  FUNCTION_SYNTAX_ERROR: entry(400, 7007, "The cloud function's script is not valid Lua."),
+
   // The server's own state
   DB_UNAVAILABLE: entry(503, 9001, "The database is unavailable; try again shortly.", { retryAfterS: 5 }),
   INTERNAL: entry(500, 9000, "Internal error.", { expose: false }),
