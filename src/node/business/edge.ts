@@ -60,6 +60,9 @@ const SPAN_TRUST_TYPES = new Set(["app_client_ca_bundle", "app_mtls_trust_bundle
  */
 const TLS_HANDSHAKE_BACKSTOP_MS = 60_000;
 
+/** Client certificates whose layer-2/3 verdict is remembered (the map is simply emptied when full). */
+const ACCEPTED_CERTIFICATES_MAX = 4096;
+
 /** A socket accepted and still in its TLS handshake, with the time by which it must finish it. */
 interface Handshaking {
   socket: Socket;
@@ -71,6 +74,14 @@ export class BusinessEdge {
   private address_: HostPort | null = null;
   /** app id → SHA-256 (hex) of the DER of every CA its certificates may be issued by (layer 3). */
   private readonly trustByApp = new Map<string, Set<string>>();
+  /**
+   * Client certificate SHA-256 → the app id layers 2 and 3 accepted it for. Every installation
+   * of an application presents the same certificate, and decoding it into Node's object graph
+   * (names, SANs, fingerprints, the public key) was a quarter of the node's CPU per handshake.
+   * Only acceptances are kept (a refusal is logged with the serial, so it is decoded anyway),
+   * and the whole map is dropped whenever the trust bundles change.
+   */
+  private readonly acceptedCertificates = new Map<string, string>();
   /** TCP sockets accepted and not yet closed, in total and per IP: the connection limits count these. */
   private sockets = 0;
   private readonly socketsPerIp = new Map<string, number>();
@@ -135,6 +146,7 @@ export class BusinessEdge {
   /** Rebuilds the TLS trust list after a bundle changed; layer-3 fingerprints of that app are recomputed on next use. */
   private refreshTrust(scope: string | null): void {
     if (scope?.startsWith("app:")) this.trustByApp.delete(scope.slice(4));
+    this.acceptedCertificates.clear();
     try {
       this.server.setSecureContext(this.tlsOptions());
     } catch (error) {
@@ -190,11 +202,17 @@ export class BusinessEdge {
   /** After TLS (layer 1 passed): layers 2 and 3, then the connection is handed the socket. */
   private accept(socket: TLSSocket): void {
     this.handshaking.delete(peerKey(socket));
+    // TLS had handshake_timeout_ms (the server's handshakeTimeout); hello gets as long again.
+    const deadline = this.options.scheduler.clock.now() + this.settings.handshake_timeout_ms;
+    const leafFingerprint = socket.getPeerX509Certificate()?.fingerprint256;
+    const knownAppId = leafFingerprint === undefined ? undefined : this.acceptedCertificates.get(leafFingerprint);
+    if (knownAppId !== undefined) {
+      this.options.registry.add(new BusinessConnection(socket, this.connectionHost(), knownAppId, deadline));
+      return;
+    }
     const ip = socket.remoteAddress ?? "unknown";
     const certificate = socket.getPeerCertificate(true);
     const verdict = this.checkCertificate(certificate);
-    // TLS had handshake_timeout_ms (the server's handshakeTimeout); hello gets as long again.
-    const deadline = this.options.scheduler.clock.now() + this.settings.handshake_timeout_ms;
     if ("refused" in verdict) {
       this.options.log.tls.warn("client.refused", {
         layer: verdict.layer,
@@ -207,8 +225,15 @@ export class BusinessEdge {
       refusal.end(new AuthNexusError("CLIENT_CERT_REFUSED", { message: `The client certificate is not accepted: ${verdict.refused}.` }));
       return;
     }
+    if (leafFingerprint !== undefined) this.rememberAccepted(leafFingerprint, verdict.appId);
     const connection = new BusinessConnection(socket, this.connectionHost(), verdict.appId, deadline);
     this.options.registry.add(connection);
+  }
+
+  private rememberAccepted(leafFingerprint: string, appId: string): void {
+    // Bounded: a deployment has a few certificates per application, not thousands.
+    if (this.acceptedCertificates.size >= ACCEPTED_CERTIFICATES_MAX) this.acceptedCertificates.clear();
+    this.acceptedCertificates.set(leafFingerprint, appId);
   }
 
   /** Layers 2 and 3 on the certificate OpenSSL already parsed. */
