@@ -6,6 +6,16 @@ export function newId(prefix: string): string {
 }
 
 /**
+ * Ids of rows written on the login path (sessions, login-log rows):
+ * `<prefix>_<9 base-36 digits of the time in ms><16 base64url chars>`. Sorting by id sorts by
+ * creation time, so the primary-key index grows at its end — one page written per batch of rows
+ * instead of one per row — and 96 random bits keep ids unique across nodes and unguessable.
+ */
+export function newTimeOrderedId(prefix: string, nowMs: number): string {
+  return `${prefix}_${Math.max(0, Math.trunc(nowMs)).toString(36).padStart(9, "0")}${randomBytes(12).toString("base64url")}`;
+}
+
+/**
  * Ids that only need to be unique, not unguessable (request ids in logs and error bodies):
  * `<prefix>_<random tag fixed per factory>.<counter>`. No randomness per id, which on the node
  * API's hot path cost as much as the access log itself.

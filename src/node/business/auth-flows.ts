@@ -33,12 +33,14 @@ import {
   findUserByName,
   insertSession,
   type LoginLogEntry,
+  recordUserLogin,
+  resumeSession,
   revokeSession,
   writeLoginLog,
 } from "../../shared/db/runtime/index.js";
 import type { CardKeysTable, UsersTable } from "../../shared/db/runtime-schema.js";
 import { AuthNexusError, type ErrorCode, fieldInvalid, isAuthNexusError } from "../../shared/errors/index.js";
-import { newId, sha256Hex } from "../../shared/ids.js";
+import { newId, newTimeOrderedId, sha256Hex } from "../../shared/ids.js";
 import type { Logger } from "../../shared/log/index.js";
 import type { AppPolicy, ServerRuntimeSettings } from "../../shared/node-protocol/index.js";
 import type { LoginMethod, Message } from "../../shared/protocol/index.js";
@@ -199,22 +201,19 @@ export class AuthFlows {
       if (user.status !== "active") throw new Refused(`user ${user.status}`, who);
       if (this.options.security.blocksUser(user.id)) throw new Refused("user blacklisted", who);
       const now = this.options.clock.now();
-      const bound = await bindDevice(
-        this.options.db,
-        { appId: caller.appId, userId: user.id, deviceId: caller.deviceId },
-        policy.max_devices_per_user,
-        now,
-      );
-      if (!bound) throw new Refused("device limit reached", who, { answer: "DEVICE_LIMIT_REACHED", counts: false });
       const epoch = this.options.security.currentEpoch(user.id, Number(user.auth_epoch));
       const issued = this.newSession(
         caller,
         { userId: user.id, username: user.username, cardKeyId: null, method: "password", authEpoch: epoch },
         now,
       );
+      // One transaction: the device cap's check, the binding, the session and the log row.
       await this.options.db.transaction().execute(async (trx) => {
+        const binding = { appId: caller.appId, userId: user.id, deviceId: caller.deviceId };
+        if (!(await bindDevice(trx, binding, policy.max_devices_per_user, now)))
+          throw new Refused("device limit reached", who, { answer: "DEVICE_LIMIT_REACHED", counts: false });
         await insertSession(trx, issued.row);
-        await trx.updateTable("users").set({ last_login_at: now }).where("id", "=", user.id).execute();
+        await recordUserLogin(trx, user.id, now);
         await writeLoginLog(trx, this.logEntry(caller, "password", "success", null, user.id, user.username));
       });
       return issued.result;
@@ -273,13 +272,8 @@ export class AuthFlows {
       }
       await this.options.db.transaction().execute(async (trx) => {
         // Only a session still live: a revoke committed since the read above wins.
-        const touched = await trx
-          .updateTable("sessions")
-          .set({ last_heartbeat_at: now, node_id: this.options.nodeId, ip: caller.ip })
-          .where("id", "=", row.id)
-          .where("revoked_at", "is", null)
-          .executeTakeFirst();
-        if (Number(touched.numUpdatedRows) !== 1) throw new Refused("session revoked", who);
+        if (!(await resumeSession(trx, row.id, { now, nodeId: this.options.nodeId, ip: caller.ip })))
+          throw new Refused("session revoked", who);
         await writeLoginLog(trx, this.logEntry(caller, "token", "success", null, row.user_id, row.username));
       });
       const session: LiveSession = {
@@ -365,7 +359,7 @@ export class AuthFlows {
     const token = randomBytes(TOKEN_BYTES);
     const ttlSeconds = this.options.policy(caller.appId).session_ttl_seconds ?? this.options.settings().session_ttl_seconds;
     const expiresAt = Math.min(now + ttlSeconds * 1000, notAfter);
-    const sessionId = newId("ses");
+    const sessionId = newTimeOrderedId("ses", now);
     const row = {
       id: sessionId,
       token_hash: sha256Hex(token),

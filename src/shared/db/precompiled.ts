@@ -22,7 +22,7 @@ export type Placeholders<Params> = { readonly [K in keyof Params]: Params[K] };
 // biome-ignore lint/suspicious/noExplicitAny: a precompiled query runs on a database of any schema
 export type PrecompiledQuery<Params, Row> = (db: Kysely<any>, values: Params) => Promise<QueryResult<Row>>;
 
-export function precompiled<Params extends Record<string, unknown>, Row>(
+export function precompiled<Params extends object, Row>(
   // biome-ignore lint/suspicious/noExplicitAny: the builder gets the schema-typed handle its caller declares
   build: (db: Kysely<any>, params: Placeholders<Params>) => Compilable<Row>,
 ): PrecompiledQuery<Params, Row> {
@@ -49,7 +49,7 @@ export function precompiled<Params extends Record<string, unknown>, Row>(
     const parameters = compiled.parameters.map((p, i) => {
       const name = slots[i];
       if (name === null || name === undefined) return p;
-      const value = values[name];
+      const value = (values as Record<string, unknown>)[name];
       if (value === undefined) throw new Error(`precompiled query: no value for parameter "${name}"`);
       return value;
     });

@@ -5,6 +5,7 @@ export { consumeInvite, findInviteByHash } from "./invites.js";
 export {
   findSessionForLogin,
   insertSession,
+  resumeSession,
   revokeCardSessions,
   revokeSession,
   revokeUserSessions,

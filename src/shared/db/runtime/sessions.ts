@@ -9,8 +9,28 @@ import type { RuntimeSchema, SessionsTable } from "../runtime-schema.js";
 
 type RuntimeDb = Kysely<RuntimeSchema>;
 
+/** Precompiled, like every statement a login runs: building a query cost more than running it. */
+const insertSessionRow = precompiled<SessionsTable, never>((db: RuntimeDb, p) =>
+  db.insertInto("sessions").values({
+    id: p.id,
+    token_hash: p.token_hash,
+    app_id: p.app_id,
+    user_id: p.user_id,
+    card_key_id: p.card_key_id,
+    device_id: p.device_id,
+    auth_epoch: p.auth_epoch,
+    node_id: p.node_id,
+    ip: p.ip,
+    created_at: p.created_at,
+    expires_at: p.expires_at,
+    last_heartbeat_at: p.last_heartbeat_at,
+    revoked_at: p.revoked_at,
+    revoke_reason: p.revoke_reason,
+  }),
+);
+
 export async function insertSession(db: RuntimeDb, session: SessionsTable): Promise<void> {
-  await db.insertInto("sessions").values(session).execute();
+  await insertSessionRow(db, session);
 }
 
 /** A session with what a token login must check about its owner, read in one statement. */
@@ -63,8 +83,29 @@ export async function findSessionForLogin(db: RuntimeDb, tokenHash: string): Pro
   return row && { ...row, auth_epoch: Number(row.auth_epoch), user_epoch: row.user_epoch === null ? null : Number(row.user_epoch) };
 }
 
+const touchLiveSession = precompiled<{ sessionId: string; now: number }, never>((db: RuntimeDb, p) =>
+  db.updateTable("sessions").set({ last_heartbeat_at: p.now }).where("id", "=", p.sessionId).where("revoked_at", "is", null),
+);
+
 export async function touchSession(db: RuntimeDb, sessionId: string, now: number): Promise<void> {
-  await db.updateTable("sessions").set({ last_heartbeat_at: now }).where("id", "=", sessionId).where("revoked_at", "is", null).execute();
+  await touchLiveSession(db, { sessionId, now });
+}
+
+const resumeLiveSession = precompiled<{ sessionId: string; now: number; nodeId: string; ip: string }, never>((db: RuntimeDb, p) =>
+  db
+    .updateTable("sessions")
+    .set({ last_heartbeat_at: p.now, node_id: p.nodeId, ip: p.ip })
+    .where("id", "=", p.sessionId)
+    .where("revoked_at", "is", null),
+);
+
+/**
+ * A token login taking its session over: where it is now served from and when it was last seen.
+ * False when the session was revoked meanwhile (a revoke committed since the login read it wins).
+ */
+export async function resumeSession(db: RuntimeDb, sessionId: string, at: { now: number; nodeId: string; ip: string }): Promise<boolean> {
+  const result = await resumeLiveSession(db, { sessionId, ...at });
+  return Number(result.numAffectedRows ?? 0) === 1;
 }
 
 export async function revokeSession(db: RuntimeDb, sessionId: string, reason: string, now: number): Promise<boolean> {

@@ -4,6 +4,7 @@
  * user's epoch is and how it moves (only ever forward).
  */
 import type { Kysely } from "kysely";
+import { precompiled } from "../precompiled.js";
 import type { RuntimeSchema, UsersTable } from "../runtime-schema.js";
 
 type RuntimeDb = Kysely<RuntimeSchema>;
@@ -34,13 +35,13 @@ export async function raiseUserAuthEpoch(db: RuntimeDb, userId: string, epoch: n
   return Number(result.numUpdatedRows) > 0;
 }
 
-export function findUserByName(db: RuntimeDb, appId: string, usernameNormalized: string): Promise<UsersTable | undefined> {
-  return db
-    .selectFrom("users")
-    .selectAll()
-    .where("app_id", "=", appId)
-    .where("username_normalized", "=", usernameNormalized)
-    .executeTakeFirst();
+/** Precompiled: every password login starts here. */
+const userByName = precompiled<{ appId: string; usernameNormalized: string }, UsersTable>((db: RuntimeDb, p) =>
+  db.selectFrom("users").selectAll().where("app_id", "=", p.appId).where("username_normalized", "=", p.usernameNormalized),
+);
+
+export async function findUserByName(db: RuntimeDb, appId: string, usernameNormalized: string): Promise<UsersTable | undefined> {
+  return (await userByName(db, { appId, usernameNormalized })).rows[0];
 }
 
 export function findUserById(db: RuntimeDb, userId: string): Promise<UsersTable | undefined> {
@@ -52,6 +53,10 @@ export async function insertUser(db: RuntimeDb, user: UsersTable): Promise<void>
   await db.insertInto("users").values(user).execute();
 }
 
+const setLastLogin = precompiled<{ userId: string; now: number }, never>((db: RuntimeDb, p) =>
+  db.updateTable("users").set({ last_login_at: p.now }).where("id", "=", p.userId),
+);
+
 export async function recordUserLogin(db: RuntimeDb, userId: string, now: number): Promise<void> {
-  await db.updateTable("users").set({ last_login_at: now }).where("id", "=", userId).execute();
+  await setLastLogin(db, { userId, now });
 }
