@@ -56,11 +56,13 @@ export async function startControlPlane(config: CpConfig, options: StartOptions)
   const clock = scheduler.clock;
   const setupLog = log.category("Setup");
   const masterKey = loadMasterKey({ envValue: config.masterKeyValue, file: config.masterKeyFile, dataDir: config.dataDir }, setupLog);
-  const controlDb = await openMigratedDatabase<ControlSchema>(config.controlDb, controlMigrationSet, log);
-  const runtimeDb = await openMigratedDatabase<RuntimeSchema>(config.runtimeDb, runtimeMigrationSet, log).catch(async (error) => {
-    await controlDb.destroy();
-    throw error;
-  });
+  const controlDb = await openMigratedDatabase<ControlSchema>(config.controlDb, controlMigrationSet, log, { server: true });
+  const runtimeDb = await openMigratedDatabase<RuntimeSchema>(config.runtimeDb, runtimeMigrationSet, log, { server: true }).catch(
+    async (error) => {
+      await controlDb.destroy();
+      throw error;
+    },
+  );
   const events = createEventBus((error) => log.category("SSE").error("event_bus.listener_failed", { error: (error as Error).message }));
   const ctx: CpContext = {
     controlDb,

@@ -139,7 +139,7 @@ export async function startServerNode(config: NodeConfig, options: StartServerNo
     });
 
     enter("open_db");
-    db = await openMigratedDatabase<RuntimeSchema>(config.runtimeDb, runtimeMigrationSet, log);
+    db = await openMigratedDatabase<RuntimeSchema>(config.runtimeDb, runtimeMigrationSet, log, { server: true });
 
     const state = createNodeState();
     plane = new LiveBusinessPlane({ registry, db, clock, log: log.category("Server").with({ node_id: pkg.manifest.node_id }), ...state });

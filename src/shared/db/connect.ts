@@ -9,14 +9,23 @@ import { Kysely, PostgresDialect, SqliteDialect, sql } from "kysely";
 import pg from "pg";
 import { type DbOptions, describeDb, type PostgresOptions, type SqliteOptions } from "../config/db-options.js";
 import { AuthNexusError } from "../errors/index.js";
+import { type CheckpointEvents, checkpointInBackground } from "./wal-checkpointer.js";
 
 // int8 (bigint) columns hold epoch-ms timestamps and sequence ids: well inside 2^53.
 pg.types.setTypeParser(20, (value: string) => Number(value));
 
-export async function openDatabase<Schema>(options: DbOptions): Promise<Kysely<Schema>> {
+export interface OpenOptions {
+  /**
+   * SQLite: checkpoint the WAL from a worker thread instead of inside commits (wal-checkpointer.ts),
+   * reporting to these callbacks. For long-running servers; absent, SQLite checkpoints itself.
+   */
+  backgroundCheckpoints?: CheckpointEvents;
+}
+
+export async function openDatabase<Schema>(options: DbOptions, open: OpenOptions = {}): Promise<Kysely<Schema>> {
   let db: Kysely<Schema> | undefined;
   try {
-    db = options.type === "sqlite" ? openSqlite<Schema>(options) : openPostgres<Schema>(options);
+    db = options.type === "sqlite" ? openSqlite<Schema>(options, open) : openPostgres<Schema>(options);
     await sql`select 1`.execute(db);
     return db;
   } catch (cause) {
@@ -28,7 +37,7 @@ export async function openDatabase<Schema>(options: DbOptions): Promise<Kysely<S
   }
 }
 
-function openSqlite<Schema>(options: SqliteOptions): Kysely<Schema> {
+function openSqlite<Schema>(options: SqliteOptions, open: OpenOptions): Kysely<Schema> {
   fs.mkdirSync(path.dirname(options.path), { recursive: true, mode: 0o700 });
   // The file holds sealed keys and password hashes: owner-only from the first byte. SQLite's
   // -wal and -shm files inherit this mode.
@@ -39,11 +48,13 @@ function openSqlite<Schema>(options: SqliteOptions): Kysely<Schema> {
     database.pragma(`busy_timeout = ${options.busyTimeoutMs}`);
     database.pragma("synchronous = NORMAL");
     database.pragma("foreign_keys = ON");
+    if (open.backgroundCheckpoints) database.pragma("wal_autocheckpoint = 0");
   } catch (error) {
     database.close();
     throw error;
   }
-  return new Kysely<Schema>({ dialect: new SqliteDialect({ database: withStatementCache(database) }) });
+  const stopCheckpoints = open.backgroundCheckpoints ? checkpointInBackground(options.path, open.backgroundCheckpoints) : () => {};
+  return new Kysely<Schema>({ dialect: new SqliteDialect({ database: withStatementCache(database, stopCheckpoints) }) });
 }
 
 /** Distinct SQL texts kept prepared; the application has a few hundred at most. */
@@ -54,7 +65,7 @@ const STATEMENT_CACHE_SIZE = 1000;
  * identity checks) preparing costs more than running. Statements are reusable in
  * better-sqlite3 (it is synchronous), except one still being iterated, which gets a fresh one.
  */
-function withStatementCache(database: SqliteDatabase.Database): SqliteDatabase.Database {
+function withStatementCache(database: SqliteDatabase.Database, onClose: () => void): SqliteDatabase.Database {
   const cache = new Map<string, SqliteDatabase.Statement>();
   const prepare = (source: string): SqliteDatabase.Statement => {
     const cached = cache.get(source);
@@ -64,9 +75,14 @@ function withStatementCache(database: SqliteDatabase.Database): SqliteDatabase.D
     cache.set(source, statement);
     return statement;
   };
+  const close = () => {
+    onClose();
+    return database.close();
+  };
   return new Proxy(database, {
     get(target, property, receiver) {
       if (property === "prepare") return prepare;
+      if (property === "close") return close;
       const value = Reflect.get(target, property, receiver);
       return typeof value === "function" ? value.bind(target) : value;
     },

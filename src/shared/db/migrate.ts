@@ -59,13 +59,32 @@ async function refuseForeignDatabase(db: Kysely<unknown>, role: DatabaseRole, lo
   }
 }
 
+/** A background checkpoint this slow is logged: the disk is struggling. */
+const SLOW_CHECKPOINT_MS = 1000;
+
 /** Opens a database, brings it to its latest migration and logs where it is; nothing is left open on failure. */
-export async function openMigratedDatabase<Schema>(options: DbOptions, set: MigrationSet, log: Logger): Promise<Kysely<Schema>> {
-  const db = await openDatabase<Schema>(options);
+export async function openMigratedDatabase<Schema>(
+  options: DbOptions,
+  set: MigrationSet,
+  log: Logger,
+  open: { server?: boolean } = {},
+): Promise<Kysely<Schema>> {
+  const dbLog = log.category("DB");
+  // A server checkpoints SQLite's WAL off the thread that serves requests (wal-checkpointer.ts).
+  const backgroundCheckpoints = open.server
+    ? {
+        checkpointed: (event: { frames: number; ms: number }) => {
+          if (event.ms >= SLOW_CHECKPOINT_MS)
+            dbLog.info("checkpoint.slow", { role: set.role, frames: event.frames, ms: Math.round(event.ms) });
+        },
+        failed: (event: { error: string }) => dbLog.warn("checkpoint.failed", { role: set.role, error: event.error }),
+      }
+    : undefined;
+  const db = await openDatabase<Schema>(options, backgroundCheckpoints ? { backgroundCheckpoints } : {});
   try {
     const location = describeDb(options);
     const report = await migrateDatabase(db as Kysely<unknown>, set, location);
-    log.category("DB").info("database.ready", { role: set.role, location, migrations_applied: report.applied });
+    dbLog.info("database.ready", { role: set.role, location, migrations_applied: report.applied });
     return db;
   } catch (error) {
     await db.destroy();

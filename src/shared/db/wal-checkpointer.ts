@@ -1,0 +1,96 @@
+/**
+ * WAL checkpoints off the serving thread. better-sqlite3 runs on the thread that serves
+ * requests, and SQLite's automatic checkpoint runs inside whichever commit pushes the WAL past
+ * 1,000 frames: three fsyncs, ~6 ms on this class of disk, during which every request on that
+ * thread waits (it was the whole p99 of token logins and, at the same time, of heartbeats).
+ * A long-running server instead turns the automatic checkpoint off on its connection and
+ * registers the file here: one worker thread per process, with its own connection per file,
+ * checkpoints at the same threshold (wal-checkpoint-worker.ts). The worker is unref'd: it never
+ * keeps a process alive.
+ */
+import path from "node:path";
+import type { Worker } from "node:worker_threads";
+import { siblingModule, startWorker } from "../threads/start-worker.js";
+import type { CheckpointerMessage, CheckpointerReply } from "./wal-checkpoint-worker.js";
+
+/** SQLite's own default for wal_autocheckpoint. */
+export const CHECKPOINT_THRESHOLD_FRAMES = 1000;
+
+export interface CheckpointEvents {
+  checkpointed?: (event: { path: string; frames: number; ms: number }) => void;
+  failed?: (event: { path: string; error: string }) => void;
+}
+
+let worker: Worker | null = null;
+/** File → the registrations watching it (a CP and a node in one process share a Runtime DB file). */
+const listeners = new Map<string, Set<CheckpointEvents>>();
+const waiting = new Map<number, () => void>();
+let nextToken = 0;
+
+function ensureWorker(): Worker {
+  if (worker) return worker;
+  const started = startWorker(siblingModule(import.meta.url, "wal-checkpoint-worker"));
+  started.on("message", (reply: CheckpointerReply) => {
+    if (reply.kind === "done") {
+      waiting.get(reply.token)?.();
+      waiting.delete(reply.token);
+    } else if (reply.kind === "checkpointed") for (const events of listeners.get(reply.path) ?? []) events.checkpointed?.(reply);
+    else for (const events of listeners.get(reply.path) ?? []) events.failed?.(reply);
+  });
+  // A worker that died (out of memory, a native crash) is replaced on the next registration;
+  // the files it watched fall back to nothing, so re-register them.
+  started.on("exit", () => {
+    if (worker !== started) return;
+    worker = null;
+    for (const done of waiting.values()) done();
+    waiting.clear();
+    if (listeners.size > 0) {
+      const replacement = ensureWorker();
+      for (const watchedPath of listeners.keys())
+        post(replacement, { kind: "add", path: watchedPath, thresholdFrames: CHECKPOINT_THRESHOLD_FRAMES });
+    }
+  });
+  started.on("error", () => undefined);
+  // After the listeners: attaching a message listener references the worker's port again.
+  started.unref();
+  worker = started;
+  return started;
+}
+
+function post(target: Worker, message: CheckpointerMessage): void {
+  target.postMessage(message);
+}
+
+/**
+ * Watches `file` (an open SQLite database in WAL mode whose own connection has
+ * wal_autocheckpoint = 0) until the returned function is called.
+ */
+export function checkpointInBackground(file: string, events: CheckpointEvents = {}): () => void {
+  const absolute = path.resolve(file);
+  const registration = { ...events };
+  const registrations = listeners.get(absolute) ?? new Set();
+  registrations.add(registration);
+  listeners.set(absolute, registrations);
+  if (registrations.size === 1) post(ensureWorker(), { kind: "add", path: absolute, thresholdFrames: CHECKPOINT_THRESHOLD_FRAMES });
+  return () => {
+    if (!registrations.delete(registration) || registrations.size > 0 || listeners.get(absolute) !== registrations) return;
+    listeners.delete(absolute);
+    if (worker) post(worker, { kind: "remove", path: absolute });
+  };
+}
+
+/** Runs one checkpoint of `file` in the worker now and resolves when it has (tests, maintenance). */
+export function checkpointNow(file: string): Promise<void> {
+  const target = worker;
+  if (!target) return Promise.resolve();
+  const token = ++nextToken;
+  // Referenced while a caller waits, so the process does not exit under it.
+  target.ref();
+  return new Promise((resolve) => {
+    waiting.set(token, () => {
+      if (waiting.size <= 1) target.unref();
+      resolve();
+    });
+    post(target, { kind: "checkpoint-now", path: path.resolve(file), token });
+  });
+}
