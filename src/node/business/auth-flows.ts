@@ -21,7 +21,7 @@ import {
   usernameProblem,
   verifyPassword,
 } from "../../shared/credentials/index.js";
-import { isUniqueViolation, type RuntimeSchema } from "../../shared/db/index.js";
+import { type GroupCommit, isUniqueViolation, type RuntimeSchema } from "../../shared/db/index.js";
 import {
   activateCard,
   bindDevice,
@@ -36,6 +36,7 @@ import {
   recordUserLogin,
   resumeSession,
   revokeSession,
+  touchSession,
   writeLoginLog,
 } from "../../shared/db/runtime/index.js";
 import type { CardKeysTable, UsersTable } from "../../shared/db/runtime-schema.js";
@@ -64,6 +65,8 @@ export interface LoginResult {
 
 export interface AuthFlowsOptions {
   db: Kysely<RuntimeSchema>;
+  /** Every write a login makes goes through here: logins arriving together commit together. */
+  writes: GroupCommit<RuntimeSchema>;
   nodeId: string;
   clock: Clock;
   log: Logger;
@@ -167,7 +170,7 @@ export class AuthFlows {
         now,
       );
       try {
-        await db.transaction().execute(async (trx) => {
+        await this.options.writes.run(async (trx) => {
           if (invite && !(await consumeInvite(trx, invite.id, now))) throw inviteRefused("invite code used up or expired");
           await trx.insertInto("users").values(user).execute();
           await trx
@@ -208,7 +211,7 @@ export class AuthFlows {
         now,
       );
       // One transaction: the device cap's check, the binding, the session and the log row.
-      await this.options.db.transaction().execute(async (trx) => {
+      await this.options.writes.run(async (trx) => {
         const binding = { appId: caller.appId, userId: user.id, deviceId: caller.deviceId };
         if (!(await bindDevice(trx, binding, policy.max_devices_per_user, now)))
           throw new Refused("device limit reached", who, { answer: "DEVICE_LIMIT_REACHED", counts: false });
@@ -239,7 +242,7 @@ export class AuthFlows {
         now,
         card.expires_at,
       );
-      await this.options.db.transaction().execute(async (trx) => {
+      await this.options.writes.run(async (trx) => {
         await insertSession(trx, issued.row);
         await writeLoginLog(trx, this.logEntry(caller, "card", "success", `card ${card.id}`, null, null));
       });
@@ -270,7 +273,7 @@ export class AuthFlows {
         if (row.card_expires_at !== null && row.card_expires_at <= now) throw new Refused("card key expired", who);
         if (row.card_device_id !== caller.deviceId) throw new Refused("card key bound to another device", who);
       }
-      await this.options.db.transaction().execute(async (trx) => {
+      await this.options.writes.run(async (trx) => {
         // Only a session still live: a revoke committed since the read above wins.
         if (!(await resumeSession(trx, row.id, { now, nodeId: this.options.nodeId, ip: caller.ip })))
           throw new Refused("session revoked", who);
@@ -292,7 +295,13 @@ export class AuthFlows {
 
   /** Ends the session for good: its token no longer logs in anywhere. */
   async logout(session: LiveSession, reason = "logout"): Promise<void> {
-    await revokeSession(this.options.db, session.sessionId, reason, this.options.clock.now());
+    const now = this.options.clock.now();
+    await this.options.writes.run((trx) => revokeSession(trx, session.sessionId, reason, now));
+  }
+
+  /** Records that a live session was seen (heartbeats write it at most every SESSION_TOUCH_INTERVAL_MS). */
+  async touch(sessionId: string, now: number): Promise<void> {
+    await this.options.writes.run((trx) => touchSession(trx, sessionId, now));
   }
 
   /**
@@ -336,9 +345,10 @@ export class AuthFlows {
       device_id: caller.deviceId,
       ip: caller.ip,
     });
-    await writeLoginLog(this.options.db, this.logEntry(caller, attempt.method, result, reason, user.id, user.username)).catch(
-      (cause: unknown) => this.options.log.error("login_log.write_failed", { error: (cause as Error).message }),
-    );
+    const entry = this.logEntry(caller, attempt.method, result, reason, user.id, user.username);
+    await this.options.writes
+      .run((trx) => writeLoginLog(trx, entry))
+      .catch((cause: unknown) => this.options.log.error("login_log.write_failed", { error: (cause as Error).message }));
     return refusal.answer;
   }
 

@@ -5,7 +5,7 @@
  */
 import type { Kysely } from "kysely";
 import type { HostPort } from "../../shared/config/host-port.js";
-import type { RuntimeSchema } from "../../shared/db/index.js";
+import { groupCommit, type RuntimeSchema } from "../../shared/db/index.js";
 import type { Logger } from "../../shared/log/index.js";
 import { DEFAULT_MAX_FRAME_BYTES } from "../../shared/protocol/index.js";
 import type { Scheduler } from "../../shared/time/index.js";
@@ -55,6 +55,7 @@ export async function startBusinessListener(options: BusinessListenerOptions): P
   const throttle = new LoginThrottle(clock, () => agent.store.serverRuntimeSettings().login_attempts_per_minute);
   const auth = new AuthFlows({
     db,
+    writes: groupCommit(db),
     nodeId,
     clock,
     log: log.security,

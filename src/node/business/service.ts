@@ -10,7 +10,7 @@ import { createHash, timingSafeEqual } from "node:crypto";
 import type { Kysely } from "kysely";
 import { SESSION_TOUCH_INTERVAL_MS } from "../../shared/config/defaults.js";
 import type { RuntimeSchema } from "../../shared/db/index.js";
-import { findCardById, touchSession } from "../../shared/db/runtime/index.js";
+import { findCardById } from "../../shared/db/runtime/index.js";
 import { AuthNexusError } from "../../shared/errors/index.js";
 import type { Logger } from "../../shared/log/index.js";
 import { type Decoded, encodeMessage, LIMITS, type Message } from "../../shared/protocol/index.js";
@@ -78,9 +78,11 @@ export class BusinessService implements Omit<ConnectionHost, "scheduler" | "clos
       const now = this.options.clock.now();
       if (now - session.touchedAt >= SESSION_TOUCH_INTERVAL_MS) {
         session.touchedAt = now;
-        touchSession(this.options.db, session.sessionId, now).catch((error: unknown) =>
-          this.options.log.server.warn("session.touch_failed", { session_id: session.sessionId, error: (error as Error).message }),
-        );
+        this.options.auth
+          .touch(session.sessionId, now)
+          .catch((error: unknown) =>
+            this.options.log.server.warn("session.touch_failed", { session_id: session.sessionId, error: (error as Error).message }),
+          );
       }
     }
     this.options.onRequest?.(false);

@@ -3,6 +3,7 @@ export type { ControlSchema } from "./control-schema.js";
 export type { DialectName } from "./dialect.js";
 export { dialectOf } from "./dialect.js";
 export { isUniqueViolation } from "./errors.js";
+export { GROUP_COMMIT_MAX_UNITS, type GroupCommit, groupCommit, type WriteUnit } from "./group-commit.js";
 export type { DatabaseRole, MigrationReport, MigrationSet } from "./migrate.js";
 export { migrateDatabase, migrationTableName, openMigratedDatabase } from "./migrate.js";
 export type { Placeholders, PrecompiledQuery } from "./precompiled.js";

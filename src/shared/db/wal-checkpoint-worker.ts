@@ -26,6 +26,7 @@ export type CheckpointerReply =
 
 const POLL_INTERVAL_MS = 20;
 const FALLBACK_INTERVAL_MS = 1000;
+const DRAIN_PASSES_PER_POLL = 8;
 const HEADER_BYTES = 100;
 const MX_FRAME_OFFSET = 16;
 const N_BACKFILL_OFFSET = 96;
@@ -35,6 +36,8 @@ interface Watched {
   shmPath: string;
   thresholdFrames: number;
   lastFallbackAt: number;
+  /** A checkpoint started and frames written meanwhile are still to be copied. */
+  draining: boolean;
 }
 
 const watched = new Map<string, Watched>();
@@ -71,14 +74,22 @@ function checkpoint(path: string, entry: Watched, frames: number): void {
 function poll(): void {
   const now = Date.now();
   for (const [path, entry] of watched) {
-    const frames = framesWaiting(entry.shmPath);
+    let frames = framesWaiting(entry.shmPath);
     if (frames === null) {
       if (now - entry.lastFallbackAt < FALLBACK_INTERVAL_MS) continue;
       entry.lastFallbackAt = now;
       checkpoint(path, entry, -1);
-    } else if (frames >= entry.thresholdFrames) {
-      checkpoint(path, entry, frames);
+      continue;
     }
+    if (frames < entry.thresholdFrames && !entry.draining) continue;
+    // Once started, drain: the writer restarts the WAL from its beginning only when it finds
+    // every frame copied. Stopping at the threshold would leave the frames written during the
+    // checkpoint behind, the WAL would never restart, and it would grow without end.
+    for (let pass = 0; pass < DRAIN_PASSES_PER_POLL && frames !== null && frames > 0; pass += 1) {
+      checkpoint(path, entry, frames);
+      frames = framesWaiting(entry.shmPath);
+    }
+    entry.draining = frames !== null && frames > 0;
   }
 }
 
@@ -86,7 +97,7 @@ function add(path: string, thresholdFrames: number): void {
   if (watched.has(path)) return;
   try {
     const db = new SqliteDatabase(path, { fileMustExist: true });
-    watched.set(path, { db, shmPath: `${path}-shm`, thresholdFrames, lastFallbackAt: 0 });
+    watched.set(path, { db, shmPath: `${path}-shm`, thresholdFrames, lastFallbackAt: 0, draining: false });
     timer ??= setInterval(poll, POLL_INTERVAL_MS);
   } catch (error) {
     parentPort?.postMessage({ kind: "failed", path, error: (error as Error).message } satisfies CheckpointerReply);
