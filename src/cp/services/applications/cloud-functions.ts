@@ -51,7 +51,6 @@ export async function upsertCloudFunction(
   input: CloudFunctionInput,
 ): Promise<CloudFunctionView & { changed: boolean }> {
   assertValidFields(input);
-  await assertCompiles(input.script);
   for (let attempt = 1; ; attempt++) {
     try {
       const result = await ctx.controlDb.transaction().execute(async (trx) => {
