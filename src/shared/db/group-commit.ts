@@ -6,7 +6,7 @@
  * checksums, the b-tree pages each commit rewrites): a password login's five statements took
  * ~170 µs of CPU in a transaction of their own and ~60 µs when twenty logins shared one. So a
  * unit of work asked for while others are waiting joins them: all the units queued by the time
- * the event loop comes round (setImmediate) run in one transaction, each inside a SAVEPOINT of
+ * the event loop comes round (atEndOfTurn) run in one transaction, each inside a SAVEPOINT of
  * its own, so a unit that throws — a refusal decided inside it, a unique violation — undoes only
  * its own writes and rejects only its own caller. Callers are answered after the COMMIT, so
  * nothing is acknowledged before it is durable; if the COMMIT fails, every unit of the batch
@@ -16,6 +16,7 @@
  * trips, every unit keeps a transaction of its own.
  */
 import { CompiledQuery, type Kysely, type Transaction } from "kysely";
+import { atEndOfTurn } from "../time/index.js";
 import { dialectOf } from "./dialect.js";
 
 /** Writes run in a transaction, which may be shared with other units. */
@@ -57,7 +58,7 @@ class SqliteGroupCommit<Schema> implements GroupCommit<Schema> {
   private schedule(): void {
     if (this.scheduled) return;
     this.scheduled = true;
-    setImmediate(() => {
+    atEndOfTurn(() => {
       this.scheduled = false;
       const batch = this.queue.splice(0, GROUP_COMMIT_MAX_UNITS);
       if (this.queue.length > 0) this.schedule();

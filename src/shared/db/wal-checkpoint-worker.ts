@@ -13,6 +13,7 @@
 import fs from "node:fs";
 import { parentPort } from "node:worker_threads";
 import SqliteDatabase from "better-sqlite3";
+import { type CancelTimer, every, systemClock, systemScheduler } from "../time/index.js";
 
 export type CheckpointerMessage =
   | { kind: "add"; path: string; thresholdFrames: number }
@@ -42,7 +43,7 @@ interface Watched {
 
 const watched = new Map<string, Watched>();
 const header = Buffer.alloc(HEADER_BYTES);
-let timer: NodeJS.Timeout | null = null;
+let stopPolling: CancelTimer | null = null;
 
 function framesWaiting(shmPath: string): number | null {
   let fd: number | null = null;
@@ -72,7 +73,7 @@ function checkpoint(path: string, entry: Watched, frames: number): void {
 }
 
 function poll(): void {
-  const now = Date.now();
+  const now = systemClock.now();
   for (const [path, entry] of watched) {
     let frames = framesWaiting(entry.shmPath);
     if (frames === null) {
@@ -98,7 +99,7 @@ function add(path: string, thresholdFrames: number): void {
   try {
     const db = new SqliteDatabase(path, { fileMustExist: true });
     watched.set(path, { db, shmPath: `${path}-shm`, thresholdFrames, lastFallbackAt: 0, draining: false });
-    timer ??= setInterval(poll, POLL_INTERVAL_MS);
+    stopPolling ??= every(systemScheduler, POLL_INTERVAL_MS, poll);
   } catch (error) {
     parentPort?.postMessage({ kind: "failed", path, error: (error as Error).message } satisfies CheckpointerReply);
   }
@@ -113,9 +114,9 @@ function remove(path: string): void {
   } catch {
     // The file may be gone already; the connection is released either way.
   }
-  if (watched.size === 0 && timer) {
-    clearInterval(timer);
-    timer = null;
+  if (watched.size === 0 && stopPolling) {
+    stopPolling();
+    stopPolling = null;
   }
 }
 

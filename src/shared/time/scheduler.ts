@@ -86,6 +86,14 @@ interface ManualTimer {
   fn: () => void;
 }
 
+/**
+ * Calls `fn` once the event loop has handled the I/O already waiting (setImmediate). No time is
+ * involved, so no Scheduler: it batches work that arrives in the same turn of the loop.
+ */
+export function atEndOfTurn(fn: () => void): void {
+  setImmediate(fn);
+}
+
 /** Lets pending promise continuations (and I/O callbacks already queued) run. */
 export async function settle(rounds = 5): Promise<void> {
   for (let i = 0; i < rounds; i++) await new Promise<void>((resolve) => setImmediate(resolve));
