@@ -3,10 +3,12 @@ import type { Migration } from "kysely";
 import type { MigrationSet } from "../../src/shared/db/migrate.js";
 import * as m0001 from "./0001_init.js";
 import * as m0002 from "./0002_nodes_and_channels.js";
+import * as m0003 from "./0003_cloud_function_switch.js";
 
 export const controlMigrations: Record<string, Migration> = {
   "0001_init": m0001,
   "0002_nodes_and_channels": m0002,
+  "0003_cloud_function_switch": m0003,
 };
 
 /** What the Control DB's owner hands the migrator. */

@@ -31,7 +31,19 @@ const GREET = "local who = params.name or 'world'\nreturn { greeting = 'hello ' 
 const GREET_V2 = `${GREET}\n-- v2`;
 /** The compiler finds the missing `end` at the end of the chunk: line 4, after the last newline. */
 const UNCLOSED_IF = "local x = 1\nif x then\n  return x\n";
-const VIEW_KEYS = ["app_id", "created_at", "created_by", "id", "name", "sha256", "size_bytes", "timeout_ms", "updated_at", "version"];
+const VIEW_KEYS = [
+  "app_id",
+  "created_at",
+  "created_by",
+  "enabled",
+  "id",
+  "name",
+  "sha256",
+  "size_bytes",
+  "timeout_ms",
+  "updated_at",
+  "version",
+];
 
 function json(res: CallResult): Obj {
   assert.ok(typeof res.json === "object" && res.json !== null && !Array.isArray(res.json), `expected a JSON object: ${res.text}`);
@@ -164,6 +176,7 @@ for (const variant of dbVariants()) {
         sha256: sha256Hex(GREET),
         size_bytes: Buffer.byteLength(GREET),
         timeout_ms: DEFAULT_CLOUD_FUNCTION_TIMEOUT_MS,
+        enabled: true,
       });
     });
 
@@ -236,6 +249,7 @@ for (const variant of dbVariants()) {
         sha256: sha256Hex(GREET_V2),
         size_bytes: Buffer.byteLength(GREET_V2),
         timeout_ms: DEFAULT_CLOUD_FUNCTION_TIMEOUT_MS,
+        enabled: true,
       });
 
       const v3 = ok(await fns("PATCH", apps.a, "/greet", { timeout_ms: 5000 }), 200, "new timeout");
@@ -272,9 +286,42 @@ for (const variant of dbVariants()) {
         sha256: sha256Hex("return 1"),
         size_bytes: 8,
         timeout_ms: 250,
+        enabled: true,
       });
       ok(await fns("POST", apps.a, "", { name: "quick.v1", script: "return 3" }), 201, "the name is free again");
       assert.equal((await manifestOf(apps.a)).find((f) => f.name === "quick.v1")?.version, 1);
+    });
+
+    it("enabled: a disabled function is kept but leaves the manifest and the node download; switching keeps the version", async () => {
+      hints.length = 0;
+      const created = ok(await fns("POST", apps.a, "", { name: "switch", script: "return 'on'", enabled: false }), 201, "create disabled");
+      assert.deepEqual([created.enabled, created.version], [false, 1]);
+      assert.ok(!(await manifestOf(apps.a)).some((f) => f.name === "switch"), "a disabled function is not in the manifest");
+      await assert.rejects(cloudFunctionBody(cp.ctx, apps.a, "switch"), /not found/);
+      assert.equal(ok(await fns("GET", apps.a, "/switch"), 200, "still readable").script, "return 'on'");
+
+      const on = ok(await fns("PATCH", apps.a, "/switch", { enabled: true }), 200, "enable");
+      assert.deepEqual([on.enabled, on.version, on.changed], [true, 1, true]);
+      assert.equal((await manifestOf(apps.a)).find((f) => f.name === "switch")?.version, 1, "back in the manifest");
+      assert.equal((await cloudFunctionBody(cp.ctx, apps.a, "switch")).script, "return 'on'");
+      assert.deepEqual((await lastAudit("cloud_function.update")).detail.enabled, true);
+
+      const again = ok(await fns("PATCH", apps.a, "/switch", { enabled: true }), 200, "enable again");
+      assert.equal(again.changed, false);
+      const off = ok(await fns("PATCH", apps.a, "/switch", { enabled: false }), 200, "disable");
+      assert.deepEqual([off.enabled, off.version], [false, 1]);
+      assert.ok(!(await manifestOf(apps.a)).some((f) => f.name === "switch"), "gone from the manifest again");
+      assert.equal(hints.length, 3, "create, enable and disable hint the nodes; the no-op does not");
+      await unchanged("enabled of the wrong type", async () => {
+        refused(await fns("PATCH", apps.a, "/switch", { enabled: "yes" }), 400, "VALIDATION_FAILED", "enabled as a string", "enabled");
+        refused(
+          await fns("POST", apps.a, "", { name: "other", script: "return 1", enabled: 1 }),
+          400,
+          "VALIDATION_FAILED",
+          "enabled as a number",
+          "enabled",
+        );
+      });
     });
 
     it("bad input: names, sizes, timeouts, unknown fields, empty patches → 400 VALIDATION_FAILED naming the field; nothing changes", async () => {

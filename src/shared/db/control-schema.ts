@@ -248,6 +248,8 @@ export interface CloudFunctionsTable {
   script: string;
   version: number;
   timeout_ms: number;
+  /** 1: listed in the manifest nodes pull and served; 0: kept but not served. */
+  enabled: Generated<number>;
   created_at: number;
   updated_at: number;
   created_by: string | null;

@@ -25,10 +25,15 @@ import { guard } from "../middleware.js";
 import { idParam } from "./params.js";
 
 // Types only here; the service owns the rules for names, script size and timeouts (and says which one failed).
-const createBody = z.strictObject({ name: z.string(), script: z.string(), timeout_ms: z.number().optional() });
+const createBody = z.strictObject({
+  name: z.string(),
+  script: z.string(),
+  timeout_ms: z.number().optional(),
+  enabled: z.boolean().optional(),
+});
 const patchBody = z
-  .strictObject({ script: z.string().optional(), timeout_ms: z.number().optional() })
-  .refine((b) => Object.keys(b).length > 0, "at least one of script, timeout_ms is required");
+  .strictObject({ script: z.string().optional(), timeout_ms: z.number().optional(), enabled: z.boolean().optional() })
+  .refine((b) => Object.keys(b).length > 0, "at least one of script, timeout_ms, enabled is required");
 const noBody = z.strictObject({});
 
 /** A function name in a path: one that cannot be a name is a 404 without touching the database. */
@@ -47,7 +52,14 @@ function target(c: Context<AdminEnv>, appId: string, name: string | null, detail
 
 /** What the audit row keeps of a saved function: enough to tell versions apart, never the script. */
 function savedFacts(fn: CloudFunctionView): Record<string, unknown> {
-  return { function_id: fn.id, version: fn.version, sha256: fn.sha256, size_bytes: fn.size_bytes, timeout_ms: fn.timeout_ms };
+  return {
+    function_id: fn.id,
+    version: fn.version,
+    sha256: fn.sha256,
+    size_bytes: fn.size_bytes,
+    timeout_ms: fn.timeout_ms,
+    enabled: fn.enabled,
+  };
 }
 
 export function cloudFunctionRoutes(ctx: CpContext): Hono<AdminEnv> {
@@ -64,7 +76,13 @@ export function cloudFunctionRoutes(ctx: CpContext): Hono<AdminEnv> {
     target(c, appId, null);
     const body = await readJson(c, createBody);
     target(c, appId, body.name);
-    const created = await createCloudFunction(ctx, actorOf(c), { appId, name: body.name, script: body.script, timeoutMs: body.timeout_ms });
+    const created = await createCloudFunction(ctx, actorOf(c), {
+      appId,
+      name: body.name,
+      script: body.script,
+      timeoutMs: body.timeout_ms,
+      enabled: body.enabled,
+    });
     target(c, appId, created.name, savedFacts(created));
     return c.json(created, 201);
   });
@@ -75,7 +93,11 @@ export function cloudFunctionRoutes(ctx: CpContext): Hono<AdminEnv> {
     target(c, appId, name);
     const body = await readJson(c, patchBody);
     target(c, appId, name, { changes: Object.keys(body) });
-    const updated = await updateCloudFunction(ctx, actorOf(c), appId, name, { script: body.script, timeoutMs: body.timeout_ms });
+    const updated = await updateCloudFunction(ctx, actorOf(c), appId, name, {
+      script: body.script,
+      timeoutMs: body.timeout_ms,
+      enabled: body.enabled,
+    });
     target(c, appId, name, { changes: Object.keys(body), changed: updated.changed, ...savedFacts(updated) });
     return c.json(updated);
   });

@@ -31,10 +31,14 @@ export interface CloudFunctionInput {
   script: string;
   /** Omitted: keep the current timeout (or the default for a new function). */
   timeoutMs?: number | undefined;
+  /** Omitted: enabled for a new function. */
+  enabled?: boolean | undefined;
 }
 
 export interface CloudFunctionView extends CloudFunctionManifest {
   id: string;
+  /** Whether nodes serve it; a disabled function is kept but left out of the manifest. */
+  enabled: boolean;
   size_bytes: number;
   created_at: number;
   updated_at: number;
@@ -71,6 +75,7 @@ export async function upsertCloudFunction(
             script: input.script,
             version: 1,
             timeout_ms: timeoutMs,
+            enabled: 1,
             created_at: now,
             updated_at: now,
             created_by: actor.agentId,
@@ -106,6 +111,7 @@ export interface CloudFunctionDetail extends CloudFunctionView {
 export interface CloudFunctionChanges {
   script?: string | undefined;
   timeoutMs?: number | undefined;
+  enabled?: boolean | undefined;
 }
 
 /** One page of an application's functions by name, without scripts. Readable while the application is in the recycle bin. */
@@ -126,18 +132,19 @@ export async function createCloudFunction(ctx: CpContext, actor: Actor, input: C
   // The application is checked before the compiler runs: a syntax error is reported only for a save that could happen.
   await requireLiveApplication(ctx.controlDb, input.appId);
   await assertCompiles(input.script);
-  let created: CloudFunctionsTable;
+  let created: StoredFunction;
   try {
     created = await ctx.controlDb.transaction().execute(async (trx) => {
       await requireLiveApplication(trx, input.appId);
       const now = ctx.clock.now();
-      const row: CloudFunctionsTable = {
+      const row = {
         id: newId("cfn"),
         app_id: input.appId,
         name: input.name,
         script: input.script,
         version: 1,
         timeout_ms: input.timeoutMs ?? DEFAULT_CLOUD_FUNCTION_TIMEOUT_MS,
+        enabled: input.enabled === false ? 0 : 1,
         created_at: now,
         updated_at: now,
         created_by: actor.agentId,
@@ -177,11 +184,20 @@ export async function updateCloudFunction(
     const current = await requireFunction(trx, appId, name);
     const script = changes.script ?? current.script;
     const timeoutMs = changes.timeoutMs ?? current.timeout_ms;
-    if (script === current.script && timeoutMs === current.timeout_ms) return { ...toDetail(current), changed: false };
-    // version + 1 in SQL: two concurrent updates each get their own number.
+    const enabled = changes.enabled === undefined ? current.enabled : changes.enabled ? 1 : 0;
+    const codeChanged = script !== current.script || timeoutMs !== current.timeout_ms;
+    if (!codeChanged && enabled === current.enabled) return { ...toDetail(current), changed: false };
+    // version + 1 in SQL: two concurrent updates each get their own number. Switching a function
+    // on or off keeps its version: what nodes run is the same script.
     await trx
       .updateTable("cloud_functions")
-      .set((eb) => ({ script, timeout_ms: timeoutMs, version: eb("version", "+", 1), updated_at: ctx.clock.now() }))
+      .set((eb) => ({
+        script,
+        timeout_ms: timeoutMs,
+        enabled,
+        version: codeChanged ? eb("version", "+", 1) : eb.ref("version"),
+        updated_at: ctx.clock.now(),
+      }))
       .where("id", "=", current.id)
       .execute();
     const updated = await trx.selectFrom("cloud_functions").selectAll().where("id", "=", current.id).executeTakeFirstOrThrow();
@@ -203,7 +219,10 @@ export async function deleteCloudFunction(ctx: CpContext, actor: Actor, appId: s
   return deleted;
 }
 
-async function requireFunction(db: Kysely<ControlSchema>, appId: string, name: string): Promise<CloudFunctionsTable> {
+/** A function row as read back (enabled is filled in by the database's default). */
+type StoredFunction = Omit<CloudFunctionsTable, "enabled"> & { enabled: number };
+
+async function requireFunction(db: Kysely<ControlSchema>, appId: string, name: string): Promise<StoredFunction> {
   const row = CLOUD_FUNCTION_NAME.test(name)
     ? await db.selectFrom("cloud_functions").selectAll().where("app_id", "=", appId).where("name", "=", name).executeTakeFirst()
     : undefined;
@@ -224,13 +243,14 @@ function announceChange(ctx: CpContext, actor: Actor, event: string, fn: CloudFu
   ctx.events.publish("config.pending", null);
 }
 
-function toDetail(row: CloudFunctionsTable): CloudFunctionDetail {
+function toDetail(row: StoredFunction): CloudFunctionDetail {
   return { ...toView(row), script: row.script };
 }
 
-function toView(row: CloudFunctionsTable): CloudFunctionView {
+function toView(row: StoredFunction): CloudFunctionView {
   return {
     id: row.id,
+    enabled: row.enabled === 1,
     app_id: row.app_id,
     name: row.name,
     version: Number(row.version),

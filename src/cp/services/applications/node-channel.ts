@@ -3,7 +3,7 @@
  * manifests: the live applications (status and secret verifier, what a node checks an SDK's
  * hello against) and every cloud function of them (name, version, sha256, timeout); a node
  * downloads a function's body only when its sha256 differs from what it holds. Applications in
- * the recycle bin, and their functions, are neither listed nor served.
+ * the recycle bin, their functions, and disabled functions are neither listed nor served.
  */
 import { AuthNexusError } from "../../../shared/errors/index.js";
 import { sha256Hex } from "../../../shared/ids.js";
@@ -16,6 +16,7 @@ export async function cloudFunctionManifest(ctx: CpContext): Promise<CloudFuncti
     .selectFrom("cloud_functions as f")
     .innerJoin("applications as a", "a.id", "f.app_id")
     .where("a.deleted_at", "is", null)
+    .where("f.enabled", "=", 1)
     .select(["f.app_id", "f.name", "f.version", "f.timeout_ms", "f.script"])
     .orderBy("f.app_id")
     .orderBy("f.name")
@@ -43,6 +44,7 @@ export async function cloudFunctionBody(ctx: CpContext, appId: string, name: str
     .where("a.deleted_at", "is", null)
     .where("f.app_id", "=", appId)
     .where("f.name", "=", name)
+    .where("f.enabled", "=", 1)
     .select(["f.script", "f.version"])
     .executeTakeFirst();
   if (!row) throw new AuthNexusError("NOT_FOUND", { message: "Cloud function not found." });
