@@ -122,6 +122,16 @@ export interface UserAuditLogsTable {
   detail: string | null;
 }
 
+/** A user's own variables (see migrations/runtime/0005 and shared/db/runtime/user-variables.ts). */
+export interface UserVariablesTable {
+  app_id: string;
+  user_id: string;
+  key: string;
+  value: string;
+  created_at: number;
+  updated_at: number;
+}
+
 export interface RuntimeSchema {
   users: UsersTable;
   invite_codes: InviteCodesTable;
@@ -133,4 +143,5 @@ export interface RuntimeSchema {
   sync_cursors: SyncCursorsTable;
   login_logs: LoginLogsTable;
   user_audit_logs: UserAuditLogsTable;
+  user_variables: UserVariablesTable;
 }

@@ -114,6 +114,9 @@ export const ERROR_CATALOGUE = {
   NOT_LOGGED_IN: entry(401, 6106, "Log in first."),
   SESSION_ENDED: entry(401, 6107, "The session has ended; log in again."),
   DEVICE_LIMIT_REACHED: entry(403, 6108, "This account is already used on as many devices as allowed."),
+  // Per-user variables (getvar/setvar from the SDK, and the admin API): the message names the key and the limit.
+  USER_VARIABLE_INVALID: entry(400, 6109, "The variable's key or value is not valid."),
+  USER_VARIABLE_LIMIT: entry(409, 6110, "The user cannot keep more variables."),
 
   // The SDK's own refusals and failures (never sent by a node; unique codes all the same)
   NODE_UNREACHABLE: entry(503, 6201, "No node could be reached; try again shortly.", { retryAfterS: 5 }),

@@ -107,6 +107,10 @@ export const appPolicySchema = z.strictObject({
     .min(60)
     .max(90 * 86_400)
     .optional(),
+  /** Most variables one user may keep (getvar/setvar); 0 switches per-user variables off. */
+  user_variables_max_count: z.number().int().min(0).max(10_000).default(100),
+  /** Largest value of one per-user variable, in UTF-8 bytes. */
+  user_variable_max_bytes: z.number().int().min(1).max(65_536).default(4096),
 });
 
 const VARIABLE_NAME = /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/;

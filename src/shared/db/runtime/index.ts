@@ -14,6 +14,14 @@ export {
 } from "./sessions.js";
 export { type LoginLogEntry, type UserAuditEntry, writeLoginLog, writeUserAudit } from "./trails.js";
 export {
+  applyUserVariableWrites,
+  listUserVariables,
+  USER_VARIABLE_KEY,
+  type UserVariableLimits,
+  type UserVariableWrite,
+  userVariableLimits,
+} from "./user-variables.js";
+export {
   findUserById,
   findUserByName,
   findUserEpoch,
