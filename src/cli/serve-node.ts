@@ -21,6 +21,8 @@ const NODE_FLAG_SPECS: FlagSpec[] = [
     description: "business port for SDK clients (default 0.0.0.0:<business_port from the package>; port 0 = any free port)",
   },
   { name: "blacklist-fail-closed", value: null, description: "refuse every SDK request while the blacklist cannot be kept current" },
+  { name: "function-workers", value: "n", description: "worker threads cloud functions run on (default 2)" },
+  { name: "function-queue", value: "n", description: "cloud function calls that may wait for a worker before FUNCTION_BUSY (default 256)" },
   { name: "log-level", value: "level", description: "debug, info, warn or error" },
   { name: "log-format", value: "format", description: "json or pretty (default: pretty on a terminal)" },
   ...dbFlagSpecs("", "Runtime DB"),

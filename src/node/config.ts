@@ -6,7 +6,7 @@
  */
 import path from "node:path";
 import { DB_FLAGS, type DbOptions, type RawDbValues, resolveDbOptions } from "../shared/config/db-options.js";
-import { DEFAULT_DATA_DIR, DEFAULT_HEALTH_LISTEN } from "../shared/config/defaults.js";
+import { DEFAULT_DATA_DIR, DEFAULT_FUNCTION_QUEUE, DEFAULT_FUNCTION_WORKERS, DEFAULT_HEALTH_LISTEN } from "../shared/config/defaults.js";
 import { type HostPort, parseHostPort } from "../shared/config/host-port.js";
 import { flagValue, readLogOptions, throwIfProblems } from "../shared/config/options.js";
 import type { LogFormat, LogLevel } from "../shared/log/index.js";
@@ -20,13 +20,27 @@ export interface NodeConfig {
   listen: HostPort | null;
   /** Refuse every SDK request while the blacklist cache is not current. */
   blacklistFailClosed: boolean;
+  /** Worker threads cloud functions run on (--function-workers). */
+  functionWorkers: number;
+  /** Cloud function calls that may wait for a worker before FUNCTION_BUSY (--function-queue). */
+  functionQueue: number;
   runtimeDb: DbOptions;
   logLevel: LogLevel;
   logFormat: LogFormat | undefined;
 }
 
 /** Flags serve-node understands besides the DB flags. */
-export const NODE_FLAGS = ["agent", "data-dir", "health-listen", "listen", "blacklist-fail-closed", "log-level", "log-format"] as const;
+export const NODE_FLAGS = [
+  "agent",
+  "data-dir",
+  "health-listen",
+  "listen",
+  "blacklist-fail-closed",
+  "function-workers",
+  "function-queue",
+  "log-level",
+  "log-format",
+] as const;
 
 export function resolveNodeConfig(flags: Record<string, string | undefined>, env: NodeJS.ProcessEnv): NodeConfig {
   const problems: string[] = [];
@@ -38,6 +52,8 @@ export function resolveNodeConfig(flags: Record<string, string | undefined>, env
   const listenValue = get("listen");
   const listen = listenValue === undefined ? null : parseHostPort(listenValue, "--listen", problems);
   const blacklistFailClosed = parseSwitch(get("blacklist-fail-closed"), "--blacklist-fail-closed", problems);
+  const functionWorkers = parseCount(get("function-workers"), "--function-workers", DEFAULT_FUNCTION_WORKERS, 1, 64, problems);
+  const functionQueue = parseCount(get("function-queue"), "--function-queue", DEFAULT_FUNCTION_QUEUE, 0, 100_000, problems);
   const dbValues = Object.fromEntries(DB_FLAGS.map((f) => [f, get(f)]).filter(([, v]) => v !== undefined)) as RawDbValues;
   const runtimeDb = resolveDbOptions(
     { values: dbValues, prefix: "", dataDir, defaultSqliteFile: "runtime.db", defaultPgDatabase: "authnexus_runtime" },
@@ -53,6 +69,8 @@ export function resolveNodeConfig(flags: Record<string, string | undefined>, env
     healthListen,
     listen,
     blacklistFailClosed,
+    functionWorkers,
+    functionQueue,
     runtimeDb,
     logLevel,
     logFormat,
@@ -66,4 +84,13 @@ function parseSwitch(value: string | undefined, flag: string, problems: string[]
   if (/^(0|false|no|off)$/i.test(value)) return false;
   problems.push(`${flag} takes no value on the command line; in the environment use 1 or 0, got "${value}"`);
   return false;
+}
+
+/** A whole number in [min, max]; the fallback when absent. */
+function parseCount(value: string | undefined, flag: string, fallback: number, min: number, max: number, problems: string[]): number {
+  if (value === undefined) return fallback;
+  const parsed = /^\d+$/.test(value) ? Number(value) : Number.NaN;
+  if (Number.isSafeInteger(parsed) && parsed >= min && parsed <= max) return parsed;
+  problems.push(`${flag} must be a whole number from ${min} to ${max}, got "${value}"`);
+  return fallback;
 }

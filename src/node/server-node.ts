@@ -191,6 +191,7 @@ export async function startServerNode(config: NodeConfig, options: StartServerNo
       log: log.with({ node_id: readyPkg.manifest.node_id }),
       listen: config.listen ?? { host: DEFAULT_BUSINESS_HOST, port: readyPkg.manifest.business.port },
       blacklistFailClosed: config.blacklistFailClosed,
+      functions: { workers: config.functionWorkers, queue: config.functionQueue },
     });
     businessListener = listener;
     serverLog.info("listener.bound", {

@@ -180,6 +180,42 @@ export class AuthNexusClient extends EventEmitter<ClientEvents> {
     this.session_ = null;
   }
 
+  /**
+   * Runs the application's cloud function `name` with `params` (a protocol value: nil, booleans,
+   * numbers, strings, arrays and plain objects) and resolves with what it returned. Needs a
+   * logged-in session. Fails with FUNCTION_NOT_FOUND (unknown or disabled), FUNCTION_TIMEOUT,
+   * FUNCTION_BUSY (retryable), FUNCTION_ERROR (the script raised an error; its message is in the
+   * error), FUNCTION_MEMORY_EXCEEDED or FUNCTION_RESULT_INVALID.
+   */
+  async callFunction(name: string, params: Value = null): Promise<Value> {
+    return (await this.call("call_function", { name, params })).value;
+  }
+
+  /**
+   * The application's cloud variables this client may read: every variable once logged in, only
+   * the ones the vendor made public before. With `name`, that one variable (undefined when it
+   * does not exist or is not readable yet).
+   */
+  async variables(): Promise<Record<string, Value>>;
+  async variables(name: string): Promise<Value | undefined>;
+  async variables(name?: string): Promise<Record<string, Value> | Value | undefined> {
+    const values = asMap((await this.call("get_variables", { name: name ?? null })).values);
+    return name === undefined ? values : values[name];
+  }
+
+  /** The logged-in user's own variables, or with `key` that one (undefined when unset). */
+  async userVariables(): Promise<Record<string, string>>;
+  async userVariables(key: string): Promise<string | undefined>;
+  async userVariables(key?: string): Promise<Record<string, string> | string | undefined> {
+    const values = asMap((await this.call("get_user_variables", { key: key ?? null })).values) as Record<string, string>;
+    return key === undefined ? values : values[key];
+  }
+
+  /** Sets one of the logged-in user's variables, or deletes it with null. */
+  async setUserVariable(key: string, value: string | null): Promise<void> {
+    await this.call("set_user_variable", { key, value });
+  }
+
   /** A heartbeat now; resolves with the node's clock. Heartbeats are also sent automatically. */
   async heartbeat(): Promise<number> {
     return (await this.call("heartbeat", {})).server_time;
@@ -423,4 +459,11 @@ function checkLength(name: string, value: string, maxBytes: number): void {
   if (typeof value !== "string" || value.length === 0 || Buffer.byteLength(value) > maxBytes) {
     throw new AuthNexusError("VALIDATION_FAILED", { message: `${name} must be 1-${maxBytes} bytes.` });
   }
+}
+
+/** A `variables` answer's map (the node always sends one; anything else is a protocol error). */
+function asMap(values: Value): Record<string, Value> {
+  if (values === null || typeof values !== "object" || Array.isArray(values))
+    throw new AuthNexusError("PROTOCOL_ERROR", { message: "The node's variables answer is not a map." });
+  return values;
 }

@@ -18,7 +18,18 @@ import {
 } from "../shared/protocol/index.js";
 import type { CancelTimer, Scheduler } from "../shared/time/index.js";
 
-export type RequestName = "hello" | "register" | "login_password" | "login_card" | "login_token" | "heartbeat" | "logout";
+export type RequestName =
+  | "hello"
+  | "register"
+  | "login_password"
+  | "login_card"
+  | "login_token"
+  | "heartbeat"
+  | "logout"
+  | "call_function"
+  | "get_variables"
+  | "get_user_variables"
+  | "set_user_variable";
 /** The answer each request expects when it succeeds. */
 interface Answers {
   hello: "hello_ok";
@@ -28,6 +39,10 @@ interface Answers {
   login_token: "auth_ok";
   heartbeat: "heartbeat_ack";
   logout: "ok";
+  call_function: "function_result";
+  get_variables: "variables";
+  get_user_variables: "variables";
+  set_user_variable: "ok";
 }
 export type AnswerOf<R extends RequestName> = Message<Answers[R]>;
 
@@ -39,6 +54,10 @@ const EXPECTED: { [R in RequestName]: Answers[R] } = {
   login_token: "auth_ok",
   heartbeat: "heartbeat_ack",
   logout: "ok",
+  call_function: "function_result",
+  get_variables: "variables",
+  get_user_variables: "variables",
+  set_user_variable: "ok",
 };
 
 interface Pending {

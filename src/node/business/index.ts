@@ -10,9 +10,11 @@ import type { Logger } from "../../shared/log/index.js";
 import { DEFAULT_MAX_FRAME_BYTES } from "../../shared/protocol/index.js";
 import type { Scheduler } from "../../shared/time/index.js";
 import type { CpAgent } from "../agent/agent.js";
+import { FunctionPool } from "../functions/pool.js";
 import type { LoadedAgentPackage } from "../package/load-agent-package.js";
 import { AuthFlows } from "./auth-flows.js";
 import type { LiveBusinessPlane } from "./business-plane.js";
+import { CloudCalls } from "./cloud-calls.js";
 import { BusinessEdge } from "./edge.js";
 import { LoginThrottle } from "./login-throttle.js";
 import type { ConnectionRegistry } from "./registry.js";
@@ -33,6 +35,8 @@ export interface BusinessListenerOptions {
   log: Logger;
   listen: HostPort;
   blacklistFailClosed: boolean;
+  /** The worker pool cloud functions run on: threads, and calls that may wait for one. */
+  functions: { workers: number; queue: number };
 }
 
 export interface BusinessListener {
@@ -53,9 +57,10 @@ export async function startBusinessListener(options: BusinessListenerOptions): P
     failClosed: options.blacklistFailClosed,
   });
   const throttle = new LoginThrottle(clock, () => agent.store.serverRuntimeSettings().login_attempts_per_minute);
+  const writes = groupCommit(db);
   const auth = new AuthFlows({
     db,
-    writes: groupCommit(db),
+    writes,
     nodeId,
     clock,
     log: log.security,
@@ -65,12 +70,20 @@ export async function startBusinessListener(options: BusinessListenerOptions): P
     policy: (appId) => agent.store.appPolicy(appId),
     settings: () => agent.store.serverRuntimeSettings(),
   });
+  const pool = await FunctionPool.start({
+    size: options.functions.workers,
+    maxQueue: options.functions.queue,
+    scheduler,
+    log: log.server,
+  });
+  const cloud = new CloudCalls({ db, writes, store: agent.store, pool, clock });
   const service = new BusinessService({
     nodeId,
     db,
     store: agent.store,
     registry,
     auth,
+    cloud,
     security,
     clock,
     maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
@@ -86,12 +99,20 @@ export async function startBusinessListener(options: BusinessListenerOptions): P
     staple: () => agent.stapler.currentStaple(),
     host: service,
   });
-  const address = await edge.listen(options.listen);
+  let address: HostPort;
+  try {
+    address = await edge.listen(options.listen);
+  } catch (error) {
+    await pool.close();
+    throw error;
+  }
   return {
     address,
     close: async () => {
       options.plane.detach();
       await edge.close();
+      // After the edge: no connection is left to call a function.
+      await pool.close();
     },
   };
 }

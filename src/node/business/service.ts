@@ -17,6 +17,7 @@ import { type Decoded, encodeMessage, LIMITS, type Message } from "../../shared/
 import type { Clock } from "../../shared/time/index.js";
 import type { AppliedConfigStore } from "../state/config-store.js";
 import type { AuthFlows, Caller, LoginResult } from "./auth-flows.js";
+import type { CloudCaller, CloudCalls } from "./cloud-calls.js";
 import type { BusinessConnection, ConnectionHost, LiveSession } from "./connection.js";
 import type { ConnectionRegistry } from "./registry.js";
 import type { SecurityState } from "./security-state.js";
@@ -27,6 +28,7 @@ export interface BusinessServiceOptions {
   store: AppliedConfigStore;
   registry: ConnectionRegistry;
   auth: AuthFlows;
+  cloud: CloudCalls;
   security: SecurityState;
   clock: Clock;
   maxFrameBytes: number;
@@ -103,6 +105,21 @@ export class BusinessService implements Omit<ConnectionHost, "scheduler" | "clos
         return this.loggedIn(connection, request.requestId, "card", await this.options.auth.loginCard(caller, request.body));
       case "login_token":
         return this.loggedIn(connection, request.requestId, "token", await this.options.auth.loginToken(caller, request.body));
+      case "call_function":
+        return encodeMessage("function_result", request.requestId, {
+          value: await this.options.cloud.callFunction(this.cloudCaller(connection), request.body),
+        });
+      case "get_variables":
+        return encodeMessage("variables", request.requestId, {
+          values: this.options.cloud.variables(this.cloudCaller(connection), request.body.name),
+        });
+      case "get_user_variables":
+        return encodeMessage("variables", request.requestId, {
+          values: await this.options.cloud.userVariables(this.cloudCaller(connection), request.body.key),
+        });
+      case "set_user_variable":
+        await this.options.cloud.setUserVariable(this.cloudCaller(connection), request.body);
+        return encodeMessage("ok", request.requestId, {});
       case "logout": {
         const session = connection.session;
         if (!session) throw new AuthNexusError("NOT_LOGGED_IN");
@@ -220,6 +237,14 @@ export class BusinessService implements Omit<ConnectionHost, "scheduler" | "clos
   private caller(connection: BusinessConnection): Caller {
     if (connection.appId === null || connection.deviceId === null) throw new AuthNexusError("HANDSHAKE_REQUIRED");
     return { appId: connection.appId, deviceId: connection.deviceId, ip: connection.ip };
+  }
+
+  /** The caller of a variables or function request, its session checked as every request's is. */
+  private cloudCaller(connection: BusinessConnection): CloudCaller {
+    const { appId, deviceId } = this.caller(connection);
+    const session = connection.session;
+    if (session) this.checkSession(connection, session);
+    return { appId, deviceId, session: connection.session };
   }
 
   /** The blacklist may have changed since hello: an IP or device blocked now is refused now. */

@@ -7,6 +7,7 @@
 import {
   type ApplicationManifest,
   type AppPolicy,
+  type AppVariablesContent,
   appScope,
   type CloudFunctionManifest,
   type ConfigContent,
@@ -19,6 +20,8 @@ import {
   GLOBAL_SCOPE,
   type ServerRuntimeSettings,
 } from "../../shared/node-protocol/index.js";
+
+const NO_APP_VARIABLES: AppVariablesContent = { variables: {}, public: [] };
 
 export interface AppliedConfig<T extends ConfigType = ConfigType> {
   type: T;
@@ -85,6 +88,11 @@ export class AppliedConfigStore {
   /** An application's policy: the delivered app_policy, or the defaults until one arrives. */
   appPolicy(appId: string): AppPolicy {
     return this.get("app_policy", appScope(appId))?.content ?? DEFAULT_APP_POLICY;
+  }
+
+  /** An application's cloud variables: the delivered app_variables, or none until one arrives. */
+  appVariables(appId: string): AppVariablesContent {
+    return this.get("app_variables", appScope(appId))?.content ?? NO_APP_VARIABLES;
   }
 
   /** Every published client CA trust bundle of every application (the business port's TLS anchors). */

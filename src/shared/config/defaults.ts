@@ -135,6 +135,10 @@ export const JOB_STOP_WAIT_MS = 10_000;
 export const MAX_CLOUD_FUNCTION_SCRIPT_BYTES = 256 * 1024;
 /** Run-time limit of one call (ms), and the range a function may ask for. */
 export const DEFAULT_CLOUD_FUNCTION_TIMEOUT_MS = 1000;
+/** serve-node --function-workers: threads cloud functions run on, beside the event loop serving logins. */
+export const DEFAULT_FUNCTION_WORKERS = 2;
+/** serve-node --function-queue: calls that may wait for a worker; one more is answered FUNCTION_BUSY. */
+export const DEFAULT_FUNCTION_QUEUE = 256;
 export const MIN_CLOUD_FUNCTION_TIMEOUT_MS = 10;
 export const MAX_CLOUD_FUNCTION_TIMEOUT_MS = 60_000;
 

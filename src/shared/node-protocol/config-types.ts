@@ -114,12 +114,23 @@ export const appPolicySchema = z.strictObject({
 });
 
 const VARIABLE_NAME = /^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/;
-/** Cloud variables SDK clients may read: a flat map of scalars. */
-export const appVariablesSchema = z.strictObject({
-  variables: z
-    .record(z.string().regex(VARIABLE_NAME), z.union([z.string().max(4096), z.number().finite(), z.boolean()]))
-    .refine((v) => Object.keys(v).length <= 1000, "at most 1000 variables"),
-});
+/**
+ * Cloud variables SDK clients may read: a flat map of scalars. A logged-in session reads them
+ * all; `public` names the ones a client may read before it logs in (a banner, the latest
+ * version). Cloud functions read every one.
+ */
+export const appVariablesSchema = z
+  .strictObject({
+    variables: z
+      .record(z.string().regex(VARIABLE_NAME), z.union([z.string().max(4096), z.number().finite(), z.boolean()]))
+      .refine((v) => Object.keys(v).length <= 1000, "at most 1000 variables"),
+    public: z.array(z.string().regex(VARIABLE_NAME)).max(1000).default([]),
+  })
+  .refine((content) => content.public.every((name) => name in content.variables), {
+    message: "every name in public must be one of the variables",
+    path: ["public"],
+  });
+export type AppVariablesContent = z.output<typeof appVariablesSchema>;
 
 /** A PEM bundle of CA certificates (shape only here; the node parses each certificate). */
 const pemBundleSchema = z.strictObject({

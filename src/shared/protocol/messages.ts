@@ -70,6 +70,10 @@ export const LIMITS = {
   message: 4096,
   reason: 500,
   errorMessage: 1024,
+  functionName: 64,
+  variableName: 64,
+  /** A per-user variable's value; app_policy.user_variable_max_bytes may set a lower limit. */
+  userVariableValue: 65_536,
 } as const;
 
 /** Errors after which the node closes the connection (docs/protocol.md, "Errors"); any other error leaves it open. */
@@ -119,6 +123,13 @@ export const MESSAGES = {
   login_token: { type: 0x05, fields: { token: bytes(LIMITS.token) } },
   heartbeat: { type: 0x06, fields: {} },
   logout: { type: 0x07, fields: {} },
+  call_function: { type: 0x08, fields: { name: str(LIMITS.functionName), params: value } },
+  /** The application's cloud variables the caller may read: one (`name`) or all. */
+  get_variables: { type: 0x09, fields: { name: optional(str(LIMITS.variableName)) } },
+  /** The logged-in user's own variables: one (`key`) or all. */
+  get_user_variables: { type: 0x0a, fields: { key: optional(str(LIMITS.variableName)) } },
+  /** Sets one of the logged-in user's variables; a null value deletes it. */
+  set_user_variable: { type: 0x0b, fields: { key: str(LIMITS.variableName), value: optional(str(LIMITS.userVariableValue)) } },
 
   // Answers (node → client), echoing the request id
   hello_ok: {
@@ -138,6 +149,9 @@ export const MESSAGES = {
   },
   heartbeat_ack: { type: 0x83, fields: { server_time: uint53 } },
   ok: { type: 0x84, fields: {} },
+  function_result: { type: 0x85, fields: { value } },
+  /** A map from names to values (get_variables, get_user_variables); a name the caller cannot see is absent. */
+  variables: { type: 0x86, fields: { values: value } },
   error: { type: 0xe0, fields: { code: u16, retryable: bool, message: str(LIMITS.errorMessage) } },
 
   // Pushes (node → client, request id 0)
