@@ -241,6 +241,17 @@ const GOLDEN: Golden[] = [
   golden("heartbeat_ack", 300, { server_time: 1_735_689_630_000 }, "00000010 01 83 0000 0000012c  000001941f29f130"),
   golden("ok", 301, {}, "00000008 01 84 0000 0000012d"),
   golden(
+    "call_function",
+    6,
+    { name: "greet", params: map({ name: "ada" }) },
+    "00000022 01 08 0000 00000006  0005 6772656574  06 00000001 0004 6e616d65 04 00000003 616461",
+  ),
+  golden("function_result", 6, { value: "hello ada" }, "00000016 01 85 0000 00000006  04 00000009 68656c6c6f20616461"),
+  golden("get_variables", 7, { name: null }, "00000009 01 09 0000 00000007  00"),
+  golden("variables", 7, { values: map({ motd: "hi" }) }, "0000001a 01 86 0000 00000007  06 00000001 0004 6d6f7464 04 00000002 6869"),
+  golden("get_user_variables", 8, { key: "theme" }, "00000010 01 0a 0000 00000008  01 0005 7468656d65"),
+  golden("set_user_variable", 9, { key: "theme", value: "dark" }, "00000016 01 0b 0000 00000009  0005 7468656d65  01 0004 6461726b"),
+  golden(
     "error",
     3,
     { code: 6101, retryable: false, message: "Login failed." },
@@ -286,10 +297,16 @@ describe("golden frames", () => {
       login_token: 0x05,
       heartbeat: 0x06,
       logout: 0x07,
+      call_function: 0x08,
+      get_variables: 0x09,
+      get_user_variables: 0x0a,
+      set_user_variable: 0x0b,
       hello_ok: 0x81,
       auth_ok: 0x82,
       heartbeat_ack: 0x83,
       ok: 0x84,
+      function_result: 0x85,
+      variables: 0x86,
       error: 0xe0,
       push: 0xf0,
     });
@@ -318,6 +335,9 @@ describe("golden frames", () => {
       message: 4096,
       reason: 500,
       errorMessage: 1024,
+      functionName: 64,
+      variableName: 64,
+      userVariableValue: 65_536,
     });
     assert.deepEqual(DEFAULT_VALUE_LIMITS, { maxDepth: 16, maxItems: 4096, maxStringBytes: 65_536 });
   });
