@@ -1090,6 +1090,7 @@ for (const variant of dbVariants()) {
         "POST /users/:user_id/password": { password: PW.never },
         "POST /card-keys": { count: 1, duration_seconds: 3600 },
         "POST /invite-codes": { count: 1, max_uses: 1 },
+        "PUT /users/:user_id/variables/:key": { value: "never-set" },
       };
       const rows: Array<[string, string, (appId: string) => string, boolean]> = [
         ["GET", "/users", () => "/users", false],
@@ -1103,6 +1104,9 @@ for (const variant of dbVariants()) {
         ["DELETE", "/users/:user_id/devices/:device_id", () => `/users/${u}/devices/phone`, true],
         ["GET", "/users/:user_id/sessions", () => `/users/${u}/sessions`, false],
         ["POST", "/users/:user_id/sessions/revoke", () => `/users/${u}/sessions/revoke`, true],
+        ["GET", "/users/:user_id/variables", () => `/users/${u}/variables`, false],
+        ["PUT", "/users/:user_id/variables/:key", () => `/users/${u}/variables/score`, true],
+        ["DELETE", "/users/:user_id/variables/:key", () => `/users/${u}/variables/score`, true],
         ["POST", "/card-keys", () => "/card-keys", true],
         ["GET", "/card-keys", () => "/card-keys", false],
         ["GET", "/card-keys/batches/:batch_id/export", () => `/card-keys/batches/${batch1.id}/export`, false],

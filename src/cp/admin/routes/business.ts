@@ -1,6 +1,7 @@
 /**
  * /admin/v1/applications/:app_id/{users,card-keys,invite-codes,sessions}: business
- * administration on the Runtime DB. Reads need "read", changes "write". Every change is audited
+ * administration on the Runtime DB (users with their devices, sessions and variables). Reads
+ * need "read", changes "write". Every change is audited
  * here (agent audit, `business.*` actions; the target is named before the work, so a refusal
  * names it too) and by the service in the Runtime DB's user audit log.
  */
@@ -23,6 +24,7 @@ import {
 import { hasControlCharacter } from "../../services/business/common.js";
 import { deleteInvite, generateInvites, listInvites, MAX_INVITE_USES, MAX_INVITES_PER_CALL } from "../../services/business/invites.js";
 import { kickSession, listSessions } from "../../services/business/sessions.js";
+import { deleteUserVariable, listUserVariableViews, setUserVariable } from "../../services/business/user-variables.js";
 import {
   banUser,
   createUser,
@@ -61,6 +63,8 @@ const createUserBody = z.strictObject({ username: z.string(), password: z.string
 const passwordBody = z.strictObject({ password: z.string() });
 const banBody = z.strictObject({ reason: safeText(500).optional() });
 const noBody = z.strictObject({});
+// The value's rules (size under app_policy, text only) are the service's, which names the key.
+const variableBody = z.strictObject({ value: z.string() });
 const cardBody = z.strictObject({
   count: z.number().int().min(1).max(MAX_CARDS_PER_BATCH),
   duration_seconds: z.number().int().min(MIN_CARD_DURATION_SECONDS).max(MAX_CARD_DURATION_SECONDS),
@@ -90,6 +94,16 @@ function deviceParam(c: Context): string {
   const value = c.req.param("device_id");
   if (!value || Buffer.byteLength(value, "utf8") > DEVICE_ID_MAX_BYTES || hasControlCharacter(value)) throw new AuthNexusError("NOT_FOUND");
   return value;
+}
+
+/** A variable's key in a path, as given: the service says what is wrong with one it cannot store. */
+function variableKeyParam(c: Context): string {
+  return c.req.param("key") ?? "";
+}
+
+/** A key as the agent audit records it: a valid key is at most 64 characters, a refused one is cut there. */
+function auditedKey(key: string): string {
+  return key.slice(0, 64);
 }
 
 /** Names what the audit line is about (before the work: a refusal is recorded against it too). */
@@ -181,6 +195,27 @@ export function businessRoutes(ctx: CpContext): Hono<AdminEnv> {
     const revoked = await revokeAllUserSessions(ctx, actorOf(c), appId, userId);
     target(c, userId, { app_id: appId, revoked_sessions: revoked.revoked_sessions, command_id: revoked.command_id });
     return c.json(revoked);
+  });
+
+  // ---- per-user variables -----------------------------------------------------------------
+  routes.get("/:app_id/users/:user_id/variables", read, async (c) =>
+    c.json(await listUserVariableViews(ctx, appOf(c), idParam(c, "user_id"))),
+  );
+  routes.put("/:app_id/users/:user_id/variables/:key", write("business.user_variable.set", "user"), async (c) => {
+    const { appId, userId } = userTarget(c);
+    const key = variableKeyParam(c);
+    target(c, userId, { app_id: appId, key: auditedKey(key) });
+    const body = await readJson(c, variableBody);
+    const set = await setUserVariable(ctx, actorOf(c), { appId, userId, key }, body.value);
+    target(c, userId, { app_id: appId, key, bytes: Buffer.byteLength(set.value, "utf8"), created: set.created });
+    return c.json(set, set.created ? 201 : 200);
+  });
+  routes.delete("/:app_id/users/:user_id/variables/:key", write("business.user_variable.delete", "user"), async (c) => {
+    const { appId, userId } = userTarget(c);
+    const key = variableKeyParam(c);
+    target(c, userId, { app_id: appId, key: auditedKey(key) });
+    await readJson(c, noBody);
+    return c.json(await deleteUserVariable(ctx, actorOf(c), { appId, userId, key }));
   });
 
   // ---- card keys --------------------------------------------------------------------------

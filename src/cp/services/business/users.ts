@@ -227,6 +227,12 @@ export async function requireUserForRead(ctx: CpContext, appId: string, userId: 
   await requireUser(ctx.runtimeDb, appId, userId);
 }
 
+/** 404 unless the user exists in this live application (409 APPLICATION_DELETED in the recycle bin); for changes to the user's things elsewhere. */
+export async function requireUserForWrite(ctx: CpContext, appId: string, userId: string): Promise<void> {
+  await requireAppForWrite(ctx, appId);
+  await requireUser(ctx.runtimeDb, appId, userId);
+}
+
 // ---- changes -------------------------------------------------------------------------------
 
 export interface NewUser {
@@ -394,8 +400,9 @@ export interface DeletedUser {
 
 /**
  * Bumps the epoch first, so every node ends the user's live connections, then deletes the user,
- * its device bindings and its sessions in one transaction (with the audit row). Card keys the
- * user activated stay (they belong to the batch, not the user).
+ * its device bindings, its sessions and its variables in one transaction (with the audit row,
+ * which counts the variables; the answer keeps its shape). Card keys the user activated stay
+ * (they belong to the batch, not the user).
  */
 export async function deleteUser(ctx: CpContext, actor: Actor, appId: string, userId: string): Promise<DeletedUser> {
   await requireAppForWrite(ctx, appId);
@@ -404,6 +411,7 @@ export async function deleteUser(ctx: CpContext, actor: Actor, appId: string, us
   return ctx.runtimeDb.transaction().execute(async (trx) => {
     const sessions = await trx.deleteFrom("sessions").where("user_id", "=", userId).executeTakeFirst();
     const devices = await trx.deleteFrom("device_bindings").where("app_id", "=", appId).where("user_id", "=", userId).executeTakeFirst();
+    const variables = await trx.deleteFrom("user_variables").where("user_id", "=", userId).executeTakeFirst();
     const deleted = await trx.deleteFrom("users").where("id", "=", userId).where("app_id", "=", appId).executeTakeFirst();
     // Deleted meanwhile by another call: roll back (nothing else of ours changed since the check).
     if (Number(deleted.numDeletedRows) === 0) throw new AuthNexusError("NOT_FOUND", { message: "User not found." });
@@ -417,7 +425,7 @@ export async function deleteUser(ctx: CpContext, actor: Actor, appId: string, us
       appId,
       userId,
       event: "user.deleted",
-      detail: { ...result, username: user.username, epoch_change_id: change.id },
+      detail: { ...result, deleted_variables: Number(variables.numDeletedRows), username: user.username, epoch_change_id: change.id },
     });
     return result;
   });
