@@ -2,7 +2,8 @@
  * Channel 1 configs on the node, against a scripted CP: valid items are applied and acked in
  * one batch, invalid ones reported in one batch with the version still in force (which stays
  * in force), acks and reports that fail to reach the CP are sent again, a rejected version is
- * not re-reported, and cloud function bodies are kept only when they hash to the manifest.
+ * not re-reported, and cloud function bodies are kept only when they hash to the manifest and
+ * compile (a refused body is reported once, with the previous version kept).
  */
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
@@ -221,8 +222,8 @@ describe("ConfigSync", () => {
       return fetch(name, appId);
     };
     cp.bodies.set("app1/evil", body("return 2"));
-    cp.functions = [manifest("hello", "return 1"), manifest("evil", "return 2"), manifest("new", "x")];
-    cp.bodies.set("app1/new", body("x"));
+    cp.functions = [manifest("hello", "return 1"), manifest("evil", "return 2"), manifest("new", "return 3")];
+    cp.bodies.set("app1/new", body("return 3"));
     await sync.run();
     assert.equal(fetches, 2, "the unchanged function was not fetched again");
     assert.equal(store.cloudFunctionCount, 3);
@@ -236,6 +237,74 @@ describe("ConfigSync", () => {
       "the previous version stays until the new body arrives",
     );
     assert.equal(store.cloudFunctionCount, 1, "functions dropped from the manifest are gone");
+  });
+
+  test("a cloud function body that does not compile: previous version kept, reported once, cleared by a good one", async () => {
+    const { cp, sync, store, events } = setup();
+    const manifest = (text: string, version: number): CloudFunctionManifest => ({
+      app_id: "app1",
+      name: "calc",
+      version,
+      sha256: createHash("sha256").update(text).digest("hex"),
+      timeout_ms: 1000,
+    });
+    let fetches = 0;
+    const serve = (text: string, version: number) => {
+      cp.functions = [manifest(text, version)];
+      cp.client.fetchCloudFunction = async () => {
+        fetches += 1;
+        return Buffer.from(text);
+      };
+    };
+    serve("return 1", 1);
+    assert.deepEqual((await sync.run()).cloudFunctions, { fetched: 1, failed: 0, rejected: 0 });
+
+    serve("return (", 2);
+    assert.deepEqual((await sync.run()).cloudFunctions, { fetched: 0, failed: 0, rejected: 1 }, "refused, and not a retryable failure");
+    assert.equal(store.cloudFunction("app1", "calc")?.manifest.version, 1);
+    assert.equal(store.cloudFunction("app1", "calc")?.body.toString(), "return 1");
+    assert.deepEqual(cp.errors, [
+      [
+        {
+          type: "cloud_function",
+          scope: "app:app1",
+          name: "calc",
+          version: 2,
+          applied_version: 1,
+          message: "line 1: unexpected symbol near <eof>",
+        },
+      ],
+    ]);
+    const warning = events().find((e) => e.msg === "cloud_function.rejected");
+    assert.equal(warning?.line, 1);
+    assert.equal(warning?.applied_version, 1);
+    assert.equal(sync.rejectedCloudFunctions, 1);
+    assert.equal(sync.holdsRejections, false, "a refused body says nothing about config items pending");
+
+    const fetchesBefore = fetches;
+    assert.deepEqual((await sync.run()).cloudFunctions, { fetched: 0, failed: 0, rejected: 1 });
+    assert.equal(fetches, fetchesBefore, "the refused body is not fetched again while the manifest names it");
+    assert.equal(cp.errors.length, 1, "nor reported again");
+
+    serve("return 3", 3);
+    assert.deepEqual((await sync.run()).cloudFunctions, { fetched: 1, failed: 0, rejected: 0 });
+    assert.equal(store.cloudFunction("app1", "calc")?.body.toString(), "return 3");
+    assert.equal(sync.rejectedCloudFunctions, 0);
+
+    serve("end", 4);
+    cp.failErrors = 1;
+    await assert.rejects(sync.run(), /timed out/);
+    assert.equal(store.cloudFunction("app1", "calc")?.manifest.version, 3);
+    await sync.run();
+    assert.deepEqual(
+      cp.errors.map((batch) => batch.map((e) => e.version)),
+      [[2], [4]],
+      "a report that did not reach the CP is sent on the next run",
+    );
+    cp.functions = [];
+    await sync.run();
+    assert.equal(sync.rejectedCloudFunctions, 0, "a function gone from the manifest is forgotten");
+    assert.equal(store.cloudFunctionCount, 0);
   });
 
   test("concurrent runs (loop + reload command) queue instead of racing", async () => {

@@ -82,7 +82,8 @@ export interface CpAgentStatus {
     last_attempt_at: number | null;
     last_error: string | null;
   };
-  caches: { blacklist_entries: number; auth_epochs: number; cloud_functions: number };
+  /** cloud_functions: functions served; cloud_functions_rejected: functions whose newest body did not compile here. */
+  caches: { blacklist_entries: number; auth_epochs: number; cloud_functions: number; cloud_functions_rejected: number };
   last_checkin: { at: number; ok: boolean; error: string | null; node_status: string | null; server_time: number | null } | null;
   loops: Record<
     string,
@@ -379,7 +380,12 @@ export class CpAgent {
         last_attempt_at: ocsp.lastAttemptAt,
         last_error: ocsp.lastError,
       },
-      caches: { blacklist_entries: this.blacklist.size, auth_epochs: this.epochs.size, cloud_functions: this.store.cloudFunctionCount },
+      caches: {
+        blacklist_entries: this.blacklist.size,
+        auth_epochs: this.epochs.size,
+        cloud_functions: this.store.cloudFunctionCount,
+        cloud_functions_rejected: this.configs.rejectedCloudFunctions,
+      },
       last_checkin: checkin && {
         at: checkin.at,
         ok: checkin.ok,

@@ -5,11 +5,17 @@
  * rejected item leaves the previous version in force. Acks and error reports that fail to
  * reach the CP are kept and sent again on the next run, so the CP's SYNCED / ERROR view
  * converges even across CP outages. Cloud function bodies are fetched when their manifest
- * SHA-256 changes and kept only if they hash to it.
+ * SHA-256 changes, kept only if they hash to it, and served only if they compile: a body that
+ * does not is reported like a rejected item (type "cloud_function") and the previous version
+ * stays in force.
  */
 import { createHash } from "node:crypto";
 import type { Logger } from "../../shared/log/index.js";
+import { checkLuaSyntax, type LuaSyntaxCheck } from "../../shared/lua/syntax.js";
 import {
+  appScope,
+  CLOUD_FUNCTION_ERROR_TYPE,
+  type CloudFunctionError,
   type CloudFunctionManifest,
   type ConfigError,
   type ConfigItem,
@@ -61,10 +67,19 @@ function checkCaBundle(pem: string): string | null {
   return null;
 }
 
+export interface CloudFunctionSyncResult {
+  /** New bodies downloaded, verified and compiled: now served. */
+  fetched: number;
+  /** Downloads that failed or did not hash to the manifest: retried on the next run. */
+  failed: number;
+  /** Functions whose newest body does not compile (newly or still): the previous version, if any, is served. */
+  rejected: number;
+}
+
 export interface ConfigSyncResult {
   applied: ConfigVersionRef[];
   rejected: ConfigError[];
-  cloudFunctions: { fetched: number; failed: number };
+  cloudFunctions: CloudFunctionSyncResult;
 }
 
 export interface ConfigSyncOptions {
@@ -76,6 +91,17 @@ export interface ConfigSyncOptions {
 }
 
 const keyOf = (type: ConfigType, scope: string) => `${type} ${scope}`;
+const functionKeyOf = (fn: { app_id: string; name: string }) => `${CLOUD_FUNCTION_ERROR_TYPE} ${appScope(fn.app_id)} ${fn.name}`;
+const errorKeyOf = (error: ConfigError) =>
+  error.type === CLOUD_FUNCTION_ERROR_TYPE ? `${error.type} ${error.scope} ${error.name}` : keyOf(error.type, error.scope);
+
+/** The report's message: the compiler's, with its line when it gave one (never empty, at most 2000 characters). */
+function describeCompileError(compiled: { line: number | null; message: string }): string {
+  const message = compiled.message.trim() || "does not compile";
+  return (compiled.line === null ? message : `line ${compiled.line}: ${message}`).slice(0, 2000);
+}
+
+type FunctionOutcome = { counted: keyof CloudFunctionSyncResult | null; serve: CloudFunction | undefined };
 
 export class ConfigSync {
   /** Applied but not yet acknowledged by the CP. */
@@ -84,6 +110,8 @@ export class ConfigSync {
   private readonly unreportedErrors = new Map<string, ConfigError>();
   /** Rejected versions the CP already knows about: not re-validated or re-reported. */
   private readonly reportedRejections = new Map<string, number>();
+  /** SHA-256 of each function's body that did not compile: not fetched or reported again until the manifest changes it. */
+  private readonly refusedBodies = new Map<string, string>();
   private chain: Promise<unknown> = Promise.resolve();
   private resolveFirstApplied!: () => void;
   /** Settles once a pull was applied and its acks/errors reached the CP (staged startup waits for it). */
@@ -105,9 +133,16 @@ export class ConfigSync {
     return this.lastResult;
   }
 
+  /** Functions in the manifest whose newest body did not compile on this node. */
+  get rejectedCloudFunctions(): number {
+    return this.refusedBodies.size;
+  }
+
   /** True while some item's newest version is one this node rejected (so the CP keeps saying "pending"). */
   get holdsRejections(): boolean {
-    return this.reportedRejections.size > 0 || this.unreportedErrors.size > 0;
+    if (this.reportedRejections.size > 0) return true;
+    // A refused cloud function body plays no part in the CP's "pending", which concerns config items only.
+    return [...this.unreportedErrors.values()].some((error) => error.type !== CLOUD_FUNCTION_ERROR_TYPE);
   }
 
   private async runOnce(): Promise<ConfigSyncResult> {
@@ -128,6 +163,8 @@ export class ConfigSync {
     const result = { applied, rejected, cloudFunctions };
     this.lastResult = result;
     this.options.onSynced?.(result);
+    // Bodies refused just now are reported in this run, not a pull interval later.
+    await this.flushReports();
     if (cloudFunctions.failed > 0)
       throw new CpCallError("network", `${cloudFunctions.failed} cloud function bodies could not be fetched; retrying`);
     return result;
@@ -194,9 +231,10 @@ export class ConfigSync {
       const batch = errors.slice(i, i + MAX_BATCH_ITEMS);
       await this.sendBatch(() => client.reportConfigErrors({ errors: batch }), "errors");
       for (const error of batch) {
-        const key = keyOf(error.type, error.scope);
+        const key = errorKeyOf(error);
         if (this.unreportedErrors.get(key)?.version === error.version) this.unreportedErrors.delete(key);
-        this.reportedRejections.set(key, error.version);
+        // Refused function bodies are skipped by their SHA-256 (refusedBodies), not by version.
+        if (error.type !== CLOUD_FUNCTION_ERROR_TYPE) this.reportedRejections.set(key, error.version);
       }
       log.info("config.errors_reported", { items: batch.length });
     }
@@ -212,37 +250,88 @@ export class ConfigSync {
     }
   }
 
-  private async syncCloudFunctions(manifest: CloudFunctionManifest[]): Promise<{ fetched: number; failed: number }> {
-    const { store, client, log } = this.options;
+  /** Brings the served functions in line with the manifest; a function whose new body is not usable keeps its previous one. */
+  private async syncCloudFunctions(manifest: CloudFunctionManifest[]): Promise<CloudFunctionSyncResult> {
+    const { store } = this.options;
     const next: CloudFunction[] = [];
-    let fetched = 0;
-    let failed = 0;
+    const tally: CloudFunctionSyncResult = { fetched: 0, failed: 0, rejected: 0 };
     for (const entry of manifest) {
-      const held = store.cloudFunction(entry.app_id, entry.name);
-      if (held && held.manifest.sha256 === entry.sha256) {
-        next.push({ manifest: entry, body: held.body });
-        continue;
-      }
-      try {
-        const body = await client.fetchCloudFunction(entry.name, entry.app_id);
-        const digest = createHash("sha256").update(body).digest("hex");
-        if (digest !== entry.sha256) throw new Error(`body hashes to ${digest}, manifest says ${entry.sha256}`);
-        next.push({ manifest: entry, body });
-        fetched += 1;
-        log.info("cloud_function.fetched", { app_id: entry.app_id, name: entry.name, version: entry.version, bytes: body.length });
-      } catch (error) {
-        failed += 1;
-        // The previous version (if any) stays in force until the new body arrives intact.
-        if (held) next.push(held);
-        log.warn("cloud_function.fetch_failed", {
-          app_id: entry.app_id,
-          name: entry.name,
-          version: entry.version,
-          error: (error as Error).message,
-        });
-      }
+      const { counted, serve } = await this.syncCloudFunction(entry, store.cloudFunction(entry.app_id, entry.name));
+      if (counted) tally[counted] += 1;
+      if (serve) next.push(serve);
     }
+    this.forgetFunctionsNotIn(manifest);
     store.replaceCloudFunctions(next);
-    return { fetched, failed };
+    return tally;
+  }
+
+  private async syncCloudFunction(entry: CloudFunctionManifest, held: CloudFunction | undefined): Promise<FunctionOutcome> {
+    const { log } = this.options;
+    if (held && held.manifest.sha256 === entry.sha256) return { counted: null, serve: { manifest: entry, body: held.body } };
+    const key = functionKeyOf(entry);
+    if (this.refusedBodies.get(key) === entry.sha256) return { counted: "rejected", serve: held };
+    let body: Buffer;
+    let compiled: LuaSyntaxCheck;
+    try {
+      body = await this.fetchVerifiedBody(entry);
+      compiled = await checkLuaSyntax(body.toString("utf8"));
+    } catch (error) {
+      // The previous version (if any) stays in force until the new body arrives intact and can be
+      // checked (a compiler that failed to start says nothing about the body, so it is retried too).
+      log.warn("cloud_function.fetch_failed", {
+        app_id: entry.app_id,
+        name: entry.name,
+        version: entry.version,
+        error: (error as Error).message,
+      });
+      return { counted: "failed", serve: held };
+    }
+    if (!compiled.ok) {
+      this.refuseBody(entry, held, compiled);
+      return { counted: "rejected", serve: held };
+    }
+    this.refusedBodies.delete(key);
+    this.unreportedErrors.delete(key);
+    log.info("cloud_function.fetched", { app_id: entry.app_id, name: entry.name, version: entry.version, bytes: body.length });
+    return { counted: "fetched", serve: { manifest: entry, body } };
+  }
+
+  private async fetchVerifiedBody(entry: CloudFunctionManifest): Promise<Buffer> {
+    const body = await this.options.client.fetchCloudFunction(entry.name, entry.app_id);
+    const digest = createHash("sha256").update(body).digest("hex");
+    if (digest !== entry.sha256) throw new Error(`body hashes to ${digest}, manifest says ${entry.sha256}`);
+    return body;
+  }
+
+  /** Remembers a body that does not compile, so it is neither served nor fetched again, and queues its report. */
+  private refuseBody(
+    entry: CloudFunctionManifest,
+    held: CloudFunction | undefined,
+    compiled: { line: number | null; message: string },
+  ): void {
+    const error: CloudFunctionError = {
+      type: CLOUD_FUNCTION_ERROR_TYPE,
+      scope: appScope(entry.app_id),
+      name: entry.name,
+      version: entry.version,
+      applied_version: held?.manifest.version ?? null,
+      message: describeCompileError(compiled),
+    };
+    this.refusedBodies.set(functionKeyOf(entry), entry.sha256);
+    this.unreportedErrors.set(errorKeyOf(error), error);
+    this.options.log.warn("cloud_function.rejected", {
+      app_id: entry.app_id,
+      name: entry.name,
+      version: entry.version,
+      applied_version: error.applied_version,
+      line: compiled.line,
+      message: compiled.message,
+    });
+  }
+
+  /** A function gone from the manifest (deleted, disabled) needs no memory of a refused body; if it comes back, it is checked anew. */
+  private forgetFunctionsNotIn(manifest: readonly CloudFunctionManifest[]): void {
+    const live = new Set(manifest.map(functionKeyOf));
+    for (const key of this.refusedBodies.keys()) if (!live.has(key)) this.refusedBodies.delete(key);
   }
 }

@@ -175,15 +175,40 @@ export type ConfigsPullResponse = z.infer<typeof configsPullResponse>;
 export const configsAcksRequest = z.strictObject({ acks: z.array(configVersionRef).min(1).max(MAX_BATCH_ITEMS) });
 export type ConfigsAcksRequest = z.infer<typeof configsAcksRequest>;
 
-export const configError = z.strictObject({
+const errorMessage = z.string().min(1).max(2000);
+
+/** A config item version the node rejected. */
+export const configItemError = z.strictObject({
   type: configType,
   scope,
   /** The version the node rejected. */
   version,
   /** The version still in force on the node (null when none was ever applied). */
   applied_version: version.nullable(),
-  message: z.string().min(1).max(2000),
+  message: errorMessage,
 });
+export type ConfigItemError = z.infer<typeof configItemError>;
+
+/** The `type` of an error report about a cloud function rather than a config item. */
+export const CLOUD_FUNCTION_ERROR_TYPE = "cloud_function";
+
+/**
+ * A cloud function body the node refused (it does not compile): the function is named by its
+ * application's scope and its name, and the versions are the function's own.
+ */
+export const cloudFunctionError = z.strictObject({
+  type: z.literal(CLOUD_FUNCTION_ERROR_TYPE),
+  scope: z.string().regex(/^app:[A-Za-z0-9_-]{1,64}$/),
+  name: z.string().min(1).max(64),
+  /** The function version the node refused. */
+  version,
+  /** The function version still served by the node (null when it serves none). */
+  applied_version: version.nullable(),
+  message: errorMessage,
+});
+export type CloudFunctionError = z.infer<typeof cloudFunctionError>;
+
+export const configError = z.discriminatedUnion("type", [configItemError, cloudFunctionError]);
 export type ConfigError = z.infer<typeof configError>;
 export const configsErrorsRequest = z.strictObject({ errors: z.array(configError).min(1).max(MAX_BATCH_ITEMS) });
 export type ConfigsErrorsRequest = z.infer<typeof configsErrorsRequest>;

@@ -5,6 +5,7 @@ import { appIdOfScope, appScope, type ConfigType } from "../../../shared/node-pr
 import { requireApplication } from "../applications/lookup.js";
 import type { CpContext } from "../context.js";
 import { type Page, type PageRequest, paginate } from "../pagination.js";
+import { listNodeFunctionErrors, type NodeFunctionErrorView } from "./function-errors.js";
 import {
   type ConfigItemKey,
   type ConfigState,
@@ -125,9 +126,14 @@ export interface NodeConfigStates extends Page<NodeConfigStateView> {
   node_id: string;
   /** Over every delivered item, whatever the page or filter. */
   summary: StateCounts;
+  /** Cloud functions whose current version this node refused (it did not compile there), whatever the page or filter. */
+  cloud_function_errors: NodeFunctionErrorView[];
 }
 
-/** Per delivered item (one that has a version), this node's state, versions and last error. */
+/**
+ * Per delivered item (one that has a version), this node's state, versions and last error; and
+ * the cloud functions whose current version the node refused.
+ */
 export async function listNodeConfigStates(
   ctx: CpContext,
   nodeId: string,
@@ -144,7 +150,7 @@ export async function listNodeConfigStates(
     )
     .where(deliveredScope);
   const filtered = joined.$if(filter.state !== undefined, (q) => q.where(sql<SqlBool>`${stateOf} = ${filter.state}`));
-  const [page, byState] = await Promise.all([
+  const [page, byState, functionErrors] = await Promise.all([
     paginate(filtered, request, (q) =>
       q
         .select([
@@ -169,6 +175,7 @@ export async function listNodeConfigStates(
       .select((eb) => eb.fn.countAll<number>().as("n"))
       .groupBy(stateOf)
       .execute(),
+    listNodeFunctionErrors(db, nodeId),
   ]);
   const counted = new Map(byState.map((r) => [r.state, Number(r.n)]));
   const items = page.items.map(
@@ -197,5 +204,6 @@ export async function listNodeConfigStates(
       pending: counted.get("PENDING") ?? 0,
       not_sent: counted.get("NOT_SENT") ?? 0,
     },
+    cloud_function_errors: functionErrors,
   };
 }

@@ -1,21 +1,25 @@
 /**
  * Channel 1 config delivery, node side: pull what is newer than what the node applied (with the
- * cloud-function manifest), then acks of what it applied and reports of what it rejected, each
- * validated as a whole batch and stored in one transaction or not at all.
+ * cloud-function manifest), then acks of what it applied and reports of what it rejected (config
+ * items, and cloud function bodies that do not compile: ./function-errors.ts), each validated as
+ * a whole batch and stored in one transaction or not at all.
  */
 import { sql } from "kysely";
 import { fieldInvalid } from "../../../shared/errors/index.js";
 import {
+  CLOUD_FUNCTION_ERROR_TYPE,
   type ConfigError,
   type ConfigItem,
   type ConfigsPullResponse,
   type ConfigType,
   type ConfigVersionRef,
+  isConfigType,
   scopeFitsType,
 } from "../../../shared/node-protocol/index.js";
 import { applicationManifest, cloudFunctionManifest } from "../applications/node-channel.js";
 import type { CpContext } from "../context.js";
 import type { CallingNode } from "../nodes/identity.js";
+import { assertFunctionVersionsExist, functionVersionRefs, stateTypeOf } from "./function-errors.js";
 import { chunks, type Db, INSERT_CHUNK, keyOf, latestDeliveredVersions } from "./items.js";
 
 /**
@@ -111,25 +115,25 @@ export async function ackConfigs(ctx: CpContext, node: CallingNode, acks: readon
 
 /**
  * configs/errors, all or nothing: the rejected version (and the version still in force, when
- * given) must exist. The error is recorded as the item's last error; applied_version moves
- * forward to the reported one if that is newer (never back, as for acks).
+ * given) must exist, as a config version or as a cloud function's version. The error is recorded
+ * as the item's (or function's) last error; applied_version moves forward to the reported one if
+ * that is newer (never back, as for acks).
  */
 export async function reportConfigErrors(ctx: CpContext, node: CallingNode, errors: readonly ConfigError[]): Promise<{ accepted: number }> {
-  assertDistinctItems(errors, "errors");
+  assertDistinctItems(
+    errors.map((e) => ({ ...e, stateType: stateTypeOf(e) })),
+    "errors",
+  );
   const now = ctx.clock.now();
   await ctx.controlDb.transaction().execute(async (trx) => {
-    await assertVersionsExist(trx, [
-      ...errors.map((e, index) => ({ ...e, field: `errors.${index}.version` })),
-      ...errors.flatMap((e, index) =>
-        e.applied_version === null ? [] : [{ ...e, version: e.applied_version, field: `errors.${index}.applied_version` }],
-      ),
-    ]);
+    await assertVersionsExist(trx, itemVersionRefs(errors));
+    await assertFunctionVersionsExist(trx, functionVersionRefs(errors));
     for (const chunk of chunks(errors, INSERT_CHUNK)) {
       await trx
         .insertInto("node_config_states")
         .values(
           chunk.map((e) => ({
-            ...emptyState(node.id, e),
+            ...emptyState(node.id, { type: stateTypeOf(e), scope: e.scope }),
             applied_version: e.applied_version,
             applied_at: e.applied_version === null ? null : now,
             error_version: e.version,
@@ -158,6 +162,7 @@ export async function reportConfigErrors(ctx: CpContext, node: CallingNode, erro
       node_id: node.id,
       type: e.type,
       scope: e.scope,
+      ...(e.type === CLOUD_FUNCTION_ERROR_TYPE ? { name: e.name } : {}),
       version: e.version,
       applied_version: e.applied_version,
       message: e.message.slice(0, 300),
@@ -181,15 +186,29 @@ function emptyState(nodeId: string, item: { type: string; scope: string }) {
   };
 }
 
-/** One entry per item in a node's batch; a scope must be the right kind for its type. */
-function assertDistinctItems(items: ReadonlyArray<{ type: ConfigType; scope: string }>, field: string): void {
+/**
+ * One entry per item in a node's batch; a scope must be the right kind for its type. An entry
+ * with a stateType (a reported error) is keyed by it, so two functions of one application differ.
+ */
+function assertDistinctItems(items: ReadonlyArray<{ type: string; scope: string; stateType?: string }>, field: string): void {
   const seen = new Set<string>();
   items.forEach((item, index) => {
-    if (!scopeFitsType(item.type, item.scope))
+    if (isConfigType(item.type) && !scopeFitsType(item.type, item.scope))
       throw fieldInvalid(`${field}.${index}.scope`, `${item.scope} is not a valid scope for ${item.type}`);
-    const key = keyOf(item);
-    if (seen.has(key)) throw fieldInvalid(`${field}.${index}`, `${item.type} ${item.scope} appears more than once`);
+    const type = item.stateType ?? item.type;
+    const key = keyOf({ type, scope: item.scope });
+    if (seen.has(key)) throw fieldInvalid(`${field}.${index}`, `${type} ${item.scope} appears more than once`);
     seen.add(key);
+  });
+}
+
+/** The config versions a batch of errors names (the rejected one and the one in force), for assertVersionsExist. */
+function itemVersionRefs(errors: readonly ConfigError[]): Array<{ type: string; scope: string; version: number; field: string }> {
+  return errors.flatMap((e, index) => {
+    if (e.type === CLOUD_FUNCTION_ERROR_TYPE) return [];
+    const rejected = { type: e.type, scope: e.scope, version: e.version, field: `errors.${index}.version` };
+    if (e.applied_version === null) return [rejected];
+    return [rejected, { type: e.type, scope: e.scope, version: e.applied_version, field: `errors.${index}.applied_version` }];
   });
 }
 
