@@ -106,5 +106,8 @@ function openPostgres<Schema>(options: PostgresOptions): Kysely<Schema> {
   });
   // An idle client that loses its server must not crash the process; the next query reports it.
   pool.on("error", () => undefined);
+  // Nor may a client that loses it while checked out between two queries of a request: it emits
+  // "error" with no listener of the pool's attached (the request's own query still rejects).
+  pool.on("connect", (client) => client.on("error", () => undefined));
   return new Kysely<Schema>({ dialect: new PostgresDialect({ pool }) });
 }
