@@ -9,7 +9,7 @@ import { Kysely, PostgresDialect, SqliteDialect, sql } from "kysely";
 import pg from "pg";
 import { type DbOptions, describeDb, type PostgresOptions, type SqliteOptions } from "../config/db-options.js";
 import { AuthNexusError } from "../errors/index.js";
-import { type CheckpointEvents, checkpointInBackground } from "./wal-checkpointer.js";
+import { type CheckpointEvents, checkpointInBackground, checkpointThresholdBytes } from "./wal-checkpointer.js";
 
 // int8 (bigint) columns hold epoch-ms timestamps and sequence ids: well inside 2^53.
 pg.types.setTypeParser(20, (value: string) => Number(value));
@@ -48,13 +48,24 @@ function openSqlite<Schema>(options: SqliteOptions, open: OpenOptions): Kysely<S
     database.pragma(`busy_timeout = ${options.busyTimeoutMs}`);
     database.pragma("synchronous = NORMAL");
     database.pragma("foreign_keys = ON");
-    if (open.backgroundCheckpoints) database.pragma("wal_autocheckpoint = 0");
+    if (open.backgroundCheckpoints) {
+      database.pragma("wal_autocheckpoint = 0");
+      // Each WAL restart cuts the file back to the threshold: its size then tells the
+      // checkpoint worker how much was written since (wal-checkpoint-worker.ts).
+      database.pragma(`journal_size_limit = ${thresholdBytesOf(database)}`);
+    }
   } catch (error) {
     database.close();
     throw error;
   }
-  const stopCheckpoints = open.backgroundCheckpoints ? checkpointInBackground(options.path, open.backgroundCheckpoints) : () => {};
+  const stopCheckpoints = open.backgroundCheckpoints
+    ? checkpointInBackground(options.path, thresholdBytesOf(database), open.backgroundCheckpoints)
+    : () => {};
   return new Kysely<Schema>({ dialect: new SqliteDialect({ database: withStatementCache(database, stopCheckpoints) }) });
+}
+
+function thresholdBytesOf(database: SqliteDatabase.Database): number {
+  return checkpointThresholdBytes(Number(database.pragma("page_size", { simple: true })));
 }
 
 /** Distinct SQL texts kept prepared; the application has a few hundred at most. */

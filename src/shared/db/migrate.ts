@@ -73,9 +73,14 @@ export async function openMigratedDatabase<Schema>(
   // A server checkpoints SQLite's WAL off the thread that serves requests (wal-checkpointer.ts).
   const backgroundCheckpoints = open.server
     ? {
-        checkpointed: (event: { frames: number; ms: number }) => {
-          if (event.ms >= SLOW_CHECKPOINT_MS)
-            dbLog.info("checkpoint.slow", { role: set.role, frames: event.frames, ms: Math.round(event.ms) });
+        checkpointed: (event: { walFrames: number; copiedFrames: number; ms: number }) => {
+          if (event.ms < SLOW_CHECKPOINT_MS) return;
+          dbLog.info("checkpoint.slow", {
+            role: set.role,
+            wal_frames: event.walFrames,
+            copied_frames: event.copiedFrames,
+            ms: Math.round(event.ms),
+          });
         },
         failed: (event: { error: string }) => dbLog.warn("checkpoint.failed", { role: set.role, error: event.error }),
       }

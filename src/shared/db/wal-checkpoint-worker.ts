@@ -1,104 +1,88 @@
 /**
  * The worker thread behind wal-checkpointer.ts: one connection per registered SQLite file, and
- * a checkpoint whenever a file's WAL holds more un-checkpointed frames than the threshold —
- * SQLite's own automatic policy, moved off the thread that serves requests.
+ * a checkpoint whenever a file's WAL has grown past the threshold — SQLite's own automatic
+ * policy, moved off the thread that serves requests.
  *
- * How many frames wait is read from the wal-index (the `-shm` file), whose layout SQLite
- * documents (https://www.sqlite.org/walformat.html, "The WAL-Index Header"): mxFrame, the last
- * valid frame, at byte 16; nBackfill, the last frame copied into the database, at byte 96; both
- * 32-bit in the host's byte order. Reading them is a 100-byte pread; a checkpoint that finds
- * nothing to do is skipped. When the header cannot be read, a PASSIVE checkpoint runs every
- * FALLBACK_INTERVAL_MS instead.
+ * How far the WAL has grown is read with stat(), never by opening the -wal or -shm file: SQLite
+ * locks those files with POSIX advisory locks, which belong to the process, and closing any
+ * descriptor of a file drops every lock the process holds on it — other processes sharing the
+ * database would then see no writer and no reader where there are some. The serving connection
+ * sets `journal_size_limit` to the threshold, so each time the WAL restarts it is cut back to
+ * that size, and a file larger than it holds more than a threshold's worth of new frames.
+ *
+ * Once started, a checkpoint drains: the writer restarts the WAL from its beginning only when it
+ * finds every frame copied, so the worker repeats PASSIVE checkpoints (SQLite reports how many
+ * frames the WAL holds and how many are copied) until they match. Stopping at the threshold
+ * would leave the frames written meanwhile behind, and the WAL would grow without end.
  */
 import fs from "node:fs";
 import { parentPort } from "node:worker_threads";
 import SqliteDatabase from "better-sqlite3";
-import { type CancelTimer, every, systemClock, systemScheduler } from "../time/index.js";
+import { type CancelTimer, every, systemScheduler } from "../time/index.js";
 
 export type CheckpointerMessage =
-  | { kind: "add"; path: string; thresholdFrames: number }
+  | { kind: "add"; path: string; thresholdBytes: number }
   | { kind: "remove"; path: string }
   | { kind: "checkpoint-now"; path: string; token: number };
 
 export type CheckpointerReply =
-  | { kind: "checkpointed"; path: string; frames: number; ms: number }
+  | { kind: "checkpointed"; path: string; walFrames: number; copiedFrames: number; ms: number }
   | { kind: "failed"; path: string; error: string }
   | { kind: "done"; token: number };
 
 const POLL_INTERVAL_MS = 20;
-const FALLBACK_INTERVAL_MS = 1000;
 const DRAIN_PASSES_PER_POLL = 8;
-const HEADER_BYTES = 100;
-const MX_FRAME_OFFSET = 16;
-const N_BACKFILL_OFFSET = 96;
 
 interface Watched {
   db: SqliteDatabase.Database;
-  shmPath: string;
-  thresholdFrames: number;
-  lastFallbackAt: number;
+  walPath: string;
+  thresholdBytes: number;
   /** A checkpoint started and frames written meanwhile are still to be copied. */
   draining: boolean;
 }
 
 const watched = new Map<string, Watched>();
-const header = Buffer.alloc(HEADER_BYTES);
 let stopPolling: CancelTimer | null = null;
 
-function framesWaiting(shmPath: string): number | null {
-  let fd: number | null = null;
+function walBytes(walPath: string): number {
   try {
-    fd = fs.openSync(shmPath, "r");
-    if (fs.readSync(fd, header, 0, HEADER_BYTES, 0) < HEADER_BYTES) return null;
-    const little = header.readUInt32LE(0) === 3007000;
-    const mxFrame = little ? header.readUInt32LE(MX_FRAME_OFFSET) : header.readUInt32BE(MX_FRAME_OFFSET);
-    const nBackfill = little ? header.readUInt32LE(N_BACKFILL_OFFSET) : header.readUInt32BE(N_BACKFILL_OFFSET);
-    return Math.max(0, mxFrame - nBackfill);
+    return fs.statSync(walPath).size;
   } catch {
-    return null;
-  } finally {
-    if (fd !== null) fs.closeSync(fd);
+    return 0;
   }
 }
 
-function checkpoint(path: string, entry: Watched, frames: number): void {
+/** One PASSIVE checkpoint; true when every frame of the WAL is now copied. */
+function checkpoint(path: string, entry: Watched): boolean {
   const started = performance.now();
   try {
     // PASSIVE: copies what no reader still needs, never waits for or blocks the writer.
-    entry.db.pragma("wal_checkpoint(PASSIVE)");
-    parentPort?.postMessage({ kind: "checkpointed", path, frames, ms: performance.now() - started } satisfies CheckpointerReply);
+    const [row] = entry.db.pragma("wal_checkpoint(PASSIVE)") as { busy: number; log: number; checkpointed: number }[];
+    const walFrames = row?.log ?? 0;
+    const copiedFrames = row?.checkpointed ?? 0;
+    const ms = performance.now() - started;
+    parentPort?.postMessage({ kind: "checkpointed", path, walFrames, copiedFrames, ms } satisfies CheckpointerReply);
+    return copiedFrames >= walFrames;
   } catch (error) {
     parentPort?.postMessage({ kind: "failed", path, error: (error as Error).message } satisfies CheckpointerReply);
+    return true;
   }
 }
 
 function poll(): void {
-  const now = systemClock.now();
   for (const [path, entry] of watched) {
-    let frames = framesWaiting(entry.shmPath);
-    if (frames === null) {
-      if (now - entry.lastFallbackAt < FALLBACK_INTERVAL_MS) continue;
-      entry.lastFallbackAt = now;
-      checkpoint(path, entry, -1);
-      continue;
-    }
-    if (frames < entry.thresholdFrames && !entry.draining) continue;
-    // Once started, drain: the writer restarts the WAL from its beginning only when it finds
-    // every frame copied. Stopping at the threshold would leave the frames written during the
-    // checkpoint behind, the WAL would never restart, and it would grow without end.
-    for (let pass = 0; pass < DRAIN_PASSES_PER_POLL && frames !== null && frames > 0; pass += 1) {
-      checkpoint(path, entry, frames);
-      frames = framesWaiting(entry.shmPath);
-    }
-    entry.draining = frames !== null && frames > 0;
+    if (!entry.draining && walBytes(entry.walPath) <= entry.thresholdBytes) continue;
+    let drained = false;
+    for (let pass = 0; pass < DRAIN_PASSES_PER_POLL && !drained; pass += 1) drained = checkpoint(path, entry);
+    entry.draining = !drained;
   }
 }
 
-function add(path: string, thresholdFrames: number): void {
+function add(path: string, thresholdBytes: number): void {
   if (watched.has(path)) return;
   try {
     const db = new SqliteDatabase(path, { fileMustExist: true });
-    watched.set(path, { db, shmPath: `${path}-shm`, thresholdFrames, lastFallbackAt: 0, draining: false });
+    watched.set(path, { db, walPath: `${path}-wal`, thresholdBytes, draining: false });
     stopPolling ??= every(systemScheduler, POLL_INTERVAL_MS, poll);
   } catch (error) {
     parentPort?.postMessage({ kind: "failed", path, error: (error as Error).message } satisfies CheckpointerReply);
@@ -121,11 +105,11 @@ function remove(path: string): void {
 }
 
 parentPort?.on("message", (message: CheckpointerMessage) => {
-  if (message.kind === "add") add(message.path, message.thresholdFrames);
+  if (message.kind === "add") add(message.path, message.thresholdBytes);
   else if (message.kind === "remove") remove(message.path);
   else {
     const entry = watched.get(message.path);
-    if (entry) checkpoint(message.path, entry, framesWaiting(entry.shmPath) ?? -1);
+    if (entry) checkpoint(message.path, entry);
     parentPort?.postMessage({ kind: "done", token: message.token } satisfies CheckpointerReply);
   }
 });

@@ -13,17 +13,28 @@ import type { Worker } from "node:worker_threads";
 import { siblingModule, startWorker } from "../threads/start-worker.js";
 import type { CheckpointerMessage, CheckpointerReply } from "./wal-checkpoint-worker.js";
 
-/** SQLite's own default for wal_autocheckpoint. */
+/** SQLite's own default for wal_autocheckpoint, in frames. */
 export const CHECKPOINT_THRESHOLD_FRAMES = 1000;
 
+/**
+ * The threshold as a WAL file size for a database of `pageSize` pages (a 32-byte header, then
+ * frames of a 24-byte header and a page). The serving connection's journal_size_limit.
+ */
+export function checkpointThresholdBytes(pageSize: number): number {
+  return 32 + CHECKPOINT_THRESHOLD_FRAMES * (24 + pageSize);
+}
+
 export interface CheckpointEvents {
-  checkpointed?: (event: { path: string; frames: number; ms: number }) => void;
+  /** A PASSIVE checkpoint ran: the WAL held `walFrames`, of which `copiedFrames` are now in the database. */
+  checkpointed?: (event: { path: string; walFrames: number; copiedFrames: number; ms: number }) => void;
   failed?: (event: { path: string; error: string }) => void;
 }
 
 let worker: Worker | null = null;
 /** File → the registrations watching it (a CP and a node in one process share a Runtime DB file). */
 const listeners = new Map<string, Set<CheckpointEvents>>();
+/** File → its threshold in bytes, to register it again with a replacement worker. */
+const thresholds = new Map<string, number>();
 const waiting = new Map<number, () => void>();
 let nextToken = 0;
 
@@ -46,8 +57,7 @@ function ensureWorker(): Worker {
     waiting.clear();
     if (listeners.size > 0) {
       const replacement = ensureWorker();
-      for (const watchedPath of listeners.keys())
-        post(replacement, { kind: "add", path: watchedPath, thresholdFrames: CHECKPOINT_THRESHOLD_FRAMES });
+      for (const [watchedPath, thresholdBytes] of thresholds) post(replacement, { kind: "add", path: watchedPath, thresholdBytes });
     }
   });
   started.on("error", () => undefined);
@@ -65,16 +75,18 @@ function post(target: Worker, message: CheckpointerMessage): void {
  * Watches `file` (an open SQLite database in WAL mode whose own connection has
  * wal_autocheckpoint = 0) until the returned function is called.
  */
-export function checkpointInBackground(file: string, events: CheckpointEvents = {}): () => void {
+export function checkpointInBackground(file: string, thresholdBytes: number, events: CheckpointEvents = {}): () => void {
   const absolute = path.resolve(file);
   const registration = { ...events };
   const registrations = listeners.get(absolute) ?? new Set();
   registrations.add(registration);
   listeners.set(absolute, registrations);
-  if (registrations.size === 1) post(ensureWorker(), { kind: "add", path: absolute, thresholdFrames: CHECKPOINT_THRESHOLD_FRAMES });
+  thresholds.set(absolute, thresholdBytes);
+  if (registrations.size === 1) post(ensureWorker(), { kind: "add", path: absolute, thresholdBytes });
   return () => {
     if (!registrations.delete(registration) || registrations.size > 0 || listeners.get(absolute) !== registrations) return;
     listeners.delete(absolute);
+    thresholds.delete(absolute);
     if (worker) post(worker, { kind: "remove", path: absolute });
   };
 }
