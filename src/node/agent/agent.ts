@@ -5,6 +5,8 @@
  * stream is down, the delta, command and config polls tighten to the degraded intervals
  * (800 ms epochs / 5 s blacklist; commands and configs at most every degraded blacklist
  * interval), and when it comes back every loop pulls once, because hints may have been missed.
+ * An `ocsp.refresh` hint (or a checkin reporting a new node status) fetches the staple at once;
+ * a staple that turns revoked ends the live SDK connections with a force_logout push.
  */
 
 import { EventEmitter } from "node:events";
@@ -13,6 +15,8 @@ import { POLL_JITTER_RATIO } from "../../shared/config/defaults.js";
 import type { RuntimeSchema } from "../../shared/db/index.js";
 import type { Logger } from "../../shared/log/index.js";
 import { type CpAgentRuntime, type DeltaStream, GLOBAL_SCOPE, type HintEvent } from "../../shared/node-protocol/index.js";
+import { revocationReasonCode } from "../../shared/pki/index.js";
+import type { OcspCertStatus } from "../../shared/pki/ocsp/index.js";
 import type { Scheduler } from "../../shared/time/index.js";
 import { softwareVersion } from "../../shared/version.js";
 import type { BusinessPlane } from "../business/business-plane.js";
@@ -32,6 +36,10 @@ import { OcspStapler, type OcspStatus, type OcspTransport } from "./ocsp-stapler
 import { PeriodicTask } from "./periodic-task.js";
 import { delayAfterFailure } from "./retry-delay.js";
 import { type SseState, SseSubscriber } from "./sse-subscriber.js";
+
+/** What SDK clients are told when the node's own certificate stops vouching for it. */
+export const NODE_DISABLED_MESSAGE = "this node was disabled by the operator";
+export const NODE_REVOKED_MESSAGE = "this node's certificate was revoked";
 
 export interface CpAgentOptions {
   pkg: LoadedAgentPackage;
@@ -196,6 +204,7 @@ export class CpAgent {
       requestTimeoutMs: () => rt().request_timeout_ms,
       ...(options.ocspTransport ? { transport: options.ocspTransport } : {}),
       onUpdate: (status) => this.events.emit("ocsp.updated", status),
+      onStatusChanged: (status) => this.onStapleStatusChanged(status),
     });
     this.checkin = new CheckinLoop({
       client: this.client,
@@ -215,6 +224,7 @@ export class CpAgent {
         if (configPending && (!this.configPendingBefore || !this.configs.holdsRejections)) this.loops.configs.wake();
         this.configPendingBefore = configPending;
       },
+      onNodeStatusChanged: (status) => this.onNodeStatusChanged(status),
     });
 
     this.loops = this.createLoops(backoff);
@@ -417,13 +427,45 @@ export class CpAgent {
   }
 
   private onHint(hint: HintEvent): void {
-    const target: Record<HintEvent, LoopName> = {
+    if (hint === "ocsp.refresh") {
+      this.refreshStaple("hint");
+      return;
+    }
+    const target: Record<Exclude<HintEvent, "ocsp.refresh">, LoopName> = {
       "command.pending": "commands",
       "config.pending": "configs",
       "blacklist.changed": "blacklist",
       "epoch.bumped": "auth-epochs",
     };
     this.loops[target[hint]].wake();
+  }
+
+  private refreshStaple(trigger: "hint" | "checkin"): void {
+    this.log.tls.info("ocsp.refresh_requested", { trigger });
+    this.stapler.refreshNow();
+  }
+
+  /**
+   * The fallback for a missed `ocsp.refresh` hint (stream down, or the change made on another CP
+   * process): a checkin reporting a new node status refreshes the staple unless it already says
+   * what that status implies.
+   */
+  private onNodeStatusChanged(status: "active" | "disabled"): void {
+    const stapled = this.stapler.status().status;
+    if (stapled === (status === "disabled" ? "revoked" : "good")) return;
+    this.refreshStaple("checkin");
+  }
+
+  /**
+   * A staple that turned revoked makes every new SDK handshake fail, but the connections already
+   * open would go on: they are told why and ended here. Their sessions stay valid (the node was
+   * withdrawn, not the users), so a client may log in with its token on another node. A staple
+   * that turns good again needs nothing: the next handshakes carry it.
+   */
+  private onStapleStatusChanged(status: OcspCertStatus): void {
+    if (status.kind !== "revoked") return;
+    const onHold = status.reason === revocationReasonCode("certificateHold");
+    this.options.business.endAllConnections(onHold ? NODE_DISABLED_MESSAGE : NODE_REVOKED_MESSAGE);
   }
 
   private onSseState(state: SseState): void {

@@ -4,7 +4,8 @@
  * with the heads of the logs the node follows and whether configs are pending. A head past the
  * node's cursor or a pending config wakes the matching pull at once: this is what catches a
  * missed SSE hint, or a change made through another CP process whose event bus this node's
- * stream does not hear.
+ * stream does not hear. A change of the node status it reports (disabled / enabled) does the
+ * same for the OCSP staple.
  */
 import os from "node:os";
 import type { Logger } from "../../shared/log/index.js";
@@ -37,6 +38,8 @@ export interface CheckinDeps {
   ocsp: () => OcspStatus | null;
   /** After every checkin: the streams whose head moved past the node's cursor, and whether configs are pending. */
   onBehind: (behind: { streams: CursorStream[]; configPending: boolean }) => void;
+  /** When the CP reports another node status than the last checkin did (not on the first one). */
+  onNodeStatusChanged?: (status: CheckinResponse["node_status"]) => void;
 }
 
 /** CPU use of this process since the previous sample, in percent of one core. */
@@ -131,7 +134,9 @@ export class CheckinLoop {
       if (response.node_status === "disabled")
         log.warn("node.disabled", { action: "the CP reports this node disabled; it keeps its channels up and recovers when re-enabled" });
       else if (this.lastNodeStatus === "disabled") log.info("node.enabled");
+      const known = this.lastNodeStatus !== null;
       this.lastNodeStatus = response.node_status;
+      if (known) this.deps.onNodeStatusChanged?.(response.node_status);
     }
     this.reactToHeads(response);
   }

@@ -5,12 +5,19 @@
  * ocsp_refresh_ms (15 min) but never later than halfway to nextUpdate; a failed fetch keeps
  * the cached response (until its nextUpdate) and retries with backoff. A `revoked` answer is
  * kept and stapled like any other — SDKs then refuse the handshake — and the node never shuts
- * itself down over it: its management channels stay up so an admin can re-enable it.
+ * itself down over it: its management channels stay up so an admin can re-enable it. The CP
+ * asks for a fetch at once when it disables or enables the node (refreshNow, see agent.ts).
  */
 import { Agent, request } from "undici";
 import { CLOCK_SKEW_MS, MAX_OCSP_RESPONSE_BYTES, NODE_OCSP_MIN_REFRESH_MS } from "../../shared/config/defaults.js";
 import type { Logger } from "../../shared/log/index.js";
-import { buildOcspRequest, type OcspCertStatusKind, type VerifiedOcspResponse, verifyOcspResponse } from "../../shared/pki/ocsp/index.js";
+import {
+  buildOcspRequest,
+  type OcspCertStatus,
+  type OcspCertStatusKind,
+  type VerifiedOcspResponse,
+  verifyOcspResponse,
+} from "../../shared/pki/ocsp/index.js";
 import { deadlineSignal, type Scheduler } from "../../shared/time/index.js";
 import type { Backoff } from "./backoff.js";
 import { PeriodicTask } from "./periodic-task.js";
@@ -39,6 +46,8 @@ export interface OcspStaplerOptions {
   requestTimeoutMs: () => number;
   transport?: OcspTransport;
   onUpdate?: (status: OcspStatus) => void;
+  /** After a verified response whose status differs from the one held before (`previous` null: none held). */
+  onStatusChanged?: (status: OcspCertStatus, previous: OcspCertStatusKind | null) => void;
 }
 
 interface CachedResponse extends VerifiedOcspResponse {
@@ -91,7 +100,7 @@ export class OcspStapler {
     this.task.start();
   }
 
-  /** Fetch now (e.g. after the certificate changed); the schedule continues from there. */
+  /** Fetch now (the certificate or its status changed); the schedule continues from there. */
   refreshNow(): void {
     this.task.wake();
   }
@@ -159,6 +168,7 @@ export class OcspStapler {
       else if (previous !== "good") log.info("ocsp.good", { next_update: verified.nextUpdate });
       else log.debug("ocsp.refreshed", { next_update: verified.nextUpdate });
       this.options.onUpdate?.(this.status());
+      if (status.kind !== previous) this.options.onStatusChanged?.(status, previous);
     } catch (error) {
       this.lastError = error instanceof Error ? error.message : String(error);
       this.options.onUpdate?.(this.status());

@@ -8,7 +8,8 @@
  *   the command result says how many connections each reached;
  * - a blacklist entry or an auth-epoch bump ends the live connections it concerns with a
  *   force_logout push, as soon as the node applies it;
- * - an application that is disabled or deleted has its connections ended.
+ * - an application that is disabled or deleted has its connections ended;
+ * - a node whose own staple turned revoked (disabled by the operator) ends all of them.
  */
 import type { Kysely } from "kysely";
 import type { z } from "zod";
@@ -47,6 +48,8 @@ export interface BusinessPlane {
   forceLogout(payload: ForceLogoutPayload): Promise<PushOutcome>;
   announce(payload: AnnouncementPayload): Promise<PushOutcome>;
   killProcess(payload: KillProcessPayload): Promise<PushOutcome>;
+  /** Ends every live connection with a force_logout push giving `reason`; sessions stay valid. */
+  endAllConnections(reason: string): PushOutcome;
 }
 
 /** Requests and error answers per second, averaged over the last minute (one-second buckets). */
@@ -156,6 +159,18 @@ export class LiveBusinessPlane implements BusinessPlane {
     const targets = this.live(payload);
     for (const connection of targets) this.endWithPush(connection, "kill_process", payload.reason ?? "stopped by an administrator");
     this.options.log.info("push.kill_process", { target: describe(payload), delivered: targets.length });
+    return { delivered: targets.length };
+  }
+
+  /**
+   * The node itself stops serving (its certificate is on hold or revoked): every client is told
+   * why, then disconnected. No session is revoked — the users did nothing — so a client can log
+   * in with its token on another node.
+   */
+  endAllConnections(reason: string): PushOutcome {
+    const targets = [...this.options.registry.connections()].filter((c) => !c.closed);
+    for (const connection of targets) this.endWithPush(connection, "force_logout", reason);
+    this.options.log.warn("connections.ended", { reason, delivered: targets.length });
     return { delivered: targets.length };
   }
 

@@ -1,8 +1,9 @@
 /**
  * Channel 2: the SSE hint events. Hints carry no payload — each one only tells the node which
- * Channel 1/3 pull to run next; the data itself is always pulled.
+ * pull to run next; the data itself is always pulled. `ocsp.refresh` asks for a Channel 4
+ * fetch: the node's OCSP status changed (disabled or enabled), so its staple is out of date.
  */
-export const HINT_EVENTS = ["command.pending", "config.pending", "blacklist.changed", "epoch.bumped"] as const;
+export const HINT_EVENTS = ["command.pending", "config.pending", "blacklist.changed", "epoch.bumped", "ocsp.refresh"] as const;
 export type HintEvent = (typeof HINT_EVENTS)[number];
 
 /** Keep-alive frame name; the node treats a silent stream as dead after PING_INTERVAL_MS × 2.5. */

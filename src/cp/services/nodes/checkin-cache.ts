@@ -86,7 +86,11 @@ export function createCheckinCache(controlDb: Kysely<ControlSchema>, events: Eve
     slot.value = null;
     slot.generation += 1;
   };
-  const unsubscribe = events.onHint((hint) => invalidate(hint.event === "config.pending" ? configs : heads));
+  const unsubscribe = events.onHint((hint) => {
+    // An OCSP refresh moves no log head and no config version: nothing cached goes stale.
+    if (hint.event === "ocsp.refresh") return;
+    invalidate(hint.event === "config.pending" ? configs : heads);
+  });
   return {
     heads: reloading(heads, () => readLogHeads(controlDb)),
     latestConfigVersions: reloading(configs, async () => {

@@ -1,7 +1,7 @@
 /**
  * Node lifecycle on the Control Plane: create (the node row and its NodeOnboard PKI job in one
  * transaction), disable / enable (OCSP answers revoked for a disabled node's certificates, see
- * ocsp-status.ts) and hard delete (certificates revoked, the row and everything hanging off it
+ * ocsp-status.ts, and the node is hinted to refresh its staple at once) and hard delete (certificates revoked, the row and everything hanging off it
  * removed). The onboarding itself runs in the job worker (src/cp/jobs/node-onboard.ts).
  */
 import { sql } from "kysely";
@@ -127,6 +127,7 @@ export async function disableNode(ctx: CpContext, actor: Actor, nodeId: string):
   const node = await getNode(ctx, nodeId);
   // Its certificates answer OCSP "revoked" (certificateHold) from the next request on.
   if (changed) ctx.log.category("PKI").info("node.disabled", { node_id: nodeId, agent_id: actor.agentId });
+  askForOcspRefresh(ctx, nodeId);
   return node;
 }
 
@@ -150,7 +151,19 @@ export async function enableNode(ctx: CpContext, actor: Actor, nodeId: string): 
   });
   const node = await getNode(ctx, nodeId);
   if (changed) ctx.log.category("PKI").info("node.enabled", { node_id: nodeId, agent_id: actor.agentId });
+  askForOcspRefresh(ctx, nodeId);
   return node;
+}
+
+/**
+ * Tells the node to fetch its OCSP response now rather than on its ~15-minute timer, so its
+ * staple (and with it every new SDK handshake) follows a disable or enable within seconds.
+ * Sent on every call, changed or not: repeating the call re-asks a node that missed the hint.
+ * A node streaming from another CP process learns the change from its next checkin instead.
+ */
+function askForOcspRefresh(ctx: CpContext, nodeId: string): void {
+  ctx.events.publish("ocsp.refresh", nodeId);
+  ctx.log.category("PKI").info("ocsp.refresh_hinted", { node_id: nodeId });
 }
 
 export interface DeletedNode {
