@@ -72,6 +72,8 @@ export interface FunctionPoolOptions {
   memoryLimitBytes?: number;
   /** Compiled scripts each worker keeps. */
   compiledCacheSize?: number;
+  /** After a call's time limit, how long its worker may take to report it before it is replaced (ms). */
+  timedOutWorkerGraceMs?: number;
   /** Timers for time limits and restarts. */
   scheduler?: Scheduler;
   /** The source of `server_time`; the scheduler's clock by default. */
@@ -285,7 +287,7 @@ export class FunctionPool {
     if (slot.call !== pending || slot.state !== "busy") return;
     pending.reject(this.timeoutError(pending));
     slot.state = "draining";
-    slot.cancelTimer = this.scheduler.setTimer(TIMED_OUT_WORKER_GRACE_MS, () => {
+    slot.cancelTimer = this.scheduler.setTimer(this.options.timedOutWorkerGraceMs ?? TIMED_OUT_WORKER_GRACE_MS, () => {
       if (slot.call === pending) this.replace(slot, "timeout");
     });
   }
