@@ -4,11 +4,13 @@ import type { MigrationSet } from "../../src/shared/db/migrate.js";
 import * as m0001 from "./0001_init.js";
 import * as m0002 from "./0002_nodes_and_channels.js";
 import * as m0003 from "./0003_cloud_function_switch.js";
+import * as m0004 from "./0004_pki_audit_jobs_and_profiles.js";
 
 export const controlMigrations: Record<string, Migration> = {
   "0001_init": m0001,
   "0002_nodes_and_channels": m0002,
   "0003_cloud_function_switch": m0003,
+  "0004_pki_audit_jobs_and_profiles": m0004,
 };
 
 /** What the Control DB's owner hands the migrator. */

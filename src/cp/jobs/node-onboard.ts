@@ -78,6 +78,7 @@ async function onboardNode(ctx: CpContext, run: JobRun): Promise<void> {
       ownerType: "node",
       ownerId: nodeId,
       actor: JOB_ACTOR,
+      jobId: run.job.id,
     });
     const clientCertId = await recordCertificate(tx, ctx.clock, {
       issued: certs.client,
@@ -87,11 +88,13 @@ async function onboardNode(ctx: CpContext, run: JobRun): Promise<void> {
       ownerType: "node",
       ownerId: nodeId,
       actor: JOB_ACTOR,
+      jobId: run.job.id,
     });
     const status = await attachCertificates(tx, ctx, nodeId, serverCertId, clientCertId);
     await storeDeployPackage(tx, ctx, { id: packageId, nodeId, jobId: run.job.id, archive: pkg.archive, sha256: pkg.sha256 });
     await writePkiAudit(tx, ctx.clock, {
       event: "package.built",
+      jobId: run.job.id,
       actor: JOB_ACTOR,
       detail: { node_id: nodeId, package_id: packageId, sha256: pkg.sha256, job_id: run.job.id },
     });

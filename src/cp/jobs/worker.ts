@@ -6,6 +6,9 @@
  * can never commit twice. A job left "running" by a CP that died is found by the sweep once its
  * lease has expired and goes back to pending (or failed when out of attempts).
  *
+ * Every state change (claimed, succeeded, retry scheduled, failed, reclaimed) writes a
+ * `job.state_changed` PKI audit row in the same transaction as the change.
+ *
  * Time comparisons use the injected clock; timers only pace polling. Tests drive the worker
  * deterministically through sweep() and runOnce() without start().
  */
@@ -22,6 +25,10 @@ import {
 import type { ControlSchema, PkiJobsTable } from "../../shared/db/control-schema.js";
 import { type CancelTimer, delay, every } from "../../shared/time/index.js";
 import type { CpContext } from "../services/context.js";
+import { auditJobStateChange, type JobStateChange } from "../services/pki/jobs.js";
+
+/** The worker acts for the system, not for an agent. */
+const WORKER_ACTOR = "system";
 
 /** last_error of a job reclaimed from a dead (or stopped) CP process. */
 export const INTERRUPTED_ERROR = "interrupted: CP stopped while the job was running";
@@ -138,7 +145,27 @@ export function createJobWorker(
     let reclaimed = 0;
     for (const job of stale) {
       const failed = job.attempts >= job.max_attempts;
-      const result = await db
+      if (!(await reclaim(job, failed, now))) continue;
+      reclaimed += 1;
+      log.warn("job.reclaimed", {
+        job_id: job.id,
+        kind: job.kind,
+        previous_holder: job.claimed_by,
+        attempts: job.attempts,
+        status: failed ? "failed" : "pending",
+      });
+    }
+    return reclaimed;
+  }
+
+  /** running → pending (or failed when out of attempts) for a job whose holder stopped renewing its lease. */
+  async function reclaim(
+    job: { id: string; kind: string; attempts: number; claimed_by: string | null },
+    failed: boolean,
+    now: number,
+  ): Promise<boolean> {
+    return db.transaction().execute(async (tx) => {
+      const result = await tx
         .updateTable("pki_jobs")
         .set({
           status: failed ? "failed" : "pending",
@@ -154,17 +181,24 @@ export function createJobWorker(
         .where("attempts", "=", job.attempts)
         .where((eb) => eb.or([eb("lease_expires_at", "is", null), eb("lease_expires_at", "<", now)]))
         .executeTakeFirst();
-      if (Number(result.numUpdatedRows) !== 1) continue;
-      reclaimed += 1;
-      log.warn("job.reclaimed", {
-        job_id: job.id,
-        kind: job.kind,
+      if (Number(result.numUpdatedRows) !== 1) return false;
+      await audit(tx, job, "running", failed ? "failed" : "pending", {
+        reason: "lease_expired",
+        attempt: job.attempts,
         previous_holder: job.claimed_by,
-        attempts: job.attempts,
-        status: failed ? "failed" : "pending",
       });
-    }
-    return reclaimed;
+      return true;
+    });
+  }
+
+  function audit(
+    tx: Kysely<ControlSchema>,
+    job: { id: string; kind: string },
+    from: JobStateChange["from"],
+    to: JobStateChange["to"],
+    detail: Record<string, unknown>,
+  ): Promise<void> {
+    return auditJobStateChange(tx, ctx.clock, { jobId: job.id, kind: job.kind, from, to, actor: WORKER_ACTOR, detail });
   }
 
   async function claim(): Promise<PkiJobsTable | null> {
@@ -182,7 +216,16 @@ export function createJobWorker(
       .limit(CLAIM_CANDIDATES)
       .execute();
     for (const { id } of candidates) {
-      const claimed = await db
+      const claimed = await claimOne(id, now);
+      if (claimed) return claimed;
+    }
+    return null;
+  }
+
+  /** pending → running under this worker's lease; null when another worker (or a cancel) got there first. */
+  async function claimOne(id: string, now: number): Promise<PkiJobsTable | null> {
+    return db.transaction().execute(async (tx) => {
+      const claimed = await tx
         .updateTable("pki_jobs")
         .set((eb) => ({
           status: "running",
@@ -197,10 +240,11 @@ export function createJobWorker(
         .where("status", "=", "pending")
         .where("run_after", "<=", now)
         .executeTakeFirst();
-      if (Number(claimed.numUpdatedRows) === 1)
-        return (await db.selectFrom("pki_jobs").selectAll().where("id", "=", id).executeTakeFirst()) ?? null;
-    }
-    return null;
+      if (Number(claimed.numUpdatedRows) !== 1) return null;
+      const row = await tx.selectFrom("pki_jobs").selectAll().where("id", "=", id).executeTakeFirstOrThrow();
+      await audit(tx, row, "pending", "running", { attempt: row.attempts, instance_id: ctx.instanceId });
+      return row;
+    });
   }
 
   const updateJob = (target: Kysely<ControlSchema>) => target.updateTable("pki_jobs");
@@ -226,6 +270,7 @@ export function createJobWorker(
       .$call(ours(job))
       .executeTakeFirst();
     if (Number(updated.numUpdatedRows) !== 1) throw new JobLeaseLostError(`job ${job.id} is no longer held by this worker`);
+    await audit(tx, job, "running", "succeeded", { attempt: job.attempts });
   }
 
   async function renewLease(job: ClaimedJob): Promise<void> {
@@ -246,19 +291,25 @@ export function createJobWorker(
     const permanent = error instanceof PermanentJobError;
     const failed = permanent || job.attempts >= job.maxAttempts;
     const delay = retryDelayMs(job.attempts, options);
-    const updated = await updateJob(db)
-      .set({
-        status: failed ? "failed" : "pending",
-        last_error: message,
-        run_after: failed ? now : now + delay,
-        finished_at: failed ? now : null,
-        updated_at: now,
-        claimed_by: null,
-        lease_expires_at: null,
-      })
-      .$call(ours(job))
-      .executeTakeFirst();
-    if (Number(updated.numUpdatedRows) !== 1) {
+    const recorded = await db.transaction().execute(async (tx) => {
+      const updated = await updateJob(tx)
+        .set({
+          status: failed ? "failed" : "pending",
+          last_error: message,
+          run_after: failed ? now : now + delay,
+          finished_at: failed ? now : null,
+          updated_at: now,
+          claimed_by: null,
+          lease_expires_at: null,
+        })
+        .$call(ours(job))
+        .executeTakeFirst();
+      if (Number(updated.numUpdatedRows) !== 1) return false;
+      const detail = { attempt: job.attempts, error: message, ...(failed ? { permanent } : { retry_in_ms: delay }) };
+      await audit(tx, job, "running", failed ? "failed" : "pending", detail);
+      return true;
+    });
+    if (!recorded) {
       log.warn("job.lost", { job_id: job.id, kind: job.kind, attempt: job.attempts, error: message });
       return { jobId: job.id, kind: job.kind, outcome: "lost", error: message };
     }

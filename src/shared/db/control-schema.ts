@@ -139,6 +139,10 @@ export interface PkiAuditLogsTable {
   serial_hex: string | null;
   actor: string;
   detail: string | null;
+  /** The PKI job the row belongs to (job state changes, what a job built); null otherwise. */
+  job_id: string | null;
+  /** The certificate's leaf profile, or the CA profile for a CA row; null for job rows. */
+  profile: string | null;
 }
 
 export interface PkiJobsTable {

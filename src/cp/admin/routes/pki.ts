@@ -1,26 +1,40 @@
+/** /admin/v1/pki: the CAs, the certificate inventory, revocation, certificates close to expiry, and the PKI audit log. */
 import { Hono } from "hono";
 import { z } from "zod";
 import { parseOrThrow } from "../../../shared/errors/index.js";
-import { CA_PROFILES, REVOCATION_REASONS, type RevocationReason } from "../../../shared/pki/index.js";
+import { CA_PROFILES, LEAF_PROFILE_NAMES, type LeafProfile, REVOCATION_REASONS, type RevocationReason } from "../../../shared/pki/index.js";
 import { readJson } from "../../http/json-body.js";
 import type { CpContext } from "../../services/context.js";
-import { parsePageRequest } from "../../services/pagination.js";
+import { parsePageRequest, parseTimeRange } from "../../services/pagination.js";
+import { listPkiAuditLogs } from "../../services/pki/audit-logs.js";
+import { listExpiringCertificates, parseExpiringDays } from "../../services/pki/expiring.js";
 import { getCertificate, listCas, listCertificates, revokeCertificate } from "../../services/pki/inventory.js";
 import type { AdminEnv } from "../env.js";
 import { guard } from "../middleware.js";
+import { ID_PATTERN } from "../schemas.js";
 import { idParam } from "./params.js";
 
 const certQuery = z.object({
   ca_profile: z.enum(CA_PROFILES).optional(),
+  profile: z.enum(LEAF_PROFILE_NAMES as [LeafProfile, ...LeafProfile[]]).optional(),
   owner_type: z
     .string()
     .regex(/^[a-z_]{1,32}$/)
     .optional(),
-  owner_id: z
-    .string()
-    .regex(/^[A-Za-z0-9_-]{1,64}$/)
-    .optional(),
+  owner_id: z.string().regex(ID_PATTERN).optional(),
   status: z.enum(["valid", "revoked", "expired"]).optional(),
+});
+const auditQuery = z.object({
+  event: z
+    .string()
+    .regex(/^[a-z_.]{1,64}$/, "must be an event name such as cert.issued")
+    .optional(),
+  certificate_id: z.string().regex(ID_PATTERN, "is not a certificate id").optional(),
+  serial: z
+    .string()
+    .regex(/^[0-9A-Fa-f:]{1,128}$/, "must be a hexadecimal serial number")
+    .optional(),
+  job_id: z.string().regex(ID_PATTERN, "is not a job id").optional(),
 });
 const revokeBody = z.strictObject({
   reason: z.enum(REVOCATION_REASONS as [RevocationReason, ...RevocationReason[]]).default("unspecified"),
@@ -31,11 +45,23 @@ export function pkiRoutes(ctx: CpContext): Hono<AdminEnv> {
   routes.get("/cas", guard(ctx, "read"), async (c) => c.json({ items: await listCas(ctx) }));
   routes.get("/certs", guard(ctx, "read"), async (c) => {
     const q = c.req.query();
-    const filter = parseOrThrow(certQuery, { ca_profile: q.ca_profile, owner_type: q.owner_type, owner_id: q.owner_id, status: q.status });
+    const filter = parseOrThrow(certQuery, {
+      ca_profile: q.ca_profile,
+      profile: q.profile,
+      owner_type: q.owner_type,
+      owner_id: q.owner_id,
+      status: q.status,
+    });
     return c.json(
       await listCertificates(
         ctx,
-        { caProfile: filter.ca_profile, ownerType: filter.owner_type, ownerId: filter.owner_id, status: filter.status },
+        {
+          caProfile: filter.ca_profile,
+          profile: filter.profile,
+          ownerType: filter.owner_type,
+          ownerId: filter.owner_id,
+          status: filter.status,
+        },
         parsePageRequest(q),
       ),
     );
@@ -45,6 +71,21 @@ export function pkiRoutes(ctx: CpContext): Hono<AdminEnv> {
     const body = await readJson(c, revokeBody);
     c.set("auditDetail", { reason: body.reason });
     return c.json(await revokeCertificate(ctx, idParam(c), body.reason, c.get("agent").agentId));
+  });
+  routes.get("/expiring", guard(ctx, "read"), async (c) => {
+    const q = c.req.query();
+    return c.json(await listExpiringCertificates(ctx, parseExpiringDays(q.days), parsePageRequest(q)));
+  });
+  routes.get("/audit-logs", guard(ctx, "read"), async (c) => {
+    const q = c.req.query();
+    const filter = parseOrThrow(auditQuery, { event: q.event, certificate_id: q.certificate_id, serial: q.serial, job_id: q.job_id });
+    return c.json(
+      await listPkiAuditLogs(
+        ctx,
+        { ...parseTimeRange(q), event: filter.event, certificateId: filter.certificate_id, serial: filter.serial, jobId: filter.job_id },
+        parsePageRequest(q),
+      ),
+    );
   });
   return routes;
 }

@@ -1,4 +1,8 @@
-/** The PKI audit trail: every CA created, certificate issued or revoked, and PKI job retried or cancelled. */
+/**
+ * The PKI audit trail: every CA created, certificate issued or revoked, package built, and PKI
+ * job state change. Writers pass the transaction that makes the change, so a row exists exactly
+ * when the change committed. Rows hold identifiers and public facts only, never key material.
+ */
 import type { Kysely } from "kysely";
 import type { ControlSchema } from "../../../shared/db/index.js";
 import { newId } from "../../../shared/ids.js";
@@ -9,6 +13,10 @@ export interface PkiAuditEntry {
   certificateId?: string;
   caProfile?: string;
   serialHex?: string;
+  /** The certificate's leaf profile (or the CA profile for a CA); looked up when a certificate id comes without it. */
+  profile?: string;
+  jobId?: string;
+  /** An agent id, a system actor name (`job:<kind>`), or "system". */
   actor: string;
   detail?: Record<string, unknown>;
 }
@@ -23,8 +31,17 @@ export async function writePkiAudit(db: Kysely<ControlSchema>, clock: Clock, ent
       certificate_id: entry.certificateId ?? null,
       ca_profile: entry.caProfile ?? null,
       serial_hex: entry.serialHex ?? null,
+      profile: entry.profile ?? (await certificateProfile(db, entry.certificateId)),
+      job_id: entry.jobId ?? null,
       actor: entry.actor,
       detail: entry.detail ? JSON.stringify(entry.detail) : null,
     })
     .execute();
+}
+
+/** Writers that only know the certificate id (a bulk revocation) still get a filterable profile. */
+async function certificateProfile(db: Kysely<ControlSchema>, certificateId: string | undefined): Promise<string | null> {
+  if (!certificateId) return null;
+  const row = await db.selectFrom("certificates").select("leaf_profile").where("id", "=", certificateId).executeTakeFirst();
+  return row?.leaf_profile ?? null;
 }

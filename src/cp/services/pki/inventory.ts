@@ -67,6 +67,7 @@ export async function recordCa(
   await writePkiAudit(db, clock, {
     event: "ca.created",
     caProfile: profile,
+    profile,
     serialHex: ca.serialHex,
     actor,
     detail: { subject: ca.subject },
@@ -94,6 +95,8 @@ export interface CertificateRecord {
   ownerType: string | null;
   ownerId: string | null;
   actor: string;
+  /** The PKI job that issued it, when one did. */
+  jobId?: string;
 }
 
 export async function recordCertificate(db: Kysely<ControlSchema>, clock: Clock, record: CertificateRecord): Promise<string> {
@@ -127,6 +130,8 @@ export async function recordCertificate(db: Kysely<ControlSchema>, clock: Clock,
     certificateId: id,
     caProfile,
     serialHex: record.issued.serialHex,
+    profile: record.leafProfile,
+    ...(record.jobId ? { jobId: record.jobId } : {}),
     actor: record.actor,
     detail: { purpose: record.purpose, subject: record.issued.subject, owner_type: record.ownerType, owner_id: record.ownerId },
   });
@@ -154,6 +159,7 @@ export interface CertificateView {
 
 export interface CertificateFilter {
   caProfile?: CaProfile | undefined;
+  profile?: LeafProfile | undefined;
   ownerType?: string | undefined;
   ownerId?: string | undefined;
   status?: "valid" | "revoked" | "expired" | undefined;
@@ -183,6 +189,7 @@ export async function listCertificates(ctx: CpContext, filter: CertificateFilter
   const base = ctx.controlDb.selectFrom("certificates").$call((q) => {
     let out = q;
     if (filter.caProfile) out = out.where("ca_profile", "=", filter.caProfile);
+    if (filter.profile) out = out.where("leaf_profile", "=", filter.profile);
     if (filter.ownerType) out = out.where("owner_type", "=", filter.ownerType);
     if (filter.ownerId) out = out.where("owner_id", "=", filter.ownerId);
     if (filter.status === "revoked") out = out.where("status", "=", "revoked");
@@ -236,7 +243,7 @@ export async function revokeCertificate(ctx: CpContext, id: string, reason: Revo
   const revoked = await ctx.controlDb.transaction().execute(async (tx) => {
     const row = await tx
       .selectFrom("certificates")
-      .select(["status", "serial_hex", "ca_profile", "owner_type", "owner_id", "purpose"])
+      .select(["status", "serial_hex", "ca_profile", "leaf_profile", "owner_type", "owner_id", "purpose"])
       .where("id", "=", id)
       .executeTakeFirst();
     if (!row) throw new AuthNexusError("NOT_FOUND", { message: "Certificate not found." });
@@ -254,12 +261,19 @@ export async function revokeCertificate(ctx: CpContext, id: string, reason: Revo
       certificateId: id,
       caProfile: row.ca_profile,
       serialHex: row.serial_hex,
+      profile: row.leaf_profile,
       actor,
       detail: { reason },
     });
     return row;
   });
-  ctx.log.info("cert.revoked", { certificate_id: id, reason });
+  ctx.log.category("PKI").info("cert.revoked", {
+    certificate_id: id,
+    serial: revoked.serial_hex,
+    profile: revoked.leaf_profile,
+    reason,
+    actor,
+  });
   // A node's open SSE stream was admitted with this certificate: end it now, not at its next reconnect.
   if (revoked.owner_type === "node" && revoked.owner_id && revoked.purpose === "node_client")
     ctx.events.notice({ kind: "node.credentials_changed", nodeId: revoked.owner_id });

@@ -10,6 +10,7 @@ import { DEFAULT_JOB_MAX_ATTEMPTS } from "../../../shared/config/defaults.js";
 import type { ControlSchema, PkiJobsTable } from "../../../shared/db/control-schema.js";
 import { AuthNexusError } from "../../../shared/errors/index.js";
 import { newId } from "../../../shared/ids.js";
+import type { Clock } from "../../../shared/time/index.js";
 import { writePkiAudit } from "../audit/pki-audit.js";
 import type { Actor, CpContext } from "../context.js";
 import { parseJsonColumn } from "../json-column.js";
@@ -29,7 +30,33 @@ export interface NewJob {
   maxAttempts?: number;
 }
 
-/** Inserts a pending job, due now. Pass the caller's transaction. */
+/** Event names of the PKI audit rows that record a job's state: by the worker, when queued, and by an admin. */
+export const JOB_STATE_CHANGED = "job.state_changed";
+export const JOB_QUEUED = "job.queued";
+
+export interface JobStateChange {
+  jobId: string;
+  kind: string;
+  from: PkiJobStatus | null;
+  to: PkiJobStatus;
+  /** The agent id, or "system" for the worker. */
+  actor: string;
+  /** Attempt number, error text, why the worker moved it; never payload or key material. */
+  detail?: Record<string, unknown>;
+  event?: string;
+}
+
+/** Records a job's state change in the PKI audit log; pass the transaction that made the change. */
+export async function auditJobStateChange(db: Kysely<ControlSchema>, clock: Clock, change: JobStateChange): Promise<void> {
+  await writePkiAudit(db, clock, {
+    event: change.event ?? JOB_STATE_CHANGED,
+    jobId: change.jobId,
+    actor: change.actor,
+    detail: { kind: change.kind, from: change.from, to: change.to, ...change.detail },
+  });
+}
+
+/** Inserts a pending job, due now. Pass the caller's transaction: the job and its audit row commit with the change that needs it. */
 export async function enqueueJob(db: Kysely<ControlSchema>, now: number, job: NewJob): Promise<string> {
   const id = newId("job");
   await db
@@ -55,7 +82,21 @@ export async function enqueueJob(db: Kysely<ControlSchema>, now: number, job: Ne
       lease_expires_at: null,
     })
     .execute();
+  await auditJobStateChange(db, fixedClock(now), {
+    event: JOB_QUEUED,
+    jobId: id,
+    kind: job.kind,
+    from: null,
+    to: "pending",
+    actor: job.createdBy ?? "system",
+    detail: { target_type: job.targetType, target_id: job.targetId },
+  });
   return id;
+}
+
+/** The caller's transaction time, so the job row and its audit row carry the same instant. */
+function fixedClock(now: number): Clock {
+  return { now: () => now };
 }
 
 /** A job as the API shows it: the row with its JSON columns parsed. */
@@ -84,7 +125,7 @@ export async function listJobs(ctx: CpContext, filter: PkiJobFilter, request: Pa
 
 export async function getJob(ctx: CpContext, id: string): Promise<PkiJobView> {
   const row = await ctx.controlDb.selectFrom("pki_jobs").selectAll().where("id", "=", id).executeTakeFirst();
-  if (!row) throw new AuthNexusError("NOT_FOUND", { message: "PKI job not found." });
+  if (!row) throw jobNotFound();
   return toJobView(row);
 }
 
@@ -92,6 +133,9 @@ export async function getJob(ctx: CpContext, id: string): Promise<PkiJobView> {
 export async function retryJob(ctx: CpContext, actor: Actor, id: string): Promise<PkiJobView> {
   const now = ctx.clock.now();
   await ctx.controlDb.transaction().execute(async (tx) => {
+    // Read first so the audit row can say which end state (failed or cancelled) was left.
+    const before = await tx.selectFrom("pki_jobs").select(["kind", "status"]).where("id", "=", id).executeTakeFirst();
+    if (!before) throw jobNotFound();
     const updated = await tx
       .updateTable("pki_jobs")
       .set({
@@ -108,9 +152,18 @@ export async function retryJob(ctx: CpContext, actor: Actor, id: string): Promis
       .where("status", "in", ["failed", "cancelled"])
       .executeTakeFirst();
     if (Number(updated.numUpdatedRows) !== 1) throw await refusal(tx, id, "PKI_JOB_NOT_RETRYABLE");
-    await writePkiAudit(tx, ctx.clock, { event: "job.retried", actor: actor.agentId ?? "system", detail: { job_id: id } });
+    await auditJobStateChange(tx, ctx.clock, {
+      event: "job.retried",
+      jobId: id,
+      kind: before.kind,
+      from: before.status as PkiJobStatus,
+      to: "pending",
+      actor: actor.agentId ?? "system",
+      // Also in detail, where readers of rows older than the job_id column look for it.
+      detail: { job_id: id },
+    });
   });
-  ctx.log.category("PKI").info("job.retried", { job_id: id, agent_id: actor.agentId });
+  ctx.log.category("PKI").info("job.retried", { job_id: id, to: "pending", agent_id: actor.agentId });
   ctx.events.jobQueued();
   return getJob(ctx, id);
 }
@@ -126,10 +179,28 @@ export async function cancelJob(ctx: CpContext, actor: Actor, id: string): Promi
       .where("status", "=", "pending")
       .executeTakeFirst();
     if (Number(updated.numUpdatedRows) !== 1) throw await refusal(tx, id, "PKI_JOB_NOT_CANCELLABLE");
-    await writePkiAudit(tx, ctx.clock, { event: "job.cancelled", actor: actor.agentId ?? "system", detail: { job_id: id } });
+    await auditJobStateChange(tx, ctx.clock, {
+      event: "job.cancelled",
+      jobId: id,
+      kind: await jobKind(tx, id),
+      from: "pending",
+      to: "cancelled",
+      actor: actor.agentId ?? "system",
+      // Also in detail, where readers of rows older than the job_id column look for it.
+      detail: { job_id: id },
+    });
   });
-  ctx.log.category("PKI").info("job.cancelled", { job_id: id, agent_id: actor.agentId });
+  ctx.log.category("PKI").info("job.cancelled", { job_id: id, from: "pending", to: "cancelled", agent_id: actor.agentId });
   return getJob(ctx, id);
+}
+
+function jobNotFound(): AuthNexusError {
+  return new AuthNexusError("NOT_FOUND", { message: "PKI job not found." });
+}
+
+async function jobKind(db: Kysely<ControlSchema>, id: string): Promise<string> {
+  const row = await db.selectFrom("pki_jobs").select("kind").where("id", "=", id).executeTakeFirstOrThrow();
+  return row.kind;
 }
 
 async function refusal(
@@ -138,6 +209,6 @@ async function refusal(
   code: "PKI_JOB_NOT_RETRYABLE" | "PKI_JOB_NOT_CANCELLABLE",
 ): Promise<AuthNexusError> {
   const row = await db.selectFrom("pki_jobs").select("status").where("id", "=", id).executeTakeFirst();
-  if (!row) return new AuthNexusError("NOT_FOUND", { message: "PKI job not found." });
+  if (!row) return jobNotFound();
   return new AuthNexusError(code, { publicDetail: { status: row.status } });
 }
