@@ -4,6 +4,7 @@ import type { Command } from "commander";
 import { LEAF_VALIDITY_DAYS } from "../shared/config/defaults.js";
 import { SDK_CONFIG_FILES } from "../shared/sdk-config.js";
 import { type AdminSessionFlags, addAdminSessionFlags, withAdminSession } from "./admin-session.js";
+import { type Column, day, orDash, printFields, printJson, printPageFooter, printTable, time } from "./output.js";
 import { checkSdkOutputDir, writeSdkFiles } from "./sdk-files.js";
 
 interface CaItem {
@@ -26,6 +27,52 @@ interface CertItem {
   owner_id: string | null;
 }
 
+interface ExpiringItem {
+  id: string;
+  serial: string;
+  profile: string;
+  owner_type: string | null;
+  owner_id: string | null;
+  not_after: number;
+  days_left: number;
+}
+
+interface JobItem {
+  id: string;
+  kind: string;
+  status: string;
+  target_type: string | null;
+  target_id: string | null;
+  attempts: number;
+  max_attempts: number;
+  last_error: string | null;
+  run_after: number;
+  created_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+  created_by: string | null;
+  result: unknown;
+}
+
+interface AuditItem {
+  id: string;
+  created_at: number;
+  event: string;
+  actor: string;
+  certificate_id: string | null;
+  serial_hex: string | null;
+  profile: string | null;
+  job_id: string | null;
+  detail: unknown;
+}
+
+interface Page<T> {
+  items: T[];
+  page: number;
+  page_size: number;
+  total: number;
+}
+
 interface IssuedClientCert {
   certificate_id: string;
   serial: string;
@@ -45,59 +92,133 @@ interface IssueClientFlags extends AdminSessionFlags {
   json?: boolean;
 }
 
-const day = (ms: number) => new Date(ms).toISOString().slice(0, 10);
+interface JsonFlag {
+  json?: boolean;
+}
+
+interface PageFlags extends AdminSessionFlags, JsonFlag {
+  page: string;
+  pageSize: string;
+}
+
+const owner = (row: { owner_type: string | null; owner_id: string | null }) => `${orDash(row.owner_type)}:${orDash(row.owner_id)}`;
+
+const CERT_COLUMNS: Column<CertItem>[] = [
+  { header: "ID", value: (c) => c.id },
+  { header: "SERIAL", value: (c) => c.serial },
+  { header: "PROFILE", value: (c) => c.profile },
+  { header: "STATUS", value: (c) => c.status },
+  { header: "NOT_AFTER", value: (c) => day(c.not_after) },
+  { header: "OWNER", value: owner },
+  { header: "SUBJECT", value: (c) => c.subject },
+];
+
+const EXPIRING_COLUMNS: Column<ExpiringItem>[] = [
+  { header: "ID", value: (c) => c.id },
+  { header: "SERIAL", value: (c) => c.serial },
+  { header: "PROFILE", value: (c) => c.profile },
+  { header: "OWNER", value: owner },
+  { header: "NOT_AFTER", value: (c) => time(c.not_after) },
+  { header: "DAYS_LEFT", value: (c) => String(c.days_left) },
+];
+
+const JOB_COLUMNS: Column<JobItem>[] = [
+  { header: "ID", value: (j) => j.id },
+  { header: "KIND", value: (j) => j.kind },
+  { header: "STATUS", value: (j) => j.status },
+  { header: "ATTEMPTS", value: (j) => `${j.attempts}/${j.max_attempts}` },
+  { header: "TARGET", value: (j) => `${orDash(j.target_type)}:${orDash(j.target_id)}` },
+  { header: "CREATED", value: (j) => time(j.created_at) },
+  { header: "LAST_ERROR", value: (j) => orDash(j.last_error) },
+];
+
+const AUDIT_COLUMNS: Column<AuditItem>[] = [
+  { header: "TIME", value: (a) => time(a.created_at) },
+  { header: "EVENT", value: (a) => a.event },
+  { header: "ACTOR", value: (a) => a.actor },
+  { header: "CERTIFICATE", value: (a) => orDash(a.certificate_id) },
+  { header: "SERIAL", value: (a) => orDash(a.serial_hex) },
+  { header: "PROFILE", value: (a) => orDash(a.profile) },
+  { header: "JOB", value: (a) => orDash(a.job_id) },
+  { header: "DETAIL", value: (a) => (a.detail === null ? "-" : JSON.stringify(a.detail)) },
+];
 
 export function registerPki(program: Command): void {
   const pki = program.command("pki").description("certificate operations against a running Control Plane");
 
-  addAdminSessionFlags(pki.command("cas").description("list the CA certificates; --out-dir writes <profile>.pem files"))
+  command(pki, "cas", "list the CA certificates; --out-dir writes <profile>.pem files")
     .option("--out-dir <dir>", "write each active CA certificate as <dir>/<profile>.pem")
-    .action(async (flags: AdminSessionFlags & { outDir?: string }) => {
-      const { items } = await withAdminSession(flags, (s) => s.call<{ items: CaItem[] }>("GET", "/admin/v1/pki/cas"));
-      for (const ca of items) {
-        process.stdout.write(
-          `${ca.profile.padEnd(18)} ${ca.status.padEnd(7)} until ${day(ca.not_after)}  sha256:${ca.fingerprint_sha256}\n`,
-        );
-        if (flags.outDir && ca.status === "active") {
-          fs.mkdirSync(flags.outDir, { recursive: true });
-          fs.writeFileSync(path.join(flags.outDir, `${ca.profile}.pem`), ca.certificate_pem);
-        }
-      }
+    .action(async (flags: AdminSessionFlags & JsonFlag & { outDir?: string }) => {
+      const cas = await withAdminSession(flags, (s) => s.call<{ items: CaItem[] }>("GET", "/admin/v1/pki/cas"));
+      if (flags.outDir) writeCaFiles(flags.outDir, cas.items);
+      if (flags.json) return printJson(cas);
+      printTable(
+        [
+          { header: "PROFILE", value: (ca: CaItem) => ca.profile },
+          { header: "STATUS", value: (ca) => ca.status },
+          { header: "NOT_AFTER", value: (ca) => day(ca.not_after) },
+          { header: "SHA256", value: (ca) => ca.fingerprint_sha256 },
+        ],
+        cas.items,
+      );
     });
 
-  addAdminSessionFlags(pki.command("certs").description("list the certificate inventory"))
+  pageOptions(command(pki, "certs", "list the certificate inventory"))
     .option("--status <status>", "valid, revoked or expired")
+    .option("--profile <profile>", "cp_server, node_server, node_client or app_client")
     .option("--ca-profile <profile>", "only certificates of this CA")
-    .option("--owner-type <type>", "e.g. control_plane, node")
-    .option("--page <n>", "page number", "1")
-    .option("--page-size <n>", "rows per page (at most 200)", "50")
-    .action(
-      async (flags: AdminSessionFlags & { status?: string; caProfile?: string; ownerType?: string; page: string; pageSize: string }) => {
-        const query = new URLSearchParams({ page: flags.page, page_size: flags.pageSize });
-        if (flags.status) query.set("status", flags.status);
-        if (flags.caProfile) query.set("ca_profile", flags.caProfile);
-        if (flags.ownerType) query.set("owner_type", flags.ownerType);
-        const page = await withAdminSession(flags, (s) =>
-          s.call<{ items: CertItem[]; total: number; page: number }>("GET", `/admin/v1/pki/certs?${query}`),
-        );
-        for (const c of page.items) {
-          process.stdout.write(
-            `${c.id}  ${c.serial}  ${c.profile.padEnd(11)} ${c.status.padEnd(7)} until ${day(c.not_after)}  ${c.subject}  ${c.owner_type ?? "-"}:${c.owner_id ?? "-"}\n`,
-          );
-        }
-        process.stdout.write(`page ${page.page}, ${page.items.length} of ${page.total}\n`);
-      },
-    );
+    .option("--owner-type <type>", "e.g. control_plane, node, application")
+    .option("--owner-id <id>", "e.g. a node or application id")
+    .action(async (flags: PageFlags & { status?: string; profile?: string; caProfile?: string; ownerType?: string; ownerId?: string }) => {
+      const query = pageQuery(flags, {
+        status: flags.status,
+        profile: flags.profile,
+        ca_profile: flags.caProfile,
+        owner_type: flags.ownerType,
+        owner_id: flags.ownerId,
+      });
+      await listPage<CertItem>(flags, `/admin/v1/pki/certs?${query}`, CERT_COLUMNS);
+    });
 
-  addAdminSessionFlags(pki.command("revoke").description("revoke a certificate; OCSP answers revoked from the next request"))
+  pageOptions(command(pki, "expiring", "list the active certificates that expire within --days, soonest first"))
+    .option("--days <n>", "how many days ahead to look (1 to 3650)", "30")
+    .action(async (flags: PageFlags & { days: string }) => {
+      await listPage<ExpiringItem>(flags, `/admin/v1/pki/expiring?${pageQuery(flags, { days: flags.days })}`, EXPIRING_COLUMNS);
+    });
+
+  command(pki, "revoke", "revoke a certificate; OCSP answers revoked from the next request")
     .argument("<certificate-id>", "id from `pki certs`")
     .option("--reason <reason>", "RFC 5280 reason, e.g. keyCompromise, superseded", "unspecified")
-    .action(async (id: string, flags: AdminSessionFlags & { reason: string }) => {
+    .action(async (id: string, flags: AdminSessionFlags & JsonFlag & { reason: string }) => {
       const cert = await withAdminSession(flags, (s) =>
         s.call<CertItem>("POST", `/admin/v1/pki/certs/${encodeURIComponent(id)}/revoke`, { reason: flags.reason }),
       );
+      if (flags.json) return printJson(cert);
       process.stdout.write(`revoked ${cert.id} (serial ${cert.serial})\n`);
     });
+
+  registerJobs(pki);
+
+  pageOptions(command(pki, "audit", "list the PKI audit log: issuance, revocation, job state changes; newest first"))
+    .option("--from <time>", "only entries at or after this time (epoch ms or ISO-8601)")
+    .option("--to <time>", "only entries at or before this time (epoch ms or ISO-8601)")
+    .option("--event <event>", "e.g. cert.issued, cert.revoked, job.state_changed")
+    .option("--certificate <id>", "only entries about this certificate id")
+    .option("--serial <hex>", "only entries about this certificate serial")
+    .option("--job <id>", "only entries about this PKI job")
+    .action(
+      async (flags: PageFlags & { from?: string; to?: string; event?: string; certificate?: string; serial?: string; job?: string }) => {
+        const query = pageQuery(flags, {
+          from: flags.from,
+          to: flags.to,
+          event: flags.event,
+          certificate_id: flags.certificate,
+          serial: flags.serial,
+          job_id: flags.job,
+        });
+        await listPage<AuditItem>(flags, `/admin/v1/pki/audit-logs?${query}`, AUDIT_COLUMNS);
+      },
+    );
 
   addAdminSessionFlags(
     pki
@@ -161,4 +282,83 @@ export function registerPki(program: Command): void {
 function wholeNumber(value: string, flag: string): number {
   if (!/^\d{1,6}$/.test(value)) throw new Error(`${flag} must be a whole number of days`);
   return Number(value);
+}
+
+/** `pki jobs list|show|retry|cancel`: the durable PKI job queue. */
+function registerJobs(pki: Command): void {
+  const jobs = pki.command("jobs").description("PKI jobs: list, show, retry a failed one, cancel a pending one");
+  pageOptions(command(jobs, "list", "list PKI jobs, newest first"))
+    .option("--status <status>", "pending, running, succeeded, failed or cancelled")
+    .option("--kind <kind>", "e.g. node_onboard")
+    .option("--target <id>", "only jobs for this target (e.g. a node id)")
+    .action(async (flags: PageFlags & { status?: string; kind?: string; target?: string }) => {
+      const query = pageQuery(flags, { status: flags.status, kind: flags.kind, target_id: flags.target });
+      await listPage<JobItem>(flags, `/admin/v1/pki/jobs?${query}`, JOB_COLUMNS);
+    });
+  command(jobs, "show", "show one PKI job")
+    .argument("<job-id>", "id from `pki jobs list`")
+    .action(async (id: string, flags: AdminSessionFlags & JsonFlag) => {
+      const job = await withAdminSession(flags, (s) => s.call<JobItem>("GET", jobPath(id)));
+      if (flags.json) return printJson(job);
+      printJob(job);
+    });
+  for (const [action, description] of [
+    ["retry", "run a failed or cancelled job again with a fresh set of attempts"],
+    ["cancel", "cancel a pending job"],
+  ] as const) {
+    command(jobs, action, description)
+      .argument("<job-id>", "id from `pki jobs list`")
+      .action(async (id: string, flags: AdminSessionFlags & JsonFlag) => {
+        const job = await withAdminSession(flags, (s) => s.call<JobItem>("POST", `${jobPath(id)}/${action}`, {}));
+        if (flags.json) return printJson(job);
+        process.stdout.write(`job ${job.id} is now ${job.status}\n`);
+      });
+  }
+}
+
+function printJob(job: JobItem): void {
+  printFields([
+    ["id", job.id],
+    ["kind", job.kind],
+    ["status", job.status],
+    ["target", `${orDash(job.target_type)}:${orDash(job.target_id)}`],
+    ["attempts", `${job.attempts}/${job.max_attempts}`],
+    ["created", `${time(job.created_at)} by ${orDash(job.created_by)}`],
+    ["started", time(job.started_at)],
+    ["finished", time(job.finished_at)],
+    ["run after", time(job.run_after)],
+    ["last error", orDash(job.last_error)],
+    ["result", job.result === null ? "-" : JSON.stringify(job.result)],
+  ]);
+}
+
+const jobPath = (id: string) => `/admin/v1/pki/jobs/${encodeURIComponent(id)}`;
+
+/** A subcommand with the admin session flags and --json. */
+function command(parent: Command, name: string, description: string): Command {
+  return addAdminSessionFlags(parent.command(name).description(description)).option("--json", "print the admin API's JSON answer");
+}
+
+function pageOptions(cmd: Command): Command {
+  return cmd.option("--page <n>", "page number", "1").option("--page-size <n>", "rows per page (at most 200)", "50");
+}
+
+/** page, page_size and every filter that was given. */
+function pageQuery(flags: PageFlags, filters: Record<string, string | undefined>): URLSearchParams {
+  const query = new URLSearchParams({ page: flags.page, page_size: flags.pageSize });
+  for (const [name, value] of Object.entries(filters)) if (value !== undefined) query.set(name, value);
+  return query;
+}
+
+/** GETs one page and prints it as a table with a footer, or as JSON. */
+async function listPage<T>(flags: PageFlags, path: string, columns: Column<T>[]): Promise<void> {
+  const page = await withAdminSession(flags, (s) => s.call<Page<T>>("GET", path));
+  if (flags.json) return printJson(page);
+  printTable(columns, page.items);
+  printPageFooter(page);
+}
+
+function writeCaFiles(outDir: string, cas: CaItem[]): void {
+  fs.mkdirSync(outDir, { recursive: true });
+  for (const ca of cas) if (ca.status === "active") fs.writeFileSync(path.join(outDir, `${ca.profile}.pem`), ca.certificate_pem);
 }
