@@ -24,8 +24,17 @@ import {
 } from "../../src/shared/credentials/index.js";
 import { insertSession } from "../../src/shared/db/runtime/index.js";
 import { newId, sha256Hex } from "../../src/shared/ids.js";
-import { type AdminApp, buildAdminApp, type CallResult, call, loginAs, snapshotDb } from "../helpers/admin-app.js";
+import { type AdminApp, buildAdminApp, type CallResult, call as callAdmin, loginAs, snapshotDb } from "../helpers/admin-app.js";
 import { completeSetup, createTestCp, ROOT_PASSWORD, ROOT_USERNAME, type TestCp } from "../helpers/cp-context.js";
+
+/** Request ids of every admin call, in order: audit rows of one manual-clock millisecond come back in no defined order. */
+const requestIds: string[] = [];
+const call: typeof callAdmin = async (...args) => {
+  const res = await callAdmin(...args);
+  requestIds.push(res.headers.get("x-request-id") ?? "");
+  return res;
+};
+
 import { dbVariants } from "../helpers/databases.js";
 
 type Obj = Record<string, unknown>;
@@ -183,7 +192,10 @@ for (const variant of dbVariants()) {
       rdb().selectFrom("user_audit_logs").selectAll().where("event", "=", event).orderBy("created_at").execute();
     const agentAudit = (action: string) =>
       cdb().selectFrom("agent_audit_logs").selectAll().where("action", "=", action).orderBy("created_at").execute();
-    const lastAgentAudit = async (action: string) => (await agentAudit(action)).at(-1);
+    const lastAgentAudit = async (action: string) =>
+      (await agentAudit(action))
+        .sort((a, b) => requestIds.lastIndexOf(a.request_id ?? "") - requestIds.lastIndexOf(b.request_id ?? ""))
+        .at(-1);
 
     before(async () => {
       cp = await createTestCp(variant, "biz");
@@ -585,7 +597,7 @@ for (const variant of dbVariants()) {
       assert.equal((await lastAgentAudit("business.user.unban"))?.result, "success");
       // A ban without a reason works too.
       ok(await biz("POST", apps.a, `/users/${users.eight}/ban`), 200, "ban without body");
-      assert.equal(JSON.parse((await userAudit("user.banned")).at(-1)?.detail ?? "{}").reason, null);
+      assert.equal(JSON.parse((await userAudit("user.banned")).find((row) => row.user_id === users.eight)?.detail ?? "{}").reason, null);
     });
 
     it("DELETE /users/:id/devices/:device_id removes the binding, revokes that device's sessions only and queues a force_logout for user+device", async () => {
