@@ -1281,6 +1281,8 @@ for (const variant of dbVariants()) {
           },
           { method: "GET", template: "/pki/cas", path: () => `${V1}/pki/cas`, allowed: ALL_ROLES, status: 200 },
           { method: "GET", template: "/pki/certs", path: () => `${V1}/pki/certs`, allowed: ALL_ROLES, status: 200 },
+          { method: "GET", template: "/pki/expiring", path: () => `${V1}/pki/expiring`, allowed: ALL_ROLES, status: 200 },
+          { method: "GET", template: "/pki/audit-logs", path: () => `${V1}/pki/audit-logs`, allowed: ALL_ROLES, status: 200 },
           { method: "GET", template: "/pki/certs/:id", path: () => `${V1}/pki/certs/${ids.cert}`, allowed: ALL_ROLES, status: 200 },
           {
             method: "POST",
