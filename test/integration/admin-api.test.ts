@@ -1331,6 +1331,14 @@ for (const variant of dbVariants()) {
             code: "NOT_FOUND",
           },
           {
+            method: "POST",
+            template: "/nodes/:id/reissue-package",
+            path: () => `${V1}/nodes/${MISSING.node}/reissue-package`,
+            allowed: WRITERS,
+            status: 404,
+            code: "NOT_FOUND",
+          },
+          {
             method: "DELETE",
             template: "/nodes/:id",
             path: () => `${V1}/nodes/${MISSING.node}`,

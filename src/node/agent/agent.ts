@@ -38,6 +38,13 @@ import { delayAfterFailure } from "./retry-delay.js";
 import { type SseState, SseSubscriber } from "./sse-subscriber.js";
 
 /** What SDK clients are told when the node's own certificate stops vouching for it. */
+/**
+ * What an operator must do when the CP refuses this node's client certificate as revoked: the
+ * node's package was reissued (or its certificates revoked), and retrying can never succeed.
+ */
+export const REVOKED_CREDENTIALS_ACTION =
+  "the CP revoked this node's client certificate (its deploy package was reissued or its certificates revoked): stop the node, remove the old certificate files and enroll it with the new deploy package from GET /admin/v1/nodes/:nid/deploy-packages";
+
 export const NODE_DISABLED_MESSAGE = "this node was disabled by the operator";
 export const NODE_REVOKED_MESSAGE = "this node's certificate was revoked";
 
@@ -495,7 +502,10 @@ export class CpAgent {
       error: error instanceof Error ? error.message : String(error),
       ...(error instanceof CpCallError ? { kind: error.kind, status: error.status, code: error.code, socket_code: error.socketCode } : {}),
     };
-    if (error instanceof CpCallError && error.kind === "tls") this.log.tls.warn("handshake.failed", { ...fields, peer: "control-plane" });
+    if (error instanceof CpCallError && error.code === "NODE_CERT_REVOKED")
+      this.log.security.error("credentials.revoked", { ...fields, action: REVOKED_CREDENTIALS_ACTION });
+    else if (error instanceof CpCallError && error.kind === "tls")
+      this.log.tls.warn("handshake.failed", { ...fields, peer: "control-plane" });
     else if (error instanceof CpCallError && error.kind === "aborted") log.debug("cp.call_aborted", fields);
     else log.warn(name === "checkin" ? "checkin.failed" : "pull.failed", fields);
   }

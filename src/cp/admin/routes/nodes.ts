@@ -11,6 +11,7 @@ import { listNodeAuditLogs, listNodeAuthEvents } from "../../services/audit/node
 import type { CpContext } from "../../services/context.js";
 import { downloadDeployPackage, listDeployPackages } from "../../services/nodes/deploy-packages.js";
 import { canonicalNodeHost, createNode, deleteNode, disableNode, enableNode } from "../../services/nodes/lifecycle.js";
+import { reissueNodePackage } from "../../services/nodes/reissue.js";
 import { DISPLAYED_NODE_STATUSES, getNode, listNodes, nodesOverview } from "../../services/nodes/views.js";
 import { parsePageRequest, parseTimeRange } from "../../services/pagination.js";
 import { type AdminEnv, actorOf } from "../env.js";
@@ -76,6 +77,13 @@ export function nodeRoutes(ctx: CpContext): Hono<AdminEnv> {
   routes.post("/:id/enable", write("node.enable"), async (c) => {
     await readJson(c, noBody);
     return c.json(await enableNode(ctx, actorOf(c), idParam(c)));
+  });
+  // 202: the certificates are revoked at once, the new package is built by the job it names.
+  routes.post("/:id/reissue-package", write("node.reissue_package"), async (c) => {
+    await readJson(c, noBody);
+    const reissued = await reissueNodePackage(ctx, actorOf(c), idParam(c));
+    c.set("auditDetail", { job_id: reissued.job_id, revoked_certificate_ids: reissued.revoked_certificate_ids });
+    return c.json(reissued, 202);
   });
   routes.delete("/:id", write("node.delete"), async (c) => {
     await readJson(c, noBody);

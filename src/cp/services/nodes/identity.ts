@@ -34,6 +34,10 @@ export async function authenticateNode(ctx: CpContext, peer: PeerCertificate, pa
     return refuse(ctx, peer, pathNodeId, "NODE_IDENTITY_MISMATCH", "path names another node");
   const row = (await identityQuery(ctx.controlDb, { nodeId: peer.nodeId, serialHex: peer.serialHex })).rows[0];
   if (!row) return refuse(ctx, peer, pathNodeId, "NODE_UNKNOWN", "node does not exist (deleted?)");
+  // Checked before "current or previous": a node that missed more than one reissue still holds a
+  // certificate of its own that was revoked, and must be told so (its remedy is a new package).
+  if (row.cert_status === "revoked" && row.cert_owner_id === row.id)
+    return refuse(ctx, peer, pathNodeId, "NODE_CERT_REVOKED", "certificate revoked");
   if (!row.cert_id || (row.cert_id !== row.client_cert_id && row.cert_id !== row.previous_client_cert_id)) {
     return refuse(
       ctx,
@@ -62,6 +66,7 @@ const identityQuery = precompiled<{ nodeId: string; serialHex: string }, Identit
       "n.previous_client_cert_id",
       "c.id as cert_id",
       "c.status as cert_status",
+      "c.owner_id as cert_owner_id",
       "c.not_after",
     ])
     .where("n.id", "=", p.nodeId),
@@ -75,6 +80,7 @@ interface IdentityRow {
   previous_client_cert_id: string | null;
   cert_id: string | null;
   cert_status: string | null;
+  cert_owner_id: string | null;
   not_after: number | null;
 }
 
