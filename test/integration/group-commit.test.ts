@@ -123,3 +123,27 @@ test("a burst larger than one batch is split into batches of at most GROUP_COMMI
   assert.deepEqual([...perTransaction.values()], [GROUP_COMMIT_MAX_UNITS, GROUP_COMMIT_MAX_UNITS, 5]);
   assert.equal(committedNotes().filter((text) => text.startsWith("burst-")).length, count);
 });
+
+test("a unit during which SQLite undoes the whole transaction (disk full) gets its own error; the others commit in the next batch", async () => {
+  const writes = groupCommit(db);
+  const [{ page_count: pages }] = (await sql<{ page_count: number }>`pragma page_count`.execute(db)).rows as [{ page_count: number }];
+  // Room for small rows, not for a megabyte: the big insert fails with SQLITE_FULL, which
+  // rolls back the whole transaction, the other units' savepoints with it.
+  await sql.raw(`pragma max_page_count = ${pages + 8}`).execute(db);
+  try {
+    const outcomes = await Promise.allSettled([
+      writes.run((trx) => trx.insertInto("note").values({ text: "before-full" }).execute()),
+      writes.run((trx) => sql`insert into note (text) values (hex(randomblob(1000000)))`.execute(trx)),
+      writes.run((trx) => trx.insertInto("note").values({ text: "after-full" }).execute()),
+    ]);
+    assert.deepEqual(
+      outcomes.map((o) => o.status),
+      ["fulfilled", "rejected", "fulfilled"],
+    );
+    assert.equal((outcomes[1] as PromiseRejectedResult).reason.code, "SQLITE_FULL", "the failing unit sees what failed");
+    const committed = committedNotes();
+    assert.ok(committed.includes("before-full") && committed.includes("after-full"));
+  } finally {
+    await sql.raw("pragma max_page_count = 1073741823").execute(db);
+  }
+});

@@ -9,18 +9,21 @@
  * the event loop comes round (atEndOfTurn) run in one transaction, each inside a SAVEPOINT of
  * its own, so a unit that throws — a refusal decided inside it, a unique violation — undoes only
  * its own writes and rejects only its own caller. Callers are answered after the COMMIT, so
- * nothing is acknowledged before it is durable; if the COMMIT fails, every unit of the batch
- * rejects with its error.
+ * nothing is acknowledged before it is committed (as durable as the connection's `synchronous`
+ * setting makes a commit: with NORMAL, a process crash loses nothing, a power cut may lose the
+ * last commits). If SQLite undoes the whole transaction while a unit runs (disk full, an I/O
+ * error), that unit gets its error and the others of the batch run once more in the next one;
+ * if the COMMIT fails, every unit of the batch rejects with its error.
  *
  * On PostgreSQL, where transactions run side by side on a pool and each waits on its own round
  * trips, every unit keeps a transaction of its own.
  */
-import { CompiledQuery, type Kysely, type Transaction } from "kysely";
+import { CompiledQuery, type Kysely } from "kysely";
 import { atEndOfTurn } from "../time/index.js";
 import { dialectOf } from "./dialect.js";
 
 /** Writes run in a transaction, which may be shared with other units. */
-export type WriteUnit<Schema, T> = (trx: Transaction<Schema>) => Promise<T>;
+export type WriteUnit<Schema, T> = (trx: Kysely<Schema>) => Promise<T>;
 
 export interface GroupCommit<Schema> {
   run<T>(unit: WriteUnit<Schema, T>): Promise<T>;
@@ -38,9 +41,34 @@ interface Queued<Schema> {
   unit: WriteUnit<Schema, unknown>;
   resolve: (value: unknown) => void;
   reject: (error: unknown) => void;
+  /** Already sent back once because another unit's failure undid its batch. */
+  requeued: boolean;
 }
 
 type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
+
+/**
+ * SQLite undid the whole transaction while running `unit` (disk full, an I/O error, out of
+ * memory), so its savepoint is gone with the other units' writes.
+ */
+class BatchAborted extends Error {
+  constructor(
+    readonly unitIndex: number,
+    readonly original: unknown,
+  ) {
+    super("the batch's transaction was rolled back by SQLite");
+  }
+}
+
+// IMMEDIATE: the write lock is taken at BEGIN, so a unit that reads before it writes cannot
+// find its snapshot overtaken by another process's commit (SQLITE_BUSY_SNAPSHOT), which a
+// savepoint rollback would not cure for the units after it.
+const BEGIN_IMMEDIATE = CompiledQuery.raw("begin immediate");
+const COMMIT = CompiledQuery.raw("commit");
+const ROLLBACK = CompiledQuery.raw("rollback");
+const SAVEPOINT = CompiledQuery.raw("savepoint unit");
+const RELEASE = CompiledQuery.raw("release unit");
+const ROLLBACK_TO = CompiledQuery.raw("rollback to unit");
 
 class SqliteGroupCommit<Schema> implements GroupCommit<Schema> {
   private queue: Queued<Schema>[] = [];
@@ -50,7 +78,7 @@ class SqliteGroupCommit<Schema> implements GroupCommit<Schema> {
 
   run<T>(unit: WriteUnit<Schema, T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.queue.push({ unit, resolve: resolve as (value: unknown) => void, reject });
+      this.queue.push({ unit, resolve: resolve as (value: unknown) => void, reject, requeued: false });
       this.schedule();
     });
   }
@@ -69,12 +97,9 @@ class SqliteGroupCommit<Schema> implements GroupCommit<Schema> {
   private async commit(batch: Queued<Schema>[]): Promise<void> {
     let outcomes: Outcome[];
     try {
-      outcomes = await this.db.transaction().execute(async (trx) => {
-        const results: Outcome[] = [];
-        for (const queued of batch) results.push(await runInSavepoint(trx, queued.unit));
-        return results;
-      });
+      outcomes = await this.db.connection().execute((conn) => runBatch(conn, batch));
     } catch (error) {
+      if (error instanceof BatchAborted) return this.recover(batch, error);
       for (const queued of batch) queued.reject(error);
       return;
     }
@@ -84,21 +109,49 @@ class SqliteGroupCommit<Schema> implements GroupCommit<Schema> {
       else queued.reject(outcome.error);
     });
   }
+
+  /** The unit that failed gets its own error; the others, undone with it, go round once more. */
+  private recover(batch: Queued<Schema>[], aborted: BatchAborted): void {
+    for (const [i, queued] of batch.entries()) {
+      // A unit undone twice gives up with the error that undid it (the disk is still full).
+      if (i === aborted.unitIndex || queued.requeued) {
+        queued.reject(aborted.original);
+        continue;
+      }
+      queued.requeued = true;
+      this.queue.push(queued);
+    }
+    if (this.queue.length > 0) this.schedule();
+  }
 }
 
-const SAVEPOINT = CompiledQuery.raw("savepoint unit");
-const RELEASE = CompiledQuery.raw("release unit");
-const ROLLBACK_TO = CompiledQuery.raw("rollback to unit");
-
-async function runInSavepoint<Schema>(trx: Transaction<Schema>, unit: WriteUnit<Schema, unknown>): Promise<Outcome> {
-  await trx.executeQuery(SAVEPOINT);
+async function runBatch<Schema>(conn: Kysely<Schema>, batch: Queued<Schema>[]): Promise<Outcome[]> {
+  await conn.executeQuery(BEGIN_IMMEDIATE);
   try {
-    const value = await unit(trx);
-    await trx.executeQuery(RELEASE);
+    const outcomes: Outcome[] = [];
+    for (const [i, queued] of batch.entries()) outcomes.push(await runInSavepoint(conn, queued.unit, i));
+    await conn.executeQuery(COMMIT);
+    return outcomes;
+  } catch (error) {
+    // Nothing to roll back when SQLite already did (BatchAborted, or a COMMIT it undid).
+    await conn.executeQuery(ROLLBACK).catch(() => undefined);
+    throw error;
+  }
+}
+
+async function runInSavepoint<Schema>(conn: Kysely<Schema>, unit: WriteUnit<Schema, unknown>, index: number): Promise<Outcome> {
+  await conn.executeQuery(SAVEPOINT);
+  try {
+    const value = await unit(conn);
+    await conn.executeQuery(RELEASE);
     return { ok: true, value };
   } catch (error) {
-    await trx.executeQuery(ROLLBACK_TO);
-    await trx.executeQuery(RELEASE);
+    try {
+      await conn.executeQuery(ROLLBACK_TO);
+      await conn.executeQuery(RELEASE);
+    } catch {
+      throw new BatchAborted(index, error);
+    }
     return { ok: false, error };
   }
 }
