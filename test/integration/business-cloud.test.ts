@@ -188,6 +188,8 @@ for (const variant of dbVariants()) {
       assert.deepEqual(plain(await probe.client.variables()), { motd: "welcome", latest: 7, secret_flag: true });
       assert.equal(await probe.client.variables("latest"), 7);
       assert.equal(await probe.client.variables("missing"), undefined);
+      assert.equal(await probe.client.variables("toString"), undefined, "only the variables' own names");
+      assert.equal(await probe.client.userVariables("constructor"), undefined, "only the user's own keys");
     });
 
     test("per-user variables: set and read through the SDK, shared by the nodes, used by functions, bounded by the policy", async () => {
@@ -206,6 +208,10 @@ for (const variant of dbVariants()) {
       await onEveryNode("counter", 1);
       assert.equal(await probe.client.callFunction("counter"), 1);
       assert.equal(await elsewhere.client.callFunction("counter"), 2);
+      // Two calls of the same user at once, on two nodes: neither overwrites the other's count.
+      const together = await Promise.all([probe.client.callFunction("counter"), elsewhere.client.callFunction("counter")]);
+      assert.deepEqual([...together].sort(), [3, 4], "each call counted once");
+      await probe.client.setUserVariable("visits", "2");
       assert.deepEqual(plain(await probe.client.userVariables()), { theme: "dark", visits: "2" });
 
       // Limits (app_policy: 3 variables of at most 32 bytes): refused whole, nothing stored.
@@ -234,6 +240,18 @@ for (const variant of dbVariants()) {
           ["visits", "2"],
         ],
       );
+    });
+
+    test("variables that do not fit in one answer are refused with ANSWER_TOO_LARGE; one at a time they are read", async () => {
+      const big = Object.fromEntries(Array.from({ length: 20 }, (_, i) => [`big${i}`, "x".repeat(4000)]));
+      await d.admin("PUT", `/applications/${app.appId}/configs/app_variables`, { content: { variables: big, public: ["big0"] } });
+      await waitFor("both nodes hold the large variables", () =>
+        d.nodes.every((n) => Object.keys(n.server.agent.store.appVariables(app.appId).variables).length === 20),
+      );
+      const { probe } = await loggedIn(n1, "large");
+      await expectCode(probe.client.variables(), "ANSWER_TOO_LARGE", "all twenty at once");
+      assert.equal(((await probe.client.variables("big7")) as string).length, 4000);
+      assert.equal(probe.client.connected, true, "the refusal leaves the connection open");
     });
   });
 }

@@ -15,7 +15,7 @@
 import type { Kysely } from "kysely";
 import type { GroupCommit, RuntimeSchema } from "../../shared/db/index.js";
 import { applyUserVariableWrites, listUserVariables, type UserVariableWrite, userVariableLimits } from "../../shared/db/runtime/index.js";
-import { AuthNexusError } from "../../shared/errors/index.js";
+import { AuthNexusError, isAuthNexusError } from "../../shared/errors/index.js";
 import type { Message, Value } from "../../shared/protocol/index.js";
 import type { Clock } from "../../shared/time/index.js";
 import type { FunctionPool } from "../functions/pool.js";
@@ -35,7 +35,12 @@ export interface CloudCaller {
   appId: string;
   deviceId: string;
   session: LiveSession | null;
+  /** Whether the session is still the connection's and still good (a call may outlast it). */
+  stillLoggedIn: () => boolean;
 }
+
+/** A function whose writes found the user's variables changed meanwhile runs once more on the new ones. */
+const CALL_ATTEMPTS = 2;
 
 export class CloudCalls {
   constructor(private readonly options: CloudCallsOptions) {}
@@ -46,10 +51,7 @@ export class CloudCalls {
     const readable = caller.session ? Object.keys(variables) : publicNames;
     const names = name === null ? readable : readable.filter((one) => one === name);
     const values: Record<string, Value> = {};
-    for (const one of names) {
-      const value = variables[one];
-      if (value !== undefined) values[one] = value;
-    }
+    for (const one of names) if (Object.hasOwn(variables, one)) values[one] = variables[one] as Value;
     return values;
   }
 
@@ -57,8 +59,7 @@ export class CloudCalls {
     const userId = requireUser(caller);
     const all = await listUserVariables(this.options.db, userId);
     if (key === null) return all;
-    const value = all[key];
-    return value === undefined ? {} : { [key]: value };
+    return Object.hasOwn(all, key) ? { [key]: all[key] as string } : {};
   }
 
   async setUserVariable(caller: CloudCaller, body: Message<"set_user_variable">): Promise<void> {
@@ -69,6 +70,21 @@ export class CloudCalls {
   async callFunction(caller: CloudCaller, body: Message<"call_function">): Promise<Value> {
     const session = caller.session;
     if (!session) throw new AuthNexusError("NOT_LOGGED_IN");
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        return await this.callOnce(caller, session, body);
+      } catch (error) {
+        if (attempt >= CALL_ATTEMPTS || !isAuthNexusError(error, "USER_VARIABLE_CONFLICT")) throw error;
+      }
+    }
+  }
+
+  /**
+   * One run: the function sees a copy of the user's variables, and what it changed is stored
+   * only if nobody changed them meanwhile (compare and set), so two calls of the same user on
+   * two connections cannot both act on the same state — the second one runs again on the new.
+   */
+  private async callOnce(caller: CloudCaller, session: LiveSession, body: Message<"call_function">): Promise<Value> {
     const { store, pool, db } = this.options;
     const fn = store.cloudFunction(caller.appId, body.name);
     if (!fn) throw new AuthNexusError("FUNCTION_NOT_FOUND", { message: `No cloud function named ${body.name}.` });
@@ -86,15 +102,17 @@ export class CloudCalls {
     if (result.userVariableWrites.length > 0) {
       if (session.userId === null)
         throw new AuthNexusError("USER_VARIABLE_LIMIT", { message: "A card-key session has no user account to keep variables for." });
-      await this.storeWrites(caller.appId, session.userId, result.userVariableWrites);
+      // The session may have ended while the function ran (a force_logout, an epoch bump).
+      if (!caller.stillLoggedIn()) throw new AuthNexusError("SESSION_ENDED", { detail: { reason: "the session ended during the call" } });
+      await this.storeWrites(caller.appId, session.userId, result.userVariableWrites, userVariables);
     }
     return result.value;
   }
 
-  private async storeWrites(appId: string, userId: string, writes: UserVariableWrite[]): Promise<void> {
+  private async storeWrites(appId: string, userId: string, writes: UserVariableWrite[], expected?: Record<string, string>): Promise<void> {
     const limits = userVariableLimits(this.options.store.appPolicy(appId));
     const now = this.options.clock.now();
-    await this.options.writes.run((trx) => applyUserVariableWrites(trx, { appId, userId }, writes, limits, now));
+    await this.options.writes.run((trx) => applyUserVariableWrites(trx, { appId, userId }, writes, limits, now, expected));
   }
 }
 

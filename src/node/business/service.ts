@@ -13,7 +13,7 @@ import type { RuntimeSchema } from "../../shared/db/index.js";
 import { findCardById } from "../../shared/db/runtime/index.js";
 import { AuthNexusError } from "../../shared/errors/index.js";
 import type { Logger } from "../../shared/log/index.js";
-import { type Decoded, encodeMessage, LIMITS, type Message } from "../../shared/protocol/index.js";
+import { type Decoded, encodeMessage, LIMITS, type Message, type Value } from "../../shared/protocol/index.js";
 import type { Clock } from "../../shared/time/index.js";
 import type { AppliedConfigStore } from "../state/config-store.js";
 import type { AuthFlows, Caller, LoginResult } from "./auth-flows.js";
@@ -110,13 +110,9 @@ export class BusinessService implements Omit<ConnectionHost, "scheduler" | "clos
           value: await this.options.cloud.callFunction(this.cloudCaller(connection), request.body),
         });
       case "get_variables":
-        return encodeMessage("variables", request.requestId, {
-          values: this.options.cloud.variables(this.cloudCaller(connection), request.body.name),
-        });
+        return variablesAnswer(request.requestId, this.options.cloud.variables(this.cloudCaller(connection), request.body.name));
       case "get_user_variables":
-        return encodeMessage("variables", request.requestId, {
-          values: await this.options.cloud.userVariables(this.cloudCaller(connection), request.body.key),
-        });
+        return variablesAnswer(request.requestId, await this.options.cloud.userVariables(this.cloudCaller(connection), request.body.key));
       case "set_user_variable":
         await this.options.cloud.setUserVariable(this.cloudCaller(connection), request.body);
         return encodeMessage("ok", request.requestId, {});
@@ -244,7 +240,8 @@ export class BusinessService implements Omit<ConnectionHost, "scheduler" | "clos
     const { appId, deviceId } = this.caller(connection);
     const session = connection.session;
     if (session) this.checkSession(connection, session);
-    return { appId, deviceId, session: connection.session };
+    const stillLoggedIn = () => session !== null && connection.session === session && this.sessionProblem(session) === null;
+    return { appId, deviceId, session, stillLoggedIn };
   }
 
   /** The blacklist may have changed since hello: an IP or device blocked now is refused now. */
@@ -275,6 +272,16 @@ export class BusinessService implements Omit<ConnectionHost, "scheduler" | "clos
     const card = await findCardById(this.options.db, session.cardKeyId);
     if (!card) return "card key deleted";
     return card.status === "active" ? null : `card key ${card.status}`;
+  }
+}
+
+/** A `variables` answer; one that would not fit in a frame is refused with a clear code instead. */
+function variablesAnswer(requestId: number, values: Value): Buffer {
+  try {
+    return encodeMessage("variables", requestId, { values });
+  } catch (error) {
+    if (!(error instanceof RangeError)) throw error;
+    throw new AuthNexusError("ANSWER_TOO_LARGE", { message: "These variables do not fit in one answer; read them one at a time." });
   }
 }
 

@@ -46,6 +46,7 @@ export const ERROR_CATALOGUE = {
   FRAME_TOO_LARGE: entry(413, 1011, "The frame is larger than this connection allows."),
   PROTOCOL_VERSION_UNSUPPORTED: entry(400, 1012, "This protocol version is not supported."),
   MESSAGE_UNSUPPORTED: entry(400, 1013, "This node does not know that message type."),
+  ANSWER_TOO_LARGE: entry(413, 1014, "The answer would not fit in one frame; ask for less at a time."),
 
   // Setup
   SETUP_REQUIRED: entry(503, 2001, "First-run setup has not been completed."),
@@ -117,6 +118,7 @@ export const ERROR_CATALOGUE = {
   // Per-user variables (getvar/setvar from the SDK, and the admin API): the message names the key and the limit.
   USER_VARIABLE_INVALID: entry(400, 6109, "The variable's key or value is not valid."),
   USER_VARIABLE_LIMIT: entry(409, 6110, "The user cannot keep more variables."),
+  USER_VARIABLE_CONFLICT: entry(409, 6111, "The user's variables changed while the call ran; try again.", { retryAfterS: 1 }),
 
   // The SDK's own refusals and failures (never sent by a node; unique codes all the same)
   NODE_UNREACHABLE: entry(503, 6201, "No node could be reached; try again shortly.", { retryAfterS: 5 }),

@@ -126,7 +126,7 @@ export const appVariablesSchema = z
       .refine((v) => Object.keys(v).length <= 1000, "at most 1000 variables"),
     public: z.array(z.string().regex(VARIABLE_NAME)).max(1000).default([]),
   })
-  .refine((content) => content.public.every((name) => name in content.variables), {
+  .refine((content) => content.public.every((name) => Object.hasOwn(content.variables, name)), {
     message: "every name in public must be one of the variables",
     path: ["public"],
   });

@@ -136,6 +136,12 @@ export async function applyUserVariableWrites(
   writes: UserVariableWrite[],
   limits: UserVariableLimits,
   now: number,
+  /**
+   * The variables the writes were computed from (a cloud function's copy): when the stored ones
+   * differ by now, another call changed them meanwhile and USER_VARIABLE_CONFLICT is thrown
+   * instead of overwriting that change.
+   */
+  expected?: Record<string, string>,
 ): Promise<void> {
   if (limits.maxCount === 0)
     throw new AuthNexusError("USER_VARIABLE_LIMIT", { message: "Per-user variables are disabled for this application." });
@@ -143,9 +149,16 @@ export async function applyUserVariableWrites(
   if (writes.length === 0) return;
   const changes = finalWrites(writes);
   await lockUserVariables(trx, owner.userId);
+  if (expected !== undefined && !sameVariables(await listUserVariables(trx, owner.userId), expected))
+    throw new AuthNexusError("USER_VARIABLE_CONFLICT");
   await checkCount(trx, owner.userId, changes, limits.maxCount);
   for (const [key, value] of changes) {
     if (value === null) await deleteVariable(trx, { userId: owner.userId, key });
     else await upsertVariable(trx, { appId: owner.appId, userId: owner.userId, key, value, now });
   }
+}
+
+function sameVariables(a: Record<string, string>, b: Record<string, string>): boolean {
+  const keys = Object.keys(a);
+  return keys.length === Object.keys(b).length && keys.every((key) => Object.hasOwn(b, key) && a[key] === b[key]);
 }
