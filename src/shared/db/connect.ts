@@ -9,7 +9,12 @@ import { Kysely, PostgresDialect, SqliteDialect, sql } from "kysely";
 import pg from "pg";
 import { type DbOptions, describeDb, type PostgresOptions, type SqliteOptions } from "../config/db-options.js";
 import { AuthNexusError } from "../errors/index.js";
-import { type CheckpointEvents, checkpointInBackground, checkpointThresholdBytes } from "./wal-checkpointer.js";
+import {
+  CHECKPOINT_THRESHOLD_FRAMES,
+  type CheckpointEvents,
+  checkpointInBackground,
+  checkpointThresholdBytes,
+} from "./wal-checkpointer.js";
 
 // int8 (bigint) columns hold epoch-ms timestamps and sequence ids: well inside 2^53.
 pg.types.setTypeParser(20, (value: string) => Number(value));
@@ -41,7 +46,13 @@ function openSqlite<Schema>(options: SqliteOptions, open: OpenOptions): Kysely<S
   fs.mkdirSync(path.dirname(options.path), { recursive: true, mode: 0o700 });
   // The file holds sealed keys and password hashes: owner-only from the first byte. SQLite's
   // -wal and -shm files inherit this mode.
-  fs.closeSync(fs.openSync(options.path, "a", 0o600));
+  // Created here, never opened when it exists: closing a descriptor of an open SQLite file drops
+  // every POSIX lock this process holds on it (another connection's, in the dev deployment).
+  try {
+    fs.closeSync(fs.openSync(options.path, "wx", 0o600));
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+  }
   const database = new SqliteDatabase(options.path, { timeout: options.busyTimeoutMs });
   try {
     database.pragma("journal_mode = WAL");
@@ -59,9 +70,23 @@ function openSqlite<Schema>(options: SqliteOptions, open: OpenOptions): Kysely<S
     throw error;
   }
   const stopCheckpoints = open.backgroundCheckpoints
-    ? checkpointInBackground(options.path, thresholdBytesOf(database), open.backgroundCheckpoints)
+    ? checkpointInBackground(options.path, thresholdBytesOf(database), withFallback(database, open.backgroundCheckpoints))
     : () => {};
   return new Kysely<Schema>({ dialect: new SqliteDialect({ database: withStatementCache(database, stopCheckpoints) }) });
+}
+
+/**
+ * When the worker cannot checkpoint the file, the serving connection goes back to SQLite's own
+ * automatic checkpoints: a WAL nobody checkpoints would grow until the disk is full.
+ */
+function withFallback(database: SqliteDatabase.Database, events: CheckpointEvents): CheckpointEvents {
+  return {
+    ...events,
+    failed: (event) => {
+      if (database.open) database.pragma(`wal_autocheckpoint = ${CHECKPOINT_THRESHOLD_FRAMES}`);
+      events.failed?.(event);
+    },
+  };
 }
 
 function thresholdBytesOf(database: SqliteDatabase.Database): number {

@@ -52,8 +52,8 @@ function walBytes(walPath: string): number {
   }
 }
 
-/** One PASSIVE checkpoint; true when every frame of the WAL is now copied. */
-function checkpoint(path: string, entry: Watched): boolean {
+/** One PASSIVE checkpoint: how many frames the WAL holds and how many are now copied. */
+function checkpoint(path: string, entry: Watched): { walFrames: number; copiedFrames: number } | null {
   const started = performance.now();
   try {
     // PASSIVE: copies what no reader still needs, never waits for or blocks the writer.
@@ -62,19 +62,26 @@ function checkpoint(path: string, entry: Watched): boolean {
     const copiedFrames = row?.checkpointed ?? 0;
     const ms = performance.now() - started;
     parentPort?.postMessage({ kind: "checkpointed", path, walFrames, copiedFrames, ms } satisfies CheckpointerReply);
-    return copiedFrames >= walFrames;
+    return { walFrames, copiedFrames };
   } catch (error) {
     parentPort?.postMessage({ kind: "failed", path, error: (error as Error).message } satisfies CheckpointerReply);
-    return true;
+    return null;
   }
 }
 
 function poll(): void {
   for (const [path, entry] of watched) {
     if (!entry.draining && walBytes(entry.walPath) <= entry.thresholdBytes) continue;
-    let drained = false;
-    for (let pass = 0; pass < DRAIN_PASSES_PER_POLL && !drained; pass += 1) drained = checkpoint(path, entry);
-    entry.draining = !drained;
+    let copiedBefore = -1;
+    entry.draining = false;
+    for (let pass = 0; pass < DRAIN_PASSES_PER_POLL; pass += 1) {
+      const result = checkpoint(path, entry);
+      if (result === null || result.copiedFrames >= result.walFrames) break;
+      // A reader still holds the rest (a long query, a backup): try again next poll, not now.
+      entry.draining = true;
+      if (result.copiedFrames === copiedBefore) break;
+      copiedBefore = result.copiedFrames;
+    }
   }
 }
 

@@ -30,6 +30,9 @@ export interface CheckpointEvents {
   failed?: (event: { path: string; error: string }) => void;
 }
 
+/** A worker that exits sooner than this after starting is not started again. */
+const WORKER_MIN_LIFETIME_MS = 5000;
+
 let worker: Worker | null = null;
 /** File → the registrations watching it (a CP and a node in one process share a Runtime DB file). */
 const listeners = new Map<string, Set<CheckpointEvents>>();
@@ -46,25 +49,34 @@ function ensureWorker(): Worker {
       waiting.get(reply.token)?.();
       waiting.delete(reply.token);
     } else if (reply.kind === "checkpointed") for (const events of listeners.get(reply.path) ?? []) events.checkpointed?.(reply);
-    else for (const events of listeners.get(reply.path) ?? []) events.failed?.(reply);
+    else report(reply.path, reply.error);
   });
-  // A worker that died (out of memory, a native crash) is replaced on the next registration;
-  // the files it watched fall back to nothing, so re-register them.
-  started.on("exit", () => {
+  const startedAt = performance.now();
+  // A worker that died (out of memory, a native crash) is replaced and its files registered
+  // again — unless it died straight after starting, which another start would only repeat:
+  // then every file is reported failed, and its serving connection checkpoints by itself.
+  started.on("exit", (code) => {
     if (worker !== started) return;
     worker = null;
     for (const done of waiting.values()) done();
     waiting.clear();
-    if (listeners.size > 0) {
-      const replacement = ensureWorker();
-      for (const [watchedPath, thresholdBytes] of thresholds) post(replacement, { kind: "add", path: watchedPath, thresholdBytes });
+    if (listeners.size === 0) return;
+    if (performance.now() - startedAt < WORKER_MIN_LIFETIME_MS) {
+      for (const watchedPath of [...listeners.keys()]) report(watchedPath, `the checkpoint worker exited at start (code ${code})`);
+      return;
     }
+    const replacement = ensureWorker();
+    for (const [watchedPath, thresholdBytes] of thresholds) post(replacement, { kind: "add", path: watchedPath, thresholdBytes });
   });
   started.on("error", () => undefined);
   // After the listeners: attaching a message listener references the worker's port again.
   started.unref();
   worker = started;
   return started;
+}
+
+function report(path: string, error: string): void {
+  for (const events of listeners.get(path) ?? []) events.failed?.({ path, error });
 }
 
 function post(target: Worker, message: CheckpointerMessage): void {
