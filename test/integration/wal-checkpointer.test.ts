@@ -13,7 +13,12 @@ import SqliteDatabase from "better-sqlite3";
 import { type Kysely, sql } from "kysely";
 import type { SqliteOptions } from "../../src/shared/config/db-options.js";
 import { openDatabase } from "../../src/shared/db/index.js";
-import { CHECKPOINT_THRESHOLD_FRAMES, checkpointNow, checkpointThresholdBytes } from "../../src/shared/db/wal-checkpointer.js";
+import {
+  CHECKPOINT_THRESHOLD_FRAMES,
+  checkpointInBackground,
+  checkpointNow,
+  checkpointThresholdBytes,
+} from "../../src/shared/db/wal-checkpointer.js";
 
 const dir = mkdtempSync(join(tmpdir(), "authnexus-wal-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -132,4 +137,18 @@ test("without the option SQLite checkpoints by itself, as before", async () => {
   } finally {
     await db.destroy();
   }
+});
+
+test("a file the worker cannot open is reported failed (the serving connection then checkpoints by itself)", async () => {
+  const seen = await new Promise<{ path: string; error: string }>((resolve) => {
+    const keepAlive = setInterval(() => {}, 1000);
+    const stop = checkpointInBackground(join(dir, "missing", "never.db"), checkpointThresholdBytes(4096), {
+      failed: (event) => {
+        clearInterval(keepAlive);
+        stop();
+        resolve(event);
+      },
+    });
+  });
+  assert.match(seen.error, /unable to open|does not exist|directory/i);
 });
