@@ -10,9 +10,9 @@ import { AuthNexusError } from "../../../shared/errors/index.js";
 import { newId } from "../../../shared/ids.js";
 import { canonicalDnsName, canonicalIp } from "../../../shared/pki/names.js";
 import { writeNodeAudit } from "../audit/node-audit.js";
-import { writePkiAudit } from "../audit/pki-audit.js";
 import type { Actor, CpContext } from "../context.js";
 import { enqueueJob } from "../pki/jobs.js";
+import { revokeNodeCertificates } from "./certificates.js";
 import { getNode, type NodeDetail, nodeNotFound } from "./views.js";
 
 export const NODE_ONBOARD_JOB_KIND = "node_onboard";
@@ -183,28 +183,7 @@ export async function deleteNode(ctx: CpContext, actor: Actor, nodeId: string): 
   const outcome = await ctx.controlDb.transaction().execute(async (tx) => {
     const touched = await tx.updateTable("nodes").set({ updated_at: now }).where("id", "=", nodeId).executeTakeFirst();
     if (Number(touched.numUpdatedRows) !== 1) throw nodeNotFound();
-    const certs = await tx
-      .selectFrom("certificates")
-      .select(["id", "serial_hex", "ca_profile"])
-      .where("owner_type", "=", "node")
-      .where("owner_id", "=", nodeId)
-      .where("status", "!=", "revoked")
-      .execute();
-    for (const cert of certs) {
-      await tx
-        .updateTable("certificates")
-        .set({ status: "revoked", revoked_at: now, revocation_reason: "cessationOfOperation" })
-        .where("id", "=", cert.id)
-        .execute();
-      await writePkiAudit(tx, ctx.clock, {
-        event: "cert.revoked",
-        certificateId: cert.id,
-        caProfile: cert.ca_profile,
-        serialHex: cert.serial_hex,
-        actor: actorName,
-        detail: { reason: "cessationOfOperation", node_id: nodeId },
-      });
-    }
+    const revokedIds = await revokeNodeCertificates(tx, ctx.clock, nodeId, { reason: "cessationOfOperation", actor: actorName });
     const jobs = await tx
       .selectFrom("pki_jobs")
       .select("id")
@@ -229,9 +208,9 @@ export async function deleteNode(ctx: CpContext, actor: Actor, nodeId: string): 
       nodeId,
       event: "node.deleted",
       actor,
-      detail: { revoked_certificate_ids: certs.map((c) => c.id) },
+      detail: { revoked_certificate_ids: revokedIds },
     });
-    return { node_id: nodeId, revoked_certificate_ids: certs.map((c) => c.id), cancelled_job_ids: jobs.map((j) => j.id) };
+    return { node_id: nodeId, revoked_certificate_ids: revokedIds, cancelled_job_ids: jobs.map((j) => j.id) };
   });
   ctx.events.notice({ kind: "node.deleted", nodeId });
   ctx.log

@@ -12,9 +12,9 @@ import type { ControlSchema } from "../../../shared/db/index.js";
 import { AuthNexusError } from "../../../shared/errors/index.js";
 import type { RevocationReason } from "../../../shared/pki/index.js";
 import { writeNodeAudit } from "../audit/node-audit.js";
-import { writePkiAudit } from "../audit/pki-audit.js";
 import type { Actor, CpContext } from "../context.js";
 import { enqueueJob } from "../pki/jobs.js";
+import { revokeNodeCertificates } from "./certificates.js";
 import { NODE_ONBOARD_JOB_KIND } from "./lifecycle.js";
 import { nodeNotFound } from "./views.js";
 
@@ -39,7 +39,12 @@ export async function reissueNodePackage(ctx: CpContext, actor: Actor, nodeId: s
     const touched = await tx.updateTable("nodes").set({ updated_at: now }).where("id", "=", nodeId).executeTakeFirst();
     if (Number(touched.numUpdatedRows) !== 1) throw nodeNotFound();
     await refuseWhileOnboarding(tx, nodeId);
-    const revoked = await revokeNodeCertificates(tx, ctx, actor, nodeId);
+    // Every certificate the node still holds, current or previous: no old credential stays valid.
+    const revoked = await revokeNodeCertificates(tx, ctx.clock, nodeId, {
+      reason: REISSUE_REVOCATION_REASON,
+      actor: actor.agentId ?? "system",
+      detail: { action: "reissue-package" },
+    });
     const jobId = await enqueueJob(tx, now, {
       kind: NODE_ONBOARD_JOB_KIND,
       targetType: "node",
@@ -91,33 +96,4 @@ async function refuseWhileOnboarding(tx: Kysely<ControlSchema>, nodeId: string):
       message: `The node's package job ${open.id} has not finished yet; follow it at /admin/v1/pki/jobs/${open.id}.`,
     });
   }
-}
-
-/** Every certificate the node still holds, current or previous, so no old credential stays valid. */
-async function revokeNodeCertificates(tx: Kysely<ControlSchema>, ctx: CpContext, actor: Actor, nodeId: string): Promise<string[]> {
-  const now = ctx.clock.now();
-  const certs = await tx
-    .selectFrom("certificates")
-    .select(["id", "serial_hex", "ca_profile", "leaf_profile"])
-    .where("owner_type", "=", "node")
-    .where("owner_id", "=", nodeId)
-    .where("status", "!=", "revoked")
-    .execute();
-  for (const cert of certs) {
-    await tx
-      .updateTable("certificates")
-      .set({ status: "revoked", revoked_at: now, revocation_reason: REISSUE_REVOCATION_REASON })
-      .where("id", "=", cert.id)
-      .execute();
-    await writePkiAudit(tx, ctx.clock, {
-      event: "cert.revoked",
-      certificateId: cert.id,
-      caProfile: cert.ca_profile,
-      serialHex: cert.serial_hex,
-      profile: cert.leaf_profile,
-      actor: actor.agentId ?? "system",
-      detail: { reason: REISSUE_REVOCATION_REASON, node_id: nodeId, action: "reissue-package" },
-    });
-  }
-  return certs.map((c) => c.id);
 }
