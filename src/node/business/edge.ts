@@ -23,7 +23,7 @@
  * destroys the socket and reports only a "socket hang up"; the edge reads the verification
  * error from the socket so a layer-1 refusal is logged as a warning with its reason.
  */
-import { createHash, constants as cryptoConstants } from "node:crypto";
+import { createHash, constants as cryptoConstants, X509Certificate } from "node:crypto";
 import type { AddressInfo, Socket } from "node:net";
 import tls, { type PeerCertificate, type TLSSocket } from "node:tls";
 import { BUSINESS_DEADLINE_SWEEP_MS } from "../../shared/config/defaults.js";
@@ -248,7 +248,7 @@ export class BusinessEdge {
       return { refused: `expected exactly one urn:authnexus:app URI SAN, found ${uris.length} URI SAN(s)`, layer: 2, appId: null };
     }
     const issuer = issuerOf(certificate);
-    if (issuer === null || !this.trustOf(appId).has(fingerprint(issuer.raw))) {
+    if (issuer === null || !this.trustOf(appId).has(fingerprint(issuer.raw)) || !signedBy(certificate.raw, issuer.raw)) {
       return { refused: "the issuing CA is not in the application's trust bundles", layer: 3, appId };
     }
     return { appId };
@@ -348,6 +348,21 @@ function peerAddress(socket: TLSSocket): string | undefined {
 /** A TCP connection's peer (address and port): the same on the raw socket and on the TLS socket over it. */
 function peerKey(socket: Socket): string {
   return `${socket.remoteAddress}|${socket.remotePort}`;
+}
+
+/**
+ * Whether `issuerDer` really signed `leafDer`. Node links a peer certificate to its issuer by
+ * name alone, among the certificates the client sent; layer 3 trusts that issuer only once its
+ * signature on the leaf checks out. Runs once per certificate (verdicts are remembered).
+ */
+function signedBy(leafDer: Buffer, issuerDer: Buffer): boolean {
+  try {
+    const leaf = new X509Certificate(leafDer);
+    const issuer = new X509Certificate(issuerDer);
+    return leaf.checkIssued(issuer) && leaf.verify(issuer.publicKey);
+  } catch {
+    return false;
+  }
 }
 
 function fingerprint(der: Buffer): string {
