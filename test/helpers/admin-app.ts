@@ -3,6 +3,7 @@
  * few helpers route tests need: a JSON-aware `call`, `loginAs`, and `snapshotDb`, which proves
  * that a refused request changed nothing in either database.
  */
+import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import type { IncomingMessage } from "node:http";
 import type { Hono } from "hono";
@@ -145,4 +146,30 @@ function canonicalRow(row: Record<string, unknown>): string {
       return [k, v];
     }),
   );
+}
+
+type JsonObject = Record<string, unknown>;
+
+/** The answer's body, which must be a JSON object. */
+export function jsonObject(res: CallResult): JsonObject {
+  assert.ok(typeof res.json === "object" && res.json !== null && !Array.isArray(res.json), `expected a JSON object: ${res.text}`);
+  return res.json as JsonObject;
+}
+
+/** Asserts the status and a JSON object body; returns the body. */
+export function expectOk(res: CallResult, status: number, label: string): JsonObject {
+  assert.equal(res.status, status, `${label}: got ${res.status} ${res.text.slice(0, 400)}`);
+  return jsonObject(res);
+}
+
+/** The one error shape (error, message, details only), never a 500; `names` must appear in the message. */
+export function expectRefused(res: CallResult, status: number, code: string, label: string, names?: string): JsonObject {
+  const shown = `${label}: got ${res.status} ${res.text.slice(0, 400)}`;
+  assert.equal(res.status, status, shown);
+  const body = jsonObject(res);
+  assert.equal(body.error, code, shown);
+  assert.equal(typeof body.message, "string", shown);
+  for (const key of Object.keys(body)) assert.ok(["error", "message", "details"].includes(key), `${shown}: unexpected key ${key}`);
+  if (names) assert.ok((body.message as string).includes(names), `${shown}: the message does not name ${names}`);
+  return body;
 }

@@ -24,7 +24,16 @@ import {
 } from "../../src/shared/credentials/index.js";
 import { insertSession } from "../../src/shared/db/runtime/index.js";
 import { newId, sha256Hex } from "../../src/shared/ids.js";
-import { type AdminApp, buildAdminApp, type CallResult, call as callAdmin, loginAs, snapshotDb } from "../helpers/admin-app.js";
+import {
+  type AdminApp,
+  buildAdminApp,
+  type CallResult,
+  call as callAdmin,
+  jsonObject as json,
+  loginAs,
+  expectRefused as refused,
+  snapshotDb,
+} from "../helpers/admin-app.js";
 import { completeSetup, createTestCp, ROOT_PASSWORD, ROOT_USERNAME, type TestCp } from "../helpers/cp-context.js";
 
 /** Request ids of every admin call, in order: audit rows of one manual-clock millisecond come back in no defined order. */
@@ -67,26 +76,9 @@ const INVITE_CODE = /^[0-9A-HJKMNP-TV-Z]{5}(-[0-9A-HJKMNP-TV-Z]{5}){3}$/;
 const MISSING_APP = "app_doesNotExist000000000";
 const BAD_IDS = ["bad%27id", "a".repeat(65), "caf%C3%A9", "%00", "..%2F..", "%22%3B%20DROP%20TABLE%20users%3B%20--"];
 
-function json(res: CallResult): Obj {
-  assert.ok(typeof res.json === "object" && res.json !== null && !Array.isArray(res.json), `expected a JSON object: ${res.text}`);
-  return res.json as Obj;
-}
-
 function ok(res: CallResult, status: number, label: string): Obj {
   assert.equal(res.status, status, `${label}: got ${res.status} ${res.text.slice(0, 400)}`);
   return res.headers.get("content-type")?.startsWith("application/json") ? json(res) : {};
-}
-
-/** The one error shape, never a 500. */
-function refused(res: CallResult, status: number, code: string, label: string, names?: string): Obj {
-  const shown = `${label}: got ${res.status} ${res.text.slice(0, 400)}`;
-  assert.equal(res.status, status, shown);
-  const body = json(res);
-  assert.equal(body.error, code, shown);
-  assert.equal(typeof body.message, "string", shown);
-  for (const key of Object.keys(body)) assert.ok(["error", "message", "details"].includes(key), `${shown}: unexpected key ${key}`);
-  if (names) assert.ok((body.message as string).includes(names), `${shown}: the message does not name ${names}`);
-  return body;
 }
 
 function items(body: Obj): Obj[] {

@@ -16,7 +16,16 @@ import {
   MIN_CLOUD_FUNCTION_TIMEOUT_MS,
 } from "../../src/shared/config/defaults.js";
 import { sha256Hex } from "../../src/shared/ids.js";
-import { type AdminApp, buildAdminApp, type CallResult, call, loginAs, snapshotDb } from "../helpers/admin-app.js";
+import {
+  type AdminApp,
+  buildAdminApp,
+  call,
+  jsonObject as json,
+  loginAs,
+  expectOk as ok,
+  expectRefused as refused,
+  snapshotDb,
+} from "../helpers/admin-app.js";
 import { completeSetup, createTestCp, ROOT_PASSWORD, ROOT_USERNAME, type TestCp } from "../helpers/cp-context.js";
 import { dbVariants } from "../helpers/databases.js";
 
@@ -44,28 +53,6 @@ const VIEW_KEYS = [
   "updated_at",
   "version",
 ];
-
-function json(res: CallResult): Obj {
-  assert.ok(typeof res.json === "object" && res.json !== null && !Array.isArray(res.json), `expected a JSON object: ${res.text}`);
-  return res.json as Obj;
-}
-
-function ok(res: CallResult, status: number, label: string): Obj {
-  assert.equal(res.status, status, `${label}: got ${res.status} ${res.text.slice(0, 400)}`);
-  return json(res);
-}
-
-/** The one error shape, never a 500; `names` must appear in the message. */
-function refused(res: CallResult, status: number, code: string, label: string, names?: string): Obj {
-  const shown = `${label}: got ${res.status} ${res.text.slice(0, 400)}`;
-  assert.equal(res.status, status, shown);
-  const body = json(res);
-  assert.equal(body.error, code, shown);
-  assert.equal(typeof body.message, "string", shown);
-  for (const key of Object.keys(body)) assert.ok(["error", "message", "details"].includes(key), `${shown}: unexpected key ${key}`);
-  if (names) assert.ok((body.message as string).includes(names), `${shown}: the message does not name ${names}`);
-  return body;
-}
 
 /** A script of exactly `bytes` bytes that compiles: `return 1` padded with a comment. */
 function scriptOfSize(bytes: number): string {

@@ -19,7 +19,7 @@ import {
 } from "../../src/shared/db/runtime/index.js";
 import { ERROR_CATALOGUE, isAuthNexusError } from "../../src/shared/errors/index.js";
 import { appPolicySchema, DEFAULT_APP_POLICY } from "../../src/shared/node-protocol/index.js";
-import { type AdminApp, buildAdminApp, type CallResult, call, loginAs, snapshotDb } from "../helpers/admin-app.js";
+import { type AdminApp, buildAdminApp, call, loginAs, expectOk as ok, expectRefused as refused, snapshotDb } from "../helpers/admin-app.js";
 import { completeSetup, createTestCp, ROOT_PASSWORD, ROOT_USERNAME, type TestCp } from "../helpers/cp-context.js";
 import { dbVariants } from "../helpers/databases.js";
 
@@ -32,26 +32,6 @@ const OPERATOR_PASSWORD = "Vars-Op-Passw0rd-Two";
 const MISSING_USER = "usr_doesNotExist00000000";
 const MISSING_APP = "app_doesNotExist000000000";
 const LIMITS: UserVariableLimits = { maxCount: 3, maxValueBytes: 8 };
-
-function json(res: CallResult): Obj {
-  assert.ok(typeof res.json === "object" && res.json !== null && !Array.isArray(res.json), `expected a JSON object: ${res.text}`);
-  return res.json as Obj;
-}
-
-function ok(res: CallResult, status: number, label: string): Obj {
-  assert.equal(res.status, status, `${label}: got ${res.status} ${res.text.slice(0, 400)}`);
-  return json(res);
-}
-
-/** The one error shape, never a 500; `names` must appear in the message. */
-function refused(res: CallResult, status: number, code: string, label: string, names?: string): Obj {
-  const shown = `${label}: got ${res.status} ${res.text.slice(0, 400)}`;
-  assert.equal(res.status, status, shown);
-  const body = json(res);
-  assert.equal(body.error, code, shown);
-  if (names) assert.ok(String(body.message).includes(names), `${shown}: the message does not name ${names}`);
-  return body;
-}
 
 /** The error a promise rejects with, which must be the catalogued `code`. */
 async function rejectsWith(run: Promise<unknown>, code: "USER_VARIABLE_INVALID" | "USER_VARIABLE_LIMIT", names?: string): Promise<void> {
