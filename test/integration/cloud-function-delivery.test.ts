@@ -2,8 +2,8 @@
  * Cloud function delivery when a body does not compile, on SQLite and PostgreSQL: the node's
  * config sync (its real CpClient over mTLS) against a real in-process CP node API, with the admin
  * view read through the admin app. The CP compiles scripts saved through the admin API, so a
- * script that does not compile is stored with upsertCloudFunction, which does not check it — as
- * a corrupt row or one written for a newer Lua would be.
+ * script that does not compile is written straight into the Control DB — as a corrupt row or one
+ * written for a newer Lua would be.
  *
  * A good v1 is served; a v2 that does not compile leaves v1 in force, is logged and shown as
  * that node's error on the CP, and is neither fetched nor reported again while the manifest
@@ -12,10 +12,10 @@
  */
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { upsertCloudFunction } from "../../src/cp/services/applications/cloud-functions.js";
 import { ConfigSync } from "../../src/node/agent/config-sync.js";
 import { CpClient } from "../../src/node/agent/cp-client.js";
 import { AppliedConfigStore } from "../../src/node/state/config-store.js";
+import { newId } from "../../src/shared/ids.js";
 import { createMemoryLogger } from "../../src/shared/log/index.js";
 import type { ConfigsErrorsRequest } from "../../src/shared/node-protocol/index.js";
 import { systemClock, systemScheduler } from "../../src/shared/time/index.js";
@@ -29,7 +29,6 @@ type Obj = Record<string, unknown>;
 const V1 = "return params.a + params.b";
 const V2_BROKEN = "return params.a +";
 const V3 = "return params.a * params.b";
-const ACTOR = { agentId: null, username: null, ip: null, requestId: null };
 
 for (const variant of dbVariants()) {
   describe(`cloud function delivery on ${variant.name}`, { skip: variant.skip }, () => {
@@ -51,9 +50,37 @@ for (const variant of dbVariants()) {
       assert.equal(res.status, 200, res.text);
       return (res.json as { cloud_function_errors: Obj[] }).cloud_function_errors;
     };
-    const save = async (name: string, script: string) => {
+    /** Stores a script as a corrupt row would be: straight into the Control DB, compiled by nobody. */
+    const save = async (name: string, script: string): Promise<{ version: number }> => {
       api.cp.clock.advance(1000);
-      return upsertCloudFunction(api.cp.ctx, ACTOR, { appId, name, script });
+      const now = api.cp.clock.now();
+      const db = api.cp.ctx.controlDb;
+      const current = await db
+        .selectFrom("cloud_functions")
+        .select(["id", "version"])
+        .where("app_id", "=", appId)
+        .where("name", "=", name)
+        .executeTakeFirst();
+      if (current) {
+        const version = Number(current.version) + 1;
+        await db.updateTable("cloud_functions").set({ script, version, updated_at: now }).where("id", "=", current.id).execute();
+        return { version };
+      }
+      await db
+        .insertInto("cloud_functions")
+        .values({
+          id: newId("cfn"),
+          app_id: appId,
+          name,
+          script,
+          version: 1,
+          timeout_ms: 1000,
+          created_at: now,
+          updated_at: now,
+          created_by: null,
+        })
+        .execute();
+      return { version: 1 };
     };
     const served = (name: string) => store.cloudFunction(appId, name);
 

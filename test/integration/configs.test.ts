@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { after, before, describe, it } from "node:test";
-import { upsertCloudFunction } from "../../src/cp/services/applications/cloud-functions.js";
+import { createCloudFunction, updateCloudFunction } from "../../src/cp/services/applications/cloud-functions.js";
 import type { HintMessage } from "../../src/cp/services/event-bus.js";
 import { MAX_BATCH_ITEMS, nodePaths } from "../../src/shared/node-protocol/index.js";
 import { type AdminApp, buildAdminApp, type CallResult, call, loginAs, snapshotDb } from "../helpers/admin-app.js";
@@ -351,9 +351,9 @@ for (const variant of dbVariants()) {
     it("cloud functions: manifest on every pull, download with sha256 ETag and version, 304 on a match, hint on change", async () => {
       const { id, client } = await newNode("functions");
       const actor = { agentId: null, username: null, ip: null, requestId: null };
-      const script = "return { greeting = 'hello ' .. (params.name or 'world'), ü = true }";
+      const script = "return { greeting = 'hello ' .. (params.name or 'world'), ['ü'] = true }";
       hints = [];
-      const created = await upsertCloudFunction(api.cp.ctx, actor, { appId, name: "greet", script, timeoutMs: 500 });
+      const created = await createCloudFunction(api.cp.ctx, actor, { appId, name: "greet", script, timeoutMs: 500 });
       assert.equal(created.version, 1);
       assert.deepEqual(hints, [{ event: "config.pending", nodeId: null }]);
       const sha = createHash("sha256").update(script, "utf8").digest("hex");
@@ -377,13 +377,9 @@ for (const variant of dbVariants()) {
       assert.equal(cached.status, 304);
       assert.equal(cached.text, "");
 
-      assert.equal(
-        (await upsertCloudFunction(api.cp.ctx, actor, { appId, name: "greet", script })).changed,
-        false,
-        "unchanged script: no-op",
-      );
+      assert.equal((await updateCloudFunction(api.cp.ctx, actor, appId, "greet", { script })).changed, false, "unchanged script: no-op");
       assert.equal(hints.length, 1);
-      const updated = await upsertCloudFunction(api.cp.ctx, actor, { appId, name: "greet", script: `${script}\n-- v2` });
+      const updated = await updateCloudFunction(api.cp.ctx, actor, appId, "greet", { script: `${script}\n-- v2` });
       assert.equal(updated.version, 2);
       assert.equal(updated.timeout_ms, 500, "timeout kept when not given");
       assert.equal(hints.length, 2);
@@ -410,15 +406,15 @@ for (const variant of dbVariants()) {
       );
 
       const doomed = await createApp("Doomed Functions");
-      await upsertCloudFunction(api.cp.ctx, actor, { appId: doomed, name: "gone", script: "return 1" });
+      await createCloudFunction(api.cp.ctx, actor, { appId: doomed, name: "gone", script: "return 1" });
       ok(await admin("DELETE", `/applications/${doomed}`), 200, "delete app");
       assert.ok(
         !((await pull(client, id.nodeId)).cloud_functions as Obj[]).some((f) => f.app_id === doomed),
         "recycle-bin app's functions are not in the manifest",
       );
       expectError(await client.request("GET", nodePaths.cloudFunction("gone", doomed)), 404, "NOT_FOUND", "recycle-bin app's function");
-      await assert.rejects(upsertCloudFunction(api.cp.ctx, actor, { appId: doomed, name: "again", script: "return 2" }), /recycle bin/);
-      await assert.rejects(upsertCloudFunction(api.cp.ctx, actor, { appId, name: "bad name!", script: "return 2" }), /name/);
+      await assert.rejects(createCloudFunction(api.cp.ctx, actor, { appId: doomed, name: "again", script: "return 2" }), /recycle bin/);
+      await assert.rejects(createCloudFunction(api.cp.ctx, actor, { appId, name: "bad name!", script: "return 2" }), /name/);
     });
 
     it("admin: bad input on every config endpoint → clear 4xx, nothing stored", async () => {

@@ -45,64 +45,6 @@ export interface CloudFunctionView extends CloudFunctionManifest {
   created_by: string | null;
 }
 
-/**
- * Creates the function (version 1) or replaces its script/timeout (version + 1). Unchanged input
- * is a no-op returning the current version without a hint.
- */
-export async function upsertCloudFunction(
-  ctx: CpContext,
-  actor: Actor,
-  input: CloudFunctionInput,
-): Promise<CloudFunctionView & { changed: boolean }> {
-  assertValidFields(input);
-  for (let attempt = 1; ; attempt++) {
-    try {
-      const result = await ctx.controlDb.transaction().execute(async (trx) => {
-        await requireLiveApplication(trx, input.appId);
-        const now = ctx.clock.now();
-        const current = await trx
-          .selectFrom("cloud_functions")
-          .selectAll()
-          .where("app_id", "=", input.appId)
-          .where("name", "=", input.name)
-          .executeTakeFirst();
-        const timeoutMs = input.timeoutMs ?? current?.timeout_ms ?? DEFAULT_CLOUD_FUNCTION_TIMEOUT_MS;
-        if (!current) {
-          const row = {
-            id: newId("cfn"),
-            app_id: input.appId,
-            name: input.name,
-            script: input.script,
-            version: 1,
-            timeout_ms: timeoutMs,
-            enabled: 1,
-            created_at: now,
-            updated_at: now,
-            created_by: actor.agentId,
-          };
-          await trx.insertInto("cloud_functions").values(row).execute();
-          return { ...toView(row), changed: true };
-        }
-        if (current.script === input.script && current.timeout_ms === timeoutMs) return { ...toView(current), changed: false };
-        // version + 1 in SQL: two concurrent replacements each get their own number.
-        await trx
-          .updateTable("cloud_functions")
-          .set((eb) => ({ script: input.script, timeout_ms: timeoutMs, version: eb("version", "+", 1), updated_at: now }))
-          .where("id", "=", current.id)
-          .execute();
-        const updated = await trx.selectFrom("cloud_functions").selectAll().where("id", "=", current.id).executeTakeFirstOrThrow();
-        return { ...toView(updated), changed: true };
-      });
-      if (result.changed) announceChange(ctx, actor, "cloud_function.updated", result);
-      return result;
-    } catch (error) {
-      // Two first-time creations raced: the loser retries and takes the replace path.
-      if (isUniqueViolation(error) && attempt < 3) continue;
-      throw error;
-    }
-  }
-}
-
 /** A function with its script: what create, get and update answer. */
 export interface CloudFunctionDetail extends CloudFunctionView {
   script: string;
