@@ -5,12 +5,14 @@ import * as m0001 from "./0001_init.js";
 import * as m0002 from "./0002_nodes_and_channels.js";
 import * as m0003 from "./0003_cloud_function_switch.js";
 import * as m0004 from "./0004_pki_audit_jobs_and_profiles.js";
+import * as m0006 from "./0006_ca_rotations.js";
 
 export const controlMigrations: Record<string, Migration> = {
   "0001_init": m0001,
   "0002_nodes_and_channels": m0002,
   "0003_cloud_function_switch": m0003,
   "0004_pki_audit_jobs_and_profiles": m0004,
+  "0006_ca_rotations": m0006,
 };
 
 /** What the Control DB's owner hands the migrator. */

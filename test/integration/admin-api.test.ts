@@ -441,6 +441,7 @@ const MISSING = {
   batch: "cbt_doesNotExist000000000",
   invite: "inv_doesNotExist000000000",
   session: "ses_doesNotExist000000000",
+  rotation: "car_doesNotExist000000000",
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1423,6 +1424,32 @@ for (const variant of dbVariants()) {
             status: 404,
             code: "NOT_FOUND",
           },
+          { method: "GET", template: "/pki/ca-rotations", path: () => `${V1}/pki/ca-rotations`, allowed: ALL_ROLES, status: 200 },
+          {
+            method: "GET",
+            template: "/pki/ca-rotations/:id",
+            path: () => `${V1}/pki/ca-rotations/${MISSING.rotation}`,
+            allowed: ALL_ROLES,
+            status: 404,
+            code: "NOT_FOUND",
+          },
+          {
+            method: "POST",
+            template: "/pki/ca-rotations",
+            path: () => `${V1}/pki/ca-rotations`,
+            body: { ca: "tcp_server_ca" },
+            allowed: WRITERS,
+            status: 422,
+            code: "CA_ROTATION_UNSUPPORTED",
+          },
+          ...(["publish", "switch", "retire", "rollback"] as const).map((step) => ({
+            method: "POST",
+            template: `/pki/ca-rotations/:id/${step}`,
+            path: () => `${V1}/pki/ca-rotations/${MISSING.rotation}/${step}`,
+            allowed: WRITERS,
+            status: 404,
+            code: "NOT_FOUND",
+          })),
           {
             method: "PUT",
             template: "/configs/:type",

@@ -18,6 +18,7 @@ import { agentRoutes } from "./routes/agents.js";
 import { applicationRoutes } from "./routes/applications.js";
 import { authRoutes } from "./routes/auth.js";
 import { businessRoutes } from "./routes/business.js";
+import { caRotationRoutes } from "./routes/ca-rotations.js";
 import { clientCertRoutes } from "./routes/client-certs.js";
 import { cloudFunctionRoutes } from "./routes/cloud-functions.js";
 import { commandRoutes } from "./routes/commands.js";
@@ -56,6 +57,7 @@ export function createAdminApp(ctx: CpContext, options: AdminAppOptions): Hono<A
   v1.route("/pki", pkiRoutes(ctx));
   v1.route("/security", securityRoutes(ctx));
   v1.route("/pki/jobs", pkiJobRoutes(ctx));
+  v1.route("/pki/ca-rotations", caRotationRoutes(ctx));
   v1.route("/nodes", nodeRoutes(ctx));
   v1.route("/", agentLogRoutes(ctx));
   v1.route("/", configRoutes(ctx));

@@ -323,6 +323,23 @@ export interface NodeAuditLogsTable {
   detail: string | null;
 }
 
+export interface CaRotationsTable {
+  id: string;
+  ca_profile: string;
+  /** prepared | published | switched | retired | rolled_back (the last two are finished). */
+  phase: string;
+  old_ca_id: string;
+  new_ca_id: string;
+  /** JSON [{type, scope, version}]: the config versions the last publication wrote; null before it. */
+  published_versions: string | null;
+  created_at: number;
+  updated_at: number;
+  finished_at: number | null;
+  created_by: string | null;
+  /** JSON object: what each phase reported. */
+  detail: string | null;
+}
+
 export interface ControlSchema {
   setup_state: SetupStateTable;
   server_secrets: ServerSecretsTable;
@@ -350,4 +367,5 @@ export interface ControlSchema {
   delta_retention: DeltaRetentionTable;
   node_auth_events: NodeAuthEventsTable;
   node_audit_logs: NodeAuditLogsTable;
+  ca_rotations: CaRotationsTable;
 }

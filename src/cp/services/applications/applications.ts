@@ -1,8 +1,8 @@
 /**
  * Applications (tenants). The app secret is shown once at creation and stored only as a
  * SHA-256 hash — the verifier nodes check an SDK's hello against. Creating an application also
- * publishes its client CA trust bundle (the current app_client_ca), so its client certificates
- * work on every node at once. Deleting moves an application to the recycle bin; only from there
+ * publishes its client CA trust bundle (the trusted app_client_ca certificates), so its client
+ * certificates work on every node at once. Deleting moves an application to the recycle bin; only from there
  * can it be restored or purged for good. Every change that alters what nodes accept (status,
  * deletion, restore) hints them to pull the application manifest again.
  */
@@ -15,7 +15,7 @@ import { appScope } from "../../../shared/node-protocol/index.js";
 import { setConfig } from "../configs/admin-write.js";
 import type { Actor, CpContext } from "../context.js";
 import { type Page, type PageRequest, paginate } from "../pagination.js";
-import { loadActiveCa } from "../pki/inventory.js";
+import { trustedCaBundle } from "../pki/inventory.js";
 
 /** An application as the API shows it: `app_id` instead of `id`, never the secret hash. */
 export type ApplicationView = Omit<ApplicationsTable, "id" | "secret_hash"> & { app_id: string };
@@ -81,12 +81,13 @@ export async function createApplication(
 }
 
 /**
- * Publishes the application's app_client_ca_bundle with the current app_client_ca: the CP
- * binding of business mTLS (a client certificate's issuer must be in its app's bundle).
+ * Publishes the application's app_client_ca_bundle with the trusted app_client_ca certificates
+ * (the active one, and during a CA rotation its successor or predecessor): the CP binding of
+ * business mTLS (a client certificate's issuer must be in its app's bundle).
  */
 export async function publishClientCaBundle(ctx: CpContext, actor: Actor, appId: string): Promise<void> {
-  const ca = await loadActiveCa(ctx, "app_client_ca");
-  await setConfig(ctx, actor, { type: "app_client_ca_bundle", scope: appScope(appId), appId }, { pem: ca.certPem });
+  const pem = await trustedCaBundle(ctx.controlDb, "app_client_ca");
+  await setConfig(ctx, actor, { type: "app_client_ca_bundle", scope: appScope(appId), appId }, { pem });
 }
 
 /** Every live application without a client CA bundle gets one (applications created before bundles were published). */

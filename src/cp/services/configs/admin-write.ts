@@ -27,12 +27,7 @@ export async function setConfig(
   content: unknown,
 ): Promise<ConfigVersionView & { changed: boolean }> {
   if (item.appId !== null) await requireLiveApplication(ctx.controlDb, item.appId);
-  const parsed = parseConfigContent(item.type, content);
-  if (!parsed.ok) throw fieldInvalid("content", parsed.reason);
-  const json = canonicalJson(parsed.value);
-  if (Buffer.byteLength(json) > MAX_CONFIG_CONTENT_BYTES)
-    throw fieldInvalid("content", `must be at most ${MAX_CONFIG_CONTENT_BYTES} bytes serialized`);
-
+  const json = contentJson(item, content);
   for (let attempt = 1; ; attempt++) {
     try {
       const result = await ctx.controlDb.transaction().execute((trx) => appendVersion(trx, ctx.clock.now(), actor, item, json));
@@ -50,6 +45,32 @@ export async function setConfig(
       throw error;
     }
   }
+}
+
+/**
+ * setConfig inside the caller's transaction, for a change that must commit together with other
+ * writes (a CA rotation's trust bundles and its phase). No retry and no hint: on PostgreSQL the
+ * item's advisory lock serialises writers, SQLite has one writer; the caller publishes
+ * config.pending after its commit.
+ */
+export async function appendConfigVersionIn(
+  trx: Db,
+  now: number,
+  actor: Actor,
+  item: ConfigItemKey,
+  content: unknown,
+): Promise<ConfigVersionView & { changed: boolean }> {
+  return appendVersion(trx, now, actor, item, contentJson(item, content));
+}
+
+/** Validated and defaulted by the type's schema, as canonical JSON (sorted keys). */
+function contentJson(item: ConfigItemKey, content: unknown): string {
+  const parsed = parseConfigContent(item.type, content);
+  if (!parsed.ok) throw fieldInvalid("content", parsed.reason);
+  const json = canonicalJson(parsed.value);
+  if (Buffer.byteLength(json) > MAX_CONFIG_CONTENT_BYTES)
+    throw fieldInvalid("content", `must be at most ${MAX_CONFIG_CONTENT_BYTES} bytes serialized`);
+  return json;
 }
 
 async function appendVersion(

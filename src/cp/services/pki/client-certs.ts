@@ -19,7 +19,7 @@ import { SDK_CONFIG_FILES, SDK_CONFIG_FORMAT, type SdkConfigFile } from "../../.
 import { requireApplication, requireLiveApplication } from "../applications/lookup.js";
 import type { Actor, CpContext } from "../context.js";
 import type { Page, PageRequest } from "../pagination.js";
-import { type CertificateView, listCertificates, loadActiveCa, recordCertificate } from "./inventory.js";
+import { type CertificateView, listCertificates, loadActiveCa, recordCertificate, trustedCaBundle } from "./inventory.js";
 
 export const APP_CLIENT_PURPOSE = "app_client";
 export const APP_OWNER_TYPE = "application";
@@ -48,7 +48,7 @@ export interface IssuedClientCertificate {
   certificate_pem: string;
   /** PKCS#8 PEM of the generated key: returned this once, never stored anywhere. */
   private_key_pem: string;
-  /** Every active tcp_server_ca certificate, concatenated: what a node's server certificate must chain to. */
+  /** Every trusted tcp_server_ca certificate (inventory.ts TRUSTED_CA_STATUSES), concatenated: what a node's server certificate must chain to. */
   server_ca_pem: string;
   /** The CA that signs the nodes' stapled OCSP responses: the same tcp_server_ca bundle. */
   ocsp_signer_ca_pem: string;
@@ -77,7 +77,7 @@ export async function issueClientCertificate(
   }
 
   const issuer = await loadActiveCa(ctx, "app_client_ca");
-  const serverCaPem = await activeCaBundle(ctx.controlDb, "tcp_server_ca");
+  const serverCaPem = await trustedCaBundle(ctx.controlDb, "tcp_server_ca");
   const nodes = await activeNodes(ctx.controlDb);
   const issued = withKey(
     await issueLeafCertificate({
@@ -157,20 +157,6 @@ async function defaultCommonName(db: Kysely<ControlSchema>, appId: string): Prom
 async function lockApplication(tx: Kysely<ControlSchema>, appId: string): Promise<void> {
   if (dialectOf(tx) !== "postgres") return;
   await tx.selectFrom("applications").select("id").where("id", "=", appId).forUpdate().execute();
-}
-
-/** Every active CA of the profile, oldest first, as one PEM bundle. */
-async function activeCaBundle(db: Kysely<ControlSchema>, profile: "tcp_server_ca"): Promise<string> {
-  const rows = await db
-    .selectFrom("certificate_authorities")
-    .select("cert_pem")
-    .where("profile", "=", profile)
-    .where("status", "=", "active")
-    .orderBy("created_at")
-    .orderBy("id")
-    .execute();
-  if (rows.length === 0) throw new AuthNexusError("PKI_NOT_INITIALISED", { message: `No active ${profile} exists.` });
-  return rows.map((r) => (r.cert_pem.endsWith("\n") ? r.cert_pem : `${r.cert_pem}\n`)).join("");
 }
 
 /** Nodes whose lifecycle status is active (disabled and provisioning ones are left out), in creation order. */

@@ -30,6 +30,18 @@ export function leafKeySecretName(certificateId: string): string {
   return `leaf-key:${certificateId}`;
 }
 
+/**
+ * A CA's lifecycle. Setup creates each profile's CA `active`; a CA rotation (./ca-rotations.ts)
+ * creates the successor `pending`, makes it `next` when the trust bundles holding it are
+ * published, `active` at the switch (the one it replaces becomes `retiring`), and ends with the
+ * old one `retired`, or, rolled back, with the successor `abandoned`. At most one CA per profile
+ * is `active` (a partial unique index): it is the one that signs.
+ */
+export const CA_STATUSES = ["pending", "next", "active", "retiring", "retired", "abandoned"] as const;
+export type CaStatus = (typeof CA_STATUSES)[number];
+/** The CAs of a profile that the trust published for it holds (oldest first). */
+export const TRUSTED_CA_STATUSES: readonly CaStatus[] = ["next", "active", "retiring"];
+
 export interface StoredCa {
   id: string;
   profile: CaProfile;
@@ -37,7 +49,7 @@ export interface StoredCa {
   keyPem: string;
 }
 
-/** Inserts a freshly created root CA, its key sealed under the master key. */
+/** Inserts a freshly created root CA, its key sealed under the master key; `active` unless a rotation creates its successor. */
 export async function recordCa(
   db: Kysely<ControlSchema>,
   clock: Clock,
@@ -45,6 +57,7 @@ export async function recordCa(
   profile: CaProfile,
   ca: IssuedCertificate,
   actor: string,
+  status: CaStatus = "active",
 ): Promise<string> {
   if (!ca.keyPem) throw new AuthNexusError("INTERNAL", { message: "a CA must come with its private key" });
   const id = newId("ca");
@@ -53,7 +66,7 @@ export async function recordCa(
     .values({
       id,
       profile,
-      status: "active",
+      status,
       subject: ca.subject,
       serial_hex: ca.serialHex,
       cert_pem: ca.certPem,
@@ -70,7 +83,7 @@ export async function recordCa(
     profile,
     serialHex: ca.serialHex,
     actor,
-    detail: { subject: ca.subject },
+    detail: { subject: ca.subject, status },
   });
   return id;
 }
@@ -85,6 +98,20 @@ export async function loadActiveCa(ctx: Pick<CpContext, "controlDb" | "masterKey
   if (!row) throw new AuthNexusError("PKI_NOT_INITIALISED", { message: `No active ${profile} exists.` });
   const keyPem = openSecret(ctx.masterKey, Buffer.from(row.key_ciphertext), caKeyAad(profile, row.id)).toString("utf8");
   return { id: row.id, profile, certPem: row.cert_pem, keyPem };
+}
+
+/** The trust published for a profile: its CAs in TRUSTED_CA_STATUSES, oldest first, as one PEM bundle. */
+export async function trustedCaBundle(db: Kysely<ControlSchema>, profile: CaProfile): Promise<string> {
+  const rows = await db
+    .selectFrom("certificate_authorities")
+    .select("cert_pem")
+    .where("profile", "=", profile)
+    .where("status", "in", TRUSTED_CA_STATUSES)
+    .orderBy("created_at")
+    .orderBy("id")
+    .execute();
+  if (rows.length === 0) throw new AuthNexusError("PKI_NOT_INITIALISED", { message: `No active ${profile} exists.` });
+  return rows.map((r) => (r.cert_pem.endsWith("\n") ? r.cert_pem : `${r.cert_pem}\n`)).join("");
 }
 
 export interface CertificateRecord {

@@ -1,0 +1,684 @@
+/**
+ * CA rotation as an operation with visible phases (docs/operations.md, "Rotating the
+ * application client CA"), one open rotation per CA profile at a time:
+ *
+ *   prepare   the successor CA is created `pending`; the old one stays `active` and signs;
+ *   publish   the successor becomes `next` and the profile's trust is published holding both
+ *             (for app_client_ca: every live application's app_client_ca_bundle); the config
+ *             versions written are recorded, and GET shows per node whether it applied them;
+ *   switch    refused (CA_ROTATION_NODES_PENDING) until every node that is neither provisioning
+ *             nor deleted applied those versions, unless forced; then the successor is `active`
+ *             (it signs from now on) and the old CA `retiring` (still trusted);
+ *   retire    the trust is published holding only the successor, the old CA is `retired`, and
+ *             optionally its still-valid certificates are revoked;
+ *   rollback  before retire, at any phase: the old CA is `active` again, the trust is published
+ *             holding only it, the successor is `abandoned` and every certificate it issued is
+ *             revoked (superseded).
+ *
+ * Which CAs a trust holds follows from the CA statuses alone (inventory.ts TRUSTED_CA_STATUSES),
+ * so an application created in the middle of a rotation gets the same bundle as the others.
+ * Each step is one transaction: the phase, the CA statuses, the configs it publishes and its PKI
+ * audit rows commit together or not at all; nodes are hinted after the commit.
+ *
+ * Profiles are plugged in through ROTATION_PLANS (where the profile's trust is published). The
+ * other three need node certificate rotation first and are refused with CA_ROTATION_UNSUPPORTED.
+ */
+import type { Kysely } from "kysely";
+import type { CaRotationsTable, ControlSchema } from "../../../shared/db/control-schema.js";
+import { dialectOf, isUniqueViolation } from "../../../shared/db/index.js";
+import { AuthNexusError } from "../../../shared/errors/index.js";
+import { newId } from "../../../shared/ids.js";
+import { appIdOfScope, appScope, type ConfigType, GLOBAL_SCOPE } from "../../../shared/node-protocol/index.js";
+import { CA_PROFILES, type CaProfile, createRootCa, type RevocationReason, x509 } from "../../../shared/pki/index.js";
+import { writePkiAudit } from "../audit/pki-audit.js";
+import { appendConfigVersionIn } from "../configs/admin-write.js";
+import type { Actor, CpContext } from "../context.js";
+import { type Page, type PageRequest, paginate } from "../pagination.js";
+import { type CaStatus, loadActiveCa, recordCa, trustedCaBundle } from "./inventory.js";
+
+export const CA_ROTATION_PHASES = ["prepared", "published", "switched", "retired", "rolled_back"] as const;
+export type CaRotationPhase = (typeof CA_ROTATION_PHASES)[number];
+export type CaRotationStep = "publish" | "switch" | "retire" | "rollback";
+
+/** Which step each phase allows next; finished phases allow none. */
+const NEXT_STEPS: Record<CaRotationPhase, CaRotationStep[]> = {
+  prepared: ["publish", "rollback"],
+  published: ["switch", "rollback"],
+  switched: ["retire", "rollback"],
+  retired: [],
+  rolled_back: [],
+};
+
+/** Certificates revoked by a rollback (the successor's) and by retire with revoke_leaves (the old CA's). */
+const ROTATION_REVOCATION_REASON: RevocationReason = "superseded";
+/** Node statuses whose progress a switch waits for: every node except those still provisioning (deleted ones are gone). */
+const WAITING_NODE_EXCLUDED_STATUSES = ["provisioning", "deleted"];
+
+/** One config version a publication wrote (or found already current). */
+export interface PublishedVersion {
+  type: ConfigType;
+  scope: string;
+  version: number;
+}
+
+/** What rotating one CA profile involves beyond its CA rows. */
+interface RotationPlan {
+  /** Publishes `bundlePem` wherever the profile's trust is published, inside `trx`; the versions now current. */
+  publishTrust(trx: Kysely<ControlSchema>, now: number, actor: Actor, bundlePem: string): Promise<PublishedVersion[]>;
+}
+
+const appClientCaPlan: RotationPlan = {
+  async publishTrust(trx, now, actor, bundlePem) {
+    const apps = await trx.selectFrom("applications").select("id").where("deleted_at", "is", null).orderBy("id").execute();
+    const out: PublishedVersion[] = [];
+    for (const app of apps) {
+      const item = { type: "app_client_ca_bundle" as const, scope: appScope(app.id), appId: app.id };
+      const written = await appendConfigVersionIn(trx, now, actor, item, { pem: bundlePem });
+      out.push({ type: item.type, scope: item.scope, version: written.version });
+    }
+    return out;
+  },
+};
+
+const ROTATION_PLANS: Partial<Record<CaProfile, RotationPlan>> = { app_client_ca: appClientCaPlan };
+
+/** Why a profile without a plan cannot be rotated yet (the error names it). */
+const NOT_YET: Record<CaProfile, string> = {
+  app_client_ca: "",
+  tcp_server_ca: "every node's business certificate would have to be reissued by the new CA and the SDK trust updated",
+  cp_server_ca: "the CP's server certificate would have to be reissued and every node's cp_ca trust updated",
+  cp_node_client_ca: "every node's CP client certificate would have to be reissued by the new CA",
+};
+
+function planFor(profile: string): { profile: CaProfile; plan: RotationPlan } {
+  if (!(CA_PROFILES as readonly string[]).includes(profile)) {
+    throw new AuthNexusError("VALIDATION_FAILED", { message: `ca must be one of ${CA_PROFILES.join(", ")}.` });
+  }
+  const known = profile as CaProfile;
+  const plan = ROTATION_PLANS[known];
+  if (!plan) {
+    throw new AuthNexusError("CA_ROTATION_UNSUPPORTED", {
+      message: `Rotation of ${known} is not available yet: ${NOT_YET[known]} (node certificate rotation). Only app_client_ca can be rotated.`,
+    });
+  }
+  return { profile: known, plan };
+}
+
+export interface CaSummary {
+  id: string;
+  status: string;
+  subject: string;
+  serial: string;
+  not_after: number;
+  fingerprint_sha256: string;
+}
+
+export interface CaRotationView {
+  id: string;
+  ca_profile: string;
+  phase: CaRotationPhase;
+  open: boolean;
+  /** The steps this phase allows. */
+  next_steps: CaRotationStep[];
+  old_ca: CaSummary;
+  new_ca: CaSummary;
+  /** The config versions the last publication wrote (publish, retire or rollback); null before the first. */
+  published_versions: PublishedVersion[] | null;
+  created_at: number;
+  updated_at: number;
+  finished_at: number | null;
+  created_by: string | null;
+  /** What each step reported, by phase name. */
+  detail: Record<string, unknown>;
+}
+
+export interface NodeProgress {
+  node_id: string;
+  name: string;
+  status: string;
+  last_checkin_at: number | null;
+  /** Published versions this node applied (that version or a later one). */
+  applied: number;
+  /** Published versions it has not applied yet. */
+  pending: number;
+  /** Of the pending ones, those it reported it could not apply. */
+  errors: number;
+  done: boolean;
+}
+
+export interface RotationProgress {
+  /** Published versions counted (those of applications since deleted are not delivered and not counted). */
+  items: number;
+  nodes_total: number;
+  nodes_done: number;
+  /** Every node counted applied every published version: a switch is allowed without force. */
+  ready: boolean;
+  nodes: NodeProgress[];
+}
+
+export interface CaRotationDetail extends CaRotationView {
+  /** Per node, against published_versions; null before anything was published. */
+  progress: RotationProgress | null;
+}
+
+type RotationRow = CaRotationsTable;
+
+const actorName = (actor: Actor) => actor.agentId ?? "system";
+
+// ---------------------------------------------------------------------------------------------
+// Steps
+
+/** prepare: a new CA for `profile`, `pending`. One open rotation per profile (CA_ROTATION_IN_PROGRESS). */
+export async function prepareCaRotation(ctx: CpContext, actor: Actor, profile: string): Promise<CaRotationDetail> {
+  const { profile: caProfile } = planFor(profile);
+  await assertNoOpenRotation(ctx.controlDb, caProfile);
+  const old = await loadActiveCa(ctx, caProfile);
+  const generation =
+    Number(
+      (
+        await ctx.controlDb
+          .selectFrom("certificate_authorities")
+          .select((eb) => eb.fn.countAll<number>().as("n"))
+          .where("profile", "=", caProfile)
+          .executeTakeFirstOrThrow()
+      ).n,
+    ) + 1;
+  const oldName = new x509.X509Certificate(old.certPem).subjectName;
+  const organisation = oldName.getField("O")[0];
+  const issued = await createRootCa({
+    profile: caProfile,
+    commonName: successorName(oldName.getField("CN")[0] ?? caProfile, generation),
+    ...(organisation ? { organisation } : {}),
+    clock: ctx.clock,
+  });
+
+  const id = newId("car");
+  const now = ctx.clock.now();
+  let newCaId: string;
+  try {
+    newCaId = await ctx.controlDb.transaction().execute(async (trx) => {
+      const caId = await recordCa(trx, ctx.clock, ctx.masterKey, caProfile, issued, actorName(actor), "pending");
+      await trx
+        .insertInto("ca_rotations")
+        .values({
+          id,
+          ca_profile: caProfile,
+          phase: "prepared",
+          old_ca_id: old.id,
+          new_ca_id: caId,
+          published_versions: null,
+          created_at: now,
+          updated_at: now,
+          finished_at: null,
+          created_by: actor.agentId,
+          detail: JSON.stringify({ prepared: { at: now, subject: issued.subject } }),
+        })
+        .execute();
+      await writePkiAudit(trx, ctx.clock, {
+        event: "ca_rotation.prepared",
+        caProfile,
+        profile: caProfile,
+        serialHex: issued.serialHex,
+        actor: actorName(actor),
+        detail: { rotation_id: id, old_ca_id: old.id, new_ca_id: caId, subject: issued.subject },
+      });
+      return caId;
+    });
+  } catch (error) {
+    // The partial unique index: another prepare of this profile committed first.
+    if (isUniqueViolation(error)) throw inProgress(caProfile);
+    throw error;
+  }
+  ctx.log.category("PKI").info("ca_rotation.prepared", {
+    rotation_id: id,
+    ca_profile: caProfile,
+    old_ca_id: old.id,
+    new_ca_id: newCaId,
+    serial: issued.serialHex,
+    agent_id: actor.agentId,
+  });
+  return getCaRotation(ctx, id);
+}
+
+/** publish: the successor joins the trust, published for every place the profile is trusted. */
+export async function publishCaRotation(ctx: CpContext, actor: Actor, id: string): Promise<CaRotationDetail> {
+  const now = ctx.clock.now();
+  const published = await ctx.controlDb.transaction().execute(async (trx) => {
+    const row = await advance(trx, id, "publish", "published", now);
+    const { plan } = planFor(row.ca_profile);
+    await setCaStatus(trx, row.new_ca_id, ["pending"], "next");
+    const versions = await publishTrust(trx, plan, row, now, actor);
+    await recordStep(trx, row, now, { published_versions: versions }, "published", { at: now, items: versions.length });
+    await auditStep(trx, ctx, actor, row, "ca_rotation.published", { items: versions.length });
+    return { row, versions };
+  });
+  ctx.events.publish("config.pending", null);
+  ctx.log.category("PKI").info("ca_rotation.published", {
+    rotation_id: id,
+    ca_profile: published.row.ca_profile,
+    items: published.versions.length,
+    agent_id: actor.agentId,
+  });
+  return getCaRotation(ctx, id);
+}
+
+/** switch: the successor signs from now on; refused while a node has not applied the published trust, unless forced. */
+export async function switchCaRotation(
+  ctx: CpContext,
+  actor: Actor,
+  id: string,
+  options: { force?: boolean } = {},
+): Promise<CaRotationDetail> {
+  const before = await getCaRotation(ctx, id);
+  requireStep(before.phase, "switch");
+  const waiting = (before.progress?.nodes ?? []).filter((n) => !n.done);
+  if (waiting.length > 0 && !options.force) {
+    throw new AuthNexusError("CA_ROTATION_NODES_PENDING", {
+      message: `${waiting.length} of ${before.progress?.nodes_total ?? 0} node(s) have not applied the published trust bundles yet (${waiting
+        .slice(0, 5)
+        .map((n) => n.name)
+        .join(
+          ", ",
+        )}${waiting.length > 5 ? ", …" : ""}); wait until GET /admin/v1/pki/ca-rotations/${id} shows every node done, or switch with force.`,
+      publicDetail: { pending_nodes: waiting.map((n) => ({ node_id: n.node_id, name: n.name, pending: n.pending, errors: n.errors })) },
+    });
+  }
+  const forced = waiting.length > 0;
+  const now = ctx.clock.now();
+  const row = await ctx.controlDb.transaction().execute(async (trx) => {
+    const current = await advance(trx, id, "switch", "switched", now);
+    // Old first: at most one CA per profile is active.
+    await setCaStatus(trx, current.old_ca_id, ["active"], "retiring");
+    await setCaStatus(trx, current.new_ca_id, ["next"], "active");
+    const pendingNodes = waiting.map((n) => n.node_id);
+    await recordStep(trx, current, now, {}, "switched", { at: now, forced, pending_nodes: pendingNodes });
+    await auditStep(trx, ctx, actor, current, "ca_rotation.switched", { forced, pending_nodes: pendingNodes });
+    return current;
+  });
+  const log = ctx.log.category("PKI");
+  log.info("ca_rotation.switched", {
+    rotation_id: id,
+    ca_profile: row.ca_profile,
+    new_ca_id: row.new_ca_id,
+    forced,
+    agent_id: actor.agentId,
+  });
+  if (forced) log.warn("ca_rotation.switch_forced", { rotation_id: id, pending_nodes: waiting.map((n) => n.node_id).join(",") });
+  return getCaRotation(ctx, id);
+}
+
+/** retire: the trust holds only the successor; the old CA is retired, and with revokeLeaves its valid certificates are revoked. */
+export async function retireCaRotation(
+  ctx: CpContext,
+  actor: Actor,
+  id: string,
+  options: { revokeLeaves?: boolean } = {},
+): Promise<CaRotationDetail & { revoked_certificates: number }> {
+  const now = ctx.clock.now();
+  const done = await ctx.controlDb.transaction().execute(async (trx) => {
+    const row = await advance(trx, id, "retire", "retired", now);
+    const { plan } = planFor(row.ca_profile);
+    await setCaStatus(trx, row.old_ca_id, ["retiring"], "retired");
+    const versions = await publishTrust(trx, plan, row, now, actor);
+    const revoked = options.revokeLeaves ? await revokeIssuedBy(trx, ctx, actor, row, row.old_ca_id, now) : 0;
+    const step = { at: now, items: versions.length, revoke_leaves: options.revokeLeaves === true, revoked_certificates: revoked };
+    await recordStep(trx, row, now, { published_versions: versions, finished_at: now }, "retired", step);
+    await auditStep(trx, ctx, actor, row, "ca_rotation.retired", {
+      revoke_leaves: options.revokeLeaves === true,
+      revoked_certificates: revoked,
+    });
+    return { row, revoked, versions };
+  });
+  ctx.events.publish("config.pending", null);
+  ctx.log.category("PKI").info("ca_rotation.retired", {
+    rotation_id: id,
+    ca_profile: done.row.ca_profile,
+    old_ca_id: done.row.old_ca_id,
+    items: done.versions.length,
+    revoked_certificates: done.revoked,
+    agent_id: actor.agentId,
+  });
+  return { ...(await getCaRotation(ctx, id)), revoked_certificates: done.revoked };
+}
+
+/** rollback: before retire, the old CA is active again and alone in the trust; the successor's certificates are revoked. */
+export async function rollbackCaRotation(
+  ctx: CpContext,
+  actor: Actor,
+  id: string,
+): Promise<CaRotationDetail & { revoked_certificates: number }> {
+  const now = ctx.clock.now();
+  const done = await ctx.controlDb.transaction().execute(async (trx) => {
+    const row = await advance(trx, id, "rollback", "rolled_back", now);
+    const { plan } = planFor(row.ca_profile);
+    // Successor first: at most one CA per profile is active.
+    await setCaStatus(trx, row.new_ca_id, ["pending", "next", "active"], "abandoned");
+    await setCaStatus(trx, row.old_ca_id, ["active", "retiring"], "active");
+    const versions = await publishTrust(trx, plan, row, now, actor);
+    const revoked = await revokeIssuedBy(trx, ctx, actor, row, row.new_ca_id, now);
+    const step = { at: now, from_phase: row.phase, items: versions.length, revoked_certificates: revoked };
+    await recordStep(trx, row, now, { published_versions: versions, finished_at: now }, "rolled_back", step);
+    await auditStep(trx, ctx, actor, row, "ca_rotation.rolled_back", { from_phase: row.phase, revoked_certificates: revoked });
+    return { row, revoked, versions };
+  });
+  ctx.events.publish("config.pending", null);
+  ctx.log.category("PKI").warn("ca_rotation.rolled_back", {
+    rotation_id: id,
+    ca_profile: done.row.ca_profile,
+    from_phase: done.row.phase,
+    items: done.versions.length,
+    revoked_certificates: done.revoked,
+    agent_id: actor.agentId,
+  });
+  return { ...(await getCaRotation(ctx, id)), revoked_certificates: done.revoked };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads
+
+export interface CaRotationFilter {
+  caProfile?: CaProfile | undefined;
+  open?: boolean | undefined;
+}
+
+export async function listCaRotations(ctx: CpContext, filter: CaRotationFilter, request: PageRequest): Promise<Page<CaRotationView>> {
+  const base = ctx.controlDb
+    .selectFrom("ca_rotations")
+    .$if(filter.caProfile !== undefined, (q) => q.where("ca_profile", "=", filter.caProfile as string))
+    .$if(filter.open !== undefined, (q) => q.where("finished_at", filter.open ? "is" : "is not", null));
+  const page = await paginate(base, request, (q) => q.selectAll().orderBy("created_at", "desc").orderBy("id"));
+  const cas = await caSummaries(
+    ctx.controlDb,
+    page.items.flatMap((r) => [r.old_ca_id, r.new_ca_id]),
+  );
+  return { ...page, items: page.items.map((r) => toView(r, cas)) };
+}
+
+export async function getCaRotation(ctx: CpContext, id: string): Promise<CaRotationDetail> {
+  const row = await ctx.controlDb.selectFrom("ca_rotations").selectAll().where("id", "=", id).executeTakeFirst();
+  if (!row) throw notFound();
+  const cas = await caSummaries(ctx.controlDb, [row.old_ca_id, row.new_ca_id]);
+  const view = toView(row, cas);
+  return { ...view, progress: view.published_versions ? await rotationProgress(ctx.controlDb, view.published_versions) : null };
+}
+
+/** Per node (every node except provisioning ones), how many of `versions` it applied. */
+async function rotationProgress(db: Kysely<ControlSchema>, versions: readonly PublishedVersion[]): Promise<RotationProgress> {
+  const liveApps = new Set((await db.selectFrom("applications").select("id").where("deleted_at", "is", null).execute()).map((a) => a.id));
+  const counted = versions.filter((v) => {
+    if (v.scope === GLOBAL_SCOPE) return true;
+    const appId = appIdOfScope(v.scope);
+    return appId !== undefined && appId !== null && liveApps.has(appId);
+  });
+  const nodes = await db
+    .selectFrom("nodes")
+    .select(["id", "name", "status", "last_checkin_at"])
+    .where("status", "not in", WAITING_NODE_EXCLUDED_STATUSES)
+    .orderBy("created_at")
+    .orderBy("id")
+    .execute();
+  const types = [...new Set(counted.map((v) => v.type))];
+  const states =
+    nodes.length === 0 || types.length === 0
+      ? []
+      : await db
+          .selectFrom("node_config_states")
+          .select(["node_id", "config_type", "scope", "applied_version", "error_version"])
+          .where("config_type", "in", types)
+          .where(
+            "node_id",
+            "in",
+            nodes.map((n) => n.id),
+          )
+          .execute();
+  const stateOf = new Map(states.map((s) => [`${s.node_id}|${s.config_type}|${s.scope}`, s]));
+  const progress = nodes.map((node): NodeProgress => {
+    let applied = 0;
+    let errors = 0;
+    for (const v of counted) {
+      const state = stateOf.get(`${node.id}|${v.type}|${v.scope}`);
+      if ((state?.applied_version ?? 0) >= v.version) applied += 1;
+      else if ((state?.error_version ?? 0) >= v.version) errors += 1;
+    }
+    const pending = counted.length - applied;
+    return {
+      node_id: node.id,
+      name: node.name,
+      status: node.status,
+      last_checkin_at: node.last_checkin_at,
+      applied,
+      pending,
+      errors,
+      done: pending === 0,
+    };
+  });
+  const done = progress.filter((n) => n.done).length;
+  return { items: counted.length, nodes_total: progress.length, nodes_done: done, ready: done === progress.length, nodes: progress };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+function notFound(): AuthNexusError {
+  return new AuthNexusError("NOT_FOUND", { message: "CA rotation not found." });
+}
+
+function inProgress(profile: string): AuthNexusError {
+  return new AuthNexusError("CA_ROTATION_IN_PROGRESS", {
+    message: `A rotation of ${profile} is already open; finish it (retire) or roll it back before preparing another.`,
+  });
+}
+
+async function assertNoOpenRotation(db: Kysely<ControlSchema>, profile: CaProfile): Promise<void> {
+  const open = await db
+    .selectFrom("ca_rotations")
+    .select("id")
+    .where("ca_profile", "=", profile)
+    .where("finished_at", "is", null)
+    .executeTakeFirst();
+  if (open) {
+    throw new AuthNexusError("CA_ROTATION_IN_PROGRESS", {
+      message: `A rotation of ${profile} is already open (${open.id}); finish it (retire) or roll it back before preparing another.`,
+      publicDetail: { rotation_id: open.id },
+    });
+  }
+}
+
+function requireStep(phase: CaRotationPhase, step: CaRotationStep): void {
+  const allowed = NEXT_STEPS[phase];
+  if (allowed.includes(step)) return;
+  const hint = allowed.length === 0 ? "it has finished" : `the next step is ${allowed.join(" or ")}`;
+  throw new AuthNexusError("CA_ROTATION_WRONG_PHASE", {
+    message: `Cannot ${step} a rotation in phase ${phase}: ${hint}.`,
+    publicDetail: { phase, next_steps: allowed },
+  });
+}
+
+/**
+ * Moves the rotation to `to` inside `trx`, if its phase allows `step`. The phase is part of the
+ * UPDATE's WHERE, so of two concurrent steps only one moves it; on PostgreSQL the row is locked
+ * first, so the loser waits and then sees the new phase.
+ */
+async function advance(
+  trx: Kysely<ControlSchema>,
+  id: string,
+  step: CaRotationStep,
+  to: CaRotationPhase,
+  now: number,
+): Promise<RotationRow> {
+  const row = await trx
+    .selectFrom("ca_rotations")
+    .selectAll()
+    .where("id", "=", id)
+    .$if(dialectOf(trx) === "postgres", (q) => q.forUpdate())
+    .executeTakeFirst();
+  if (!row) throw notFound();
+  requireStep(row.phase as CaRotationPhase, step);
+  const updated = await trx
+    .updateTable("ca_rotations")
+    .set({ phase: to, updated_at: now })
+    .where("id", "=", id)
+    .where("phase", "=", row.phase)
+    .executeTakeFirst();
+  if (Number(updated.numUpdatedRows) !== 1) requireStep(to, step);
+  return row;
+}
+
+/** A CA status change that must find the CA in one of `from` (anything else is a broken invariant, not a user error). */
+async function setCaStatus(trx: Kysely<ControlSchema>, caId: string, from: CaStatus[], to: CaStatus): Promise<void> {
+  const updated = await trx
+    .updateTable("certificate_authorities")
+    .set({ status: to })
+    .where("id", "=", caId)
+    .where("status", "in", from)
+    .executeTakeFirst();
+  if (Number(updated.numUpdatedRows) !== 1) {
+    throw new AuthNexusError("INTERNAL", { message: "CA status changed outside its rotation", detail: { ca_id: caId, from, to } });
+  }
+}
+
+async function publishTrust(trx: Kysely<ControlSchema>, plan: RotationPlan, row: RotationRow, now: number, actor: Actor) {
+  const bundle = await trustedCaBundle(trx, row.ca_profile as CaProfile);
+  return plan.publishTrust(trx, now, actor, bundle);
+}
+
+async function recordStep(
+  trx: Kysely<ControlSchema>,
+  row: RotationRow,
+  now: number,
+  patch: { published_versions?: PublishedVersion[]; finished_at?: number },
+  phase: CaRotationPhase,
+  step: Record<string, unknown>,
+): Promise<void> {
+  const detail = { ...parseObject(row.detail), [phase]: step };
+  await trx
+    .updateTable("ca_rotations")
+    .set({
+      updated_at: now,
+      detail: JSON.stringify(detail),
+      ...(patch.published_versions ? { published_versions: JSON.stringify(patch.published_versions) } : {}),
+      ...(patch.finished_at !== undefined ? { finished_at: patch.finished_at } : {}),
+    })
+    .where("id", "=", row.id)
+    .execute();
+}
+
+async function auditStep(
+  trx: Kysely<ControlSchema>,
+  ctx: CpContext,
+  actor: Actor,
+  row: RotationRow,
+  event: string,
+  detail: Record<string, unknown>,
+): Promise<void> {
+  await writePkiAudit(trx, ctx.clock, {
+    event,
+    caProfile: row.ca_profile,
+    profile: row.ca_profile,
+    actor: actorName(actor),
+    detail: { rotation_id: row.id, old_ca_id: row.old_ca_id, new_ca_id: row.new_ca_id, ...detail },
+  });
+}
+
+/** Revokes every certificate `caId` issued that is still valid (expired ones too: they can never be valid again anyway). */
+async function revokeIssuedBy(
+  trx: Kysely<ControlSchema>,
+  ctx: CpContext,
+  actor: Actor,
+  row: RotationRow,
+  caId: string,
+  now: number,
+): Promise<number> {
+  const leaves = await trx
+    .selectFrom("certificates")
+    .select(["id", "serial_hex", "leaf_profile", "ca_profile"])
+    .where("ca_id", "=", caId)
+    .where("status", "=", "valid")
+    .execute();
+  if (leaves.length === 0) return 0;
+  await trx
+    .updateTable("certificates")
+    .set({ status: "revoked", revoked_at: now, revocation_reason: ROTATION_REVOCATION_REASON })
+    .where("ca_id", "=", caId)
+    .where("status", "=", "valid")
+    .where(
+      "id",
+      "in",
+      leaves.map((l) => l.id),
+    )
+    .execute();
+  for (const leaf of leaves) {
+    await writePkiAudit(trx, ctx.clock, {
+      event: "cert.revoked",
+      certificateId: leaf.id,
+      caProfile: leaf.ca_profile,
+      serialHex: leaf.serial_hex,
+      profile: leaf.leaf_profile,
+      actor: actorName(actor),
+      detail: { reason: ROTATION_REVOCATION_REASON, rotation_id: row.id },
+    });
+  }
+  return leaves.length;
+}
+
+async function caSummaries(db: Kysely<ControlSchema>, ids: string[]): Promise<Map<string, CaSummary>> {
+  if (ids.length === 0) return new Map();
+  const rows = await db
+    .selectFrom("certificate_authorities")
+    .select(["id", "status", "subject", "serial_hex", "not_after", "fingerprint_sha256"])
+    .where("id", "in", [...new Set(ids)])
+    .execute();
+  return new Map(
+    rows.map((r) => [
+      r.id,
+      {
+        id: r.id,
+        status: r.status,
+        subject: r.subject,
+        serial: r.serial_hex,
+        not_after: r.not_after,
+        fingerprint_sha256: r.fingerprint_sha256,
+      },
+    ]),
+  );
+}
+
+function toView(row: RotationRow, cas: Map<string, CaSummary>): CaRotationView {
+  const ca = (caId: string): CaSummary => {
+    const found = cas.get(caId);
+    if (!found) throw new AuthNexusError("INTERNAL", { message: "a rotation names a CA that does not exist", detail: { ca_id: caId } });
+    return found;
+  };
+  const phase = row.phase as CaRotationPhase;
+  return {
+    id: row.id,
+    ca_profile: row.ca_profile,
+    phase,
+    open: row.finished_at === null,
+    next_steps: NEXT_STEPS[phase] ?? [],
+    old_ca: ca(row.old_ca_id),
+    new_ca: ca(row.new_ca_id),
+    published_versions: row.published_versions ? (JSON.parse(row.published_versions) as PublishedVersion[]) : null,
+    created_at: row.created_at,
+    updated_at: row.updated_at,
+    finished_at: row.finished_at,
+    created_by: row.created_by,
+    detail: parseObject(row.detail),
+  };
+}
+
+function parseObject(text: string | null): Record<string, unknown> {
+  if (!text) return {};
+  const parsed = JSON.parse(text) as unknown;
+  return parsed !== null && typeof parsed === "object" && !Array.isArray(parsed) ? (parsed as Record<string, unknown>) : {};
+}
+
+/**
+ * The successor's CN: the old CN without its generation suffix, then " G<generation>" (the CAs
+ * of one profile must differ by name: a node links a client certificate to its issuer by name).
+ */
+export function successorName(oldCommonName: string, generation: number): string {
+  const suffix = ` G${generation}`;
+  const base = oldCommonName.replace(/ G\d+$/, "");
+  return `${base.slice(0, 64 - suffix.length).trimEnd()}${suffix}`;
+}
