@@ -198,6 +198,7 @@ export function registerPki(program: Command): void {
     });
 
   registerJobs(pki);
+  registerCaRotate(pki);
 
   pageOptions(command(pki, "audit", "list the PKI audit log: issuance, revocation, job state changes; newest first"))
     .option("--from <time>", "only entries at or after this time (epoch ms or ISO-8601)")
@@ -314,6 +315,133 @@ function registerJobs(pki: Command): void {
         process.stdout.write(`job ${job.id} is now ${job.status}\n`);
       });
   }
+}
+
+interface CaSummaryItem {
+  id: string;
+  status: string;
+  subject: string;
+  serial: string;
+  not_after: number;
+}
+
+interface NodeProgressItem {
+  node_id: string;
+  name: string;
+  status: string;
+  last_checkin_at: number | null;
+  applied: number;
+  pending: number;
+  errors: number;
+  done: boolean;
+}
+
+interface RotationItem {
+  id: string;
+  ca_profile: string;
+  phase: string;
+  open: boolean;
+  next_steps: string[];
+  old_ca: CaSummaryItem;
+  new_ca: CaSummaryItem;
+  created_at: number;
+  updated_at: number;
+  finished_at: number | null;
+  created_by: string | null;
+  detail: Record<string, unknown>;
+  progress: { items: number; nodes_total: number; nodes_done: number; ready: boolean; nodes: NodeProgressItem[] } | null;
+  /** Retire and rollback only. */
+  revoked_certificates?: number;
+}
+
+export const CA_ROTATE_PHASES = ["prepare", "publish", "status", "switch", "retire", "rollback"] as const;
+type CaRotatePhase = (typeof CA_ROTATE_PHASES)[number];
+
+interface CaRotateFlags extends AdminSessionFlags, JsonFlag {
+  phase?: string;
+  force?: boolean;
+  revokeLeaves?: boolean;
+}
+
+const NODE_PROGRESS_COLUMNS: Column<NodeProgressItem>[] = [
+  { header: "NODE", value: (n) => n.node_id },
+  { header: "NAME", value: (n) => n.name },
+  { header: "STATUS", value: (n) => n.status },
+  { header: "APPLIED", value: (n) => String(n.applied) },
+  { header: "PENDING", value: (n) => String(n.pending) },
+  { header: "ERRORS", value: (n) => String(n.errors) },
+  { header: "DONE", value: (n) => (n.done ? "yes" : "no") },
+  { header: "LAST_CHECKIN", value: (n) => time(n.last_checkin_at) },
+];
+
+/** `pki ca rotate <ca> [--phase …]`: one step of a CA rotation, or the open rotation's status. */
+function registerCaRotate(pki: Command): void {
+  const ca = pki.command("ca").description("CA operations");
+  command(ca, "rotate", "rotate a CA in phases: prepare, publish, switch, retire (or rollback); without --phase, show the open rotation")
+    .argument("<ca>", "CA profile (only app_client_ca can be rotated so far)")
+    .option("--phase <phase>", `one of ${CA_ROTATE_PHASES.join(", ")} (default: status)`)
+    .option("--force", "with --phase switch: switch although some nodes have not applied the published bundles")
+    .option("--revoke-leaves", "with --phase retire: revoke the old CA's certificates that are still valid")
+    .action(async (caProfile: string, flags: CaRotateFlags) => {
+      const phase = (flags.phase ?? "status") as CaRotatePhase;
+      if (!CA_ROTATE_PHASES.includes(phase)) throw new Error(`--phase must be one of ${CA_ROTATE_PHASES.join(", ")}`);
+      if (flags.force && phase !== "switch") throw new Error("--force goes with --phase switch only");
+      if (flags.revokeLeaves && phase !== "retire") throw new Error("--revoke-leaves goes with --phase retire only");
+      const base = "/admin/v1/pki/ca-rotations";
+      const answer = await withAdminSession(flags, async (s): Promise<RotationItem | Page<RotationItem>> => {
+        if (phase === "prepare") return s.call<RotationItem>("POST", base, { ca: caProfile });
+        const open = await s.call<Page<RotationItem>>("GET", `${base}?${new URLSearchParams({ ca: caProfile, open: "true" })}`);
+        const current = open.items[0];
+        if (!current) {
+          if (phase === "status") return open;
+          throw new Error(`no rotation of ${caProfile} is open; start one with --phase prepare`);
+        }
+        const path = `${base}/${encodeURIComponent(current.id)}`;
+        if (phase === "status") return s.call<RotationItem>("GET", path);
+        if (phase === "switch") return s.call<RotationItem>("POST", `${path}/switch`, { force: flags.force === true });
+        if (phase === "retire") return s.call<RotationItem>("POST", `${path}/retire`, { revoke_leaves: flags.revokeLeaves === true });
+        return s.call<RotationItem>("POST", `${path}/${phase}`, {});
+      });
+      if (flags.json) return printJson(answer);
+      if ("items" in answer) {
+        process.stdout.write(`no rotation of ${caProfile} is open\n`);
+        return;
+      }
+      printRotation(answer, phase);
+    });
+}
+
+const STEP_DONE: Record<CaRotatePhase, string> = {
+  prepare: "prepared: the new CA exists and does not sign yet; next: --phase publish",
+  publish: "published: the trust bundles hold both CAs; wait until every node is done, then --phase switch",
+  status: "",
+  switch: "switched: the new CA signs from now on; old certificates keep working until --phase retire",
+  retire: "retired: the trust bundles hold only the new CA; old-CA certificates are refused once nodes apply them",
+  rollback: "rolled back: the old CA signs again and is the only one trusted",
+};
+
+function printRotation(r: RotationItem, phase: CaRotatePhase): void {
+  if (phase !== "status") process.stdout.write(`${STEP_DONE[phase]}\n`);
+  if (r.revoked_certificates !== undefined) {
+    const whose = phase === "rollback" ? "issued by the new CA" : "of the old CA";
+    process.stdout.write(`${r.revoked_certificates} certificate(s) ${whose} revoked (superseded)\n`);
+  }
+  printFields([
+    ["id", r.id],
+    ["ca", r.ca_profile],
+    ["phase", r.phase],
+    ["next steps", r.next_steps.length > 0 ? r.next_steps.join(", ") : "-"],
+    ["old CA", `${r.old_ca.id} (${r.old_ca.status}) ${r.old_ca.subject}`],
+    ["new CA", `${r.new_ca.id} (${r.new_ca.status}) ${r.new_ca.subject}`],
+    ["created", `${time(r.created_at)} by ${orDash(r.created_by)}`],
+    ["finished", time(r.finished_at)],
+  ]);
+  if (!r.progress) return;
+  const p = r.progress;
+  process.stdout.write(
+    `nodes: ${p.nodes_done} of ${p.nodes_total} applied the ${p.items} published bundle version(s)${r.phase === "published" && !p.ready ? " (switch waits for the rest, or --force)" : ""}\n`,
+  );
+  if (p.nodes.length > 0) printTable(NODE_PROGRESS_COLUMNS, p.nodes);
 }
 
 function printJob(job: JobItem): void {
