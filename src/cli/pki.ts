@@ -381,7 +381,7 @@ function registerCaRotate(pki: Command): void {
     .argument("<ca>", "CA profile (only app_client_ca can be rotated so far)")
     .option("--phase <phase>", `one of ${CA_ROTATE_PHASES.join(", ")} (default: status)`)
     .option("--force", "with --phase switch: switch although some nodes have not applied the published bundles")
-    .option("--revoke-leaves", "with --phase retire: revoke the old CA's certificates that are still valid")
+    .option("--revoke-leaves", "with --phase retire: revoke every certificate of the old CA not yet revoked")
     .action(async (caProfile: string, flags: CaRotateFlags) => {
       const phase = (flags.phase ?? "status") as CaRotatePhase;
       if (!CA_ROTATE_PHASES.includes(phase)) throw new Error(`--phase must be one of ${CA_ROTATE_PHASES.join(", ")}`);
