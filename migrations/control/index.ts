@@ -5,6 +5,7 @@ import * as m0001 from "./0001_init.js";
 import * as m0002 from "./0002_nodes_and_channels.js";
 import * as m0003 from "./0003_cloud_function_switch.js";
 import * as m0004 from "./0004_pki_audit_jobs_and_profiles.js";
+import * as m0005 from "./0005_node_rotations.js";
 import * as m0006 from "./0006_ca_rotations.js";
 
 export const controlMigrations: Record<string, Migration> = {
@@ -12,6 +13,7 @@ export const controlMigrations: Record<string, Migration> = {
   "0002_nodes_and_channels": m0002,
   "0003_cloud_function_switch": m0003,
   "0004_pki_audit_jobs_and_profiles": m0004,
+  "0005_node_rotations": m0005,
   "0006_ca_rotations": m0006,
 };
 

@@ -20,6 +20,18 @@ const CP_FLAG_SPECS: FlagSpec[] = [
   { name: "master-key-file", value: "file", description: "file with the 32-byte master key (hex or base64); or set AUTHNEXUS_MASTER_KEY" },
   { name: "log-level", value: "level", description: "debug, info, warn or error" },
   { name: "log-format", value: "format", description: "json or pretty (default: pretty on a terminal)" },
+  {
+    name: "cert-rotation-grace",
+    value: "seconds",
+    description: "after a node acks a certificate rotation, how long its old CP client certificate is still accepted (default 600)",
+  },
+  { name: "cert-renew-at", value: "fraction", description: "renew node certificates at this fraction of their lifetime (default 0.7)" },
+  { name: "cert-renew-jitter", value: "fraction", description: "± this fraction of the lifetime, fixed per certificate (default 0.1)" },
+  {
+    name: "cert-renew-check",
+    value: "seconds",
+    description: "how often to look for certificates due for renewal; 0 turns renewal off (default 3600)",
+  },
   ...dbFlagSpecs("", "Control DB"),
   ...dbFlagSpecs("runtime-", "Runtime DB"),
 ];

@@ -5,6 +5,10 @@ import os from "node:os";
 import path from "node:path";
 import { DB_FLAGS, type DbOptions, type RawDbValues, resolveDbOptions, sameDatabase } from "../shared/config/db-options.js";
 import {
+  CERT_RENEW_AT_FRACTION,
+  CERT_RENEW_CHECK_INTERVAL_MS,
+  CERT_RENEW_JITTER_FRACTION,
+  CERT_ROTATION_GRACE_MS,
   DEFAULT_ADMIN_LISTEN,
   DEFAULT_CP_LISTEN,
   DEFAULT_CP_PORT,
@@ -15,6 +19,7 @@ import {
 import { type HostPort, parseHostPort } from "../shared/config/host-port.js";
 import { flagValue, readLogOptions, throwIfProblems } from "../shared/config/options.js";
 import type { LogFormat, LogLevel } from "../shared/log/index.js";
+import type { PkiSettings } from "./services/context.js";
 
 export interface CpConfig {
   dataDir: string;
@@ -29,6 +34,7 @@ export interface CpConfig {
   runtimeDb: DbOptions;
   logLevel: LogLevel;
   logFormat: LogFormat | undefined;
+  pki: PkiSettings;
 }
 
 /** Flags serve-cp understands besides the DB flags (which it takes plain and with --runtime-). */
@@ -42,6 +48,10 @@ export const CP_FLAGS = [
   "master-key-file",
   "log-level",
   "log-format",
+  "cert-rotation-grace",
+  "cert-renew-at",
+  "cert-renew-jitter",
+  "cert-renew-check",
 ] as const;
 
 export function resolveCpConfig(flags: Record<string, string | undefined>, env: NodeJS.ProcessEnv): CpConfig {
@@ -79,6 +89,7 @@ export function resolveCpConfig(flags: Record<string, string | undefined>, env: 
     problems.push("the Control DB and the Runtime DB must be separate databases; set --runtime-db-path or --runtime-db-name");
 
   const { logLevel, logFormat } = readLogOptions(get, problems);
+  const pki = readPkiSettings(get, problems);
 
   throwIfProblems(problems);
   return {
@@ -94,6 +105,37 @@ export function resolveCpConfig(flags: Record<string, string | undefined>, env: 
     runtimeDb,
     logLevel,
     logFormat,
+    pki,
+  };
+}
+
+export const DEFAULT_PKI_SETTINGS: Readonly<PkiSettings> = {
+  rotationGraceMs: CERT_ROTATION_GRACE_MS,
+  renewAtFraction: CERT_RENEW_AT_FRACTION,
+  renewJitterFraction: CERT_RENEW_JITTER_FRACTION,
+  renewCheckIntervalMs: CERT_RENEW_CHECK_INTERVAL_MS,
+};
+
+function readPkiSettings(get: (flag: string) => string | undefined, problems: string[]): PkiSettings {
+  const number = (flag: string, fallback: number, min: number, max: number) => {
+    const text = get(flag);
+    if (text === undefined) return fallback;
+    const value = Number(text);
+    if (text.trim() === "" || !Number.isFinite(value) || value < min || value > max) {
+      problems.push(`--${flag} must be a number from ${min} to ${max}, got "${text}"`);
+      return fallback;
+    }
+    return value;
+  };
+  const renewAtFraction = number("cert-renew-at", CERT_RENEW_AT_FRACTION, 0.1, 0.95);
+  const renewJitterFraction = number("cert-renew-jitter", CERT_RENEW_JITTER_FRACTION, 0, 0.25);
+  if (renewAtFraction + renewJitterFraction >= 1 || renewAtFraction - renewJitterFraction <= 0)
+    problems.push("--cert-renew-at ± --cert-renew-jitter must stay between 0 and 1 (exclusive)");
+  return {
+    rotationGraceMs: Math.round(number("cert-rotation-grace", CERT_ROTATION_GRACE_MS / 1000, 0, 7 * 86_400) * 1000),
+    renewAtFraction,
+    renewJitterFraction,
+    renewCheckIntervalMs: Math.round(number("cert-renew-check", CERT_RENEW_CHECK_INTERVAL_MS / 1000, 0, 7 * 86_400) * 1000),
   };
 }
 

@@ -77,6 +77,7 @@ export async function startControlPlane(config: CpConfig, options: StartOptions)
     events,
     checkinCache: createCheckinCache(controlDb, events),
     instanceId: newId("cp"),
+    pki: config.pki,
   };
   const listeners: BoundListener[] = [];
   const lifecycle = { stopping: false };

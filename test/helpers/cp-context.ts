@@ -8,6 +8,7 @@ import { randomBytes } from "node:crypto";
 import type { Kysely } from "kysely";
 import { controlMigrationSet } from "../../migrations/control/index.js";
 import { runtimeMigrationSet } from "../../migrations/runtime/index.js";
+import { DEFAULT_PKI_SETTINGS } from "../../src/cp/config.js";
 import type { CpContext } from "../../src/cp/services/context.js";
 import { createEventBus } from "../../src/cp/services/event-bus.js";
 import { createCheckinCache } from "../../src/cp/services/nodes/checkin-cache.js";
@@ -58,6 +59,7 @@ export async function createTestCp(variant: DbVariant, label = "cp", options: Te
     events,
     checkinCache: createCheckinCache(controlDb, events),
     instanceId: `cp_test_${label}`,
+    pki: { ...DEFAULT_PKI_SETTINGS },
   };
   await ensureSetupRow(ctx);
   return {

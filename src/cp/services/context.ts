@@ -26,6 +26,18 @@ export interface CpContext {
   checkinCache: CheckinCache;
   /** Identifies this CP process (PKI job leases). */
   instanceId: string;
+  /** Certificate rotation and renewal (serve-cp flags). */
+  pki: PkiSettings;
+}
+
+export interface PkiSettings {
+  /** How long a rotated node's previous CP client certificate is accepted after its ack. */
+  rotationGraceMs: number;
+  /** Automatic renewal: the fraction of a node certificate's lifetime, ± jitter, then rotate. */
+  renewAtFraction: number;
+  renewJitterFraction: number;
+  /** How often renewal looks; 0 turns automatic renewal off. */
+  renewCheckIntervalMs: number;
 }
 
 /** Who performs an operation, for audit trails. */

@@ -55,6 +55,17 @@ export const CA_VALIDITY_DAYS = 3650;
 /** Leaf certificate lifetime (days): 397, the CA/Browser Forum ceiling for TLS leaves, which TLS stacks increasingly enforce. */
 export const LEAF_VALIDITY_DAYS = 397;
 /**
+ * After a node acks a rotation, how long its previous CP client certificate is still accepted
+ * (calls already in flight on the old pool finish), before it is refused and then revoked.
+ */
+export const CERT_ROTATION_GRACE_MS = 10 * 60_000;
+/** Node certificates are renewed at this fraction of their lifetime (kubelet: 70–90%)… */
+export const CERT_RENEW_AT_FRACTION = 0.7;
+/** …plus or minus this fraction of the lifetime, fixed per certificate, so a fleet spreads out. */
+export const CERT_RENEW_JITTER_FRACTION = 0.1;
+/** How often the CP looks for certificates due for renewal. */
+export const CERT_RENEW_CHECK_INTERVAL_MS = 60 * 60_000;
+/**
  * How far two clocks may disagree (ms): certificates are backdated by this much (notBefore) so
  * a peer whose clock runs slow still accepts them, and an OCSP thisUpdate may lie this far in
  * the future (the CP's clock may run ahead of a node's).

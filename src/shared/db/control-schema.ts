@@ -179,6 +179,10 @@ export interface NodesTable {
   server_cert_id: string | null;
   client_cert_id: string | null;
   previous_client_cert_id: string | null;
+  /** After this instant the previous CP client certificate is refused (null: accepted until a rotation's ack sets it). */
+  previous_client_cert_retire_at: number | null;
+  /** The rotation whose new credentials wait for this node (its checkin then reports configs pending). */
+  pending_rotation_id: string | null;
   last_checkin_at: number | null;
   sse_connected: number;
   sse_changed_at: number | null;
@@ -189,6 +193,31 @@ export interface NodesTable {
   app_versions: string | null;
   online_users: number;
   disabled_at: number | null;
+}
+
+export interface NodeCertRotationsTable {
+  id: string;
+  node_id: string;
+  /** "manual" | "renewal" */
+  reason: string;
+  created_by: string | null;
+  created_at: number;
+  updated_at: number;
+  issue_job_id: string;
+  retire_job_id: string | null;
+  old_server_cert_id: string | null;
+  old_client_cert_id: string | null;
+  new_server_cert_id: string | null;
+  new_client_cert_id: string | null;
+  package_id: string | null;
+  /** The new certificates and keys, sealed with the master key; dropped once the node acked. */
+  credentials_ciphertext: Buffer | null;
+  issued_at: number | null;
+  delivered_at: number | null;
+  acked_at: number | null;
+  retire_at: number | null;
+  completed_at: number | null;
+  superseded_at: number | null;
 }
 
 export interface DeployPackagesTable {
@@ -355,6 +384,7 @@ export interface ControlSchema {
   pki_jobs: PkiJobsTable;
   nodes: NodesTable;
   deploy_packages: DeployPackagesTable;
+  node_cert_rotations: NodeCertRotationsTable;
   commands: CommandsTable;
   command_results: CommandResultsTable;
   config_versions: ConfigVersionsTable;

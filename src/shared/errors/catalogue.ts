@@ -88,6 +88,7 @@ export const ERROR_CATALOGUE = {
   NODE_NOT_PROVISIONED: entry(409, 4101, "The node's onboarding job has not finished yet."),
   PKI_JOB_NOT_RETRYABLE: entry(409, 4102, "Only a failed or cancelled job can be retried."),
   PKI_JOB_NOT_CANCELLABLE: entry(409, 4103, "Only a pending job can be cancelled."),
+  NODE_ROTATION_IN_PROGRESS: entry(409, 4110, "A certificate rotation of this node has not been applied yet."),
 
   // Node API (mTLS, 9091): the caller's certificate decides what it may touch
   NODE_IDENTITY_MISMATCH: entry(403, 5001, "The client certificate belongs to another node."),
@@ -95,6 +96,7 @@ export const ERROR_CATALOGUE = {
   NODE_CERT_REVOKED: entry(403, 5003, "The client certificate has been revoked."),
   NODE_UNKNOWN: entry(403, 5004, "No such node."),
   DELTA_CURSOR_EXPIRED: entry(410, 5005, "The cursor is older than the retained change log; replay from 0."),
+  CREDENTIALS_ACK_REFUSED: entry(409, 5006, "The acknowledgement does not match the rotation's new certificates."),
 
   // Channel 3 (security change logs, admin side)
   BLACKLIST_ENTRY_REMOVED: entry(409, 5101, "The blacklist entry has already been removed."),

@@ -163,8 +163,46 @@ export const applicationManifest = z.object({
 });
 export type ApplicationManifest = z.infer<typeof applicationManifest>;
 
+const pem = z
+  .string()
+  .min(1)
+  .max(64 * 1024);
+
+/**
+ * New certificates for the node, from a rotation (docs/pki.md, "Rotating a node's
+ * certificates"): its business server certificate with the tcp_server_ca that issued it, and
+ * its CP client certificate, each with its new private key. The node checks, staples, swaps,
+ * persists, then acks with the new client certificate.
+ */
+export const nodeCredentialsDelivery = z.object({
+  rotation_id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/),
+  server_cert_pem: pem,
+  server_key_pem: pem,
+  server_issuer_pem: pem,
+  client_cert_pem: pem,
+  client_key_pem: pem,
+});
+export type NodeCredentialsDelivery = z.infer<typeof nodeCredentialsDelivery>;
+
+/** What the node says it now serves and presents; the CP checks both against the rotation. */
+export const credentialsAckRequest = z.strictObject({
+  server_cert_sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  client_cert_sha256: z.string().regex(/^[0-9a-f]{64}$/),
+});
+export type CredentialsAckRequest = z.infer<typeof credentialsAckRequest>;
+
+export const credentialsAckResponse = z.object({
+  rotation_id: z.string(),
+  acked_at: z.number(),
+  /** When the previous CP client certificate stops being accepted. */
+  previous_client_cert_retire_at: z.number(),
+});
+export type CredentialsAckResponse = z.infer<typeof credentialsAckResponse>;
+
 export const configsPullResponse = z.object({
   configs: z.array(configItem),
+  /** Present while a rotation's new credentials wait for this node. */
+  credentials: nodeCredentialsDelivery.optional(),
   /** Every cloud function of every live application (the full manifest: it is small). */
   cloud_functions: z.array(cloudFunctionManifest),
   /** Every live application (not in the recycle bin); an application missing here is refused. */

@@ -11,6 +11,7 @@ export const nodePaths = {
   configsPull: (nodeId: string) => `${CP_API_PREFIX}/nodes/${nodeId}/configs/pull`,
   configsAcks: (nodeId: string) => `${CP_API_PREFIX}/nodes/${nodeId}/configs/acks`,
   configsErrors: (nodeId: string) => `${CP_API_PREFIX}/nodes/${nodeId}/configs/errors`,
+  credentialsAck: (nodeId: string, rotationId: string) => `${CP_API_PREFIX}/nodes/${nodeId}/credentials/${rotationId}/ack`,
   events: (nodeId: string) => `${CP_API_PREFIX}/nodes/${nodeId}/events`,
   delta: (nodeId: string, stream: DeltaStream, since: number, limit?: number) =>
     `${CP_API_PREFIX}/nodes/${nodeId}/deltas/${stream}?since=${since}${limit === undefined ? "" : `&limit=${limit}`}`,

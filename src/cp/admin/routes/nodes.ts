@@ -12,6 +12,7 @@ import type { CpContext } from "../../services/context.js";
 import { downloadDeployPackage, listDeployPackages } from "../../services/nodes/deploy-packages.js";
 import { canonicalNodeHost, createNode, deleteNode, disableNode, enableNode } from "../../services/nodes/lifecycle.js";
 import { reissueNodePackage } from "../../services/nodes/reissue.js";
+import { getRotation, listRotations, requestNodeRotation } from "../../services/nodes/rotation.js";
 import { DISPLAYED_NODE_STATUSES, getNode, listNodes, nodesOverview } from "../../services/nodes/views.js";
 import { parsePageRequest, parseTimeRange } from "../../services/pagination.js";
 import { type AdminEnv, actorOf } from "../env.js";
@@ -85,6 +86,15 @@ export function nodeRoutes(ctx: CpContext): Hono<AdminEnv> {
     c.set("auditDetail", { job_id: reissued.job_id, revoked_certificate_ids: reissued.revoked_certificate_ids });
     return c.json(reissued, 202);
   });
+  // 202: the rotation's jobs do the work; follow it at the rotation's URL.
+  routes.post("/:id/certs/rotate", write("node.certs_rotate"), async (c) => {
+    await readJson(c, noBody);
+    const rotation = await requestNodeRotation(ctx, actorOf(c), idParam(c), "manual");
+    c.set("auditDetail", { rotation_id: rotation.id, job_id: rotation.jobs[0]?.id ?? null });
+    return c.json({ ...rotation, rotation_url: `/admin/v1/nodes/${rotation.node_id}/certs/rotations/${rotation.id}` }, 202);
+  });
+  routes.get("/:id/certs/rotations", guard(ctx, "read"), async (c) => c.json(await listRotations(ctx, idParam(c))));
+  routes.get("/:id/certs/rotations/:rid", guard(ctx, "read"), async (c) => c.json(await getRotation(ctx, idParam(c), idParam(c, "rid"))));
   routes.delete("/:id", write("node.delete"), async (c) => {
     await readJson(c, noBody);
     return c.json(await deleteNode(ctx, actorOf(c), idParam(c)));

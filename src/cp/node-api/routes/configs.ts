@@ -5,17 +5,30 @@
  * errors are validated as a whole batch and stored in one transaction, or not at all.
  */
 import { Hono } from "hono";
-import { configsAcksRequest, configsErrorsRequest, configsPullRequest } from "../../../shared/node-protocol/index.js";
+import {
+  configsAcksRequest,
+  configsErrorsRequest,
+  configsPullRequest,
+  credentialsAckRequest,
+} from "../../../shared/node-protocol/index.js";
 import { readJson } from "../../http/json-body.js";
 import { ackConfigs, pullConfigs, reportConfigErrors } from "../../services/configs/node-channel.js";
 import type { CpContext } from "../../services/context.js";
+import { ackCredentials, credentialsForPull } from "../../services/nodes/rotation.js";
 import type { NodeApiEnv } from "../env.js";
 
 export function nodeConfigRoutes(ctx: CpContext): Hono<NodeApiEnv> {
   const routes = new Hono<NodeApiEnv>();
   routes.post("/:id/configs/pull", async (c) => {
     const body = await readJson(c, configsPullRequest);
-    return c.json(await pullConfigs(ctx, c.get("node"), body.applied));
+    const node = c.get("node");
+    const [pulled, credentials] = await Promise.all([pullConfigs(ctx, node, body.applied), credentialsForPull(ctx, node)]);
+    return c.json(credentials ? { ...pulled, credentials } : pulled);
+  });
+  // A rotation's new credentials are in force on the node (called with the new client certificate).
+  routes.post("/:id/credentials/:rid/ack", async (c) => {
+    const body = await readJson(c, credentialsAckRequest);
+    return c.json(await ackCredentials(ctx, c.get("node"), c.req.param("rid"), body));
   });
   routes.post("/:id/configs/acks", async (c) => {
     const body = await readJson(c, configsAcksRequest);

@@ -28,7 +28,8 @@ export async function recordCheckin(ctx: CpContext, node: CallingNode, report: C
     server_time: now,
     node_status: node.status === "disabled" ? "disabled" : "active",
     heads,
-    config_pending: configPending(await cache.latestConfigVersions(now), report.app_versions),
+    // New credentials waiting for the node count as a pending config: they come with the pull.
+    config_pending: node.pendingRotationId !== null || configPending(await cache.latestConfigVersions(now), report.app_versions),
   };
 }
 

@@ -2,7 +2,8 @@
  * Who is calling the node API. The TLS layer has already checked the chain to
  * cp_node_client_ca; this decides whether the certificate still speaks for the node it names:
  * the node must exist, the certificate must be the node's current client certificate (or the
- * previous one during a rotation) and must not be revoked. Refusals are recorded in
+ * previous one during a rotation, until the rotation's grace period after the node's ack ends)
+ * and must not be revoked. Refusals are recorded in
  * node_auth_events and logged under [Security]. One precompiled query per request, no caching, so a
  * revocation or a deletion takes effect on the very next call.
  */
@@ -26,6 +27,8 @@ export interface CallingNode {
   status: string;
   certificateId: string;
   createdAt: number;
+  /** A rotation whose new credentials wait for this node (null: none). */
+  pendingRotationId: string | null;
 }
 
 export async function authenticateNode(ctx: CpContext, peer: PeerCertificate, pathNodeId: string | null): Promise<CallingNode> {
@@ -48,9 +51,22 @@ export async function authenticateNode(ctx: CpContext, peer: PeerCertificate, pa
     );
   }
   if (row.cert_status === "revoked") return refuse(ctx, peer, pathNodeId, "NODE_CERT_REVOKED", "certificate revoked");
+  if (
+    row.cert_id === row.previous_client_cert_id &&
+    row.previous_client_cert_retire_at !== null &&
+    row.previous_client_cert_retire_at <= ctx.clock.now()
+  ) {
+    return refuse(ctx, peer, pathNodeId, "NODE_CERT_REVOKED", "certificate retired: the node rotated to a new client certificate");
+  }
   if (row.not_after !== null && row.not_after < ctx.clock.now())
     return refuse(ctx, peer, pathNodeId, "NODE_CERT_NOT_RECOGNISED", "certificate expired");
-  return { id: row.id, status: row.status, certificateId: row.cert_id, createdAt: row.created_at };
+  return {
+    id: row.id,
+    status: row.status,
+    certificateId: row.cert_id,
+    createdAt: row.created_at,
+    pendingRotationId: row.pending_rotation_id,
+  };
 }
 
 /** The node and the presented certificate, in one statement (precompiled: it runs on every node API call). */
@@ -64,6 +80,8 @@ const identityQuery = precompiled<{ nodeId: string; serialHex: string }, Identit
       "n.created_at",
       "n.client_cert_id",
       "n.previous_client_cert_id",
+      "n.previous_client_cert_retire_at",
+      "n.pending_rotation_id",
       "c.id as cert_id",
       "c.status as cert_status",
       "c.owner_id as cert_owner_id",
@@ -78,6 +96,8 @@ interface IdentityRow {
   created_at: number;
   client_cert_id: string | null;
   previous_client_cert_id: string | null;
+  previous_client_cert_retire_at: number | null;
+  pending_rotation_id: string | null;
   cert_id: string | null;
   cert_status: string | null;
   cert_owner_id: string | null;

@@ -203,6 +203,8 @@ export async function deleteNode(ctx: CpContext, actor: Actor, nodeId: string): 
         .where("status", "=", "pending")
         .execute();
     }
+    // Rotations hold sealed keys for the node: they go with it.
+    await tx.deleteFrom("node_cert_rotations").where("node_id", "=", nodeId).execute();
     await tx.deleteFrom("nodes").where("id", "=", nodeId).execute();
     await writeNodeAudit(tx, ctx.clock, {
       nodeId,

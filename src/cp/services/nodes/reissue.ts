@@ -45,6 +45,15 @@ export async function reissueNodePackage(ctx: CpContext, actor: Actor, nodeId: s
       actor: actor.agentId ?? "system",
       detail: { action: "reissue-package" },
     });
+    // A rotation not applied yet would deliver certificates this reissue just revoked.
+    await tx.updateTable("nodes").set({ pending_rotation_id: null }).where("id", "=", nodeId).execute();
+    await tx
+      .updateTable("node_cert_rotations")
+      .set({ superseded_at: now, updated_at: now, credentials_ciphertext: null })
+      .where("node_id", "=", nodeId)
+      .where("superseded_at", "is", null)
+      .where("acked_at", "is", null)
+      .execute();
     const jobId = await enqueueJob(tx, now, {
       kind: NODE_ONBOARD_JOB_KIND,
       targetType: "node",

@@ -18,7 +18,7 @@ import { type Page, type PageRequest, paginate } from "../pagination.js";
 
 export const PKI_JOB_STATUSES = ["pending", "running", "succeeded", "failed", "cancelled"] as const;
 export type PkiJobStatus = (typeof PKI_JOB_STATUSES)[number];
-export const PKI_JOB_KINDS = ["node_onboard"] as const;
+export const PKI_JOB_KINDS = ["node_onboard", "node_cert_rotate", "node_cert_retire"] as const;
 export type PkiJobKind = (typeof PKI_JOB_KINDS)[number];
 
 export interface NewJob {
@@ -28,6 +28,8 @@ export interface NewJob {
   payload: Record<string, unknown>;
   createdBy: string | null;
   maxAttempts?: number;
+  /** When it becomes due (now when absent). */
+  runAfter?: number;
 }
 
 /** Event names of the PKI audit rows that record a job's state: by the worker, when queued, and by an admin. */
@@ -56,7 +58,7 @@ export async function auditJobStateChange(db: Kysely<ControlSchema>, clock: Cloc
   });
 }
 
-/** Inserts a pending job, due now. Pass the caller's transaction: the job and its audit row commit with the change that needs it. */
+/** Inserts a pending job, due now (or at runAfter). Pass the caller's transaction: the job and its audit row commit with the change that needs it. */
 export async function enqueueJob(db: Kysely<ControlSchema>, now: number, job: NewJob): Promise<string> {
   const id = newId("job");
   await db
@@ -72,7 +74,7 @@ export async function enqueueJob(db: Kysely<ControlSchema>, now: number, job: Ne
       attempts: 0,
       max_attempts: job.maxAttempts ?? DEFAULT_JOB_MAX_ATTEMPTS,
       last_error: null,
-      run_after: now,
+      run_after: job.runAfter ?? now,
       created_at: now,
       updated_at: now,
       started_at: null,
