@@ -48,6 +48,10 @@ export interface DeployedNode {
   /** The node's log lines, parsed. */
   events(): LogFields[];
   stop(): Promise<void>;
+  /** Its node_agent.json (present for nodes added by the deployment). */
+  agentFile?: string;
+  /** Stops the node and starts it again from its agent file and data directory (new ports); resolves when ready. */
+  restart?: () => Promise<void>;
 }
 
 export interface ClientMaterial {
@@ -89,6 +93,8 @@ export interface DeploymentOptions {
   clock?: Clock;
   /** serve-node flags for every node (e.g. { "blacklist-fail-closed": "true" }). */
   nodeFlags?: Record<string, string>;
+  /** serve-cp flags (e.g. { "cert-rotation-grace": "1" }). */
+  cpFlags?: Record<string, string>;
 }
 
 export async function startDeployment(variant: DbVariant, options: DeploymentOptions): Promise<Deployment> {
@@ -106,6 +112,7 @@ export async function startDeployment(variant: DbVariant, options: DeploymentOpt
       "public-cp-url": "https://localhost:9091",
       ...dbFlagRecord("", controlDb),
       ...dbFlagRecord("runtime-", runtimeDb),
+      ...options.cpFlags,
     },
     {},
   );
@@ -179,37 +186,48 @@ export async function startDeployment(variant: DbVariant, options: DeploymentOpt
     const logs = createMemoryLogger("Server");
     const nodeDir = `${dir.path}/${created.id}`;
     await fs.mkdir(nodeDir, { recursive: true });
-    const server = await startServerNode(
-      resolveNodeConfig(
-        {
-          agent: unpacked.agentJsonPath,
-          "data-dir": nodeDir,
-          "health-listen": "127.0.0.1:0",
-          listen: "127.0.0.1:0",
-          ...dbFlagRecord("", runtimeDb),
-          ...options.nodeFlags,
-        },
-        {},
-      ),
-      { log: logs.logger, clock, shutdownGraceMs: 200 },
-    );
-    if (!(await server.ready)) {
-      await server.stop();
-      throw new Error(`node ${name} did not become ready: ${JSON.stringify(logs.events().slice(-5))}`);
-    }
-    const address = server.businessAddress();
-    assert.ok(address);
+    const start = async () => {
+      const started = await startServerNode(
+        resolveNodeConfig(
+          {
+            agent: unpacked.agentJsonPath,
+            "data-dir": nodeDir,
+            "health-listen": "127.0.0.1:0",
+            listen: "127.0.0.1:0",
+            ...dbFlagRecord("", runtimeDb),
+            ...options.nodeFlags,
+          },
+          {},
+        ),
+        { log: logs.logger, clock, shutdownGraceMs: 200 },
+      );
+      if (!(await started.ready)) {
+        await started.stop();
+        throw new Error(`node ${name} did not become ready: ${JSON.stringify(logs.events().slice(-5))}`);
+      }
+      const bound = started.businessAddress();
+      assert.ok(bound);
+      return { started, bound };
+    };
+    const first = await start();
     let stopped = false;
     const deployed: DeployedNode = {
       nodeId: created.id,
-      server,
-      address,
+      server: first.started,
+      address: first.bound,
       events: logs.events,
+      agentFile: unpacked.agentJsonPath,
       stop: async () => {
         if (stopped) return;
         stopped = true;
-        await server.stop();
+        await deployed.server.stop();
         await unpacked.cleanup();
+      },
+      restart: async () => {
+        await deployed.server.stop();
+        const next = await start();
+        deployed.server = next.started;
+        deployed.address = next.bound;
       },
     };
     nodes.push(deployed);

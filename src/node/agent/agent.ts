@@ -24,6 +24,7 @@ import type { LoadedAgentPackage } from "../package/load-agent-package.js";
 import { BlacklistCache } from "../state/blacklist-cache.js";
 import { type AppliedConfig, AppliedConfigStore } from "../state/config-store.js";
 import { AuthEpochCache } from "../state/epoch-cache.js";
+import { NodeCredentials, pemToDer } from "../state/node-credentials.js";
 import { type CursorStream, loadBlacklist, loadEpochs } from "../state/runtime-sync.js";
 import { Backoff, type RandomSource } from "./backoff.js";
 import { CheckinLoop, type LastCheckin } from "./checkin-loop.js";
@@ -31,6 +32,7 @@ import { type CommandOutcome, CommandRunner, createCommandHandlers } from "./com
 import { ConfigSync, type ConfigSyncResult } from "./config-sync.js";
 import { CpCallError } from "./cp-call-error.js";
 import { CpClient } from "./cp-client.js";
+import { CredentialRotation } from "./credential-rotation.js";
 import { DeltaPuller } from "./delta-puller.js";
 import { OcspStapler, type OcspStatus, type OcspTransport } from "./ocsp-stapler.js";
 import { PeriodicTask } from "./periodic-task.js";
@@ -73,6 +75,7 @@ export interface CpAgentEvents {
   "delta.applied": [{ stream: string; changes: number; cursor: number }];
   "sse.state": [SseState];
   "ocsp.updated": [OcspStatus];
+  "credentials.applied": [{ rotationId: string }];
 }
 
 /** The agent's state as /status reports it (snake_case JSON, like every AuthNexus API). */
@@ -127,6 +130,9 @@ export class CpAgent {
   readonly client: CpClient;
   readonly sse: SseSubscriber;
   readonly stapler: OcspStapler;
+  /** What the node serves and presents now: the package's certificates, then each rotation's. */
+  readonly credentials: NodeCredentials;
+  private readonly rotation: CredentialRotation;
   private readonly checkin: CheckinLoop;
   private readonly commands: CommandRunner;
   private readonly configs: ConfigSync;
@@ -152,6 +158,11 @@ export class CpAgent {
     };
     const rt = () => this.store.cpAgentRuntime();
     const backoff = () => new Backoff(() => ({ baseMs: rt().backoff_base_ms, maxMs: rt().backoff_max_ms }), options.random);
+    this.credentials = new NodeCredentials({
+      server: { certPem: pkg.server.pem, keyPem: pkg.server.keyPem },
+      serverIssuerPem: pkg.serverIssuer.pem,
+      client: { certPem: pkg.client.pem, keyPem: pkg.client.keyPem },
+    });
     this.client = new CpClient({
       cpUrl: pkg.manifest.cp_url,
       nodeId,
@@ -180,6 +191,7 @@ export class CpAgent {
       clock,
       log: this.log.agent,
       onSynced: (result) => this.events.emit("configs.synced", result),
+      onCredentials: (delivery) => this.rotation.apply(delivery),
     });
     this.commands = new CommandRunner({
       nodeId,
@@ -202,7 +214,7 @@ export class CpAgent {
     });
     this.stapler = new OcspStapler({
       url: pkg.manifest.ocsp_url,
-      certDer: certificateDer(pkg.server.pem),
+      certDer: pemToDer(pkg.server.pem),
       issuerDer: pkg.serverIssuer.der,
       scheduler,
       backoff: backoff(),
@@ -212,6 +224,17 @@ export class CpAgent {
       ...(options.ocspTransport ? { transport: options.ocspTransport } : {}),
       onUpdate: (status) => this.events.emit("ocsp.updated", status),
       onStatusChanged: (status) => this.onStapleStatusChanged(status),
+    });
+    this.rotation = new CredentialRotation({
+      nodeId,
+      agentFile: pkg.file,
+      credentials: this.credentials,
+      client: this.client,
+      cpCaPem: pkg.cpCaPem,
+      stapler: this.stapler,
+      clock,
+      log: { agent: this.log.agent, tls: this.log.tls },
+      onApplied: (rotationId) => this.events.emit("credentials.applied", { rotationId }),
     });
     this.checkin = new CheckinLoop({
       client: this.client,
@@ -509,8 +532,4 @@ export class CpAgent {
     else if (error instanceof CpCallError && error.kind === "aborted") log.debug("cp.call_aborted", fields);
     else log.warn(name === "checkin" ? "checkin.failed" : "pull.failed", fields);
   }
-}
-
-function certificateDer(pem: string): Buffer {
-  return Buffer.from(pem.replace(/-----(BEGIN|END) CERTIFICATE-----/g, "").replace(/\s+/g, ""), "base64");
 }

@@ -23,6 +23,7 @@ import {
   type ConfigVersionRef,
   MAX_BATCH_ITEMS,
   MAX_CONFIG_CONTENT_BYTES,
+  type NodeCredentialsDelivery,
   parseConfigContent,
   scopeFitsType,
 } from "../../shared/node-protocol/index.js";
@@ -88,6 +89,8 @@ export interface ConfigSyncOptions {
   clock: Clock;
   log: Logger;
   onSynced?: (result: ConfigSyncResult) => void;
+  /** A rotation's new credentials came with the pull (./credential-rotation.ts). */
+  onCredentials?: (delivery: NodeCredentialsDelivery) => Promise<void>;
 }
 
 const keyOf = (type: ConfigType, scope: string) => `${type} ${scope}`;
@@ -159,6 +162,7 @@ export class ConfigSync {
     await this.flushReports();
     store.replaceApplications(pulled.applications);
     this.resolveFirstApplied();
+    if (pulled.credentials) await this.options.onCredentials?.(pulled.credentials);
     const cloudFunctions = await this.syncCloudFunctions(pulled.cloud_functions);
     const result = { applied, rejected, cloudFunctions };
     this.lastResult = result;

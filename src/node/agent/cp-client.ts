@@ -32,9 +32,12 @@ import {
   type ConfigsPullRequest,
   type ConfigsPullResponse,
   CP_API_PREFIX,
+  type CredentialsAckRequest,
+  type CredentialsAckResponse,
   checkinResponse,
   commandsPullResponse,
   configsPullResponse,
+  credentialsAckResponse,
   type DeltaStream,
   nodePaths,
 } from "../../shared/node-protocol/index.js";
@@ -66,8 +69,9 @@ export class CpClient {
   /** scheme://host:port of baseUrl, and its path prefix (maybe ""). */
   private readonly origin: string;
   private readonly pathPrefix: string;
-  private readonly shortCalls: Agent;
-  private readonly connect: NonNullable<Agent.Options["connect"]>;
+  private shortCalls: Agent;
+  private connect: NonNullable<Agent.Options["connect"]>;
+  private readonly hostname: string;
   /** The pool holding the current event stream (one stream at a time; each stream gets its own pool). */
   private eventStream: Agent | null = null;
   private readonly closing = new AbortController();
@@ -80,19 +84,35 @@ export class CpClient {
     const url = new URL(this.baseUrl);
     this.origin = url.origin;
     this.pathPrefix = url.pathname.replace(/\/+$/, "");
-    const hostname = url.hostname.replace(/^\[|\]$/g, "");
-    const connect = {
-      secureContext: createSecureContext({
-        ca: options.tls.caPem,
-        cert: options.tls.certPem,
-        key: options.tls.keyPem,
-        minVersion: "TLSv1.2",
-      }),
+    this.hostname = url.hostname.replace(/^\[|\]$/g, "");
+    this.connect = this.connectOptions(options.tls);
+    this.shortCalls = new Agent({ connect: this.connect, keepAliveTimeout: 30_000 });
+  }
+
+  private connectOptions(tls: CpClientOptions["tls"]): NonNullable<Agent.Options["connect"]> {
+    return {
+      secureContext: createSecureContext({ ca: tls.caPem, cert: tls.certPem, key: tls.keyPem, minVersion: "TLSv1.2" }),
       // SNI must be a DNS name (RFC 6066); for an IP the certificate's IP SAN is checked instead.
-      ...(isIP(hostname) === 0 ? { servername: hostname } : {}),
+      ...(isIP(this.hostname) === 0 ? { servername: this.hostname } : {}),
     };
-    this.connect = connect;
-    this.shortCalls = new Agent({ connect, keepAliveTimeout: 30_000 });
+  }
+
+  /**
+   * From now on every new connection presents this client certificate (a rotation). Calls in
+   * flight finish on the old pool, which is then closed gracefully; the event stream keeps its
+   * connection until it next reconnects (the CP ends it when the old certificate is retired).
+   */
+  replaceClientCertificate(tls: CpClientOptions["tls"]): void {
+    if (this.closing.signal.aborted) return;
+    this.connect = this.connectOptions(tls);
+    const previous = this.shortCalls;
+    this.shortCalls = new Agent({ connect: this.connect, keepAliveTimeout: 30_000 });
+    void previous.close().catch(() => undefined);
+  }
+
+  /** Tells the CP that a rotation's credentials are in force here (sent over the new client certificate). */
+  ackCredentials(rotationId: string, body: CredentialsAckRequest): Promise<CredentialsAckResponse> {
+    return this.call("POST", nodePaths.credentialsAck(this.options.nodeId, rotationId), body, credentialsAckResponse);
   }
 
   checkin(body: CheckinRequest): Promise<CheckinResponse> {

@@ -55,8 +55,15 @@ interface CachedResponse extends VerifiedOcspResponse {
   fetchedAt: number;
 }
 
+/** A verified response fetched for a certificate not yet served (see fetchFor). */
+export type PrefetchedOcspResponse = Readonly<CachedResponse>;
+
 export class OcspStapler {
   private cached: CachedResponse | null = null;
+  /** The certificate (and issuer) whose status is fetched: the package's, then each rotation's. */
+  private target: { certDer: Buffer; issuerDer: Buffer };
+  /** The certificate served before the last switch and its response, for handshakes begun before it. */
+  private previous: { certDer: Buffer; cached: CachedResponse | null } | null = null;
   private lastAttemptAt: number | null = null;
   private lastError: string | null = null;
   private readonly task: PeriodicTask;
@@ -64,6 +71,7 @@ export class OcspStapler {
   private ownAgent: Agent | null = null;
 
   constructor(private readonly options: OcspStaplerOptions) {
+    this.target = { certDer: options.certDer, issuerDer: options.issuerDer };
     if (options.transport) this.transport = options.transport;
     else {
       // Channel 4 gets its own pool: never shares sockets with the mTLS channels.
@@ -123,6 +131,37 @@ export class OcspStapler {
     return cached.der;
   }
 
+  /** The response to staple on a handshake that serves `certificate` (DER), or null. */
+  stapleFor(certificate: Buffer | undefined): Buffer | null {
+    const previous = this.previous;
+    if (previous && certificate && previous.certDer.equals(certificate)) {
+      const cached = previous.cached;
+      return cached && cached.nextUpdate > this.options.scheduler.clock.now() ? cached.der : null;
+    }
+    return this.currentStaple();
+  }
+
+  /** Fetches and verifies a response for another certificate without touching what is stapled (a rotation's check). */
+  async fetchFor(certDer: Buffer, issuerDer: Buffer): Promise<PrefetchedOcspResponse> {
+    return this.fetchVerified(certDer, issuerDer);
+  }
+
+  /**
+   * From now on the stapler serves `certDer` (a rotation's new certificate) with the response
+   * fetched for it; the old certificate's response stays available to handshakes begun before.
+   */
+  switchCertificate(certDer: Buffer, issuerDer: Buffer, response: PrefetchedOcspResponse): void {
+    const previousStatus = this.cached?.status.kind ?? null;
+    this.previous = { certDer: this.target.certDer, cached: this.cached };
+    this.target = { certDer, issuerDer };
+    this.cached = response as CachedResponse;
+    this.lastError = null;
+    this.options.log.info("ocsp.switched", { status: response.status.kind, next_update: response.nextUpdate });
+    this.options.onUpdate?.(this.status());
+    if (response.status.kind !== previousStatus) this.options.onStatusChanged?.(response.status, previousStatus);
+    this.task.reschedule();
+  }
+
   status(): OcspStatus {
     return {
       status: this.currentStatus(),
@@ -138,23 +177,33 @@ export class OcspStapler {
     return this.currentStaple() ? (this.cached?.status.kind ?? "none") : "none";
   }
 
+  private async fetchVerified(certDer: Buffer, issuerDer: Buffer): Promise<CachedResponse> {
+    const { scheduler } = this.options;
+    const built = buildOcspRequest(certDer, issuerDer);
+    const timeoutMs = this.options.requestTimeoutMs();
+    const deadline = deadlineSignal(scheduler, timeoutMs, () => new Error(`OCSP responder gave no answer within ${timeoutMs} ms`));
+    const der = await this.transport(this.options.url, built.der, deadline.signal).finally(deadline.cancel);
+    const verified = verifyOcspResponse(der, {
+      issuerDer,
+      certId: built.certId,
+      nonce: built.nonce,
+      now: scheduler.clock.now(),
+      clockSkewMs: CLOCK_SKEW_MS,
+    });
+    return { ...verified, der, fetchedAt: scheduler.clock.now() };
+  }
+
   private async refresh(): Promise<void> {
     const { scheduler, log } = this.options;
     this.lastAttemptAt = scheduler.clock.now();
     try {
-      const built = buildOcspRequest(this.options.certDer, this.options.issuerDer);
-      const timeoutMs = this.options.requestTimeoutMs();
-      const deadline = deadlineSignal(scheduler, timeoutMs, () => new Error(`OCSP responder gave no answer within ${timeoutMs} ms`));
-      const der = await this.transport(this.options.url, built.der, deadline.signal).finally(deadline.cancel);
-      const verified = verifyOcspResponse(der, {
-        issuerDer: this.options.issuerDer,
-        certId: built.certId,
-        nonce: built.nonce,
-        now: scheduler.clock.now(),
-        clockSkewMs: CLOCK_SKEW_MS,
-      });
+      const target = this.target;
+      const fetched = await this.fetchVerified(target.certDer, target.issuerDer);
+      // A rotation switched certificates while this fetch was out: its answer is for the old one.
+      if (target !== this.target) return;
+      const verified = fetched;
       const previous = this.cached?.status.kind ?? null;
-      this.cached = { ...verified, der, fetchedAt: scheduler.clock.now() };
+      this.cached = fetched;
       this.lastError = null;
       const status = verified.status;
       if (status.kind === "revoked")

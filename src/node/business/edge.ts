@@ -36,6 +36,7 @@ import { hasClientAuth, uriSans } from "../../shared/pki/peer-certificate.js";
 import { type CancelTimer, every, type Scheduler } from "../../shared/time/index.js";
 import type { LoadedAgentPackage } from "../package/load-agent-package.js";
 import type { AppliedConfigStore } from "../state/config-store.js";
+import type { NodeCredentials } from "../state/node-credentials.js";
 import { BusinessConnection, type ConnectionHost } from "./connection.js";
 import type { ConnectionRegistry } from "./registry.js";
 
@@ -45,8 +46,10 @@ export interface BusinessEdgeOptions {
   registry: ConnectionRegistry;
   scheduler: Scheduler;
   log: { tls: Logger; server: Logger };
-  /** The OCSP response to staple right now, or null. */
-  staple: () => Buffer | null;
+  /** The certificate served and its key: the package's, then each rotation's (swapped for new handshakes). */
+  credentials: NodeCredentials;
+  /** The OCSP response to staple on a handshake serving `certificate` (DER), or null. */
+  staple: (certificate: Buffer | undefined) => Buffer | null;
   /** Serves requests on accepted connections. */
   host: Omit<ConnectionHost, "scheduler" | "closed">;
   /** Called when a connection has closed (after the registry forgot it). */
@@ -90,14 +93,15 @@ export class BusinessEdge {
   private refusedSinceLastReport = 0;
   private stopSweep: CancelTimer = () => {};
   private stopTrustWatch: () => void = () => {};
+  private stopCredentialWatch: () => void = () => {};
   private host: ConnectionHost | null = null;
 
   constructor(private readonly options: BusinessEdgeOptions) {
     this.server = tls.createServer(this.tlsOptions());
     this.server.on("connection", (socket: Socket) => this.admit(socket));
     this.server.on("secureConnection", (socket: TLSSocket) => this.accept(socket));
-    this.server.on("OCSPRequest", (_certificate: Buffer, _issuer: Buffer, callback: (error: Error | null, response?: Buffer) => void) => {
-      const staple = this.options.staple();
+    this.server.on("OCSPRequest", (certificate: Buffer, _issuer: Buffer, callback: (error: Error | null, response?: Buffer) => void) => {
+      const staple = this.options.staple(certificate);
       callback(null, staple ?? undefined);
     });
     this.server.on("tlsClientError", (error: NodeJS.ErrnoException, socket: TLSSocket) => this.handshakeFailed(error, socket));
@@ -128,6 +132,7 @@ export class BusinessEdge {
       if (applied.type === "server_runtime_settings" || SPAN_TRUST_TYPES.has(applied.type))
         this.refreshTrust(applied.type === "server_runtime_settings" ? null : applied.scope);
     });
+    this.stopCredentialWatch = this.options.credentials.onChange(() => this.refreshCredentials());
     return this.address_;
   }
 
@@ -135,6 +140,7 @@ export class BusinessEdge {
   async close(): Promise<void> {
     this.stopSweep();
     this.stopTrustWatch();
+    this.stopCredentialWatch();
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     // server.close() waits for every socket, those still in their TLS handshake included.
     for (const { socket } of [...this.handshaking.values()]) socket.destroy();
@@ -154,14 +160,25 @@ export class BusinessEdge {
     }
   }
 
+  /** A rotation: new handshakes get the new certificate; connections already open keep theirs. */
+  private refreshCredentials(): void {
+    try {
+      this.server.setSecureContext(this.tlsOptions());
+      this.options.log.tls.info("certificate.swapped", { listener: "business" });
+    } catch (error) {
+      this.options.log.tls.error("certificate.swap_failed", { error: (error as Error).message });
+    }
+  }
+
   /** Every CA any application trusts, plus the package's app_client_ca: layer 1's anchors. */
   private tlsOptions(): tls.TlsOptions {
     const { pkg, store } = this.options;
     const anchors = new Set(pkg.appClientCaPems);
     for (const pem of store.allTrustBundlePems()) for (const one of splitPemBundle(pem)) anchors.add(one);
+    const served = this.options.credentials.get().server;
     return {
-      key: pkg.server.keyPem,
-      cert: pkg.server.pem,
+      key: served.keyPem,
+      cert: served.certPem,
       ca: [...anchors],
       requestCert: true,
       rejectUnauthorized: true,

@@ -96,7 +96,8 @@ export async function startBusinessListener(options: BusinessListenerOptions): P
     registry,
     scheduler,
     log: { tls: log.tls, server: log.server },
-    staple: () => agent.stapler.currentStaple(),
+    credentials: agent.credentials,
+    staple: (certificate) => agent.stapler.stapleFor(certificate),
     host: service,
   });
   let address: HostPort;

@@ -87,6 +87,37 @@ export async function loadAgentPackage(agentFile: string, clock: Clock): Promise
   };
 }
 
+/** A set of node credentials a rotation delivers, as PEM text. */
+export interface CredentialSet {
+  serverCertPem: string;
+  serverKeyPem: string;
+  serverIssuerPem: string;
+  clientCertPem: string;
+  clientKeyPem: string;
+}
+
+/**
+ * The checks loadAgentPackage makes on its certificates, for credentials a rotation delivers:
+ * the client certificate names this node and has clientAuth, each key matches its certificate,
+ * the business certificate chains to the delivered issuer. Returns the problems (none: usable).
+ */
+export async function checkCredentialSet(set: CredentialSet, nodeId: string, clock: Clock): Promise<string[]> {
+  const problems: string[] = [];
+  const issuer = loadSingleCertificate(set.serverIssuerPem, "server issuer", problems);
+  if (issuer && !issuer.info.isCa) problems.push("server issuer: not a CA certificate");
+  const client = loadSingleCertificate(set.clientCertPem, "client certificate", problems);
+  if (client) {
+    checkClientCertificate(client.info, nodeId, clock, "client certificate", problems);
+    checkKeyMatches(set.clientKeyPem, client.info, "client key", "client_cert", problems);
+  }
+  const server = loadSingleCertificate(set.serverCertPem, "server certificate", problems);
+  if (server) {
+    if (issuer?.info.isCa) await checkServerCertificate(server.pem, issuer.pem, clock, "server certificate", problems);
+    checkKeyMatches(set.serverKeyPem, server.info, "server key", "server_cert", problems);
+  }
+  return problems;
+}
+
 async function readManifest(file: string): Promise<AgentPackage> {
   let raw: string;
   try {
