@@ -9,13 +9,13 @@ import https from "node:https";
 import { getRequestListener } from "@hono/node-server";
 import { controlMigrationSet } from "../../migrations/control/index.js";
 import { runtimeMigrationSet } from "../../migrations/runtime/index.js";
-import { NODE_API_KEEP_ALIVE_MS, SHUTDOWN_GRACE_MS } from "../shared/config/defaults.js";
+import { CP_TLS_IDENTITY_CHECK_MS, NODE_API_KEEP_ALIVE_MS, SHUTDOWN_GRACE_MS } from "../shared/config/defaults.js";
 import { formatHostPort, type HostPort } from "../shared/config/host-port.js";
 import { type ControlSchema, openMigratedDatabase, type RuntimeSchema } from "../shared/db/index.js";
 import { newId } from "../shared/ids.js";
 import type { Logger } from "../shared/log/index.js";
 import { type BoundListener, bindListener } from "../shared/net/listener.js";
-import type { Scheduler } from "../shared/time/index.js";
+import { every, type Scheduler } from "../shared/time/index.js";
 import { createAdminApp } from "./admin/app.js";
 import type { CpConfig } from "./config.js";
 import { createPkiJobWorker } from "./jobs/index.js";
@@ -26,7 +26,7 @@ import { ensureClientCaBundles } from "./services/applications/applications.js";
 import type { CpContext } from "./services/context.js";
 import { createEventBus } from "./services/event-bus.js";
 import { createCheckinCache } from "./services/nodes/checkin-cache.js";
-import { ensureCpServerCertificate, loadCpTlsIdentity, nodeApiTlsOptions } from "./services/pki/cp-identity.js";
+import { type CpTlsIdentity, ensureCpServerCertificate, loadCpTlsIdentity, nodeApiTlsOptions } from "./services/pki/cp-identity.js";
 import { createInventoryResolver, loadOcspIssuers } from "./services/pki/ocsp-status.js";
 import { scheduleRetentionPass } from "./services/security/retention.js";
 import { loadMasterKey } from "./services/setup/master-key.js";
@@ -177,9 +177,25 @@ async function startChannelListeners(
 
 async function startNodeApiListener(ctx: CpContext, config: CpConfig, sse: SseHub): Promise<BoundListener> {
   await ensureCpServerCertificate(ctx);
-  const identity = await loadCpTlsIdentity(ctx);
+  let identity = await loadCpTlsIdentity(ctx);
   const tlsLog = ctx.log.category("TLS");
   const nodeServer = https.createServer(nodeApiTlsOptions(identity), getRequestListener(createNodeApiApp(ctx, sse).fetch));
+  // New handshakes get a renewed certificate or a changed set of trusted node CAs; connections
+  // already open keep theirs. Another CP process may have made the change: the check compares.
+  const reload = async (trigger: string) => {
+    const next = await loadCpTlsIdentity(ctx);
+    if (sameIdentity(next, identity)) return;
+    nodeServer.setSecureContext(nodeApiTlsOptions(next));
+    identity = next;
+    tlsLog.info("identity.reloaded", { listener: "node-api", trigger, node_client_cas: next.nodeClientCaPems.length });
+  };
+  const reloadLogged = (trigger: string) =>
+    void (async () => {
+      await ensureCpServerCertificate(ctx);
+      await reload(trigger);
+    })().catch((error: unknown) => tlsLog.error("identity.reload_failed", { trigger, error: (error as Error).message }));
+  const stopCheck = every(ctx.scheduler, CP_TLS_IDENTITY_CHECK_MS, () => reloadLogged("check"), { background: true });
+  const unsubscribe = ctx.events.onTlsIdentityChanged(() => reloadLogged("event"));
   // Nodes call every few seconds (5 s epoch polls): keep their connections past that, so a
   // pull reuses its mTLS session instead of paying a full handshake each time.
   nodeServer.keepAliveTimeout = NODE_API_KEEP_ALIVE_MS;
@@ -192,7 +208,23 @@ async function startNodeApiListener(ctx: CpContext, config: CpConfig, sse: SseHu
       error: error.message,
     });
   });
-  return bindListener("node-api", nodeServer, config.cpListen, ctx.scheduler);
+  const bound = await bindListener("node-api", nodeServer, config.cpListen, ctx.scheduler).catch((error: unknown) => {
+    stopCheck();
+    unsubscribe();
+    throw error;
+  });
+  return {
+    ...bound,
+    close: async (graceMs) => {
+      stopCheck();
+      unsubscribe();
+      await bound.close(graceMs);
+    },
+  };
+}
+
+function sameIdentity(a: CpTlsIdentity, b: CpTlsIdentity): boolean {
+  return a.certPem === b.certPem && a.serverCaPem === b.serverCaPem && a.nodeClientCaPems.join("\n") === b.nodeClientCaPems.join("\n");
 }
 
 async function startOcspListener(ctx: CpContext, config: CpConfig): Promise<BoundListener> {

@@ -149,7 +149,8 @@ for (const variant of dbVariants()) {
         assert.ok(info.sans.dns.includes("localhost"));
         assert.ok(info.sans.ip.includes("127.0.0.1"));
         assert.match(identity.keyPem, /BEGIN PRIVATE KEY/);
-        assert.notEqual(identity.nodeClientCaPem, identity.serverCaPem);
+        assert.deepEqual(identity.nodeClientCaPems.length, 1);
+        assert.notEqual(identity.nodeClientCaPems[0], identity.serverCaPem);
       });
 
       test("issued certificates are in the inventory, revocable once, and OCSP reads them live", async () => {

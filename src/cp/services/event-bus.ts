@@ -32,12 +32,16 @@ export interface EventBus {
   onHint(listener: HintListener): () => void;
   onNotice(listener: NoticeListener): () => void;
   onJobQueued(listener: () => void): () => void;
+  /** The CP's node API TLS identity changed in the Control DB (its certificate, or the CAs it trusts): reload it. */
+  tlsIdentityChanged(): void;
+  onTlsIdentityChanged(listener: () => void): () => void;
 }
 
 export function createEventBus(onListenerError: (error: unknown) => void = () => {}): EventBus {
   const hintListeners = new Set<HintListener>();
   const noticeListeners = new Set<NoticeListener>();
   const jobListeners = new Set<() => void>();
+  const tlsListeners = new Set<() => void>();
   const deliver = <T>(listeners: Set<(value: T) => void>, value: T) => {
     for (const listener of listeners) {
       try {
@@ -51,6 +55,11 @@ export function createEventBus(onListenerError: (error: unknown) => void = () =>
     publish: (event, nodeId = null) => deliver(hintListeners, { event, nodeId }),
     notice: (notice) => deliver(noticeListeners, notice),
     jobQueued: () => deliver(jobListeners, undefined),
+    tlsIdentityChanged: () => deliver(tlsListeners, undefined),
+    onTlsIdentityChanged(listener) {
+      tlsListeners.add(listener);
+      return () => tlsListeners.delete(listener);
+    },
     onHint(listener) {
       hintListeners.add(listener);
       return () => hintListeners.delete(listener);

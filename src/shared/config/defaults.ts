@@ -73,6 +73,8 @@ export const CERT_RENEW_CHECK_INTERVAL_MS = 60 * 60_000;
 export const CLOCK_SKEW_MS = 5 * 60 * 1000;
 /** The CP renews its own server certificate (9091) at start when less than this remains (ms). */
 export const CP_CERT_RENEW_BEFORE_MS = 30 * 24 * 60 * 60 * 1000;
+/** How often a running CP renews its node API certificate when due and picks up one another CP process renewed. */
+export const CP_TLS_IDENTITY_CHECK_MS = 60 * 60_000;
 
 /** How long in-flight requests may run after SIGINT/SIGTERM before sockets are cut (ms). */
 export const SHUTDOWN_GRACE_MS = 10_000;

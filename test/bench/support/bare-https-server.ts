@@ -7,7 +7,7 @@
  * code can remove. Runs as its own process, like the CP.
  *
  * Usage: node --import tsx test/bench/support/bare-https-server.ts <identity.json> <port>
- *        (identity.json: {"certPem","keyPem","serverCaPem","nodeClientCaPem"}; prints "ready")
+ *        (identity.json: {"certPem","keyPem","serverCaPem","nodeClientCaPems"}; prints "ready")
  */
 import { readFileSync } from "node:fs";
 import https from "node:https";

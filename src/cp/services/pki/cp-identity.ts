@@ -1,8 +1,10 @@
 /**
  * The CP's own TLS identity on 9091: a cp_server certificate from cp_server_ca whose key is
- * sealed in server_secrets. It is issued at setup and renewed at start when it is revoked,
- * expired or within CP_CERT_RENEW_BEFORE_MS of expiry, so a CP never refuses to start its node
- * API over its own certificate.
+ * sealed in server_secrets. It is issued at setup and renewed (at start, and by the running CP's
+ * renewal check) when it is revoked, expired or within CP_CERT_RENEW_BEFORE_MS of expiry, so a
+ * CP never refuses to start its node API over its own certificate. The listener trusts every
+ * cp_node_client_ca a CA rotation still trusts (inventory.ts TRUSTED_CA_STATUSES), so nodes
+ * holding certificates of the old and of the new CA both get in during the overlap.
  */
 import { isIP } from "node:net";
 import type { TlsOptions } from "node:tls";
@@ -12,16 +14,16 @@ import type { ControlSchema } from "../../../shared/db/index.js";
 import { AuthNexusError } from "../../../shared/errors/index.js";
 import { type IssuedCertificate, issueLeafCertificate, openSecret, sealSecret } from "../../../shared/pki/index.js";
 import type { CpContext } from "../context.js";
-import { leafKeySecretName, loadActiveCa, recordCertificate } from "./inventory.js";
+import { leafKeySecretName, loadActiveCa, recordCertificate, TRUSTED_CA_STATUSES } from "./inventory.js";
 
 /** What the node API listener (9091) needs: its own certificate and the CA it trusts for nodes. */
 export interface CpTlsIdentity {
   certPem: string;
   keyPem: string;
-  /** cp_server_ca, appended to the chain so nodes can verify against their bundle. */
+  /** The cp_server_ca that issued certPem, appended to the chain so nodes can verify against their bundle. */
   serverCaPem: string;
-  /** cp_node_client_ca: the only issuer accepted for node client certificates. */
-  nodeClientCaPem: string;
+  /** Every trusted cp_node_client_ca: the only issuers accepted for node client certificates. */
+  nodeClientCaPems: string[];
 }
 
 /**
@@ -32,7 +34,7 @@ export function nodeApiTlsOptions(identity: CpTlsIdentity): TlsOptions {
   return {
     key: identity.keyPem,
     cert: `${identity.certPem.trim()}\n${identity.serverCaPem.trim()}\n`,
-    ca: [identity.nodeClientCaPem],
+    ca: identity.nodeClientCaPems,
     requestCert: true,
     rejectUnauthorized: true,
     minVersion: "TLSv1.2",
@@ -90,15 +92,31 @@ export async function storeCpServerCertificate(
 }
 
 async function newestCpServerCertificate(ctx: CpContext, usableOnly: boolean) {
-  let query = ctx.controlDb.selectFrom("certificates").select(["id", "cert_pem", "not_after", "sans"]).where("purpose", "=", "cp_server");
+  let query = ctx.controlDb
+    .selectFrom("certificates")
+    .select(["id", "ca_id", "cert_pem", "not_after", "sans"])
+    .where("purpose", "=", "cp_server")
+    .where("status", "!=", "revoked");
   if (usableOnly) query = query.where("status", "=", "valid").where("not_after", ">", ctx.clock.now());
-  return query.orderBy("not_after", "desc").executeTakeFirst();
+  // The newest issued, not the longest-lived: after a CA switch the new certificate is the one to serve.
+  return query.orderBy("not_before", "desc").orderBy("not_after", "desc").executeTakeFirst();
 }
 
-/** Issues a fresh CP server certificate (keeping the previous one's names) when none is usable for long. */
-export async function ensureCpServerCertificate(ctx: CpContext): Promise<void> {
+/**
+ * Issues a fresh CP server certificate (keeping the previous one's names) when none is usable
+ * for long, or when the one in use was not issued by the active cp_server_ca (a CA rotation
+ * switched); true when it issued one.
+ */
+export async function ensureCpServerCertificate(ctx: CpContext): Promise<boolean> {
   const current = await newestCpServerCertificate(ctx, true);
-  if (current && current.not_after - ctx.clock.now() > CP_CERT_RENEW_BEFORE_MS) return;
+  const activeCa = await ctx.controlDb
+    .selectFrom("certificate_authorities")
+    .select("id")
+    .where("profile", "=", "cp_server_ca")
+    .where("status", "=", "active")
+    .executeTakeFirst();
+  const fromActiveCa = current !== undefined && current.ca_id === activeCa?.id;
+  if (current && fromActiveCa && current.not_after - ctx.clock.now() > CP_CERT_RENEW_BEFORE_MS) return false;
   const previous = current ?? (await newestCpServerCertificate(ctx, false));
   const previousSans = previous ? (JSON.parse(previous.sans) as { dns: string[]; ip: string[] }) : { dns: [], ip: [] };
   const ca = await loadActiveCa(ctx, "cp_server_ca");
@@ -107,6 +125,7 @@ export async function ensureCpServerCertificate(ctx: CpContext): Promise<void> {
   ctx.log
     .category("PKI")
     .info("cert.renewed", { purpose: "cp_server", certificate_id: id, replaced_certificate_id: previous?.id, not_after: issued.notAfter });
+  return true;
 }
 
 export async function loadCpTlsIdentity(ctx: CpContext): Promise<CpTlsIdentity> {
@@ -119,16 +138,19 @@ export async function loadCpTlsIdentity(ctx: CpContext): Promise<CpTlsIdentity> 
     .executeTakeFirst();
   if (!secret) throw new AuthNexusError("PKI_NOT_INITIALISED", { message: "The CP server certificate's key is missing." });
   const keyPem = openSecret(ctx.masterKey, Buffer.from(secret.ciphertext), leafKeySecretName(cert.id)).toString("utf8");
-  const cas = await ctx.controlDb
+  const issuer = await ctx.controlDb
     .selectFrom("certificate_authorities")
-    .select(["profile", "cert_pem"])
-    .where("status", "=", "active")
-    .where("profile", "in", ["cp_server_ca", "cp_node_client_ca"])
+    .select("cert_pem")
+    .where("id", "=", cert.ca_id)
+    .executeTakeFirst();
+  if (!issuer) throw new AuthNexusError("PKI_NOT_INITIALISED", { message: "The CP server certificate's CA is missing." });
+  const clientCas = await ctx.controlDb
+    .selectFrom("certificate_authorities")
+    .select("cert_pem")
+    .where("profile", "=", "cp_node_client_ca")
+    .where("status", "in", [...TRUSTED_CA_STATUSES])
+    .orderBy("created_at")
     .execute();
-  const pem = (profile: string) => {
-    const found = cas.find((c) => c.profile === profile);
-    if (!found) throw new AuthNexusError("PKI_NOT_INITIALISED", { message: `No active ${profile}.` });
-    return found.cert_pem;
-  };
-  return { certPem: cert.cert_pem, keyPem, serverCaPem: pem("cp_server_ca"), nodeClientCaPem: pem("cp_node_client_ca") };
+  if (clientCas.length === 0) throw new AuthNexusError("PKI_NOT_INITIALISED", { message: "No trusted cp_node_client_ca." });
+  return { certPem: cert.cert_pem, keyPem, serverCaPem: issuer.cert_pem, nodeClientCaPems: clientCas.map((c) => c.cert_pem) };
 }
