@@ -208,6 +208,13 @@ for (const variant of dbVariants()) {
       assert.deepEqual(dropped, [], "no SDK connection dropped");
       t.diagnostic(`[${variant.name}] ${load.requests} requests from ${CLIENTS} clients during the rotation, 0 failed, 0 dropped`);
 
+      // Every step is in the PKI audit log, once.
+      for (const event of ["rotation.requested", "rotation.issued", "rotation.delivered", "rotation.applied", "rotation.completed"]) {
+        const rows = (await d.admin("GET", `/pki/audit-logs?event=${event}`)).items as { detail: { rotation_id?: string } | string }[];
+        const ours = rows.filter((r) => JSON.stringify(r.detail).includes(rotationId));
+        assert.equal(ours.length, 1, `${event} audited once`);
+      }
+
       for (const id of [applied.old_server_cert_id, applied.old_client_cert_id]) {
         const old = await d.admin("GET", `/pki/certs/${id}`);
         assert.equal(old.status, "revoked");

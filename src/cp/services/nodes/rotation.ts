@@ -48,7 +48,7 @@ export type RotationStatus = (typeof ROTATION_STATUSES)[number];
 /** The statuses in which a rotation still waits for something before the node runs on its new certificates. */
 const UNFINISHED: readonly RotationStatus[] = ["issuing", "delivering", "delivered"];
 
-export type RotationReason = "manual" | "renewal";
+export type RotationReason = "manual" | "renewal" | "ca_rotation";
 
 export interface RotationView {
   id: string;
@@ -229,13 +229,22 @@ export async function credentialsForPull(ctx: CpContext, node: CallingNode): Pro
   ) as NodeCredentialsDelivery;
   if (row.delivered_at === null) {
     const now = ctx.clock.now();
-    await ctx.controlDb
-      .updateTable("node_cert_rotations")
-      .set({ delivered_at: now, updated_at: now })
-      .where("id", "=", row.id)
-      .where("delivered_at", "is", null)
-      .execute();
-    ctx.log.category("PKI").info("rotation.delivered", { node_id: node.id, rotation_id: row.id });
+    const first = await ctx.controlDb.transaction().execute(async (tx) => {
+      const marked = await tx
+        .updateTable("node_cert_rotations")
+        .set({ delivered_at: now, updated_at: now })
+        .where("id", "=", row.id)
+        .where("delivered_at", "is", null)
+        .executeTakeFirst();
+      if (Number(marked.numUpdatedRows) !== 1) return false;
+      await writePkiAudit(tx, ctx.clock, {
+        event: "rotation.delivered",
+        actor: `node:${node.id}`,
+        detail: { node_id: node.id, rotation_id: row.id },
+      });
+      return true;
+    });
+    if (first) ctx.log.category("PKI").info("rotation.delivered", { node_id: node.id, rotation_id: row.id });
   }
   return delivery;
 }
