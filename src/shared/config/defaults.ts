@@ -65,6 +65,8 @@ export const CERT_RENEW_AT_FRACTION = 0.7;
 export const CERT_RENEW_JITTER_FRACTION = 0.1;
 /** How often the CP looks for certificates due for renewal. */
 export const CERT_RENEW_CHECK_INTERVAL_MS = 60 * 60_000;
+/** After setup is complete (at start, or when setup completes), the first renewal check waits this long (ms), then every interval. */
+export const CERT_RENEW_FIRST_CHECK_DELAY_MS = 30_000;
 /**
  * How far two clocks may disagree (ms): certificates are backdated by this much (notBefore) so
  * a peer whose clock runs slow still accepts them, and an OCSP thisUpdate may lie this far in
