@@ -3,7 +3,9 @@ import path from "node:path";
 import type { Command } from "commander";
 import { LEAF_VALIDITY_DAYS } from "../shared/config/defaults.js";
 import { SDK_CONFIG_FILES } from "../shared/sdk-config.js";
+import { AdminApiError } from "./admin-client.js";
 import { type AdminSessionFlags, addAdminSessionFlags, withAdminSession } from "./admin-session.js";
+import { DEFAULT_ROTATION_TIMEOUT_S, followRotation, type RotationView } from "./follow-rotation.js";
 import { type Column, day, orDash, printFields, printJson, printPageFooter, printTable, time } from "./output.js";
 import { checkSdkOutputDir, writeSdkFiles } from "./sdk-files.js";
 
@@ -199,6 +201,7 @@ export function registerPki(program: Command): void {
 
   registerJobs(pki);
   registerCaRotate(pki);
+  registerNodeRotate(pki);
 
   pageOptions(command(pki, "audit", "list the PKI audit log: issuance, revocation, job state changes; newest first"))
     .option("--from <time>", "only entries at or after this time (epoch ms or ISO-8601)")
@@ -442,6 +445,80 @@ function printRotation(r: RotationItem, phase: CaRotatePhase): void {
     `nodes: ${p.nodes_done} of ${p.nodes_total} applied the ${p.items} published bundle version(s)${r.phase === "published" && !p.ready ? " (switch waits for the rest, or --force)" : ""}\n`,
   );
   if (p.nodes.length > 0) printTable(NODE_PROGRESS_COLUMNS, p.nodes);
+}
+
+interface NodeRotateFlags extends AdminSessionFlags, JsonFlag {
+  /** false with --no-wait. */
+  wait: boolean;
+  timeout: string;
+}
+
+const NODE_ROTATION_COLUMNS: Column<RotationView>[] = [
+  { header: "ID", value: (r) => r.id },
+  { header: "STATUS", value: (r) => r.status },
+  { header: "REASON", value: (r) => r.reason },
+  { header: "CREATED", value: (r) => time(r.created_at) },
+  { header: "APPLIED", value: (r) => time(r.acked_at) },
+  { header: "RETIRE_AT", value: (r) => time(r.retire_at) },
+  { header: "COMPLETED", value: (r) => time(r.completed_at) },
+  { header: "JOBS", value: (r) => (r.jobs.length === 0 ? "-" : r.jobs.map((j) => `${j.id}:${j.status}`).join(",")) },
+];
+
+/** `pki rotate <nid>` (queue a rotation of a node's certificates and follow it) and `pki rotations <nid>`. */
+function registerNodeRotate(pki: Command): void {
+  command(pki, "rotate", "rotate a node's server and client certificates, and follow the rotation until the node applied them")
+    .argument("<node-id>", "the node's id")
+    .option("--no-wait", "print the rotation's id and URL and return at once")
+    .option("--timeout <seconds>", "stop following after this long (the rotation goes on)", String(DEFAULT_ROTATION_TIMEOUT_S))
+    .action(async (nodeId: string, flags: NodeRotateFlags) => {
+      const timeoutS = flags.wait ? positiveSeconds(flags.timeout, "--timeout") : 0;
+      const base = `/admin/v1/nodes/${encodeURIComponent(nodeId)}/certs`;
+      const outcome = await withAdminSession(flags, async (s) => {
+        const queued = await s.call<RotationView & { rotation_url: string }>("POST", `${base}/rotate`, {});
+        if (!flags.wait) return { queued, followed: null };
+        // With --json stdout carries the final view only; progress goes to a person watching stderr.
+        const print = flags.json
+          ? (line: string) => {
+              if (process.stderr.isTTY) process.stderr.write(`${line}\n`);
+            }
+          : (line: string) => process.stdout.write(`${line}\n`);
+        print(
+          `rotation ${queued.id} of node ${queued.node_id} queued; following ${queued.rotation_url} (interrupting stops following, not the rotation)`,
+        );
+        const followed = await followRotation(queued, {
+          get: (path) => s.call<RotationView>("GET", path),
+          print,
+          now: () => Date.now(),
+          sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+          timeoutMs: timeoutS * 1000,
+          transient: (error) => error instanceof AdminApiError && (error.status === 0 || error.status >= 500),
+        });
+        return { queued, followed };
+      });
+      const { queued, followed } = outcome;
+      if (!followed) {
+        if (flags.json) return printJson(queued);
+        process.stdout.write(`rotation ${queued.id} of node ${queued.node_id} queued (${queued.status})\n${queued.rotation_url}\n`);
+        return;
+      }
+      if (flags.json) printJson(followed.view);
+      if (!followed.ok) throw new Error(followed.message);
+    });
+
+  command(pki, "rotations", "list a node's certificate rotations, newest first")
+    .argument("<node-id>", "the node's id")
+    .action(async (nodeId: string, flags: AdminSessionFlags & JsonFlag) => {
+      const list = await withAdminSession(flags, (s) =>
+        s.call<{ items: RotationView[] }>("GET", `/admin/v1/nodes/${encodeURIComponent(nodeId)}/certs/rotations`),
+      );
+      if (flags.json) return printJson(list);
+      printTable(NODE_ROTATION_COLUMNS, list.items);
+    });
+}
+
+function positiveSeconds(value: string, flag: string): number {
+  if (!/^\d{1,6}$/.test(value) || Number(value) === 0) throw new Error(`${flag} must be a whole number of seconds, at least 1`);
+  return Number(value);
 }
 
 function printJob(job: JobItem): void {
