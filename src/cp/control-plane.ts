@@ -28,6 +28,7 @@ import { createEventBus } from "./services/event-bus.js";
 import { createCheckinCache } from "./services/nodes/checkin-cache.js";
 import { type CpTlsIdentity, ensureCpServerCertificate, loadCpTlsIdentity, nodeApiTlsOptions } from "./services/pki/cp-identity.js";
 import { createInventoryResolver, loadOcspIssuers } from "./services/pki/ocsp-status.js";
+import { scheduleRenewal } from "./services/pki/renewal.js";
 import { scheduleRetentionPass } from "./services/security/retention.js";
 import { loadMasterKey } from "./services/setup/master-key.js";
 import { ensureSetupRow, isSetupComplete, prepareConsoleToken, verifyMasterKey } from "./services/setup/setup.js";
@@ -84,10 +85,12 @@ export async function startControlPlane(config: CpConfig, options: StartOptions)
   const sse = createSseHub(ctx);
   const stopRetention = scheduleRetentionPass(ctx);
   const jobWorker = createPkiJobWorker(ctx);
+  let stopRenewal: (() => void) | undefined;
   const closeAll = async () => {
     lifecycle.stopping = true;
     // Open SSE streams would otherwise hold the node listener for the whole grace period.
     stopRetention();
+    stopRenewal?.();
     ctx.checkinCache.close();
     await sse.closeAll();
     await jobWorker.stop();
@@ -103,6 +106,7 @@ export async function startControlPlane(config: CpConfig, options: StartOptions)
     const startChannels = () => {
       setupComplete = true;
       if (!lifecycle.stopping) jobWorker.start();
+      if (!lifecycle.stopping) stopRenewal ??= scheduleRenewal(ctx);
       channelListeners ??= startChannelListeners(ctx, config, listeners, lifecycle, sse);
       return channelListeners;
     };
