@@ -60,7 +60,10 @@ describe("renewalDueAt", () => {
     // A spread fleet: the extremes reach near both ends, and each tenth of the window holds some.
     assert.ok(min < 0.61 && max > 0.79, `min ${min}, max ${max}`);
     const buckets = new Array(10).fill(0) as number[];
-    for (const f of fractions) buckets[Math.min(9, Math.floor((f - 0.6) / 0.02))] += 1;
+    for (const f of fractions) {
+      const i = Math.min(9, Math.floor((f - 0.6) / 0.02));
+      buckets[i] = (buckets[i] ?? 0) + 1;
+    }
     for (const [i, count] of buckets.entries()) assert.ok(count >= 50 && count <= 150, `bucket ${i}: ${count} of 1000`);
   });
 
