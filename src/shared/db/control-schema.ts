@@ -198,7 +198,7 @@ export interface NodesTable {
 export interface NodeCertRotationsTable {
   id: string;
   node_id: string;
-  /** "manual" | "renewal" */
+  /** "manual" | "renewal" | "ca_rotation" */
   reason: string;
   created_by: string | null;
   created_at: number;

@@ -1,7 +1,8 @@
 /**
  * /admin/v1/pki/ca-rotations: rotating a CA in visible phases (services/pki/ca-rotations.ts):
  * prepare (POST /), publish, switch, retire, rollback, and the list and detail (with per-node
- * progress). Every step is a write audited against the rotation.
+ * progress). `force` lets the step a profile gates on its nodes go ahead anyway: switch for
+ * app_client_ca, retire for tcp_server_ca. Every step is a write audited against the rotation.
  */
 import { Hono } from "hono";
 import { z } from "zod";
@@ -26,7 +27,7 @@ import { idParam } from "./params.js";
 const prepareBody = z.strictObject({ ca: z.string().max(64) });
 const noBody = z.strictObject({});
 const switchBody = z.strictObject({ force: z.boolean().optional() });
-const retireBody = z.strictObject({ revoke_leaves: z.boolean().optional() });
+const retireBody = z.strictObject({ revoke_leaves: z.boolean().optional(), force: z.boolean().optional() });
 const listQuery = z.object({
   ca: z.enum(CA_PROFILES).optional(),
   open: z.enum(["true", "false"]).optional(),
@@ -63,8 +64,13 @@ export function caRotationRoutes(ctx: CpContext): Hono<AdminEnv> {
   routes.post("/:id/retire", guard(ctx, "write", { action: "pki.ca_rotation.retire", target: "ca_rotation" }), async (c) => {
     const id = idParam(c);
     const body = await readJson(c, retireBody);
-    const retired = await retireCaRotation(ctx, actorOf(c), id, { revokeLeaves: body.revoke_leaves === true });
-    c.set("auditDetail", { revoke_leaves: body.revoke_leaves === true, revoked_certificates: retired.revoked_certificates });
+    c.set("auditDetail", { revoke_leaves: body.revoke_leaves === true, force: body.force === true });
+    const retired = await retireCaRotation(ctx, actorOf(c), id, { revokeLeaves: body.revoke_leaves === true, force: body.force === true });
+    c.set("auditDetail", {
+      revoke_leaves: body.revoke_leaves === true,
+      force: body.force === true,
+      revoked_certificates: retired.revoked_certificates,
+    });
     return c.json(retired);
   });
   routes.post("/:id/rollback", guard(ctx, "write", { action: "pki.ca_rotation.rollback", target: "ca_rotation" }), async (c) => {

@@ -20,8 +20,14 @@
  * Each step is one transaction: the phase, the CA statuses, the configs it publishes and its PKI
  * audit rows commit together or not at all; nodes are hinted after the commit.
  *
- * Profiles are plugged in through ROTATION_PLANS (where the profile's trust is published). The
- * other three need node certificate rotation first and are refused with CA_ROTATION_UNSUPPORTED.
+ * Profiles are plugged in through ROTATION_PLANS: where the profile's trust is published, what
+ * per-node progress means and which step waits for it. For tcp_server_ca nothing is delivered to
+ * the nodes (they get the issuer with each new certificate): publish changes the SDK trust
+ * material (client-cert answers and SDK config files read the trusted CAs live), the switch then
+ * requests a node certificate rotation for every node so its business certificate comes from the
+ * new CA, retire waits until every node serves one, and rollback is refused once switched (the
+ * nodes would need a second fleet-wide rotation back while programs may already trust only the
+ * new root). cp_server_ca and cp_node_client_ca are refused with CA_ROTATION_UNSUPPORTED.
  */
 import type { Kysely } from "kysely";
 import type { CaRotationsTable, ControlSchema } from "../../../shared/db/control-schema.js";
@@ -33,6 +39,7 @@ import { CA_PROFILES, type CaProfile, createRootCa, type RevocationReason, x509 
 import { writePkiAudit } from "../audit/pki-audit.js";
 import { appendConfigVersionIn } from "../configs/admin-write.js";
 import type { Actor, CpContext } from "../context.js";
+import { type RotationStatus, requestNodeRotation, rotationStatus } from "../nodes/rotation.js";
 import { type Page, type PageRequest, paginate } from "../pagination.js";
 import { type CaStatus, loadActiveCa, recordCa, trustedCaBundle } from "./inventory.js";
 
@@ -49,8 +56,18 @@ const NEXT_STEPS: Record<CaRotationPhase, CaRotationStep[]> = {
   rolled_back: [],
 };
 
+/** The steps `phase` allows for `profile` (a plan may forbid rollback once switched). */
+function nextSteps(profile: string, phase: CaRotationPhase): CaRotationStep[] {
+  const steps = NEXT_STEPS[phase] ?? [];
+  const plan = ROTATION_PLANS[profile as CaProfile];
+  if (phase === "switched" && plan && !plan.rollbackAfterSwitch) return steps.filter((s) => s !== "rollback");
+  return steps;
+}
+
 /** Certificates revoked by a rollback (the successor's) and by retire with revoke_leaves (the old CA's). */
 const ROTATION_REVOCATION_REASON: RevocationReason = "superseded";
+/** Node certificate rotations that have not reached the node yet (rotation.ts UNFINISHED). */
+const UNFINISHED_NODE_ROTATION: readonly RotationStatus[] = ["issuing", "delivering", "delivered"];
 /** Node statuses whose progress a switch waits for: every node except those still provisioning (deleted ones are gone). */
 const WAITING_NODE_EXCLUDED_STATUSES = ["provisioning", "deleted"];
 
@@ -65,6 +82,16 @@ export interface PublishedVersion {
 interface RotationPlan {
   /** Publishes `bundlePem` wherever the profile's trust is published, inside `trx`; the versions now current. */
   publishTrust(trx: Kysely<ControlSchema>, now: number, actor: Actor, bundlePem: string): Promise<PublishedVersion[]>;
+  /** Per node, where it stands for the rotation's phase; null when there is nothing to show yet. */
+  progress(db: Kysely<ControlSchema>, row: RotationRow, versions: PublishedVersion[] | null): Promise<RotationProgress | null>;
+  /** The step refused with CA_ROTATION_NODES_PENDING (unless forced) while a node is not done. */
+  gatedStep: "switch" | "retire";
+  /** Whether a switched rotation may still be rolled back. */
+  rollbackAfterSwitch: boolean;
+  /** What publish records for the operator beside the step (detail.published). */
+  publishNote?: string;
+  /** Runs after the switch committed (the successor signs): what it did, recorded in detail.switched. */
+  afterSwitch?(ctx: CpContext, actor: Actor, row: RotationRow): Promise<Record<string, unknown>>;
 }
 
 const appClientCaPlan: RotationPlan = {
@@ -78,16 +105,36 @@ const appClientCaPlan: RotationPlan = {
     }
     return out;
   },
+  progress: async (db, _row, versions) => (versions ? rotationProgress(db, versions) : null),
+  gatedStep: "switch",
+  rollbackAfterSwitch: true,
 };
 
-const ROTATION_PLANS: Partial<Record<CaProfile, RotationPlan>> = { app_client_ca: appClientCaPlan };
+/**
+ * tcp_server_ca: the nodes need no trust in it (each new certificate comes with its issuer), the
+ * SDK does. Its trust material (client-cert answers, SDK config files) is read live from the CA
+ * statuses, so publish writes no config; the switch moves every node onto the new CA by a node
+ * certificate rotation, and retire waits until each one serves a new-CA certificate.
+ */
+const tcpServerCaPlan: RotationPlan = {
+  publishTrust: async () => [],
+  progress: serverCertProgress,
+  gatedStep: "retire",
+  rollbackAfterSwitch: false,
+  publishNote:
+    "Redistribute the SDK trust bundle (server_ca.pem and ocsp_signer_ca.pem, now holding both CAs: pki issue-client or POST /admin/v1/applications/:app_id/client-certs) to every program before the switch; after it, a program trusting only the old CA is refused on its next new connection.",
+  afterSwitch: rotateNodesOntoNewCa,
+};
+
+const ROTATION_PLANS: Partial<Record<CaProfile, RotationPlan>> = { app_client_ca: appClientCaPlan, tcp_server_ca: tcpServerCaPlan };
 
 /** Why a profile without a plan cannot be rotated yet (the error names it). */
 const NOT_YET: Record<CaProfile, string> = {
   app_client_ca: "",
-  tcp_server_ca: "every node's business certificate would have to be reissued by the new CA and the SDK trust updated",
-  cp_server_ca: "the CP's server certificate would have to be reissued and every node's cp_ca trust updated",
-  cp_node_client_ca: "every node's CP client certificate would have to be reissued by the new CA",
+  tcp_server_ca: "",
+  cp_server_ca: "the CP's server certificate would have to be reissued by the new CA and every node's cp_ca trust updated first",
+  cp_node_client_ca:
+    "every node's CP client certificate would have to be reissued by the new CA, and the CP's node API trust updated, without cutting any node off",
 };
 
 function planFor(profile: string): { profile: CaProfile; plan: RotationPlan } {
@@ -98,7 +145,7 @@ function planFor(profile: string): { profile: CaProfile; plan: RotationPlan } {
   const plan = ROTATION_PLANS[known];
   if (!plan) {
     throw new AuthNexusError("CA_ROTATION_UNSUPPORTED", {
-      message: `Rotation of ${known} is not available yet: ${NOT_YET[known]} (node certificate rotation). Only app_client_ca can be rotated.`,
+      message: `Rotation of ${known} is not available yet: ${NOT_YET[known]}. Only app_client_ca and tcp_server_ca can be rotated.`,
     });
   }
   return { profile: known, plan };
@@ -143,15 +190,26 @@ export interface NodeProgress {
   pending: number;
   /** Of the pending ones, those it reported it could not apply. */
   errors: number;
+  /** The node is where the rotation's current phase needs it. */
   done: boolean;
+  /** tcp_server_ca: the CA that issued the node's current business server certificate. */
+  server_ca_id?: string | null;
+  /** tcp_server_ca: whether that CA is the rotation's new CA (done once the node also acked the rotation that brought it). */
+  on_new_ca?: boolean;
+  /** tcp_server_ca, once switched: the node's newest certificate rotation and its status. */
+  rotation_id?: string | null;
+  rotation_status?: RotationStatus | null;
 }
 
 export interface RotationProgress {
-  /** Published versions counted (those of applications since deleted are not delivered and not counted). */
+  /**
+   * Published versions counted (those of applications since deleted are not delivered and not
+   * counted); for tcp_server_ca, 1 once switched (each node's server certificate), else 0.
+   */
   items: number;
   nodes_total: number;
   nodes_done: number;
-  /** Every node counted applied every published version: a switch is allowed without force. */
+  /** Every node is done: the step the profile gates (switch, or retire for tcp_server_ca) is allowed without force. */
   ready: boolean;
   nodes: NodeProgress[];
 }
@@ -248,7 +306,8 @@ export async function publishCaRotation(ctx: CpContext, actor: Actor, id: string
     const { plan } = planFor(row.ca_profile);
     await setCaStatus(trx, row.new_ca_id, ["pending"], "next");
     const versions = await publishTrust(trx, plan, row, now, actor);
-    await recordStep(trx, row, now, { published_versions: versions }, "published", { at: now, items: versions.length });
+    const note = plan.publishNote ? { operator_action: plan.publishNote } : {};
+    await recordStep(trx, row, now, { published_versions: versions }, "published", { at: now, items: versions.length, ...note });
     await auditStep(trx, ctx, actor, row, "ca_rotation.published", { items: versions.length });
     return { row, versions };
   });
@@ -270,8 +329,9 @@ export async function switchCaRotation(
   options: { force?: boolean } = {},
 ): Promise<CaRotationDetail> {
   const before = await getCaRotation(ctx, id);
-  requireStep(before.phase, "switch");
-  const waiting = (before.progress?.nodes ?? []).filter((n) => !n.done);
+  requireStep(before.ca_profile, before.phase, "switch");
+  const gated = planFor(before.ca_profile).plan.gatedStep === "switch";
+  const waiting = gated ? (before.progress?.nodes ?? []).filter((n) => !n.done) : [];
   if (waiting.length > 0 && !options.force) {
     throw new AuthNexusError("CA_ROTATION_NODES_PENDING", {
       message: `${waiting.length} of ${before.progress?.nodes_total ?? 0} node(s) have not applied the published trust bundles yet (${waiting
@@ -304,6 +364,11 @@ export async function switchCaRotation(
     agent_id: actor.agentId,
   });
   if (forced) log.warn("ca_rotation.switch_forced", { rotation_id: id, pending_nodes: waiting.map((n) => n.node_id).join(",") });
+  const { plan } = planFor(row.ca_profile);
+  if (plan.afterSwitch) {
+    const outcome = await plan.afterSwitch(ctx, actor, row);
+    await mergeStepDetail(ctx.controlDb, id, "switched", outcome, ctx.clock.now());
+  }
   return getCaRotation(ctx, id);
 }
 
@@ -312,8 +377,33 @@ export async function retireCaRotation(
   ctx: CpContext,
   actor: Actor,
   id: string,
-  options: { revokeLeaves?: boolean } = {},
+  options: { revokeLeaves?: boolean; force?: boolean } = {},
 ): Promise<CaRotationDetail & { revoked_certificates: number }> {
+  const before = await getCaRotation(ctx, id);
+  requireStep(before.ca_profile, before.phase, "retire");
+  const gated = planFor(before.ca_profile).plan.gatedStep === "retire";
+  const waiting = gated ? (before.progress?.nodes ?? []).filter((n) => !n.done) : [];
+  if (waiting.length > 0 && !options.force) {
+    throw new AuthNexusError("CA_ROTATION_NODES_PENDING", {
+      message: `${waiting.length} of ${before.progress?.nodes_total ?? 0} node(s) do not serve a server certificate of the new CA yet (${waiting
+        .slice(0, 5)
+        .map((n) => n.name)
+        .join(
+          ", ",
+        )}${waiting.length > 5 ? ", …" : ""}); wait until GET /admin/v1/pki/ca-rotations/${id} shows every node done (its certificate rotation applied), or retire with force.`,
+      publicDetail: {
+        pending_nodes: waiting.map((n) => ({
+          node_id: n.node_id,
+          name: n.name,
+          server_ca_id: n.server_ca_id ?? null,
+          rotation_id: n.rotation_id ?? null,
+          rotation_status: n.rotation_status ?? null,
+        })),
+      },
+    });
+  }
+  const forced = waiting.length > 0;
+  const pendingNodes = waiting.map((n) => n.node_id);
   const now = ctx.clock.now();
   const done = await ctx.controlDb.transaction().execute(async (trx) => {
     const row = await advance(trx, id, "retire", "retired", now);
@@ -321,14 +411,22 @@ export async function retireCaRotation(
     await setCaStatus(trx, row.old_ca_id, ["retiring"], "retired");
     const versions = await publishTrust(trx, plan, row, now, actor);
     const revoked = options.revokeLeaves ? await revokeIssuedBy(trx, ctx, actor, row, row.old_ca_id, now) : 0;
-    const step = { at: now, items: versions.length, revoke_leaves: options.revokeLeaves === true, revoked_certificates: revoked };
+    const step = {
+      at: now,
+      items: versions.length,
+      revoke_leaves: options.revokeLeaves === true,
+      revoked_certificates: revoked,
+      ...(gated ? { forced, pending_nodes: pendingNodes } : {}),
+    };
     await recordStep(trx, row, now, { published_versions: versions, finished_at: now }, "retired", step);
     await auditStep(trx, ctx, actor, row, "ca_rotation.retired", {
       revoke_leaves: options.revokeLeaves === true,
       revoked_certificates: revoked,
+      ...(gated ? { forced, pending_nodes: pendingNodes } : {}),
     });
     return { row, revoked, versions };
   });
+  if (forced) ctx.log.category("PKI").warn("ca_rotation.retire_forced", { rotation_id: id, pending_nodes: pendingNodes.join(",") });
   ctx.events.publish("config.pending", null);
   ctx.log.category("PKI").info("ca_rotation.retired", {
     rotation_id: id,
@@ -399,7 +497,7 @@ export async function getCaRotation(ctx: CpContext, id: string): Promise<CaRotat
   if (!row) throw notFound();
   const cas = await caSummaries(ctx.controlDb, [row.old_ca_id, row.new_ca_id]);
   const view = toView(row, cas);
-  return { ...view, progress: view.published_versions ? await rotationProgress(ctx.controlDb, view.published_versions) : null };
+  return { ...view, progress: await planFor(row.ca_profile).plan.progress(ctx.controlDb, row, view.published_versions) };
 }
 
 /** Per node (every node except provisioning ones), how many of `versions` it applied. */
@@ -456,6 +554,132 @@ async function rotationProgress(db: Kysely<ControlSchema>, versions: readonly Pu
   return { items: counted.length, nodes_total: progress.length, nodes_done: done, ready: done === progress.length, nodes: progress };
 }
 
+/**
+ * tcp_server_ca progress, per node (every node except provisioning ones): the CA of its current
+ * business certificate and, once switched, its newest certificate rotation. Before the switch
+ * nothing waits on a node (done); from the switch on a node is done when its certificate comes
+ * from the new CA and it acked the rotation that brought it (it serves that certificate), which
+ * retire waits for.
+ */
+async function serverCertProgress(db: Kysely<ControlSchema>, row: RotationRow): Promise<RotationProgress | null> {
+  const phase = row.phase as CaRotationPhase;
+  if (phase === "prepared") return null;
+  const afterSwitch = phase === "switched" || phase === "retired";
+  const nodes = await db
+    .selectFrom("nodes")
+    .leftJoin("certificates", "certificates.id", "nodes.server_cert_id")
+    .select(["nodes.id", "nodes.name", "nodes.status", "nodes.last_checkin_at", "certificates.ca_id as server_ca_id"])
+    .where("nodes.status", "not in", WAITING_NODE_EXCLUDED_STATUSES)
+    .orderBy("nodes.created_at")
+    .orderBy("nodes.id")
+    .execute();
+  const newest = new Map<string, { id: string; status: RotationStatus }>();
+  if (afterSwitch && nodes.length > 0) {
+    const rotations = await db
+      .selectFrom("node_cert_rotations")
+      .leftJoin("pki_jobs", "pki_jobs.id", "node_cert_rotations.issue_job_id")
+      .selectAll("node_cert_rotations")
+      .select("pki_jobs.status as issue_job_status")
+      .where(
+        "node_cert_rotations.node_id",
+        "in",
+        nodes.map((n) => n.id),
+      )
+      .orderBy("node_cert_rotations.created_at", "desc")
+      .orderBy("node_cert_rotations.id", "desc")
+      .execute();
+    for (const r of rotations) {
+      if (newest.has(r.node_id)) continue;
+      const { issue_job_status: jobStatus, ...rotation } = r;
+      newest.set(r.node_id, { id: r.id, status: rotationStatus(rotation, jobStatus ?? "pending") });
+    }
+  }
+  const progress = nodes.map((node): NodeProgress => {
+    const onNewCa = node.server_ca_id === row.new_ca_id;
+    const rotation = newest.get(node.id);
+    // The job records the new certificate as the node's when it issues it; the node serves it once it acked.
+    const serving = onNewCa && !(rotation && UNFINISHED_NODE_ROTATION.includes(rotation.status));
+    const done = afterSwitch ? serving : true;
+    return {
+      node_id: node.id,
+      name: node.name,
+      status: node.status,
+      last_checkin_at: node.last_checkin_at,
+      applied: afterSwitch && serving ? 1 : 0,
+      pending: done ? 0 : 1,
+      errors: !done && (rotation?.status === "failed" || rotation?.status === "cancelled") ? 1 : 0,
+      done,
+      server_ca_id: node.server_ca_id,
+      on_new_ca: onNewCa,
+      rotation_id: rotation?.id ?? null,
+      rotation_status: rotation?.status ?? null,
+    };
+  });
+  const done = progress.filter((n) => n.done).length;
+  return {
+    items: afterSwitch ? 1 : 0,
+    nodes_total: progress.length,
+    nodes_done: done,
+    ready: done === progress.length,
+    nodes: progress,
+  };
+}
+
+/** One node's outcome of the switch's request to reissue its business certificate from the new CA. */
+interface NodeRotationRequest {
+  node_id: string;
+  outcome: "requested" | "already_in_progress" | "not_provisioned" | "failed";
+  rotation_id: string | null;
+  message?: string;
+}
+
+/**
+ * After a tcp_server_ca switch: a certificate rotation for every node (neither provisioning nor
+ * deleted) holding certificates whose business certificate is not from the new CA yet. The
+ * rotation job issues from the active CA, the successor by now. A node with a rotation already
+ * under way is listed as such (its job may still issue from the new CA; progress shows where it
+ * ends up), as is any other refusal: the switch itself has committed.
+ */
+async function rotateNodesOntoNewCa(ctx: CpContext, actor: Actor, row: RotationRow): Promise<Record<string, unknown>> {
+  const nodes = await ctx.controlDb
+    .selectFrom("nodes")
+    .leftJoin("certificates", "certificates.id", "nodes.server_cert_id")
+    .select(["nodes.id", "certificates.ca_id as server_ca_id"])
+    .where("nodes.status", "not in", WAITING_NODE_EXCLUDED_STATUSES)
+    .where("nodes.server_cert_id", "is not", null)
+    .where("nodes.client_cert_id", "is not", null)
+    .orderBy("nodes.created_at")
+    .orderBy("nodes.id")
+    .execute();
+  const requests: NodeRotationRequest[] = [];
+  for (const node of nodes) {
+    if (node.server_ca_id === row.new_ca_id) continue;
+    try {
+      const rotation = await requestNodeRotation(ctx, actor, node.id, "ca_rotation");
+      requests.push({ node_id: node.id, outcome: "requested", rotation_id: rotation.id });
+    } catch (error) {
+      const code = error instanceof AuthNexusError ? error.code : "INTERNAL";
+      const message = error instanceof AuthNexusError ? error.message : "the rotation could not be requested";
+      const detail = error instanceof AuthNexusError ? (error.publicDetail as { rotation_id?: unknown } | undefined) : undefined;
+      const rotationId = detail?.rotation_id;
+      const outcome =
+        code === "NODE_ROTATION_IN_PROGRESS" ? "already_in_progress" : code === "NODE_NOT_PROVISIONED" ? "not_provisioned" : "failed";
+      requests.push({ node_id: node.id, outcome, rotation_id: typeof rotationId === "string" ? rotationId : null, message });
+      if (outcome === "failed") {
+        ctx.log.category("PKI").error("ca_rotation.node_rotation_failed", { rotation_id: row.id, node_id: node.id, error: message });
+      }
+    }
+  }
+  ctx.log.category("PKI").info("ca_rotation.nodes_rotating", {
+    rotation_id: row.id,
+    ca_profile: row.ca_profile,
+    requested: requests.filter((r) => r.outcome === "requested").length,
+    already_in_progress: requests.filter((r) => r.outcome === "already_in_progress").length,
+    other: requests.filter((r) => r.outcome === "not_provisioned" || r.outcome === "failed").length,
+  });
+  return { node_rotations: requests };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
@@ -484,9 +708,15 @@ async function assertNoOpenRotation(db: Kysely<ControlSchema>, profile: CaProfil
   }
 }
 
-function requireStep(phase: CaRotationPhase, step: CaRotationStep): void {
-  const allowed = NEXT_STEPS[phase];
+function requireStep(profile: string, phase: CaRotationPhase, step: CaRotationStep): void {
+  const allowed = nextSteps(profile, phase);
   if (allowed.includes(step)) return;
+  if (step === "rollback" && phase === "switched") {
+    throw new AuthNexusError("CA_ROTATION_WRONG_PHASE", {
+      message: `Cannot roll back a ${profile} rotation after the switch: the nodes were rotated onto certificates of the new CA, and programs may already trust only the new CA. Finish it with retire (force for nodes that cannot be moved), then prepare another rotation if the new CA must go.`,
+      publicDetail: { phase, next_steps: allowed },
+    });
+  }
   const hint = allowed.length === 0 ? "it has finished" : `the next step is ${allowed.join(" or ")}`;
   throw new AuthNexusError("CA_ROTATION_WRONG_PHASE", {
     message: `Cannot ${step} a rotation in phase ${phase}: ${hint}.`,
@@ -513,14 +743,14 @@ async function advance(
     .$if(dialectOf(trx) === "postgres", (q) => q.forUpdate())
     .executeTakeFirst();
   if (!row) throw notFound();
-  requireStep(row.phase as CaRotationPhase, step);
+  requireStep(row.ca_profile, row.phase as CaRotationPhase, step);
   const updated = await trx
     .updateTable("ca_rotations")
     .set({ phase: to, updated_at: now })
     .where("id", "=", id)
     .where("phase", "=", row.phase)
     .executeTakeFirst();
-  if (Number(updated.numUpdatedRows) !== 1) requireStep(to, step);
+  if (Number(updated.numUpdatedRows) !== 1) requireStep(row.ca_profile, to, step);
   return row;
 }
 
@@ -561,6 +791,32 @@ async function recordStep(
     })
     .where("id", "=", row.id)
     .execute();
+}
+
+/** Adds `patch` to what a step recorded (detail[phase]), after that step committed. */
+async function mergeStepDetail(
+  db: Kysely<ControlSchema>,
+  id: string,
+  phase: CaRotationPhase,
+  patch: Record<string, unknown>,
+  now: number,
+): Promise<void> {
+  await db.transaction().execute(async (trx) => {
+    const row = await trx
+      .selectFrom("ca_rotations")
+      .select("detail")
+      .where("id", "=", id)
+      .$if(dialectOf(trx) === "postgres", (q) => q.forUpdate())
+      .executeTakeFirstOrThrow();
+    const detail = parseObject(row.detail);
+    const step = detail[phase];
+    const merged = { ...detail, [phase]: { ...(step !== null && typeof step === "object" ? step : {}), ...patch } };
+    await trx
+      .updateTable("ca_rotations")
+      .set({ detail: JSON.stringify(merged), updated_at: now })
+      .where("id", "=", id)
+      .execute();
+  });
 }
 
 async function auditStep(
@@ -655,7 +911,7 @@ function toView(row: RotationRow, cas: Map<string, CaSummary>): CaRotationView {
     ca_profile: row.ca_profile,
     phase,
     open: row.finished_at === null,
-    next_steps: NEXT_STEPS[phase] ?? [],
+    next_steps: nextSteps(row.ca_profile, phase),
     old_ca: ca(row.old_ca_id),
     new_ca: ca(row.new_ca_id),
     published_versions: row.published_versions ? (JSON.parse(row.published_versions) as PublishedVersion[]) : null,
