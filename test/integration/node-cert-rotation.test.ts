@@ -263,5 +263,17 @@ for (const variant of dbVariants()) {
       const missing = await d.adminRaw("GET", `/nodes/${node.nodeId}/certs/rotations/rot_missing`);
       assert.equal(missing.status, 404, missing.text);
     });
+
+    test("a node whose client certificate is revoked cannot be rotated (it could never receive them): 409 naming the reissue, nothing queued", async () => {
+      const detail = await d.admin("GET", `/nodes/${node.nodeId}`);
+      const clientCertId = detail.certificates.client.id as string;
+      await d.admin("POST", `/pki/certs/${clientCertId}/revoke`, { reason: "keyCompromise" });
+      const jobsBefore = (await d.admin("GET", "/pki/jobs?limit=200")).items.length;
+      const answer = await d.adminRaw("POST", `/nodes/${node.nodeId}/certs/rotate`);
+      assert.equal(answer.status, 409, answer.text);
+      assert.equal(answer.json.error, "CONFLICT");
+      assert.match(answer.json.message, /reissue-package/);
+      assert.equal((await d.admin("GET", "/pki/jobs?limit=200")).items.length, jobsBefore);
+    });
   });
 }

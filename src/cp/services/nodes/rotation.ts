@@ -89,7 +89,7 @@ export async function requestNodeRotation(
     // are ordered, never interleaved.
     const touched = await tx.updateTable("nodes").set({ updated_at: now }).where("id", "=", nodeId).executeTakeFirst();
     if (Number(touched.numUpdatedRows) !== 1) throw nodeNotFound();
-    await refuseUnlessRotatable(tx, nodeId);
+    await refuseUnlessRotatable(tx, nodeId, now);
     const id = newId("rot");
     const jobId = await enqueueJob(tx, now, {
       kind: NODE_CERT_ROTATE_JOB_KIND,
@@ -121,7 +121,7 @@ export async function requestNodeRotation(
   return getRotation(ctx, nodeId, rotationId);
 }
 
-async function refuseUnlessRotatable(tx: Kysely<ControlSchema>, nodeId: string): Promise<void> {
+async function refuseUnlessRotatable(tx: Kysely<ControlSchema>, nodeId: string, now: number): Promise<void> {
   const node = await tx
     .selectFrom("nodes")
     .select(["status", "client_cert_id", "server_cert_id"])
@@ -140,6 +140,18 @@ async function refuseUnlessRotatable(tx: Kysely<ControlSchema>, nodeId: string):
       message: onboarding
         ? `The node's package job ${onboarding.id} has not finished yet; follow it at /admin/v1/pki/jobs/${onboarding.id}.`
         : "The node has no certificates to rotate yet.",
+    });
+  }
+  const client = await tx
+    .selectFrom("certificates")
+    .select(["status", "not_after"])
+    .where("id", "=", node.client_cert_id)
+    .executeTakeFirst();
+  const unusable = !client || client.status === "revoked" ? "revoked" : client.not_after <= now ? "expired" : null;
+  if (unusable) {
+    // The new credentials travel over the node's CP channel, which this certificate no longer opens.
+    throw new AuthNexusError("CONFLICT", {
+      message: `The node's CP client certificate is ${unusable}, so it cannot receive new certificates; reissue its package instead (POST /admin/v1/nodes/${nodeId}/reissue-package).`,
     });
   }
   for (const open of await loadRotations(tx, nodeId, { unfinishedOnly: true })) {
