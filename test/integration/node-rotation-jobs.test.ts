@@ -5,7 +5,7 @@
  * (the config pull that delivers, the ack) is called as the node API would call it.
  *
  * - A pending rotate job cancelled: the rotation reads "cancelled", a new rotation is accepted,
- *   and retrying the cancelled job fails it for good without issuing anything.
+ *   and supersedes it: retrying the cancelled job fails it for good without issuing anything.
  * - A rotate job left running by a CP that died: the sweep reclaims it once its lease expired and
  *   it completes exactly once (one new server and one new client certificate, one package); out
  *   of attempts it fails, and the node keeps its certificates.
@@ -148,16 +148,16 @@ for (const variant of dbVariants()) {
         list.items.map((r: Obj) => [r.id, r.status]),
         [
           [second.id, "issuing"],
-          [first.id, "cancelled"],
+          [first.id, "superseded"],
         ],
-        "newest first",
+        "newest first; the cancelled one is superseded by the new one",
       );
 
       // The older job, retried, must not issue credentials over the newer rotation: whichever runs
       // first, the newer rotation's certificates are the only ones issued.
       cp.clock.advance(1_000);
       json(await call(app, "POST", `${V1}/pki/jobs/${jobId}/retry`, { token, body: {} }), 200, "retry the cancelled job");
-      assert.equal((await rotation(nodeId, first.id)).status, "issuing", "its job is pending again");
+      assert.equal((await rotation(nodeId, first.id)).status, "superseded", "retrying its job does not bring it back");
       const secondJobId = second.jobs[0].id as string;
       const reports = [await worker.runOnce(), await worker.runOnce()];
       assert.equal(await worker.runOnce(), null);
@@ -165,10 +165,10 @@ for (const variant of dbVariants()) {
       assert.deepEqual(reports.find((r) => r?.jobId === jobId)?.outcome, "failed");
       const failed = await jobRow(jobId);
       assert.equal(failed.status, "failed");
-      assert.match(failed.last_error ?? "", new RegExp(`a newer rotation \\(${second.id}\\) of this node was requested`));
+      assert.match(failed.last_error ?? "", /the rotation was superseded/);
       assert.equal(failed.attempts, 1, "failed at once, not retried");
       const firstView = await rotation(nodeId, first.id);
-      assert.equal(firstView.status, "failed");
+      assert.equal(firstView.status, "superseded");
       assert.equal(firstView.issued_at, null);
       assert.equal(firstView.new_client_cert_id, null);
       const secondView = await rotation(nodeId, second.id);

@@ -55,14 +55,16 @@ async function rotateNodeCertificates(ctx: CpContext, run: JobRun): Promise<void
       .executeTakeFirstOrThrow();
     const rotation = await tx.selectFrom("node_cert_rotations").selectAll().where("id", "=", rotationId).executeTakeFirst();
     if (!rotation || rotation.superseded_at !== null)
-      throw new PermanentJobError("the rotation was superseded (the node's package was reissued)");
-    const newer = await tx
+      throw new PermanentJobError("the rotation was superseded (by a newer rotation, or the node's package was reissued)");
+    // Only the node's newest rotation may issue (same order as the rotation list: time, then id).
+    const newest = await tx
       .selectFrom("node_cert_rotations")
       .select("id")
       .where("node_id", "=", nodeId)
-      .where("created_at", ">", rotation.created_at)
-      .executeTakeFirst();
-    if (newer) throw new PermanentJobError(`a newer rotation (${newer.id}) of this node was requested`);
+      .orderBy("created_at", "desc")
+      .orderBy("id", "desc")
+      .executeTakeFirstOrThrow();
+    if (newest.id !== rotationId) throw new PermanentJobError(`a newer rotation (${newest.id}) of this node was requested`);
     const recorded = await recordNodeCredentials(tx, ctx, nodeId, credentials, { actor: JOB_ACTOR, jobId: run.job.id });
     await tx
       .updateTable("nodes")

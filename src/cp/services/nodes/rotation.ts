@@ -90,6 +90,15 @@ export async function requestNodeRotation(
     const touched = await tx.updateTable("nodes").set({ updated_at: now }).where("id", "=", nodeId).executeTakeFirst();
     if (Number(touched.numUpdatedRows) !== 1) throw nodeNotFound();
     await refuseUnlessRotatable(tx, nodeId, now);
+    // Earlier rotations that never issued (their job failed or was cancelled) are over: retrying
+    // their job now finds them superseded instead of racing this one.
+    await tx
+      .updateTable("node_cert_rotations")
+      .set({ superseded_at: now, updated_at: now })
+      .where("node_id", "=", nodeId)
+      .where("issued_at", "is", null)
+      .where("superseded_at", "is", null)
+      .execute();
     const id = newId("rot");
     const jobId = await enqueueJob(tx, now, {
       kind: NODE_CERT_ROTATE_JOB_KIND,
