@@ -13,6 +13,7 @@ import { writePkiAudit } from "../services/audit/pki-audit.js";
 import type { CpContext } from "../services/context.js";
 import { storeDeployPackage } from "../services/nodes/deploy-packages.js";
 import { sealRotationCredentials } from "../services/nodes/rotation.js";
+import { trustedCaBundle } from "../services/pki/inventory.js";
 import { buildNodePackage, issueNodeCredentials, logNodeCredentialsIssued, recordNodeCredentials } from "./node-credentials.js";
 import { type JobHandler, type JobRun, PermanentJobError } from "./worker.js";
 
@@ -42,6 +43,7 @@ async function rotateNodeCertificates(ctx: CpContext, run: JobRun): Promise<void
     server_issuer_pem: credentials.serverCa.certPem,
     client_cert_pem: credentials.client.certPem,
     client_key_pem: credentials.client.keyPem,
+    cp_ca_pem: await trustedCaBundle(ctx.controlDb, "cp_server_ca"),
   });
 
   const ids = await ctx.controlDb.transaction().execute(async (tx) => {

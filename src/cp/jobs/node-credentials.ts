@@ -13,7 +13,7 @@ import { type CaProfile, type IssuedCertificate, issueLeafCertificate, nodeUri }
 import { buildDeployPackage } from "../packages/deploy-package.js";
 import type { CpContext } from "../services/context.js";
 import { canonicalNodeHost } from "../services/nodes/lifecycle.js";
-import { loadActiveCa, recordCertificate, type StoredCa } from "../services/pki/inventory.js";
+import { loadActiveCa, recordCertificate, type StoredCa, trustedCaBundle } from "../services/pki/inventory.js";
 import { loadPasswordHashKey } from "../services/setup/setup.js";
 import { PermanentJobError } from "./worker.js";
 
@@ -68,7 +68,8 @@ export async function buildNodePackage(
     cpUrl: ctx.publicCpUrl,
     ocspUrl: ctx.publicOcspUrl,
     business: { host: node.host, port: node.business_port },
-    cpServerCaPem: await activeCaPem(ctx, "cp_server_ca"),
+    // Every cp_server_ca the CP may present during a rotation of that CA, not only the active one.
+    cpServerCaPem: await trustedCaBundle(ctx.controlDb, "cp_server_ca"),
     client: credentials.client,
     server: credentials.server,
     tcpServerCaPem: credentials.serverCa.certPem,

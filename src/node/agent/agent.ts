@@ -162,6 +162,7 @@ export class CpAgent {
       server: { certPem: pkg.server.pem, keyPem: pkg.server.keyPem },
       serverIssuerPem: pkg.serverIssuer.pem,
       client: { certPem: pkg.client.pem, keyPem: pkg.client.keyPem },
+      cpCaPem: pkg.cpCaPem,
     });
     this.client = new CpClient({
       cpUrl: pkg.manifest.cp_url,
@@ -230,7 +231,15 @@ export class CpAgent {
       agentFile: pkg.file,
       credentials: this.credentials,
       client: this.client,
-      cpCaPem: pkg.cpCaPem,
+      probeClient: (tls) =>
+        new CpClient({
+          cpUrl: pkg.manifest.cp_url,
+          nodeId,
+          tls,
+          requestTimeoutMs: () => rt().request_timeout_ms,
+          scheduler,
+        }),
+      cursors: () => this.cursors(),
       stapler: this.stapler,
       clock,
       log: { agent: this.log.agent, tls: this.log.tls },

@@ -2,7 +2,9 @@
  * A rotation, node side. The config pull carries new credentials; they are put in force in an
  * order that never leaves the node without working ones:
  *
- *   1. checked like a deploy package's (names this node, keys match, chain to the issuer);
+ *   1. checked like a deploy package's (names this node, keys match, chain to the issuer), and
+ *      proven to open the CP: one call over a throwaway client with the new client certificate
+ *      and the new CP trust bundle;
  *   2. the new server certificate's OCSP response fetched and verified — never served unstapled;
  *   3. persisted (./../package/persist-credentials.ts), so a restart from here uses them;
  *   4. swapped: new handshakes on the business port get the new certificate with its staple
@@ -19,6 +21,7 @@ import type { Clock } from "../../shared/time/index.js";
 import { type CredentialSet, checkCredentialSet } from "../package/load-agent-package.js";
 import { persistRotatedCredentials } from "../package/persist-credentials.js";
 import { type NodeCredentials, pemFingerprint, pemToDer } from "../state/node-credentials.js";
+import { CpCallError } from "./cp-call-error.js";
 import type { CpClient } from "./cp-client.js";
 import type { OcspStapler } from "./ocsp-stapler.js";
 
@@ -27,7 +30,10 @@ export interface CredentialRotationOptions {
   agentFile: string;
   credentials: NodeCredentials;
   client: Pick<CpClient, "ackCredentials" | "replaceClientCertificate">;
-  cpCaPem: string;
+  /** A throwaway client with other credentials, to prove they open the CP before anything is committed to them. */
+  probeClient: (tls: { caPem: string; certPem: string; keyPem: string }) => Pick<CpClient, "pullDelta" | "close">;
+  /** The node's delta cursors (the probe reads one page after them). */
+  cursors: () => { blacklist: number };
   stapler: Pick<OcspStapler, "fetchFor" | "switchCertificate" | "status">;
   clock: Clock;
   log: { agent: Logger; tls: Logger };
@@ -71,10 +77,21 @@ export class CredentialRotation {
     }
   }
 
+  private async probe(tls: { caPem: string; certPem: string; keyPem: string }): Promise<void> {
+    const client = this.options.probeClient(tls);
+    try {
+      await probeCall(client, this.options.cursors().blacklist);
+    } finally {
+      await client.close();
+    }
+  }
+
   private async putInForce(rotationId: string, set: CredentialSet): Promise<void> {
     const { nodeId, clock, log, stapler } = this.options;
     const problems = await checkCredentialSet(set, nodeId, clock);
     if (problems.length > 0) throw new Error(`delivered certificates refused: ${problems.join("; ")}`);
+    const cpCaPem = set.cpCaPem ?? this.options.credentials.get().cpCaPem;
+    await this.probe({ caPem: cpCaPem, certPem: set.clientCertPem, keyPem: set.clientKeyPem });
     const serverDer = pemToDer(set.serverCertPem);
     const issuerDer = pemToDer(set.serverIssuerPem);
     const response = await stapler.fetchFor(serverDer, issuerDer);
@@ -90,8 +107,9 @@ export class CredentialRotation {
       server: { certPem: set.serverCertPem, keyPem: set.serverKeyPem },
       serverIssuerPem: set.serverIssuerPem,
       client: { certPem: set.clientCertPem, keyPem: set.clientKeyPem },
+      cpCaPem,
     });
-    this.options.client.replaceClientCertificate({ caPem: this.options.cpCaPem, certPem: set.clientCertPem, keyPem: set.clientKeyPem });
+    this.options.client.replaceClientCertificate({ caPem: cpCaPem, certPem: set.clientCertPem, keyPem: set.clientKeyPem });
     log.tls.info("credentials.rotated", {
       rotation_id: rotationId,
       server_cert_sha256: pemFingerprint(set.serverCertPem),
@@ -102,6 +120,19 @@ export class CredentialRotation {
   }
 }
 
+/**
+ * One call to the CP as the node will make them after the swap. A 410 (the cursor is older than
+ * the retained log) still proves the TLS handshake and the CP's identity check passed.
+ */
+async function probeCall(client: Pick<CpClient, "pullDelta">, since: number): Promise<void> {
+  try {
+    await client.pullDelta("blacklist", since, 1);
+  } catch (error) {
+    if (error instanceof CpCallError && error.status === 410) return;
+    throw new Error(`the new certificates do not open the CP: ${(error as Error).message}`);
+  }
+}
+
 function toCredentialSet(delivery: NodeCredentialsDelivery): CredentialSet {
   return {
     serverCertPem: delivery.server_cert_pem,
@@ -109,5 +140,6 @@ function toCredentialSet(delivery: NodeCredentialsDelivery): CredentialSet {
     serverIssuerPem: delivery.server_issuer_pem,
     clientCertPem: delivery.client_cert_pem,
     clientKeyPem: delivery.client_key_pem,
+    ...(delivery.cp_ca_pem === undefined ? {} : { cpCaPem: delivery.cp_ca_pem }),
   };
 }

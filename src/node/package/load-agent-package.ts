@@ -94,6 +94,8 @@ export interface CredentialSet {
   serverIssuerPem: string;
   clientCertPem: string;
   clientKeyPem: string;
+  /** The CP trust bundle, when the delivery changes it. */
+  cpCaPem?: string;
 }
 
 /**
@@ -103,6 +105,7 @@ export interface CredentialSet {
  */
 export async function checkCredentialSet(set: CredentialSet, nodeId: string, clock: Clock): Promise<string[]> {
   const problems: string[] = [];
+  if (set.cpCaPem !== undefined) checkCaBundle(set.cpCaPem, "CP trust bundle", problems);
   const issuer = loadSingleCertificate(set.serverIssuerPem, "server issuer", problems);
   if (issuer && !issuer.info.isCa) problems.push("server issuer: not a CA certificate");
   const client = loadSingleCertificate(set.clientCertPem, "client certificate", problems);

@@ -10,7 +10,7 @@ import path from "node:path";
 import type { AgentPackage } from "../../shared/node-protocol/index.js";
 import type { CredentialSet } from "./load-agent-package.js";
 
-type CredentialFile = "server_cert" | "server_key" | "server_issuer" | "client_cert" | "client_key";
+type CredentialFile = "server_cert" | "server_key" | "server_issuer" | "client_cert" | "client_key" | "cp_ca";
 
 const SECRET: ReadonlySet<CredentialFile> = new Set(["server_key", "client_key"]);
 
@@ -18,22 +18,24 @@ const SECRET: ReadonlySet<CredentialFile> = new Set(["server_key", "client_key"]
 export async function persistRotatedCredentials(agentFile: string, rotationId: string, set: CredentialSet): Promise<string[]> {
   const directory = path.dirname(agentFile);
   const manifest = JSON.parse(await fs.readFile(agentFile, "utf8")) as AgentPackage & Record<string, unknown>;
-  const contents: Record<CredentialFile, string> = {
+  const contents: Partial<Record<CredentialFile, string>> = {
     server_cert: set.serverCertPem,
     server_key: set.serverKeyPem,
     server_issuer: set.serverIssuerPem,
     client_cert: set.clientCertPem,
     client_key: set.clientKeyPem,
+    ...(set.cpCaPem === undefined ? {} : { cp_ca: set.cpCaPem }),
   };
-  const names: Record<CredentialFile, string> = {
+  const names: Partial<Record<CredentialFile, string>> = {
     server_cert: `server-${rotationId}.crt`,
     server_key: `server-${rotationId}.key`,
     server_issuer: `server-issuer-${rotationId}.crt`,
     client_cert: `client-${rotationId}.crt`,
     client_key: `client-${rotationId}.key`,
+    ...(set.cpCaPem === undefined ? {} : { cp_ca: `cp-ca-${rotationId}.pem` }),
   };
   for (const key of Object.keys(names) as CredentialFile[]) {
-    await writeSynced(path.join(directory, names[key]), contents[key], SECRET.has(key) ? 0o600 : 0o644);
+    await writeSynced(path.join(directory, names[key] as string), contents[key] as string, SECRET.has(key) ? 0o600 : 0o644);
   }
   const replaced = (Object.keys(names) as CredentialFile[]).map((key) => manifest.files[key]);
   const next = { ...manifest, files: { ...manifest.files, ...names } };

@@ -15,6 +15,8 @@ export interface CurrentCredentials {
   /** tcp_server_ca that issued `server` (signer of its OCSP responses). */
   serverIssuerPem: string;
   client: KeyedCertificate;
+  /** The cp_server_ca bundle the CP's node API certificate must chain to. */
+  cpCaPem: string;
 }
 
 export class NodeCredentials {

@@ -75,8 +75,11 @@ export const CERT_RENEW_FIRST_CHECK_DELAY_MS = 30_000;
 export const CLOCK_SKEW_MS = 5 * 60 * 1000;
 /** The CP renews its own server certificate (9091) at start when less than this remains (ms). */
 export const CP_CERT_RENEW_BEFORE_MS = 30 * 24 * 60 * 60 * 1000;
-/** How often a running CP renews its node API certificate when due and picks up one another CP process renewed. */
-export const CP_TLS_IDENTITY_CHECK_MS = 60 * 60_000;
+/**
+ * How often a running CP checks its node API identity: renews its certificate when due, and
+ * picks up what another CP process changed (a renewed certificate, a CA rotation's trust).
+ */
+export const CP_TLS_IDENTITY_CHECK_MS = 60_000;
 
 /** How long in-flight requests may run after SIGINT/SIGTERM before sockets are cut (ms). */
 export const SHUTDOWN_GRACE_MS = 10_000;

@@ -171,8 +171,9 @@ const pem = z
 /**
  * New certificates for the node, from a rotation (docs/pki.md, "Rotating a node's
  * certificates"): its business server certificate with the tcp_server_ca that issued it, and
- * its CP client certificate, each with its new private key. The node checks, staples, swaps,
- * persists, then acks with the new client certificate.
+ * its CP client certificate, each with its new private key, and the CP trust bundle. The node
+ * checks, probes the CP with them, staples, persists, swaps, then acks with the new client
+ * certificate.
  */
 export const nodeCredentialsDelivery = z.object({
   rotation_id: z.string().regex(/^[A-Za-z0-9_-]{1,64}$/),
@@ -181,6 +182,8 @@ export const nodeCredentialsDelivery = z.object({
   server_issuer_pem: pem,
   client_cert_pem: pem,
   client_key_pem: pem,
+  /** Every cp_server_ca the node must trust for the CP from now on (both during a cp_server_ca rotation). */
+  cp_ca_pem: pem.optional(),
 });
 export type NodeCredentialsDelivery = z.infer<typeof nodeCredentialsDelivery>;
 
