@@ -36,6 +36,7 @@ export interface RotationView {
   old_client_cert_id: string | null;
   new_server_cert_id: string | null;
   new_client_cert_id: string | null;
+  new_server_spki_pin: string | null;
   package_id: string | null;
   jobs: RotationJob[];
 }
@@ -120,7 +121,7 @@ function stepLine(step: Step, view: RotationView): string {
     case "issuing":
       return `issuing: ${jobName(issue)} issues a new server and a new client certificate for node ${view.node_id}`;
     case "delivering":
-      return `delivering: issued at ${time(view.issued_at)} (server ${orDash(view.new_server_cert_id)}, client ${orDash(view.new_client_cert_id)}, package ${orDash(view.package_id)}); waiting for the node's next config pull`;
+      return `delivering: issued at ${time(view.issued_at)} (server ${orDash(view.new_server_cert_id)}, client ${orDash(view.new_client_cert_id)}, package ${orDash(view.package_id)}; new SPKI pin ${orDash(view.new_server_spki_pin)}); waiting for the node's next config pull`;
     case "delivered":
       return `delivered: the node received them at ${time(view.delivered_at)}; waiting for it to switch and acknowledge`;
     case "applied": {

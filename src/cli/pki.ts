@@ -364,7 +364,11 @@ interface CaRotateFlags extends AdminSessionFlags, JsonFlag {
   phase?: string;
   force?: boolean;
   revokeLeaves?: boolean;
+  waitReady?: string;
 }
+
+/** How often `--wait-ready` reads the rotation. */
+const READY_POLL_MS = 2000;
 
 const NODE_PROGRESS_COLUMNS: Column<NodeProgressItem>[] = [
   { header: "NODE", value: (n) => n.node_id },
@@ -381,15 +385,20 @@ const NODE_PROGRESS_COLUMNS: Column<NodeProgressItem>[] = [
 function registerCaRotate(pki: Command): void {
   const ca = pki.command("ca").description("CA operations");
   command(ca, "rotate", "rotate a CA in phases: prepare, publish, switch, retire (or rollback); without --phase, show the open rotation")
-    .argument("<ca>", "CA profile (only app_client_ca can be rotated so far)")
+    .argument("<ca>", "CA profile: app_client_ca, tcp_server_ca, cp_server_ca or cp_node_client_ca")
     .option("--phase <phase>", `one of ${CA_ROTATE_PHASES.join(", ")} (default: status)`)
-    .option("--force", "with --phase switch: switch although some nodes have not applied the published bundles")
+    .option("--force", "with --phase switch or retire: go on although some nodes are not done (see --phase status)")
     .option("--revoke-leaves", "with --phase retire: revoke every certificate of the old CA not yet revoked")
+    .option("--wait-ready <seconds>", "with --phase status: wait until every node is done (exit 1 when the time runs out)")
     .action(async (caProfile: string, flags: CaRotateFlags) => {
       const phase = (flags.phase ?? "status") as CaRotatePhase;
       if (!CA_ROTATE_PHASES.includes(phase)) throw new Error(`--phase must be one of ${CA_ROTATE_PHASES.join(", ")}`);
-      if (flags.force && phase !== "switch") throw new Error("--force goes with --phase switch only");
+      if (flags.force && phase !== "switch" && phase !== "retire") throw new Error("--force goes with --phase switch or retire only");
       if (flags.revokeLeaves && phase !== "retire") throw new Error("--revoke-leaves goes with --phase retire only");
+      const waitMs = flags.waitReady === undefined ? null : Number(flags.waitReady) * 1000;
+      if (waitMs !== null && phase !== "status") throw new Error("--wait-ready goes with --phase status only");
+      if (waitMs !== null && !(Number.isInteger(waitMs) && waitMs > 0))
+        throw new Error("--wait-ready must be a whole number of seconds, at least 1");
       const base = "/admin/v1/pki/ca-rotations";
       const answer = await withAdminSession(flags, async (s): Promise<RotationItem | Page<RotationItem>> => {
         if (phase === "prepare") return s.call<RotationItem>("POST", base, { ca: caProfile });
@@ -400,9 +409,14 @@ function registerCaRotate(pki: Command): void {
           throw new Error(`no rotation of ${caProfile} is open; start one with --phase prepare`);
         }
         const path = `${base}/${encodeURIComponent(current.id)}`;
+        if (phase === "status" && waitMs !== null) return waitUntilReady(() => s.call<RotationItem>("GET", path), waitMs);
         if (phase === "status") return s.call<RotationItem>("GET", path);
         if (phase === "switch") return s.call<RotationItem>("POST", `${path}/switch`, { force: flags.force === true });
-        if (phase === "retire") return s.call<RotationItem>("POST", `${path}/retire`, { revoke_leaves: flags.revokeLeaves === true });
+        if (phase === "retire")
+          return s.call<RotationItem>("POST", `${path}/retire`, {
+            revoke_leaves: flags.revokeLeaves === true,
+            force: flags.force === true,
+          });
         return s.call<RotationItem>("POST", `${path}/${phase}`, {});
       });
       if (flags.json) return printJson(answer);
@@ -414,12 +428,29 @@ function registerCaRotate(pki: Command): void {
     });
 }
 
+/** Reads the rotation until its progress is ready; fails with the rotation's state when `waitMs` runs out. */
+async function waitUntilReady(read: () => Promise<RotationItem>, waitMs: number): Promise<RotationItem> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    const rotation = await read();
+    if (rotation.progress?.ready) return rotation;
+    if (Date.now() >= deadline) {
+      const p = rotation.progress;
+      const left = p ? p.nodes.filter((n) => !n.done).map((n) => n.name) : [];
+      throw new Error(
+        `not every node is done after ${waitMs / 1000} s (${p ? `${p.nodes_done} of ${p.nodes_total}` : "no progress yet"}${left.length ? `; waiting for ${left.join(", ")}` : ""})`,
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, READY_POLL_MS));
+  }
+}
+
 const STEP_DONE: Record<CaRotatePhase, string> = {
   prepare: "prepared: the new CA exists and does not sign yet; next: --phase publish",
-  publish: "published: the trust bundles hold both CAs; wait until every node is done, then --phase switch",
+  publish: "published: both CAs are trusted (see the steps for this CA in docs/operations.md); when every node is done, --phase switch",
   status: "",
   switch: "switched: the new CA signs from now on; old certificates keep working until --phase retire",
-  retire: "retired: the trust bundles hold only the new CA; old-CA certificates are refused once nodes apply them",
+  retire: "retired: only the new CA is trusted; old-CA certificates are refused once every party has applied it",
   rollback: "rolled back: the old CA signs again and is the only one trusted",
 };
 
@@ -442,7 +473,7 @@ function printRotation(r: RotationItem, phase: CaRotatePhase): void {
   if (!r.progress) return;
   const p = r.progress;
   process.stdout.write(
-    `nodes: ${p.nodes_done} of ${p.nodes_total} applied the ${p.items} published bundle version(s)${r.phase === "published" && !p.ready ? " (switch waits for the rest, or --force)" : ""}\n`,
+    `nodes: ${p.nodes_done} of ${p.nodes_total} done${p.ready ? "" : ` (${r.phase === "switched" ? "retire" : "switch"} waits for the rest, or --force)`}\n`,
   );
   if (p.nodes.length > 0) printTable(NODE_PROGRESS_COLUMNS, p.nodes);
 }

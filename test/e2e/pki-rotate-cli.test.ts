@@ -138,7 +138,7 @@ describe("authnexus pki rotate", () => {
     );
     assert.match(
       delivering,
-      /^delivering: issued at \S+Z \(server crt_\S+, client crt_\S+, package pkg_\S+\); waiting for the node's next config pull$/,
+      /^delivering: issued at \S+Z \(server crt_\S+, client crt_\S+, package pkg_\S+; new SPKI pin [A-Za-z0-9+/]{43}=\); waiting for the node's next config pull$/,
     );
     assert.match(delivered, /^delivered: the node received them at \S+Z; waiting for it to switch and acknowledge$/);
     assert.match(

@@ -1461,10 +1461,10 @@ for (const variant of dbVariants()) {
             method: "POST",
             template: "/pki/ca-rotations",
             path: () => `${V1}/pki/ca-rotations`,
-            body: { ca: "tcp_server_ca" },
+            body: { ca: "made_up_ca" },
             allowed: WRITERS,
-            status: 422,
-            code: "CA_ROTATION_UNSUPPORTED",
+            status: 400,
+            code: "VALIDATION_FAILED",
           },
           ...(["publish", "switch", "retire", "rollback"] as const).map((step) => ({
             method: "POST",

@@ -176,6 +176,10 @@ for (const variant of dbVariants()) {
       assert.equal((await d.admin("GET", `/nodes/${node.nodeId}/deploy-packages`)).items.length, oldPackages + 1);
 
       // New handshakes: the new certificate, stapled; a new SDK client (must-staple) connects.
+      const pin = createHash("sha256")
+        .update(new X509Certificate(newServer.certificate_pem).publicKey.export({ type: "spki", format: "der" }))
+        .digest("base64");
+      assert.equal(applied.new_server_spki_pin, pin, "the view names the new certificate's SPKI pin");
       const after = await handshake(node, material);
       assert.notEqual(after.sha256, before.sha256);
       assert.equal(after.sha256, sha256(newServer.certificate_pem));

@@ -79,7 +79,6 @@ export const ERROR_CATALOGUE = {
   OCSP_RESPONSE_INVALID: entry(502, 4004, "The OCSP response could not be verified."),
 
   // CA rotations (admin side): a phased operation per CA profile (docs/operations.md)
-  CA_ROTATION_UNSUPPORTED: entry(422, 4201, "Rotation of this CA is not available yet."),
   CA_ROTATION_IN_PROGRESS: entry(409, 4202, "A rotation of this CA is already open."),
   CA_ROTATION_WRONG_PHASE: entry(409, 4203, "The rotation is not in a phase that allows this step."),
   CA_ROTATION_NODES_PENDING: entry(409, 4204, "Not every node has applied the published trust bundles yet."),

@@ -16,7 +16,7 @@
  * A rotation's status is derived from its timestamps and its issue job, so the jobs endpoints
  * (retry, cancel) and this view can never disagree.
  */
-import { createHash } from "node:crypto";
+import { createHash, X509Certificate } from "node:crypto";
 import type { Kysely } from "kysely";
 import type { ControlSchema, NodeCertRotationsTable } from "../../../shared/db/control-schema.js";
 import { AuthNexusError } from "../../../shared/errors/index.js";
@@ -70,6 +70,8 @@ export interface RotationView {
   old_client_cert_id: string | null;
   new_server_cert_id: string | null;
   new_client_cert_id: string | null;
+  /** The new server certificate's SPKI pin (base64 SHA-256, as SDK spki_pins take it): programs that pin add it. */
+  new_server_spki_pin: string | null;
   package_id: string | null;
   /** The issue job, then the retire job once the node acked. */
   jobs: PkiJobView[];
@@ -197,16 +199,27 @@ async function loadRotations(
   const jobIds = rows.flatMap((r) => [r.issue_job_id, r.retire_job_id].filter((id): id is string => id !== null));
   const jobs = jobIds.length === 0 ? [] : await db.selectFrom("pki_jobs").selectAll().where("id", "in", jobIds).execute();
   const byId = new Map(jobs.map((j) => [j.id, toJobView(j)]));
-  return rows.map((row) => toView(row, byId));
+  const serverIds = rows.map((r) => r.new_server_cert_id).filter((id): id is string => id !== null);
+  const servers =
+    serverIds.length === 0 ? [] : await db.selectFrom("certificates").select(["id", "cert_pem"]).where("id", "in", serverIds).execute();
+  const pins = new Map(servers.map((c) => [c.id, spkiPin(c.cert_pem)]));
+  return rows.map((row) => toView(row, byId, pins));
 }
 
-function toView(row: NodeCertRotationsTable, jobs: Map<string, PkiJobView>): RotationView {
+/** base64 of the SHA-256 of the certificate's SubjectPublicKeyInfo (the form HPKP, curl and the SDK use). */
+function spkiPin(pem: string): string {
+  const spki = new X509Certificate(pem).publicKey.export({ type: "spki", format: "der" });
+  return createHash("sha256").update(spki).digest("base64");
+}
+
+function toView(row: NodeCertRotationsTable, jobs: Map<string, PkiJobView>, pins: Map<string, string>): RotationView {
   const issueJob = jobs.get(row.issue_job_id);
   const retireJob = row.retire_job_id === null ? undefined : jobs.get(row.retire_job_id);
   const { credentials_ciphertext: _sealed, updated_at: _updated, issue_job_id: _issue, retire_job_id: _retire, ...rest } = row;
   return {
     ...rest,
     status: rotationStatus(row, issueJob?.status ?? "pending"),
+    new_server_spki_pin: row.new_server_cert_id === null ? null : (pins.get(row.new_server_cert_id) ?? null),
     jobs: [issueJob, retireJob].filter((job): job is PkiJobView => job !== undefined),
   };
 }

@@ -27,7 +27,11 @@
  * requests a node certificate rotation for every node so its business certificate comes from the
  * new CA, retire waits until every node serves one, and rollback is refused once switched (the
  * nodes would need a second fleet-wide rotation back while programs may already trust only the
- * new root). cp_server_ca and cp_node_client_ca are refused with CA_ROTATION_UNSUPPORTED.
+ * new root). cp_node_client_ca: publish makes the CP's node API trust both CAs, the switch rotates
+ * every node onto a client certificate of the new CA, retire (gated on that) drops the old CA
+ * from the node API's trust. cp_server_ca: publish rotates every node with a CP trust bundle
+ * holding both CAs, the switch (gated on that) makes the CP serve a certificate of the new CA,
+ * retire rotates the nodes again with only the new one; rollback after the switch is allowed.
  */
 import type { Kysely } from "kysely";
 import type { CaRotationsTable, ControlSchema } from "../../../shared/db/control-schema.js";
@@ -91,8 +95,14 @@ interface RotationPlan {
   /** What publish records for the operator beside the step (detail.published). */
   publishNote?: string;
   /** Runs after the switch committed (the successor signs): what it did, recorded in detail.switched. */
-  afterSwitch?(ctx: CpContext, actor: Actor, row: RotationRow): Promise<Record<string, unknown>>;
+  afterSwitch?: StepHook;
+  /** Run after publish, retire and rollback committed, each recorded in that step's detail. */
+  afterPublish?: StepHook;
+  afterRetire?: StepHook;
+  afterRollback?: StepHook;
 }
+
+type StepHook = (ctx: CpContext, actor: Actor, row: RotationRow) => Promise<Record<string, unknown>>;
 
 const appClientCaPlan: RotationPlan = {
   async publishTrust(trx, now, actor, bundlePem) {
@@ -118,23 +128,65 @@ const appClientCaPlan: RotationPlan = {
  */
 const tcpServerCaPlan: RotationPlan = {
   publishTrust: async () => [],
-  progress: serverCertProgress,
+  progress: (db, row) => certificateCaProgress(db, row, "server_cert_id"),
   gatedStep: "retire",
   rollbackAfterSwitch: false,
   publishNote:
     "Redistribute the SDK trust bundle (server_ca.pem and ocsp_signer_ca.pem, now holding both CAs: pki issue-client or POST /admin/v1/applications/:app_id/client-certs) to every program before the switch; after it, a program trusting only the old CA is refused on its next new connection.",
-  afterSwitch: rotateNodesOntoNewCa,
+  afterSwitch: (ctx, actor, row) => rotateNodes(ctx, actor, row, "server_cert_id"),
 };
 
-const ROTATION_PLANS: Partial<Record<CaProfile, RotationPlan>> = { app_client_ca: appClientCaPlan, tcp_server_ca: tcpServerCaPlan };
+/** Tells every CP process's node API to reload its TLS identity (this one at once, the others within a minute). */
+const reloadCpTls: StepHook = async (ctx) => {
+  ctx.events.tlsIdentityChanged();
+  return { cp_tls_reloaded_at: ctx.clock.now() };
+};
 
-/** Why a profile without a plan cannot be rotated yet (the error names it). */
-const NOT_YET: Record<CaProfile, string> = {
-  app_client_ca: "",
-  tcp_server_ca: "",
-  cp_server_ca: "the CP's server certificate would have to be reissued by the new CA and every node's cp_ca trust updated first",
-  cp_node_client_ca:
-    "every node's CP client certificate would have to be reissued by the new CA, and the CP's node API trust updated, without cutting any node off",
+/**
+ * cp_node_client_ca: the CP's node API is the only party that trusts it. Publish makes the node
+ * API trust both CAs; the switch rotates every node onto a client certificate of the new CA (the
+ * old one stays accepted through each rotation's grace); retire waits until every node presents a
+ * new-CA certificate, then the node API trusts only the new CA. Rollback is refused once nodes
+ * were moved: the old CA would have to issue them all again.
+ */
+const cpNodeClientCaPlan: RotationPlan = {
+  publishTrust: async () => [],
+  progress: (db, row) => certificateCaProgress(db, row, "client_cert_id"),
+  gatedStep: "retire",
+  rollbackAfterSwitch: false,
+  afterPublish: reloadCpTls,
+  afterSwitch: (ctx, actor, row) => rotateNodes(ctx, actor, row, "client_cert_id"),
+  afterRetire: reloadCpTls,
+  afterRollback: reloadCpTls,
+};
+
+/**
+ * cp_server_ca: the nodes trust it for the CP's node API certificate (their files.cp_ca). Publish
+ * rotates every node's certificates with a CP trust bundle holding both CAs (the one way new
+ * trust reaches a node); the switch waits until every node applied that, then the CP serves a
+ * certificate of the new CA; retire rotates the nodes again with only the new CA. A rollback
+ * after the switch is safe (the nodes trust both): the CP goes back to a certificate of the old CA.
+ */
+const cpServerCaPlan: RotationPlan = {
+  publishTrust: async () => [],
+  progress: trustDeliveryProgress,
+  gatedStep: "switch",
+  rollbackAfterSwitch: true,
+  afterPublish: (ctx, actor, row) => rotateNodes(ctx, actor, row, null),
+  afterSwitch: reloadCpTls,
+  afterRetire: (ctx, actor, row) => rotateNodes(ctx, actor, row, null),
+  // Back to a certificate of the old CA; nodes that got the both-CA bundle get one without the abandoned CA.
+  afterRollback: async (ctx, actor, row) => ({
+    ...(await reloadCpTls(ctx, actor, row)),
+    ...(row.phase === "prepared" ? {} : await rotateNodes(ctx, actor, row, null)),
+  }),
+};
+
+const ROTATION_PLANS: Record<CaProfile, RotationPlan> = {
+  app_client_ca: appClientCaPlan,
+  tcp_server_ca: tcpServerCaPlan,
+  cp_node_client_ca: cpNodeClientCaPlan,
+  cp_server_ca: cpServerCaPlan,
 };
 
 function planFor(profile: string): { profile: CaProfile; plan: RotationPlan } {
@@ -142,13 +194,7 @@ function planFor(profile: string): { profile: CaProfile; plan: RotationPlan } {
     throw new AuthNexusError("VALIDATION_FAILED", { message: `ca must be one of ${CA_PROFILES.join(", ")}.` });
   }
   const known = profile as CaProfile;
-  const plan = ROTATION_PLANS[known];
-  if (!plan) {
-    throw new AuthNexusError("CA_ROTATION_UNSUPPORTED", {
-      message: `Rotation of ${known} is not available yet: ${NOT_YET[known]}. Only app_client_ca and tcp_server_ca can be rotated.`,
-    });
-  }
-  return { profile: known, plan };
+  return { profile: known, plan: ROTATION_PLANS[known] };
 }
 
 export interface CaSummary {
@@ -194,6 +240,8 @@ export interface NodeProgress {
   done: boolean;
   /** tcp_server_ca: the CA that issued the node's current business server certificate. */
   server_ca_id?: string | null;
+  /** cp_node_client_ca: the CA that issued the node's current CP client certificate. */
+  client_ca_id?: string | null;
   /** tcp_server_ca: whether that CA is the rotation's new CA (done once the node also acked the rotation that brought it). */
   on_new_ca?: boolean;
   /** tcp_server_ca, once switched: the node's newest certificate rotation and its status. */
@@ -318,6 +366,7 @@ export async function publishCaRotation(ctx: CpContext, actor: Actor, id: string
     items: published.versions.length,
     agent_id: actor.agentId,
   });
+  await runHook(ctx, actor, published.row, "published", planFor(published.row.ca_profile).plan.afterPublish);
   return getCaRotation(ctx, id);
 }
 
@@ -364,11 +413,7 @@ export async function switchCaRotation(
     agent_id: actor.agentId,
   });
   if (forced) log.warn("ca_rotation.switch_forced", { rotation_id: id, pending_nodes: waiting.map((n) => n.node_id).join(",") });
-  const { plan } = planFor(row.ca_profile);
-  if (plan.afterSwitch) {
-    const outcome = await plan.afterSwitch(ctx, actor, row);
-    await mergeStepDetail(ctx.controlDb, id, "switched", outcome, ctx.clock.now());
-  }
+  await runHook(ctx, actor, row, "switched", planFor(row.ca_profile).plan.afterSwitch);
   return getCaRotation(ctx, id);
 }
 
@@ -436,6 +481,7 @@ export async function retireCaRotation(
     revoked_certificates: done.revoked,
     agent_id: actor.agentId,
   });
+  await runHook(ctx, actor, done.row, "retired", planFor(done.row.ca_profile).plan.afterRetire);
   return { ...(await getCaRotation(ctx, id)), revoked_certificates: done.revoked };
 }
 
@@ -468,6 +514,7 @@ export async function rollbackCaRotation(
     revoked_certificates: done.revoked,
     agent_id: actor.agentId,
   });
+  await runHook(ctx, actor, done.row, "rolled_back", planFor(done.row.ca_profile).plan.afterRollback);
   return { ...(await getCaRotation(ctx, id)), revoked_certificates: done.revoked };
 }
 
@@ -561,30 +608,73 @@ async function rotationProgress(db: Kysely<ControlSchema>, versions: readonly Pu
  * from the new CA and it acked the rotation that brought it (it serves that certificate), which
  * retire waits for.
  */
-async function serverCertProgress(db: Kysely<ControlSchema>, row: RotationRow): Promise<RotationProgress | null> {
+async function certificateCaProgress(
+  db: Kysely<ControlSchema>,
+  row: RotationRow,
+  column: "server_cert_id" | "client_cert_id",
+): Promise<RotationProgress | null> {
   const phase = row.phase as CaRotationPhase;
   if (phase === "prepared") return null;
   const afterSwitch = phase === "switched" || phase === "retired";
   const nodes = await db
     .selectFrom("nodes")
-    .leftJoin("certificates", "certificates.id", "nodes.server_cert_id")
-    .select(["nodes.id", "nodes.name", "nodes.status", "nodes.last_checkin_at", "certificates.ca_id as server_ca_id"])
+    .leftJoin("certificates", "certificates.id", `nodes.${column}`)
+    .select(["nodes.id", "nodes.name", "nodes.status", "nodes.last_checkin_at", "certificates.ca_id as cert_ca_id"])
     .where("nodes.status", "not in", WAITING_NODE_EXCLUDED_STATUSES)
     .orderBy("nodes.created_at")
     .orderBy("nodes.id")
     .execute();
-  const newest = new Map<string, { id: string; status: RotationStatus }>();
-  if (afterSwitch && nodes.length > 0) {
+  const newest = afterSwitch
+    ? await newestRotations(
+        db,
+        nodes.map((n) => n.id),
+        null,
+      )
+    : new Map<string, NodeRotationState>();
+  const progress = nodes.map((node): NodeProgress => {
+    const onNewCa = node.cert_ca_id === row.new_ca_id;
+    const rotation = newest.get(node.id);
+    // The job records the new certificate as the node's when it issues it; the node uses it once it acked.
+    const inUse = onNewCa && !(rotation && UNFINISHED_NODE_ROTATION.includes(rotation.status));
+    const done = afterSwitch ? inUse : true;
+    return {
+      node_id: node.id,
+      name: node.name,
+      status: node.status,
+      last_checkin_at: node.last_checkin_at,
+      applied: afterSwitch && inUse ? 1 : 0,
+      pending: done ? 0 : 1,
+      errors: !done && (rotation?.status === "failed" || rotation?.status === "cancelled") ? 1 : 0,
+      done,
+      ...(column === "server_cert_id" ? { server_ca_id: node.cert_ca_id } : { client_ca_id: node.cert_ca_id }),
+      on_new_ca: onNewCa,
+      rotation_id: rotation?.id ?? null,
+      rotation_status: rotation?.status ?? null,
+    };
+  });
+  return summarize(progress, afterSwitch ? 1 : 0);
+}
+
+interface NodeRotationState {
+  id: string;
+  status: RotationStatus;
+}
+
+/** Each node's newest certificate rotation (created at or after `since`, when given). */
+async function newestRotations(
+  db: Kysely<ControlSchema>,
+  nodeIds: string[],
+  since: number | null,
+): Promise<Map<string, NodeRotationState>> {
+  const newest = new Map<string, NodeRotationState>();
+  if (nodeIds.length > 0) {
     const rotations = await db
       .selectFrom("node_cert_rotations")
       .leftJoin("pki_jobs", "pki_jobs.id", "node_cert_rotations.issue_job_id")
       .selectAll("node_cert_rotations")
       .select("pki_jobs.status as issue_job_status")
-      .where(
-        "node_cert_rotations.node_id",
-        "in",
-        nodes.map((n) => n.id),
-      )
+      .where("node_cert_rotations.node_id", "in", nodeIds)
+      .$if(since !== null, (q) => q.where("node_cert_rotations.created_at", ">=", since as number))
       .orderBy("node_cert_rotations.created_at", "desc")
       .orderBy("node_cert_rotations.id", "desc")
       .execute();
@@ -594,38 +684,60 @@ async function serverCertProgress(db: Kysely<ControlSchema>, row: RotationRow): 
       newest.set(r.node_id, { id: r.id, status: rotationStatus(rotation, jobStatus ?? "pending") });
     }
   }
+  return newest;
+}
+
+function summarize(progress: NodeProgress[], items: number): RotationProgress {
+  const done = progress.filter((n) => n.done).length;
+  return { items, nodes_total: progress.length, nodes_done: done, ready: done === progress.length, nodes: progress };
+}
+
+/**
+ * cp_server_ca progress, per node: whether the certificate rotation that brought it the CP trust
+ * bundle of the current phase (both CAs after publish, only the new one after retire) is applied.
+ * The switch waits for the publish's; after the switch nothing waits (the nodes trust both).
+ */
+async function trustDeliveryProgress(db: Kysely<ControlSchema>, row: RotationRow): Promise<RotationProgress | null> {
+  const phase = row.phase as CaRotationPhase;
+  const detail = parseObject(row.detail);
+  const stepAt = (name: string) => {
+    const step = detail[name] as { at?: unknown } | undefined;
+    return typeof step?.at === "number" ? step.at : null;
+  };
+  const since = phase === "published" ? stepAt("published") : phase === "retired" ? stepAt("retired") : null;
+  if (phase === "prepared" || phase === "rolled_back" || since === null) return phase === "switched" ? summarize([], 0) : null;
+  const nodes = await db
+    .selectFrom("nodes")
+    .select(["id", "name", "status", "last_checkin_at"])
+    .where("status", "not in", WAITING_NODE_EXCLUDED_STATUSES)
+    .orderBy("created_at")
+    .orderBy("id")
+    .execute();
+  const newest = await newestRotations(
+    db,
+    nodes.map((n) => n.id),
+    since,
+  );
   const progress = nodes.map((node): NodeProgress => {
-    const onNewCa = node.server_ca_id === row.new_ca_id;
     const rotation = newest.get(node.id);
-    // The job records the new certificate as the node's when it issues it; the node serves it once it acked.
-    const serving = onNewCa && !(rotation && UNFINISHED_NODE_ROTATION.includes(rotation.status));
-    const done = afterSwitch ? serving : true;
+    const applied = rotation !== undefined && (rotation.status === "applied" || rotation.status === "completed");
     return {
       node_id: node.id,
       name: node.name,
       status: node.status,
       last_checkin_at: node.last_checkin_at,
-      applied: afterSwitch && serving ? 1 : 0,
-      pending: done ? 0 : 1,
-      errors: !done && (rotation?.status === "failed" || rotation?.status === "cancelled") ? 1 : 0,
-      done,
-      server_ca_id: node.server_ca_id,
-      on_new_ca: onNewCa,
+      applied: applied ? 1 : 0,
+      pending: applied ? 0 : 1,
+      errors: rotation?.status === "failed" || rotation?.status === "cancelled" ? 1 : 0,
+      done: applied,
       rotation_id: rotation?.id ?? null,
       rotation_status: rotation?.status ?? null,
     };
   });
-  const done = progress.filter((n) => n.done).length;
-  return {
-    items: afterSwitch ? 1 : 0,
-    nodes_total: progress.length,
-    nodes_done: done,
-    ready: done === progress.length,
-    nodes: progress,
-  };
+  return summarize(progress, 1);
 }
 
-/** One node's outcome of the switch's request to reissue its business certificate from the new CA. */
+/** One node's outcome of a step's request to rotate its certificates. */
 interface NodeRotationRequest {
   node_id: string;
   outcome: "requested" | "already_in_progress" | "not_provisioned" | "failed";
@@ -634,17 +746,23 @@ interface NodeRotationRequest {
 }
 
 /**
- * After a tcp_server_ca switch: a certificate rotation for every node (neither provisioning nor
- * deleted) holding certificates whose business certificate is not from the new CA yet. The
- * rotation job issues from the active CA, the successor by now. A node with a rotation already
- * under way is listed as such (its job may still issue from the new CA; progress shows where it
- * ends up), as is any other refusal: the switch itself has committed.
+ * A certificate rotation for every node (neither provisioning nor deleted) holding certificates:
+ * after a tcp_server_ca or cp_node_client_ca switch those whose certificate in `column` is not
+ * from the new CA yet (the rotation job issues from the active CA, the successor by now); for a
+ * cp_server_ca publish or retire (column null) every node, to deliver the CP trust bundle. A node
+ * with a rotation already under way is listed as such (its job may still issue from the new CA;
+ * progress shows where it ends up), as is any other refusal: the step itself has committed.
  */
-async function rotateNodesOntoNewCa(ctx: CpContext, actor: Actor, row: RotationRow): Promise<Record<string, unknown>> {
+async function rotateNodes(
+  ctx: CpContext,
+  actor: Actor,
+  row: RotationRow,
+  column: "server_cert_id" | "client_cert_id" | null,
+): Promise<Record<string, unknown>> {
   const nodes = await ctx.controlDb
     .selectFrom("nodes")
-    .leftJoin("certificates", "certificates.id", "nodes.server_cert_id")
-    .select(["nodes.id", "certificates.ca_id as server_ca_id"])
+    .leftJoin("certificates", "certificates.id", `nodes.${column ?? "server_cert_id"}`)
+    .select(["nodes.id", "certificates.ca_id as cert_ca_id"])
     .where("nodes.status", "not in", WAITING_NODE_EXCLUDED_STATUSES)
     .where("nodes.server_cert_id", "is not", null)
     .where("nodes.client_cert_id", "is not", null)
@@ -653,7 +771,7 @@ async function rotateNodesOntoNewCa(ctx: CpContext, actor: Actor, row: RotationR
     .execute();
   const requests: NodeRotationRequest[] = [];
   for (const node of nodes) {
-    if (node.server_ca_id === row.new_ca_id) continue;
+    if (column !== null && node.cert_ca_id === row.new_ca_id) continue;
     try {
       const rotation = await requestNodeRotation(ctx, actor, node.id, "ca_rotation");
       requests.push({ node_id: node.id, outcome: "requested", rotation_id: rotation.id });
@@ -791,6 +909,13 @@ async function recordStep(
     })
     .where("id", "=", row.id)
     .execute();
+}
+
+/** Runs a plan's hook after its step committed and records what it did in that step's detail. */
+async function runHook(ctx: CpContext, actor: Actor, row: RotationRow, phase: CaRotationPhase, hook: StepHook | undefined): Promise<void> {
+  if (!hook) return;
+  const outcome = await hook(ctx, actor, row);
+  await mergeStepDetail(ctx.controlDb, row.id, phase, outcome, ctx.clock.now());
 }
 
 /** Adds `patch` to what a step recorded (detail[phase]), after that step committed. */
