@@ -22,7 +22,13 @@ import type { Actor } from "../../src/cp/services/context.js";
 import { createNode, disableNode } from "../../src/cp/services/nodes/lifecycle.js";
 import { ackCredentials, pemFingerprint } from "../../src/cp/services/nodes/rotation.js";
 import { listExpiringCertificates } from "../../src/cp/services/pki/expiring.js";
-import { RENEWAL_ACTOR, renewalDueAt, runRenewalPass, scheduleRenewal } from "../../src/cp/services/pki/renewal.js";
+import {
+  RENEWAL_ACTOR,
+  RENEWAL_FAILURE_BACKOFF_MS,
+  renewalDueAt,
+  runRenewalPass,
+  scheduleRenewal,
+} from "../../src/cp/services/pki/renewal.js";
 import { CERT_RENEW_FIRST_CHECK_DELAY_MS } from "../../src/shared/config/defaults.js";
 import { ManualClock, ManualScheduler } from "../../src/shared/time/index.js";
 import { completeSetup, createTestCp, type TestCp } from "../helpers/cp-context.js";
@@ -207,6 +213,30 @@ for (const variant of dbVariants()) {
       const again = await runRenewalPass(cp.ctx);
       assert.equal(again.queued.length, 1, "the new certificates renew in turn");
       assert.equal((await rotationsOf(cp, nodeId)).filter((r) => r.reason === "renewal").length, 2);
+    });
+
+    test("after a renewal failed for good, the node is left alone for the back-off, then renewed again", async () => {
+      const { cp } = await freshCp();
+      const nodeId = await provisioned(cp);
+      cp.clock.set(await dueAt(cp, nodeId));
+      const first = await runRenewalPass(cp.ctx);
+      assert.equal(first.queued.length, 1);
+      // The issue job failed for good (as when the CA cannot sign): recorded as the worker records it.
+      const rotation = (await rotationsOf(cp, nodeId))[0];
+      await cp.ctx.controlDb
+        .updateTable("pki_jobs")
+        .set({ status: "failed", finished_at: cp.clock.now(), last_error: "signing failed" })
+        .where("id", "=", rotation?.issue_job_id ?? "")
+        .execute();
+      cp.clock.advance(60 * 60_000);
+      const held = await runRenewalPass(cp.ctx);
+      assert.equal(held.backingOff, 1);
+      assert.deepEqual(held.queued, []);
+      assert.equal((await rotationsOf(cp, nodeId)).length, 1, "no new rotation an hour later");
+      assert.equal(pkiEvents(cp, "renewal.backing_off").at(-1)?.node_id, nodeId);
+      cp.clock.advance(RENEWAL_FAILURE_BACKOFF_MS);
+      const again = await runRenewalPass(cp.ctx);
+      assert.equal(again.queued.length, 1, "renewed again after the back-off");
     });
 
     test("a disabled node is renewed like an active one", async () => {

@@ -56,11 +56,32 @@ export function renewalDueAt(cert: RenewableCertificate, settings: RenewalSettin
   return cert.not_before + Math.floor(lifetime * fraction);
 }
 
+/** After a renewal's issue job failed for good, how long renewal leaves the node alone (a manual rotate still works). */
+export const RENEWAL_FAILURE_BACKOFF_MS = 6 * 60 * 60_000;
+
+/** When the node's newest renewal rotation failed for good, if that was less than the back-off ago; else null. */
+async function recentRenewalFailure(ctx: CpContext, nodeId: string, now: number): Promise<number | null> {
+  const newest = await ctx.controlDb
+    .selectFrom("node_cert_rotations as r")
+    .innerJoin("pki_jobs as j", "j.id", "r.issue_job_id")
+    .select(["r.reason", "r.issued_at", "j.status", "j.finished_at"])
+    .where("r.node_id", "=", nodeId)
+    .orderBy("r.created_at", "desc")
+    .orderBy("r.id", "desc")
+    .executeTakeFirst();
+  if (newest?.reason !== "renewal" || newest.issued_at !== null || newest.status !== "failed") return null;
+  const failedAt = newest.finished_at ?? now;
+  return now - failedAt < RENEWAL_FAILURE_BACKOFF_MS ? failedAt : null;
+}
+
 export interface RenewalPassReport {
   /** Nodes with a certificate past its renewal instant. */
   due: number;
   /** Rotations queued by this pass. */
-  queued: Array<{ nodeId: string; rotationId: string }>;
+  queued: Array<{
+    nodeId: string;
+    rotationId: string;
+  }>;
   /** Due nodes left alone: a rotation is already under way (this pass or another CP's). */
   inProgress: number;
   /** Due nodes left alone: their package job has not finished (a reissue is under way). */
@@ -69,6 +90,8 @@ export interface RenewalPassReport {
   expired: number;
   /** Due nodes whose rotation could not be queued for another reason (logged). */
   failed: number;
+  /** Due nodes left alone because their last renewal failed for good less than RENEWAL_FAILURE_BACKOFF_MS ago. */
+  backingOff: number;
 }
 
 interface DueNode {
@@ -96,7 +119,7 @@ interface DueNode {
 export async function runRenewalPass(ctx: CpContext, options: { stopped?: () => boolean } = {}): Promise<RenewalPassReport> {
   const log = ctx.log.category("PKI");
   const now = ctx.clock.now();
-  const report: RenewalPassReport = { due: 0, queued: [], inProgress: 0, notProvisioned: 0, expired: 0, failed: 0 };
+  const report: RenewalPassReport = { due: 0, queued: [], inProgress: 0, notProvisioned: 0, expired: 0, failed: 0, backingOff: 0 };
   for (const due of await findDueNodes(ctx, now)) {
     if (options.stopped?.()) break;
     report.due += 1;
@@ -111,6 +134,13 @@ export async function runRenewalPass(ctx: CpContext, options: { stopped?: () => 
       // The node can no longer call the CP, so a rotation could never be delivered.
       report.expired += 1;
       log.warn("renewal.too_late", { ...fields, remedy: "POST /admin/v1/nodes/:nid/reissue-package" });
+      continue;
+    }
+    const failedAt = await recentRenewalFailure(ctx, due.nodeId, now);
+    if (failedAt !== null) {
+      // A renewal whose job failed for good would fail again now: an operator looks first.
+      report.backingOff += 1;
+      log.warn("renewal.backing_off", { ...fields, failed_at: failedAt, retry_after: failedAt + RENEWAL_FAILURE_BACKOFF_MS });
       continue;
     }
     try {
@@ -140,6 +170,7 @@ export async function runRenewalPass(ctx: CpContext, options: { stopped?: () => 
       not_provisioned: report.notProvisioned,
       expired: report.expired,
       failed: report.failed,
+      backing_off: report.backingOff,
     });
   }
   return report;
