@@ -3,6 +3,7 @@ import path from "node:path";
 import type { Command } from "commander";
 import { LEAF_VALIDITY_DAYS } from "../shared/config/defaults.js";
 import { SDK_CONFIG_FILES } from "../shared/sdk-config.js";
+import { delay, systemClock, systemScheduler } from "../shared/time/index.js";
 import { AdminApiError } from "./admin-client.js";
 import { type AdminSessionFlags, addAdminSessionFlags, withAdminSession } from "./admin-session.js";
 import { DEFAULT_ROTATION_TIMEOUT_S, followRotation, type RotationView } from "./follow-rotation.js";
@@ -430,18 +431,18 @@ function registerCaRotate(pki: Command): void {
 
 /** Reads the rotation until its progress is ready; fails with the rotation's state when `waitMs` runs out. */
 async function waitUntilReady(read: () => Promise<RotationItem>, waitMs: number): Promise<RotationItem> {
-  const deadline = Date.now() + waitMs;
+  const deadline = systemClock.now() + waitMs;
   for (;;) {
     const rotation = await read();
     if (rotation.progress?.ready) return rotation;
-    if (Date.now() >= deadline) {
+    if (systemClock.now() >= deadline) {
       const p = rotation.progress;
       const left = p ? p.nodes.filter((n) => !n.done).map((n) => n.name) : [];
       throw new Error(
         `not every node is done after ${waitMs / 1000} s (${p ? `${p.nodes_done} of ${p.nodes_total}` : "no progress yet"}${left.length ? `; waiting for ${left.join(", ")}` : ""})`,
       );
     }
-    await new Promise((resolve) => setTimeout(resolve, READY_POLL_MS));
+    await delay(systemScheduler, READY_POLL_MS).promise;
   }
 }
 
@@ -519,8 +520,8 @@ function registerNodeRotate(pki: Command): void {
         const followed = await followRotation(queued, {
           get: (path) => s.call<RotationView>("GET", path),
           print,
-          now: () => Date.now(),
-          sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+          now: () => systemClock.now(),
+          sleep: (ms) => delay(systemScheduler, ms).promise,
           timeoutMs: timeoutS * 1000,
           transient: (error) => error instanceof AdminApiError && (error.status === 0 || error.status >= 500),
         });
