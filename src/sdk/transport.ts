@@ -5,6 +5,7 @@
  * Every handshake is a full one: no session is ever offered for resumption, because a resumed
  * session carries no staple and the node's status would go unchecked.
  */
+import { X509Certificate } from "node:crypto";
 import { isIP } from "node:net";
 import tls, { type TLSSocket } from "node:tls";
 import { AuthNexusError } from "../shared/errors/index.js";
@@ -93,8 +94,10 @@ function verifyPeer(socket: TLSSocket, staple: Buffer | null, trust: TrustPolicy
     mustStaple: trust.mustStaple,
     now,
   });
-  const x509 = socket.getPeerX509Certificate();
-  if (x509) checkPins(x509.publicKey.export({ type: "spki", format: "der" }), trust.spkiPins);
+  if (trust.spkiPins.length > 0) {
+    const spki = (der: Buffer) => new X509Certificate(der).publicKey.export({ type: "spki", format: "der" });
+    checkPins([spki(peer.raw), spki(issuer.raw)], trust.spkiPins);
+  }
   return verdict;
 }
 

@@ -87,14 +87,19 @@ export function spkiPin(spkiDer: Buffer): string {
   return createHash("sha256").update(spkiDer).digest("base64");
 }
 
-/** With pins configured, the node's key must match one of them. */
-export function checkPins(spkiDer: Buffer, pins: readonly string[]): void {
+/**
+ * With pins configured, a key of the node's verified chain must match one of them, as HPKP
+ * defined it: the node's own key (`chainSpkiDers[0]`) or its issuing CA's. Pinning the
+ * tcp_server_ca key survives node certificate rotations; pinning a node key does not.
+ */
+export function checkPins(chainSpkiDers: readonly Buffer[], pins: readonly string[]): void {
   if (pins.length === 0) return;
-  const pin = spkiPin(spkiDer);
-  if (!pins.includes(pin)) {
+  const chainPins = chainSpkiDers.map(spkiPin);
+  if (!chainPins.some((pin) => pins.includes(pin))) {
+    const [pin] = chainPins;
     throw new AuthNexusError("NODE_CERT_REFUSED", {
-      message: `The node's public key (pin ${pin}) matches none of the configured SPKI pins.`,
-      detail: { pin },
+      message: `No key of the node's certificate chain matches the configured SPKI pins (the node's key is ${pin}).`,
+      detail: { pin, chain_pins: chainPins },
     });
   }
 }

@@ -27,7 +27,7 @@ export interface ClientTrustMaterial {
 }
 
 /** An SDK configuration naming only `nodes` (in that order), with must-staple on. */
-export function pinnedSdkConfig(appId: string, material: ClientTrustMaterial, nodes: HostPort[]): SdkConfig {
+export function pinnedSdkConfig(appId: string, material: ClientTrustMaterial, nodes: HostPort[], spkiPins: string[] = []): SdkConfig {
   return {
     appId,
     nodes: nodes.map((n) => ({ host: n.host, port: n.port })),
@@ -37,7 +37,7 @@ export function pinnedSdkConfig(appId: string, material: ClientTrustMaterial, no
       serverCaPems: splitPemBundle(material.serverCaPem),
       ocspSignerDers: splitPemBundle(material.ocspSignerCaPem).map((pem) => new X509Certificate(pem).raw),
       mustStaple: true,
-      spkiPins: [],
+      spkiPins,
     },
   };
 }
@@ -93,12 +93,14 @@ export interface ConnectProbeOptions {
   node: HostPort;
   deviceId: string;
   name?: string;
+  /** SPKI pins (base64 SHA-256) the client requires in the node's chain. */
+  spkiPins?: string[];
 }
 
 /** Connects an SDK client to exactly one node (no reconnection: a lost connection stays visible). */
 export async function connectProbe(options: ConnectProbeOptions): Promise<Probe> {
   const client = await AuthNexusClient.connect({
-    config: pinnedSdkConfig(options.appId, options.material, [options.node]),
+    config: pinnedSdkConfig(options.appId, options.material, [options.node], options.spkiPins),
     appSecret: options.appSecret,
     deviceId: options.deviceId,
     reconnect: false,

@@ -25,7 +25,7 @@ import { splitPemBundle } from "../../src/shared/pki/index.js";
 import { dbVariants } from "../helpers/databases.js";
 import { type ClientMaterial, type DeployedNode, type Deployment, startDeployment, type TestApplication } from "../helpers/deployment.js";
 import { waitFor } from "../helpers/node-agent.js";
-import { connectProbe, type Probe } from "../helpers/sdk-clients.js";
+import { connectProbe, expectCode, type Probe } from "../helpers/sdk-clients.js";
 
 const CLIENTS = 200;
 const LOGGED_IN = 20;
@@ -34,6 +34,10 @@ const GRACE_SECONDS = 2;
 /** Every client comes from 127.0.0.1: the per-IP limits must leave room for all of them. */
 const SETTINGS = { login_attempts_per_minute: 100_000, max_connections_per_ip: 1000 };
 
+const spkiPinOf = (pem: string) =>
+  createHash("sha256")
+    .update(new X509Certificate(pem).publicKey.export({ type: "spki", format: "der" }))
+    .digest("base64");
 const sha256 = (pem: string) => createHash("sha256").update(new X509Certificate(pem).raw).digest("hex");
 
 interface Load {
@@ -122,6 +126,7 @@ for (const variant of dbVariants()) {
       await d?.stop();
     });
 
+    const probeBase = () => ({ appId: app.appId, appSecret: app.secret, material, node: node.address });
     const rotation = (id: string) => d.admin("GET", `/nodes/${node.nodeId}/certs/rotations/${id}`);
 
     test("200 connected clients see no drop and no failed request; new handshakes get the new certificate with a good staple; the old client certificate is refused after the grace; a restart uses the new credentials", async (t) => {
@@ -143,6 +148,11 @@ for (const variant of dbVariants()) {
         ca: await fs.readFile(path.join(dir, manifestBefore.files.cp_ca), "utf8"),
       };
       const before = await handshake(node, material);
+      const oldNodePin = spkiPinOf(
+        (await d.admin("GET", `/pki/certs/${(await d.admin("GET", `/nodes/${node.nodeId}`)).certificates.server.id}`)).certificate_pem,
+      );
+      const oldPinned = await connectProbe({ ...probeBase(), deviceId: "rot-old-pinned", spkiPins: [oldNodePin] });
+      probes.push(oldPinned);
       const oldPackages = (await d.admin("GET", `/nodes/${node.nodeId}/deploy-packages`)).items.length;
 
       const load = keepBusy(probes);
@@ -187,6 +197,11 @@ for (const variant of dbVariants()) {
       assert.equal(node.server.agent.stapler.status().status, "good");
       const fresh = await connectProbe({ appId: app.appId, appSecret: app.secret, material, node: node.address, deviceId: "rot-fresh" });
       probes.push(fresh);
+      // A program pinning the tcp_server_ca key connects across the rotation; one pinning the old node key does not.
+      const caPin = spkiPinOf(splitPemBundle(material.serverCaPem)[0] as string);
+      const pinned = await connectProbe({ ...probeBase(), deviceId: "rot-ca-pin", spkiPins: [caPin] });
+      probes.push(pinned);
+      await expectCode(connectProbe({ ...probeBase(), deviceId: "rot-old-pin", spkiPins: [oldNodePin] }), "NODE_CERT_REFUSED");
       assert.equal(fresh.client.node?.staple, "verified");
 
       // Through the grace period and the retire job, still under load.

@@ -120,15 +120,24 @@ describe("SDK trust policy: the stapled OCSP response", () => {
 });
 
 describe("SDK trust policy: SPKI pins", () => {
-  test("no pins: any key; pins: only a matching key, the refusal naming the key's pin", () => {
+  test("no pins: any key; pins: only a chain with a matching key, the refusal naming the node's pin", () => {
     const spki = new X509Certificate(pki.server.certPem).publicKey.export({ type: "spki", format: "der" });
+    const caSpki = new X509Certificate(pki.cas.tcp_server_ca.certPem).publicKey.export({ type: "spki", format: "der" });
     const pin = spkiPin(spki);
     assert.match(pin, /^[A-Za-z0-9+/]{43}=$/);
-    checkPins(spki, []);
-    checkPins(spki, ["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", pin]);
+    checkPins([spki, caSpki], []);
+    checkPins([spki, caSpki], ["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", pin]);
     assert.throws(
-      () => checkPins(spki, ["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]),
+      () => checkPins([spki, caSpki], ["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]),
       (error) => isAuthNexusError(error, "NODE_CERT_REFUSED") && error.message.includes(pin),
     );
+  });
+
+  test("a pin of the issuing CA's key accepts every node certificate that CA issues (it survives rotations)", () => {
+    const caSpki = new X509Certificate(pki.cas.tcp_server_ca.certPem).publicKey.export({ type: "spki", format: "der" });
+    const nodeSpki = new X509Certificate(pki.server.certPem).publicKey.export({ type: "spki", format: "der" });
+    const anotherNodeKey = new X509Certificate(pki.client.certPem).publicKey.export({ type: "spki", format: "der" });
+    checkPins([nodeSpki, caSpki], [spkiPin(caSpki)]);
+    checkPins([anotherNodeKey, caSpki], [spkiPin(caSpki)]);
   });
 });
