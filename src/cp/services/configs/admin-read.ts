@@ -207,3 +207,68 @@ export async function listNodeConfigStates(
     cloud_function_errors: functionErrors,
   };
 }
+
+/** Per config type, how many of its delivered items are in each state on this node. */
+export async function nodeConfigStatusByType(ctx: CpContext, nodeId: string): Promise<Record<string, StateCounts & { total: number }>> {
+  const rows = await withLatest(ctx.controlDb)
+    .selectFrom("latest as l")
+    .leftJoin("node_config_states as s", (j) =>
+      j.onRef("s.config_type", "=", "l.config_type").onRef("s.scope", "=", "l.scope").on("s.node_id", "=", nodeId),
+    )
+    .where(deliveredScope)
+    .select(["l.config_type"])
+    .select(stateOf.as("state"))
+    .select((eb) => eb.fn.countAll<number>().as("n"))
+    .groupBy(["l.config_type", stateOf])
+    .execute();
+  const out: Record<string, StateCounts & { total: number }> = {};
+  for (const row of rows) {
+    const counts = out[row.config_type] ?? { total: 0, synced: 0, error: 0, pending: 0, not_sent: 0 };
+    out[row.config_type] = counts;
+    const n = Number(row.n);
+    counts.total += n;
+    counts[STATE_KEYS[row.state]] += n;
+  }
+  return out;
+}
+
+/**
+ * The fleet's config health over the nodes that are not provisioning: a node is in error when
+ * some delivered item's latest version failed to apply there, pending when some item has not
+ * reached it yet (sent or not), and in sync otherwise.
+ */
+export async function fleetConfigHealth(ctx: CpContext): Promise<{ in_sync: number; pending: number; error: number }> {
+  const rows = await withLatest(ctx.controlDb)
+    .selectFrom("nodes as n")
+    .innerJoin("latest as l", (j) => j.on(sql<SqlBool>`1 = 1`))
+    .leftJoin("node_config_states as s", (j) =>
+      j.onRef("s.config_type", "=", "l.config_type").onRef("s.scope", "=", "l.scope").onRef("s.node_id", "=", "n.id"),
+    )
+    .where("n.status", "!=", "provisioning")
+    .where(deliveredScope)
+    .select("n.id")
+    .select(sql<number>`sum(case when ${stateOf} = 'ERROR' then 1 else 0 end)`.as("errors"))
+    .select(sql<number>`sum(case when ${stateOf} in ('PENDING', 'NOT_SENT') then 1 else 0 end)`.as("pending"))
+    .groupBy("n.id")
+    .execute();
+  const nodes = await ctx.controlDb
+    .selectFrom("nodes")
+    .select((eb) => eb.fn.countAll<number>().as("n"))
+    .where("status", "!=", "provisioning")
+    .executeTakeFirstOrThrow();
+  let error = 0;
+  let pending = 0;
+  for (const row of rows) {
+    if (Number(row.errors) > 0) error += 1;
+    else if (Number(row.pending) > 0) pending += 1;
+  }
+  // A node with no row here had no delivered item to be behind on.
+  return { in_sync: Number(nodes.n) - error - pending, pending, error };
+}
+
+const STATE_KEYS: Record<ConfigState, keyof StateCounts> = {
+  SYNCED: "synced",
+  ERROR: "error",
+  PENDING: "pending",
+  NOT_SENT: "not_sent",
+};

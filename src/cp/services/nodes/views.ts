@@ -9,6 +9,7 @@ import { sql } from "kysely";
 import { NODE_ONLINE_WINDOW_MS, OCSP_STALE_AFTER_MS } from "../../../shared/config/defaults.js";
 import type { NodesTable } from "../../../shared/db/control-schema.js";
 import { AuthNexusError } from "../../../shared/errors/index.js";
+import { fleetConfigHealth, nodeConfigStatusByType, type StateCounts } from "../configs/admin-read.js";
 import type { CpContext } from "../context.js";
 import { parseJsonColumn } from "../json-column.js";
 import { type Page, type PageRequest, paginate } from "../pagination.js";
@@ -150,6 +151,66 @@ export interface NodeDetail extends NodeView {
   };
   onboarding_job: PkiJobView | null;
   current_package: { id: string; created_at: number; sha256: string; size_bytes: number; downloaded_at: number | null } | null;
+  /** Per config type, the node's delivered items by state (GET /nodes/:nid/configs lists them). */
+  config_status: Record<string, StateCounts & { total: number }>;
+  /** The manual's "key fields to watch", each with whether it is healthy and what to do when not. */
+  health: NodeHealthCheck[];
+}
+
+export interface NodeHealthCheck {
+  field: "status" | "last_checkin" | "sse_connected" | "ocsp_last_applied" | "config_sync";
+  value: unknown;
+  healthy: boolean;
+  /** What the manual says to check when it is not healthy; null when healthy. */
+  action: string | null;
+}
+
+/** The manual's table, applied to one node (a disabled or provisioning node is not "unhealthy": it is not meant to serve). */
+function healthChecks(view: NodeView, configs: Record<string, StateCounts & { total: number }>, now: number): NodeHealthCheck[] {
+  const serving = view.lifecycle_status === "active";
+  const counts = Object.values(configs);
+  const errors = counts.reduce((n, c) => n + c.error, 0);
+  const behind = counts.reduce((n, c) => n + c.pending + c.not_sent, 0);
+  const check = (field: NodeHealthCheck["field"], value: unknown, healthy: boolean, action: string): NodeHealthCheck => ({
+    field,
+    value,
+    healthy: healthy || !serving,
+    action: healthy || !serving ? null : action,
+  });
+  return [
+    check(
+      "status",
+      view.status,
+      view.status === "online",
+      "Check network, certificates, CP connectivity ([CP Agent] log lines on the node)",
+    ),
+    check(
+      "last_checkin",
+      view.last_checkin_at,
+      view.last_checkin_at !== null && view.last_checkin_at >= now - NODE_ONLINE_WINDOW_MS,
+      "Investigate Channel 1 connectivity (the node's [CP Agent] checkin.failed lines; GET /nodes/auth-events)",
+    ),
+    check(
+      "sse_connected",
+      view.sse_connected,
+      view.sse_connected,
+      "Check Channel 2: SSE may have degraded to polling ([SSE] lines on both sides)",
+    ),
+    check(
+      "ocsp_last_applied",
+      view.ocsp_last_applied_at,
+      view.ocsp_last_applied_at !== null && view.ocsp_last_applied_at >= now - OCSP_STALE_AFTER_MS,
+      "Check Channel 4: the node's [TLS] ocsp.fetch_failed lines and the CP's OCSP listener",
+    ),
+    check(
+      "config_sync",
+      { error: errors, behind },
+      errors === 0 && behind === 0,
+      errors > 0
+        ? "A config failed to apply: GET /admin/v1/nodes/:nid/configs?state=ERROR names it and the node's reason"
+        : "Configs have not reached the node yet: check Channel 1 (config pulls) and SSE hints",
+    ),
+  ];
 }
 
 export async function getNode(ctx: CpContext, nodeId: string): Promise<NodeDetail> {
@@ -161,7 +222,7 @@ export async function getNode(ctx: CpContext, nodeId: string): Promise<NodeDetai
     .executeTakeFirst();
   if (!row) throw nodeNotFound();
   const certIds = [row.server_cert_id, row.client_cert_id, row.previous_client_cert_id].filter((id): id is string => id !== null);
-  const [certs, job, pkg] = await Promise.all([
+  const [certs, job, pkg, configStatus] = await Promise.all([
     certIds.length === 0
       ? Promise.resolve([])
       : ctx.controlDb
@@ -185,6 +246,7 @@ export async function getNode(ctx: CpContext, nodeId: string): Promise<NodeDetai
       .where("superseded_at", "is", null)
       .orderBy("created_at", "desc")
       .executeTakeFirst(),
+    nodeConfigStatusByType(ctx, nodeId),
   ]);
   const summary = (id: string | null): NodeCertificateSummary | null => {
     const cert = certs.find((c) => c.id === id);
@@ -200,8 +262,9 @@ export async function getNode(ctx: CpContext, nodeId: string): Promise<NodeDetai
       revoked_at: cert.revoked_at,
     };
   };
+  const view = toNodeView(row, now);
   return {
-    ...toNodeView(row, now),
+    ...view,
     metadata: parseJsonColumn(row.metadata),
     metrics: parseJsonColumn(row.metrics),
     app_versions: parseJsonColumn(row.app_versions),
@@ -212,6 +275,8 @@ export async function getNode(ctx: CpContext, nodeId: string): Promise<NodeDetai
     },
     onboarding_job: job ? toJobView(job) : null,
     current_package: pkg ?? null,
+    config_status: configStatus,
+    health: healthChecks(view, configStatus, now),
   };
 }
 
@@ -222,6 +287,12 @@ export interface NodesOverview {
   online_users: number;
   sse_connected: number;
   ocsp_stale: { threshold_ms: number; count: number; nodes: Array<{ id: string; name: string; ocsp_last_applied_at: number | null }> };
+  /** Online nodes whose event stream is down (they poll at the degraded intervals). */
+  sse_degraded: number;
+  /** Nodes (not provisioning) by config state: in sync, some item not applied yet, some item failed. */
+  config_sync: { in_sync: number; pending: number; error: number };
+  /** Nodes by the software version of their last checkin (null: never checked in). */
+  software_versions: Array<{ version: string | null; nodes: number }>;
   generated_at: number;
 }
 
@@ -245,9 +316,17 @@ export async function nodesOverview(ctx: CpContext): Promise<NodesOverview> {
     .selectFrom("nodes")
     .where("status", "=", "active")
     .where((eb) => eb.or([eb("ocsp_last_applied_at", "is", null), eb("ocsp_last_applied_at", "<", staleBefore)]));
-  const [staleCount, staleNodes] = await Promise.all([
+  const [staleCount, staleNodes, configSync, versions] = await Promise.all([
     staleQuery.select((eb) => eb.fn.countAll<number>().as("n")).executeTakeFirstOrThrow(),
     staleQuery.select(["id", "name", "ocsp_last_applied_at"]).orderBy("name").limit(OVERVIEW_STALE_LIST_LIMIT).execute(),
+    fleetConfigHealth(ctx),
+    ctx.controlDb
+      .selectFrom("nodes")
+      .select(["software_version", (eb) => eb.fn.countAll<number>().as("n")])
+      .where("status", "!=", "provisioning")
+      .groupBy("software_version")
+      .orderBy("software_version")
+      .execute(),
   ]);
   const total = Number(counts.total);
   const provisioning = Number(counts.provisioning);
@@ -258,6 +337,9 @@ export async function nodesOverview(ctx: CpContext): Promise<NodesOverview> {
     by_status: { provisioning, online, offline: total - provisioning - disabled - online, disabled },
     online_users: Number(counts.online_users),
     sse_connected: Number(counts.sse_connected),
+    sse_degraded: online - Number(counts.sse_connected),
+    config_sync: configSync,
+    software_versions: versions.map((v) => ({ version: v.software_version, nodes: Number(v.n) })),
     ocsp_stale: { threshold_ms: OCSP_STALE_AFTER_MS, count: Number(staleCount.n), nodes: staleNodes },
     generated_at: now,
   };
