@@ -94,11 +94,24 @@ function verifyPeer(socket: TLSSocket, staple: Buffer | null, trust: TrustPolicy
     mustStaple: trust.mustStaple,
     now,
   });
-  if (trust.spkiPins.length > 0) {
-    const spki = (der: Buffer) => new X509Certificate(der).publicKey.export({ type: "spki", format: "der" });
-    checkPins([spki(peer.raw), spki(issuer.raw)], trust.spkiPins);
-  }
+  if (trust.spkiPins.length > 0) checkPins(pinnableKeys(peer.raw, trust.serverCaPems), trust.spkiPins);
   return verdict;
+}
+
+/**
+ * The keys a pin may match: the node's own, and that of the configured server CA that signed it.
+ * The issuer is looked up among the configured CAs, never taken from what the server sent: a
+ * server may send any certificate as its "issuer", and Node links it by name only.
+ */
+function pinnableKeys(leafDer: Buffer, serverCaPems: readonly string[]): Buffer[] {
+  const spki = (cert: X509Certificate) => cert.publicKey.export({ type: "spki", format: "der" });
+  const leaf = new X509Certificate(leafDer);
+  const keys = [spki(leaf)];
+  for (const pem of serverCaPems) {
+    const ca = new X509Certificate(pem);
+    if (leaf.checkIssued(ca) && leaf.verify(ca.publicKey)) keys.push(spki(ca));
+  }
+  return keys;
 }
 
 /** TLS verification failures are the node's certificate; everything else is reachability. */

@@ -89,8 +89,9 @@ export function spkiPin(spkiDer: Buffer): string {
 
 /**
  * With pins configured, a key of the node's verified chain must match one of them, as HPKP
- * defined it: the node's own key (`chainSpkiDers[0]`) or its issuing CA's. Pinning the
- * tcp_server_ca key survives node certificate rotations; pinning a node key does not.
+ * defined it: the node's own key (`chainSpkiDers[0]`) or that of the configured CA that signed
+ * it (transport.ts finds it among the configured CAs). Pinning the tcp_server_ca key survives
+ * node certificate rotations; pinning a node key does not.
  */
 export function checkPins(chainSpkiDers: readonly Buffer[], pins: readonly string[]): void {
   if (pins.length === 0) return;
