@@ -32,6 +32,11 @@ const CP_FLAG_SPECS: FlagSpec[] = [
     value: "seconds",
     description: "how often to look for certificates due for renewal; 0 turns renewal off (default 3600)",
   },
+  {
+    name: "report-time-zone",
+    value: "zone",
+    description: "IANA time zone whose days the daily reports count, e.g. Europe/Berlin (default UTC; a request may pass tz)",
+  },
   ...dbFlagSpecs("", "Control DB"),
   ...dbFlagSpecs("runtime-", "Runtime DB"),
 ];

@@ -20,6 +20,8 @@ import { type HostPort, parseHostPort } from "../shared/config/host-port.js";
 import { flagValue, readLogOptions, throwIfProblems } from "../shared/config/options.js";
 import type { LogFormat, LogLevel } from "../shared/log/index.js";
 import type { PkiSettings } from "./services/context.js";
+import { canonicalTimeZone } from "./services/reports/calendar.js";
+import { DEFAULT_REPORT_TIME_ZONE } from "./services/reports/daily.js";
 
 export interface CpConfig {
   dataDir: string;
@@ -35,6 +37,8 @@ export interface CpConfig {
   logLevel: LogLevel;
   logFormat: LogFormat | undefined;
   pki: PkiSettings;
+  /** Canonical IANA name of the zone daily reports count days in. */
+  reportTimeZone: string;
 }
 
 /** Flags serve-cp understands besides the DB flags (which it takes plain and with --runtime-). */
@@ -52,6 +56,7 @@ export const CP_FLAGS = [
   "cert-renew-at",
   "cert-renew-jitter",
   "cert-renew-check",
+  "report-time-zone",
 ] as const;
 
 export function resolveCpConfig(flags: Record<string, string | undefined>, env: NodeJS.ProcessEnv): CpConfig {
@@ -90,6 +95,7 @@ export function resolveCpConfig(flags: Record<string, string | undefined>, env: 
 
   const { logLevel, logFormat } = readLogOptions(get, problems);
   const pki = readPkiSettings(get, problems);
+  const reportTimeZone = readReportTimeZone(get("report-time-zone"), problems);
 
   throwIfProblems(problems);
   return {
@@ -106,6 +112,7 @@ export function resolveCpConfig(flags: Record<string, string | undefined>, env: 
     logLevel,
     logFormat,
     pki,
+    reportTimeZone,
   };
 }
 
@@ -137,6 +144,16 @@ function readPkiSettings(get: (flag: string) => string | undefined, problems: st
     renewJitterFraction,
     renewCheckIntervalMs: Math.round(number("cert-renew-check", CERT_RENEW_CHECK_INTERVAL_MS / 1000, 0, 7 * 86_400) * 1000),
   };
+}
+
+function readReportTimeZone(text: string | undefined, problems: string[]): string {
+  if (text === undefined) return DEFAULT_REPORT_TIME_ZONE;
+  const zone = canonicalTimeZone(text);
+  if (zone === null) {
+    problems.push(`--report-time-zone must be an IANA time zone name such as UTC or Europe/Berlin, got "${text}"`);
+    return DEFAULT_REPORT_TIME_ZONE;
+  }
+  return zone;
 }
 
 function checkUrl(value: string, flag: string, protocols: string[], problems: string[]): string {

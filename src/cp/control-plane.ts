@@ -79,6 +79,7 @@ export async function startControlPlane(config: CpConfig, options: StartOptions)
     checkinCache: createCheckinCache(controlDb, events),
     instanceId: newId("cp"),
     pki: config.pki,
+    reportTimeZone: config.reportTimeZone,
   };
   const listeners: BoundListener[] = [];
   const lifecycle = { stopping: false };

@@ -1811,6 +1811,29 @@ for (const variant of dbVariants()) {
           },
           { method: "GET", template: "/agent-login-logs", path: () => `${V1}/agent-login-logs`, allowed: ALL_ROLES, status: 200 },
           { method: "GET", template: "/agent-audit-logs", path: () => `${V1}/agent-audit-logs`, allowed: ALL_ROLES, status: 200 },
+          { method: "GET", template: "/presence", path: () => `${V1}/presence`, allowed: ALL_ROLES, status: 200 },
+          { method: "GET", template: "/reports/login-daily", path: () => `${V1}/reports/login-daily`, allowed: ALL_ROLES, status: 200 },
+          {
+            method: "GET",
+            template: "/reports/card-generated-daily",
+            path: () => `${V1}/reports/card-generated-daily`,
+            allowed: ALL_ROLES,
+            status: 200,
+          },
+          {
+            method: "GET",
+            template: "/reports/card-activated-daily",
+            path: () => `${V1}/reports/card-activated-daily`,
+            allowed: ALL_ROLES,
+            status: 200,
+          },
+          {
+            method: "GET",
+            template: "/reports/agent-login-daily",
+            path: () => `${V1}/reports/agent-login-daily`,
+            allowed: ALL_ROLES,
+            status: 200,
+          },
         ];
         const protectedRoutes = () => routeTable().filter((r) => r.allowed !== "public");
 

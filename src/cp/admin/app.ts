@@ -26,6 +26,7 @@ import { configRoutes } from "./routes/configs.js";
 import { nodeRoutes } from "./routes/nodes.js";
 import { pkiRoutes } from "./routes/pki.js";
 import { pkiJobRoutes } from "./routes/pki-jobs.js";
+import { reportRoutes } from "./routes/reports.js";
 import { securityRoutes } from "./routes/security.js";
 import { setupRoutes } from "./routes/setup.js";
 
@@ -62,6 +63,7 @@ export function createAdminApp(ctx: CpContext, options: AdminAppOptions): Hono<A
   v1.route("/", agentLogRoutes(ctx));
   v1.route("/", configRoutes(ctx));
   v1.route("/", commandRoutes(ctx));
+  v1.route("/", reportRoutes(ctx));
   app.route("/admin/v1", v1);
   return app;
 }

@@ -28,6 +28,8 @@ export interface CpContext {
   instanceId: string;
   /** Certificate rotation and renewal (serve-cp flags). */
   pki: PkiSettings;
+  /** IANA zone whose days the daily reports count (serve-cp --report-time-zone); UTC when unset. */
+  reportTimeZone?: string;
 }
 
 export interface PkiSettings {
