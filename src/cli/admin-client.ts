@@ -37,3 +37,28 @@ export async function adminRequest<T>(
   if (!response.ok) throw new AdminApiError(response.status, String(json.error ?? response.status), String(json.message ?? text));
   return json as T;
 }
+
+/** A GET whose answer is a file (a deploy package, a CSV export): the bytes and the headers. */
+export async function adminDownload(baseUrl: string, path: string, token: string): Promise<{ body: Buffer; headers: Headers }> {
+  let response: Response;
+  try {
+    response = await fetch(new URL(path, baseUrl), { headers: { authorization: `Bearer ${token}` } });
+  } catch (cause) {
+    throw new AdminApiError(
+      0,
+      "UNREACHABLE",
+      `cannot reach the admin API at ${baseUrl}: ${(cause as Error).cause ?? (cause as Error).message}`,
+    );
+  }
+  const body = Buffer.from(await response.arrayBuffer());
+  if (!response.ok) {
+    let json: Record<string, unknown> = {};
+    try {
+      json = JSON.parse(body.toString("utf8")) as Record<string, unknown>;
+    } catch {
+      // not JSON: the status says enough
+    }
+    throw new AdminApiError(response.status, String(json.error ?? response.status), String(json.message ?? body.toString("utf8")));
+  }
+  return { body, headers: response.headers };
+}

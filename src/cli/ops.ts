@@ -4,6 +4,11 @@ import type { Command } from "commander";
 import { consoleTokenPath } from "../cp/services/setup/setup.js";
 import { DEFAULT_ADMIN_LISTEN, DEFAULT_DATA_DIR } from "../shared/config/defaults.js";
 import { adminRequest } from "./admin-client.js";
+import { registerOpsBusiness } from "./ops-business.js";
+import { registerOpsDb } from "./ops-db.js";
+import { registerOpsNodes } from "./ops-nodes.js";
+import { registerOpsProbe } from "./ops-probe.js";
+import { registerOpsSession } from "./ops-session.js";
 import { promptHidden, readAllStdin } from "./prompt.js";
 
 interface SetupFlags {
@@ -54,6 +59,11 @@ export function registerOps(program: Command): void {
       for (const [profile, fingerprint] of Object.entries(result.ca_fingerprints))
         process.stdout.write(`  ${profile.padEnd(18)} ${fingerprint}\n`);
     });
+  registerOpsSession(ops);
+  registerOpsNodes(ops);
+  registerOpsBusiness(ops);
+  registerOpsDb(ops);
+  registerOpsProbe(ops);
 }
 
 function readConsoleToken(file: string): string {
