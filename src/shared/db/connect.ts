@@ -27,6 +27,22 @@ export interface OpenOptions {
   backgroundCheckpoints?: CheckpointEvents;
 }
 
+/** What a database handle can tell about itself for metrics: its pool (PostgreSQL) and SQLITE_BUSY failures (SQLite). */
+export interface DatabaseStats {
+  dialect: "sqlite" | "postgres";
+  /** PostgreSQL: connections open, idle, and queries waiting for one; null on SQLite. */
+  pool: { total: number; idle: number; waiting: number } | null;
+  /** SQLite: statements that failed with SQLITE_BUSY (or a BUSY extended code) since opening; 0 on PostgreSQL. */
+  busyErrors: number;
+}
+
+const statsByDb = new WeakMap<object, () => DatabaseStats>();
+
+/** The stats of a handle openDatabase returned; a handle opened elsewhere reports nothing observed. */
+export function databaseStats(db: object): DatabaseStats {
+  return statsByDb.get(db)?.() ?? { dialect: "sqlite", pool: null, busyErrors: 0 };
+}
+
 export async function openDatabase<Schema>(options: DbOptions, open: OpenOptions = {}): Promise<Kysely<Schema>> {
   let db: Kysely<Schema> | undefined;
   try {
@@ -72,7 +88,10 @@ function openSqlite<Schema>(options: SqliteOptions, open: OpenOptions): Kysely<S
   const stopCheckpoints = open.backgroundCheckpoints
     ? checkpointInBackground(options.path, thresholdBytesOf(database), withFallback(database, open.backgroundCheckpoints))
     : () => {};
-  return new Kysely<Schema>({ dialect: new SqliteDialect({ database: withStatementCache(database, stopCheckpoints) }) });
+  const busy = { errors: 0 };
+  const db = new Kysely<Schema>({ dialect: new SqliteDialect({ database: withStatementCache(database, stopCheckpoints, busy) }) });
+  statsByDb.set(db, () => ({ dialect: "sqlite", pool: null, busyErrors: busy.errors }));
+  return db;
 }
 
 /**
@@ -101,12 +120,12 @@ const STATEMENT_CACHE_SIZE = 1000;
  * identity checks) preparing costs more than running. Statements are reusable in
  * better-sqlite3 (it is synchronous), except one still being iterated, which gets a fresh one.
  */
-function withStatementCache(database: SqliteDatabase.Database, onClose: () => void): SqliteDatabase.Database {
+function withStatementCache(database: SqliteDatabase.Database, onClose: () => void, busy: { errors: number }): SqliteDatabase.Database {
   const cache = new Map<string, SqliteDatabase.Statement>();
   const prepare = (source: string): SqliteDatabase.Statement => {
     const cached = cache.get(source);
     if (cached && !cached.busy) return cached;
-    const statement = database.prepare(source);
+    const statement = countingBusy(database.prepare(source), busy);
     if (cache.size >= STATEMENT_CACHE_SIZE) cache.delete(cache.keys().next().value as string);
     cache.set(source, statement);
     return statement;
@@ -123,6 +142,46 @@ function withStatementCache(database: SqliteDatabase.Database, onClose: () => vo
       return typeof value === "function" ? value.bind(target) : value;
     },
   });
+}
+
+/**
+ * The statement as Kysely's SQLite driver uses it (reader, all, run, iterate), counting
+ * SQLITE_BUSY failures for metrics: made once per prepared statement, so a query pays one more
+ * call and nothing else.
+ */
+function countingBusy(statement: SqliteDatabase.Statement, busy: { errors: number }): SqliteDatabase.Statement {
+  const noteBusy = (error: unknown) => {
+    if (String((error as { code?: unknown }).code).startsWith("SQLITE_BUSY")) busy.errors += 1;
+    return error;
+  };
+  const counted = {
+    reader: statement.reader,
+    get busy() {
+      return statement.busy;
+    },
+    all(parameters: unknown) {
+      try {
+        return statement.all(parameters);
+      } catch (error) {
+        throw noteBusy(error);
+      }
+    },
+    run(parameters: unknown) {
+      try {
+        return statement.run(parameters);
+      } catch (error) {
+        throw noteBusy(error);
+      }
+    },
+    iterate(parameters: unknown) {
+      try {
+        return statement.iterate(parameters);
+      } catch (error) {
+        throw noteBusy(error);
+      }
+    },
+  };
+  return counted as unknown as SqliteDatabase.Statement;
 }
 
 function openPostgres<Schema>(options: PostgresOptions): Kysely<Schema> {
@@ -145,5 +204,11 @@ function openPostgres<Schema>(options: PostgresOptions): Kysely<Schema> {
   // Nor may a client that loses it while checked out between two queries of a request: it emits
   // "error" with no listener of the pool's attached (the request's own query still rejects).
   pool.on("connect", (client) => client.on("error", () => undefined));
-  return new Kysely<Schema>({ dialect: new PostgresDialect({ pool }) });
+  const db = new Kysely<Schema>({ dialect: new PostgresDialect({ pool }) });
+  statsByDb.set(db, () => ({
+    dialect: "postgres",
+    pool: { total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount },
+    busyErrors: 0,
+  }));
+  return db;
 }

@@ -32,9 +32,14 @@ export interface GroupCommit<Schema> {
 /** Units per transaction at most: a batch holds the connection, and reads wait behind it. */
 export const GROUP_COMMIT_MAX_UNITS = 64;
 
-export function groupCommit<Schema>(db: Kysely<Schema>): GroupCommit<Schema> {
+export interface GroupCommitOptions {
+  /** Told the number of units of each SQLite transaction as it starts (metrics). */
+  onBatch?: (units: number) => void;
+}
+
+export function groupCommit<Schema>(db: Kysely<Schema>, options: GroupCommitOptions = {}): GroupCommit<Schema> {
   if (dialectOf(db) === "postgres") return { run: (unit) => db.transaction().execute(unit) };
-  return new SqliteGroupCommit(db);
+  return new SqliteGroupCommit(db, options.onBatch);
 }
 
 interface Queued<Schema> {
@@ -74,7 +79,10 @@ class SqliteGroupCommit<Schema> implements GroupCommit<Schema> {
   private queue: Queued<Schema>[] = [];
   private scheduled = false;
 
-  constructor(private readonly db: Kysely<Schema>) {}
+  constructor(
+    private readonly db: Kysely<Schema>,
+    private readonly onBatch?: (units: number) => void,
+  ) {}
 
   run<T>(unit: WriteUnit<Schema, T>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
@@ -90,6 +98,7 @@ class SqliteGroupCommit<Schema> implements GroupCommit<Schema> {
       this.scheduled = false;
       const batch = this.queue.splice(0, GROUP_COMMIT_MAX_UNITS);
       if (this.queue.length > 0) this.schedule();
+      this.onBatch?.(batch.length);
       void this.commit(batch);
     });
   }
