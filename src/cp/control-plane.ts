@@ -19,6 +19,7 @@ import { every, type Scheduler } from "../shared/time/index.js";
 import { createAdminApp } from "./admin/app.js";
 import type { CpConfig } from "./config.js";
 import { createPkiJobWorker } from "./jobs/index.js";
+import { CpMetrics } from "./metrics.js";
 import { createNodeApiApp } from "./node-api/app.js";
 import { createSseHub, type SseHub } from "./node-api/sse-hub.js";
 import { createOcspAnswerer, createOcspListener } from "./ocsp/index.js";
@@ -35,6 +36,8 @@ import { ensureSetupRow, isSetupComplete, prepareConsoleToken, verifyMasterKey }
 
 export interface ControlPlane {
   context: CpContext;
+  /** Its Prometheus metrics (GET /metrics on the admin listener). */
+  metrics: CpMetrics;
   adminAddress: HostPort;
   /** Bound after setup; null while the CP is in setup-only mode. */
   cpAddress(): HostPort | null;
@@ -84,6 +87,9 @@ export async function startControlPlane(config: CpConfig, options: StartOptions)
   const listeners: BoundListener[] = [];
   const lifecycle = { stopping: false };
   const sse = createSseHub(ctx);
+  const metrics = new CpMetrics();
+  metrics.watchSse(() => sse.size);
+  metrics.watchDatabases(ctx);
   const stopRetention = scheduleRetentionPass(ctx);
   const jobWorker = createPkiJobWorker(ctx);
   let stopRenewal: (() => void) | undefined;
@@ -108,7 +114,7 @@ export async function startControlPlane(config: CpConfig, options: StartOptions)
       setupComplete = true;
       if (!lifecycle.stopping) jobWorker.start();
       if (!lifecycle.stopping) stopRenewal ??= scheduleRenewal(ctx);
-      channelListeners ??= startChannelListeners(ctx, config, listeners, lifecycle, sse);
+      channelListeners ??= startChannelListeners(ctx, config, listeners, lifecycle, sse, metrics);
       return channelListeners;
     };
 
@@ -117,7 +123,7 @@ export async function startControlPlane(config: CpConfig, options: StartOptions)
       if (!setupComplete && (await isSetupComplete(ctx))) await startChannels();
       return setupComplete;
     };
-    const admin = createAdminApp(ctx, { isSetupComplete: setupDone, onSetupComplete: startChannels });
+    const admin = createAdminApp(ctx, { isSetupComplete: setupDone, onSetupComplete: startChannels, metrics });
     const adminListener = await bindListener("admin", http.createServer(getRequestListener(admin.fetch)), config.adminListen, scheduler);
     listeners.push(adminListener);
     log.category("Server").info("listener.bound", { listener: "admin", address: formatHostPort(adminListener.address) });
@@ -133,6 +139,7 @@ export async function startControlPlane(config: CpConfig, options: StartOptions)
     const address = (name: string) => () => listeners.find((l) => l.name === name)?.address ?? null;
     return {
       context: ctx,
+      metrics,
       adminAddress: adminListener.address,
       cpAddress: address("node-api"),
       ocspAddress: address("ocsp"),
@@ -157,6 +164,7 @@ async function startChannelListeners(
   listeners: BoundListener[],
   lifecycle: { stopping: boolean },
   sse: SseHub,
+  metrics: CpMetrics,
 ): Promise<void> {
   const serverLog = ctx.log.category("Server");
   await ensureClientCaBundles(ctx).then(
@@ -175,16 +183,16 @@ async function startChannelListeners(
     }
   };
   await Promise.all([
-    attempt("node-api", () => startNodeApiListener(ctx, config, sse)),
-    attempt("ocsp", () => startOcspListener(ctx, config)),
+    attempt("node-api", () => startNodeApiListener(ctx, config, sse, metrics)),
+    attempt("ocsp", () => startOcspListener(ctx, config, metrics)),
   ]);
 }
 
-async function startNodeApiListener(ctx: CpContext, config: CpConfig, sse: SseHub): Promise<BoundListener> {
+async function startNodeApiListener(ctx: CpContext, config: CpConfig, sse: SseHub, metrics: CpMetrics): Promise<BoundListener> {
   await ensureCpServerCertificate(ctx);
   let identity = await loadCpTlsIdentity(ctx);
   const tlsLog = ctx.log.category("TLS");
-  const nodeServer = https.createServer(nodeApiTlsOptions(identity), getRequestListener(createNodeApiApp(ctx, sse).fetch));
+  const nodeServer = https.createServer(nodeApiTlsOptions(identity), getRequestListener(createNodeApiApp(ctx, sse, metrics).fetch));
   // New handshakes get a renewed certificate or a changed set of trusted node CAs; connections
   // already open keep theirs. Another CP process may have made the change: the check compares.
   const reload = async (trigger: string) => {
@@ -232,12 +240,21 @@ function sameIdentity(a: CpTlsIdentity, b: CpTlsIdentity): boolean {
   return a.certPem === b.certPem && a.serverCaPem === b.serverCaPem && a.nodeClientCaPems.join("\n") === b.nodeClientCaPems.join("\n");
 }
 
-async function startOcspListener(ctx: CpContext, config: CpConfig): Promise<BoundListener> {
+async function startOcspListener(ctx: CpContext, config: CpConfig, metrics: CpMetrics): Promise<BoundListener> {
   const pkiLog = ctx.log.category("PKI");
+  const resolve = createInventoryResolver(ctx, await loadOcspIssuers(ctx));
   const answer = createOcspAnswerer({
-    resolve: createInventoryResolver(ctx, await loadOcspIssuers(ctx)),
+    // Counted per certificate looked up: its status, or unauthorized when no CA here issued it.
+    resolve: async (query) => {
+      const resolved = await resolve(query);
+      metrics.ocspResponses.inc({ status: resolved ? resolved.status.kind : "unauthorized" });
+      return resolved;
+    },
     clock: ctx.clock,
-    onError: (error, answeredWith) => pkiLog.warn("ocsp.request_failed", { answered_with: answeredWith, error: (error as Error).message }),
+    onError: (error, answeredWith) => {
+      metrics.ocspResponses.inc({ status: answeredWith });
+      pkiLog.warn("ocsp.request_failed", { answered_with: answeredWith, error: (error as Error).message });
+    },
   });
   return bindListener("ocsp", http.createServer(createOcspListener({ answer })), config.ocspListen, ctx.scheduler);
 }

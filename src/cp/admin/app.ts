@@ -8,8 +8,10 @@ import { bodyLimit } from "hono/body-limit";
 import { ADMIN_MAX_BODY_BYTES, MAX_CLOUD_FUNCTION_SCRIPT_BYTES } from "../../shared/config/defaults.js";
 import { AuthNexusError } from "../../shared/errors/index.js";
 import { newId } from "../../shared/ids.js";
+import { PROMETHEUS_CONTENT_TYPE } from "../../shared/metrics/index.js";
 import { MAX_CONFIG_CONTENT_BYTES } from "../../shared/node-protocol/index.js";
 import { errorToResponse } from "../http/error-response.js";
+import type { CpMetrics } from "../metrics.js";
 import type { CpContext } from "../services/context.js";
 import type { AdminEnv } from "./env.js";
 import { requestContext, setupGate } from "./middleware.js";
@@ -34,6 +36,12 @@ export interface AdminAppOptions {
   /** May consult the database while setup is pending (another CP process may complete it). */
   isSetupComplete: () => boolean | Promise<boolean>;
   onSetupComplete: () => Promise<void>;
+  /**
+   * Counts every answer and serves GET /metrics (Prometheus text format) without a token, ahead
+   * of the setup gate and the access log: scrapers cannot log in, and the listener binds
+   * 127.0.0.1 by default (docs/operations.md, "Metrics").
+   */
+  metrics?: CpMetrics;
 }
 
 export function createAdminApp(ctx: CpContext, options: AdminAppOptions): Hono<AdminEnv> {
@@ -43,6 +51,11 @@ export function createAdminApp(ctx: CpContext, options: AdminAppOptions): Hono<A
   app.notFound(() => {
     throw new AuthNexusError("ROUTE_NOT_FOUND");
   });
+  const { metrics } = options;
+  if (metrics) {
+    app.use(metrics.middleware("admin"));
+    app.get("/metrics", async (c) => c.body(await metrics.registry.exposition(), 200, { "Content-Type": PROMETHEUS_CONTENT_TYPE }));
+  }
   app.use(requestContext(log, () => newId("req")));
   app.use(adminBodyLimit());
   app.use(setupGate(options.isSetupComplete));

@@ -11,6 +11,7 @@ import { AuthNexusError } from "../../shared/errors/index.js";
 import { sequentialIds } from "../../shared/ids.js";
 import { CP_API_PREFIX, NODE_API_MAX_BODY_BYTES } from "../../shared/node-protocol/index.js";
 import { errorToResponse } from "../http/error-response.js";
+import type { CpMetrics } from "../metrics.js";
 import type { CpContext } from "../services/context.js";
 import type { NodeApiEnv } from "./env.js";
 import { anyNode, nodeFromPath } from "./identity.js";
@@ -24,7 +25,7 @@ import type { SseHub } from "./sse-hub.js";
 
 export type { NodeApiEnv } from "./env.js";
 
-export function createNodeApiApp(ctx: CpContext, sse: SseHub): Hono<NodeApiEnv> {
+export function createNodeApiApp(ctx: CpContext, sse: SseHub, metrics?: CpMetrics): Hono<NodeApiEnv> {
   const log = ctx.log.category("CP Agent");
   const requestId = sequentialIds("req");
   const app = new Hono<NodeApiEnv>();
@@ -32,6 +33,7 @@ export function createNodeApiApp(ctx: CpContext, sse: SseHub): Hono<NodeApiEnv> 
   app.notFound(() => {
     throw new AuthNexusError("ROUTE_NOT_FOUND");
   });
+  if (metrics) app.use(metrics.middleware("node_api"));
   app.use(async function nodeAccessLog(c, next) {
     const started = performance.now();
     c.set("requestId", requestId());

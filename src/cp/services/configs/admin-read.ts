@@ -266,6 +266,28 @@ export async function fleetConfigHealth(ctx: CpContext): Promise<{ in_sync: numb
   return { in_sync: Number(nodes.n) - error - pending, pending, error };
 }
 
+/**
+ * Over the nodes that are not provisioning, how many (node, delivered item) pairs are in each
+ * state (metrics): one grouped query, every state present.
+ */
+export async function fleetConfigStateCounts(ctx: Pick<CpContext, "controlDb">): Promise<Record<ConfigState, number>> {
+  const rows = await withLatest(ctx.controlDb)
+    .selectFrom("nodes as n")
+    .innerJoin("latest as l", (j) => j.on(sql<SqlBool>`1 = 1`))
+    .leftJoin("node_config_states as s", (j) =>
+      j.onRef("s.config_type", "=", "l.config_type").onRef("s.scope", "=", "l.scope").onRef("s.node_id", "=", "n.id"),
+    )
+    .where("n.status", "!=", "provisioning")
+    .where(deliveredScope)
+    .select(stateOf.as("state"))
+    .select((eb) => eb.fn.countAll<number>().as("n"))
+    .groupBy(stateOf)
+    .execute();
+  const out: Record<ConfigState, number> = { SYNCED: 0, PENDING: 0, ERROR: 0, NOT_SENT: 0 };
+  for (const row of rows) out[row.state as ConfigState] += Number(row.n);
+  return out;
+}
+
 const STATE_KEYS: Record<ConfigState, keyof StateCounts> = {
   SYNCED: "synced",
   ERROR: "error",
