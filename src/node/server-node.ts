@@ -24,6 +24,7 @@ import type { OcspTransport } from "./agent/ocsp-stapler.js";
 import { type BusinessListener, ConnectionRegistry, LiveBusinessPlane, startBusinessListener } from "./business/index.js";
 import type { NodeConfig } from "./config.js";
 import { createHealthApp } from "./health/health-app.js";
+import { NodeMetrics } from "./metrics.js";
 import { type LoadedAgentPackage, loadAgentPackage } from "./package/load-agent-package.js";
 
 export const NODE_STAGES = [
@@ -68,6 +69,8 @@ export interface NodeStatusReport extends Partial<CpAgentStatus> {
 
 export interface ServerNode {
   healthAddress: HostPort;
+  /** Its Prometheus metrics (GET /metrics on the health listener). */
+  metrics: NodeMetrics;
   agent: CpAgent;
   pkg: LoadedAgentPackage;
   /** Settles true once ready, false if stopped first. */
@@ -91,6 +94,8 @@ export async function startServerNode(config: NodeConfig, options: StartServerNo
   let agent: CpAgent | null = null;
   let plane: LiveBusinessPlane | null = null;
   const registry = new ConnectionRegistry();
+  const metrics = new NodeMetrics();
+  metrics.watchConnections(() => registry.size);
   const enter = (next: NodeStage) => {
     stage = next;
     serverLog.info("stage.entered", { stage: next });
@@ -114,7 +119,11 @@ export async function startServerNode(config: NodeConfig, options: StartServerNo
 
   const health = await bindListener(
     "health",
-    http.createServer(getRequestListener(createHealthApp({ stage: () => stage, ready: () => stage === "ready", status }).fetch)),
+    http.createServer(
+      getRequestListener(
+        createHealthApp({ stage: () => stage, ready: () => stage === "ready", status, metrics: () => metrics.registry.exposition() }).fetch,
+      ),
+    ),
     config.healthListen,
     scheduler,
   );
@@ -155,6 +164,8 @@ export async function startServerNode(config: NodeConfig, options: StartServerNo
       ...(options.ocspTransport ? { ocspTransport: options.ocspTransport } : {}),
       ...(options.deltaPageLimit ? { deltaPageLimit: options.deltaPageLimit } : {}),
     });
+    metrics.watchDatabase(db);
+    metrics.watchAgent(agent, () => clock.now());
     await agent.loadState();
   } catch (error) {
     await db?.destroy().catch(() => undefined);
@@ -192,6 +203,7 @@ export async function startServerNode(config: NodeConfig, options: StartServerNo
       listen: config.listen ?? { host: DEFAULT_BUSINESS_HOST, port: readyPkg.manifest.business.port },
       blacklistFailClosed: config.blacklistFailClosed,
       functions: { workers: config.functionWorkers, queue: config.functionQueue },
+      metrics,
     });
     businessListener = listener;
     serverLog.info("listener.bound", {
@@ -237,6 +249,7 @@ export async function startServerNode(config: NodeConfig, options: StartServerNo
 
   return {
     healthAddress: health.address,
+    metrics,
     agent: readyAgent,
     pkg: readyPkg,
     ready,

@@ -54,6 +54,8 @@ export interface BusinessEdgeOptions {
   host: Omit<ConnectionHost, "scheduler" | "closed">;
   /** Called when a connection has closed (after the registry forgot it). */
   onClosed?: (connection: BusinessConnection, reason: string) => void;
+  /** Called for each connection refused before hello: at the connection limits, or by layer 1, 2 or 3 (metrics). */
+  onRefused?: (layer: "connection_limit" | "1" | "2" | "3") => void;
 }
 
 const SPAN_TRUST_TYPES = new Set(["app_client_ca_bundle", "app_mtls_trust_bundle"]);
@@ -199,6 +201,7 @@ export class BusinessEdge {
     const fromIp = this.socketsPerIp.get(ip) ?? 0;
     if (this.sockets >= settings.max_connections || fromIp >= settings.max_connections_per_ip) {
       this.refusedSinceLastReport += 1;
+      this.options.onRefused?.("connection_limit");
       socket.destroy();
       return;
     }
@@ -231,6 +234,7 @@ export class BusinessEdge {
     const certificate = socket.getPeerCertificate(true);
     const verdict = this.checkCertificate(certificate);
     if ("refused" in verdict) {
+      this.options.onRefused?.(verdict.layer === 2 ? "2" : "3");
       this.options.log.tls.warn("client.refused", {
         layer: verdict.layer,
         reason: verdict.refused,
@@ -305,6 +309,7 @@ export class BusinessEdge {
     const ip = peerAddress(socket);
     // node:tls leaves a socket that timed out in its handshake open: every failure ends here.
     socket.destroy();
+    this.options.onRefused?.("1");
     // A certificate that failed the chain check (unknown issuer, expired, wrong purpose…) shows
     // up as a "socket hang up": node:tls finished the handshake, then cut it for that reason
     // (its TLS handle, and with it the certificate, is already gone).

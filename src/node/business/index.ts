@@ -11,6 +11,7 @@ import { DEFAULT_MAX_FRAME_BYTES } from "../../shared/protocol/index.js";
 import type { Scheduler } from "../../shared/time/index.js";
 import type { CpAgent } from "../agent/agent.js";
 import { FunctionPool } from "../functions/pool.js";
+import type { NodeMetrics } from "../metrics.js";
 import type { LoadedAgentPackage } from "../package/load-agent-package.js";
 import { AuthFlows } from "./auth-flows.js";
 import type { LiveBusinessPlane } from "./business-plane.js";
@@ -37,6 +38,8 @@ export interface BusinessListenerOptions {
   blacklistFailClosed: boolean;
   /** The worker pool cloud functions run on: threads, and calls that may wait for one. */
   functions: { workers: number; queue: number };
+  /** Handshakes, requests, logins, cloud function calls and group commits, for GET /metrics. */
+  metrics?: NodeMetrics;
 }
 
 export interface BusinessListener {
@@ -57,7 +60,8 @@ export async function startBusinessListener(options: BusinessListenerOptions): P
     failClosed: options.blacklistFailClosed,
   });
   const throttle = new LoginThrottle(clock, () => agent.store.serverRuntimeSettings().login_attempts_per_minute);
-  const writes = groupCommit(db);
+  const { metrics } = options;
+  const writes = groupCommit(db, metrics ? { onBatch: (units) => metrics.groupCommitted(units) } : {});
   const auth = new AuthFlows({
     db,
     writes,
@@ -76,7 +80,7 @@ export async function startBusinessListener(options: BusinessListenerOptions): P
     scheduler,
     log: log.server,
   });
-  const cloud = new CloudCalls({ db, writes, store: agent.store, pool, clock });
+  const cloud = new CloudCalls({ db, writes, store: agent.store, pool: countedPool(pool, metrics), clock });
   const service = new BusinessService({
     nodeId,
     db,
@@ -89,6 +93,7 @@ export async function startBusinessListener(options: BusinessListenerOptions): P
     maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
     log,
     onRequest: (failed) => options.plane.countRequest(failed),
+    ...(metrics ? { metrics } : {}),
   });
   const edge = new BusinessEdge({
     pkg,
@@ -99,6 +104,7 @@ export async function startBusinessListener(options: BusinessListenerOptions): P
     credentials: agent.credentials,
     staple: (certificate) => agent.stapler.stapleFor(certificate),
     host: service,
+    ...(metrics ? { onRefused: (layer: "connection_limit" | "1" | "2" | "3") => metrics.handshakeRefused(layer) } : {}),
   });
   let address: HostPort;
   try {
@@ -116,4 +122,13 @@ export async function startBusinessListener(options: BusinessListenerOptions): P
       await pool.close();
     },
   };
+}
+
+/** The pool as cloud calls see it, its calls counted and timed when metrics are kept. */
+function countedPool(pool: FunctionPool, metrics: NodeMetrics | undefined): FunctionPool {
+  if (!metrics) return pool;
+  const call = metrics.countingCalls((request) => pool.call(request));
+  return new Proxy(pool, {
+    get: (target, property, receiver) => (property === "call" ? call : Reflect.get(target, property, receiver)),
+  });
 }

@@ -15,6 +15,7 @@ import { AuthNexusError } from "../../shared/errors/index.js";
 import type { Logger } from "../../shared/log/index.js";
 import { type Decoded, encodeMessage, LIMITS, type Message, type Value } from "../../shared/protocol/index.js";
 import type { Clock } from "../../shared/time/index.js";
+import type { NodeMetrics } from "../metrics.js";
 import type { AppliedConfigStore } from "../state/config-store.js";
 import type { AuthFlows, Caller, LoginResult } from "./auth-flows.js";
 import type { CloudCaller, CloudCalls } from "./cloud-calls.js";
@@ -35,6 +36,8 @@ export interface BusinessServiceOptions {
   log: { tls: Logger; security: Logger; server: Logger };
   /** Counts every answered request and every error answer, for the checkin's rates. */
   onRequest?: (failed: boolean) => void;
+  /** Requests, logins and layer-4 handshake verdicts, for GET /metrics. */
+  metrics?: NodeMetrics;
 }
 
 const DEVICE_ID = /^[\x21-\x7e]{1,128}$/;
@@ -61,17 +64,34 @@ export class BusinessService implements Omit<ConnectionHost, "scheduler" | "clos
   }
 
   async serve(connection: BusinessConnection, request: Decoded): Promise<Buffer> {
+    const started = performance.now();
     try {
       const answer = await this.dispatch(connection, request);
       this.options.onRequest?.(false);
+      this.options.metrics?.request(request.name, (performance.now() - started) / 1000);
       return answer;
     } catch (error) {
       this.options.onRequest?.(true);
+      this.options.metrics?.request(request.name, (performance.now() - started) / 1000, error);
       throw error;
     }
   }
 
   heartbeat(connection: BusinessConnection, requestId: number): Buffer {
+    const metrics = this.options.metrics;
+    if (!metrics) return this.answerHeartbeat(connection, requestId);
+    const started = performance.now();
+    try {
+      const answer = this.answerHeartbeat(connection, requestId);
+      metrics.request("heartbeat", (performance.now() - started) / 1000);
+      return answer;
+    } catch (error) {
+      metrics.request("heartbeat", (performance.now() - started) / 1000, error);
+      throw error;
+    }
+  }
+
+  private answerHeartbeat(connection: BusinessConnection, requestId: number): Buffer {
     this.options.security.assertServing();
     this.refuseBlocked(connection);
     const session = connection.session;
@@ -135,6 +155,7 @@ export class BusinessService implements Omit<ConnectionHost, "scheduler" | "clos
     const { store, security, log } = this.options;
     const refuse = (code: "APP_CREDENTIALS_INVALID" | "APP_DISABLED", reason: string) => {
       log.tls.warn("client.refused", { layer: 4, reason, ip: connection.ip, app_id: body.app_id, cert_app_id: connection.certAppId });
+      this.options.metrics?.handshakeRefused("4");
       return new AuthNexusError(code);
     };
     if (body.app_id !== connection.certAppId)
@@ -161,6 +182,7 @@ export class BusinessService implements Omit<ConnectionHost, "scheduler" | "clos
     connection.deviceId = body.device_id;
     const settings = store.serverRuntimeSettings();
     connection.deadline = this.options.clock.now() + settings.heartbeat_timeout_seconds * 1000;
+    this.options.metrics?.handshakeAccepted();
     return encodeMessage("hello_ok", requestId, {
       node_id: this.options.nodeId.slice(0, LIMITS.nodeId),
       server_time: this.options.clock.now(),
