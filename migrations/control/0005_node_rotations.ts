@@ -1,6 +1,7 @@
 /**
  * Node certificate rotation: one row per rotation (what was replaced by what, the sealed new
- * credentials until the node has them, and when each step happened), and two node columns the
+ * credentials until the node has them, the cp_server_ca ids of the CP trust bundle it delivers,
+ * and when each step happened), and two node columns the
  * node API reads on every call at no extra cost: the rotation waiting for the node (its checkin
  * then says configs are pending) and the instant after which the previous CP client
  * certificate is refused.
@@ -25,6 +26,7 @@ export async function up(db: MigrationDb): Promise<void> {
     .addColumn("new_client_cert_id", "text")
     .addColumn("package_id", "text")
     .addColumn("credentials_ciphertext", binaryType(db))
+    .addColumn("cp_ca_ids", "text")
     .addColumn("issued_at", "bigint")
     .addColumn("delivered_at", "bigint")
     .addColumn("acked_at", "bigint")

@@ -147,7 +147,7 @@ function endedBadly(view: RotationView): string {
     const retry = issue ? `retry its job with \`authnexus pki jobs retry ${issue.id}\` or ` : "";
     return `rotation ${view.id} was cancelled (${jobName(issue)} is cancelled); ${retry}start a new one with \`authnexus pki rotate ${view.node_id}\``;
   }
-  return `rotation ${view.id} was superseded at ${time(view.superseded_at)}: the node's package was reissued, and the node gets its new certificates from that package`;
+  return `rotation ${view.id} was superseded at ${time(view.superseded_at)}: a newer rotation of the node was requested, or its package was reissued (the node then gets its certificates from the new package); pki rotations ${view.node_id} lists them`;
 }
 
 function timedOut(view: RotationView, timeoutMs: number): string {

@@ -202,11 +202,16 @@ async function startNodeApiListener(ctx: CpContext, config: CpConfig, sse: SseHu
     identity = next;
     tlsLog.info("identity.reloaded", { listener: "node-api", trigger, node_client_cas: next.nodeClientCaPems.length });
   };
-  const reloadLogged = (trigger: string) =>
-    void (async () => {
-      await ensureCpServerCertificate(ctx);
-      await reload(trigger);
-    })().catch((error: unknown) => tlsLog.error("identity.reload_failed", { trigger, error: (error as Error).message }));
+  // One reload at a time: two at once could each issue a CP certificate.
+  let reloading: Promise<void> = Promise.resolve();
+  const reloadLogged = (trigger: string) => {
+    reloading = reloading
+      .then(async () => {
+        await ensureCpServerCertificate(ctx);
+        await reload(trigger);
+      })
+      .catch((error: unknown) => tlsLog.error("identity.reload_failed", { trigger, error: (error as Error).message }));
+  };
   const stopCheck = every(ctx.scheduler, CP_TLS_IDENTITY_CHECK_MS, () => reloadLogged("check"), { background: true });
   const unsubscribe = ctx.events.onTlsIdentityChanged(() => reloadLogged("event"));
   // Nodes call every few seconds (5 s epoch polls): keep their connections past that, so a

@@ -107,7 +107,13 @@ for (const variant of dbVariants()) {
       );
       await everyNodeChecksIn([n1, n2]);
 
-      const switched = await d.admin("POST", `${BASE}/${id}/switch`);
+      // Other CP processes reload their trust within a minute of the publish: the switch waits for that, or is forced.
+      const early = await d.adminRaw("POST", `${BASE}/${id}/switch`, {});
+      assert.equal(early.status, 409, early.text);
+      assert.equal(early.json.error, "CA_ROTATION_NODES_PENDING");
+      assert.equal(typeof early.json.details.not_before, "number");
+      assert.equal((await rotation(id)).phase, "published");
+      const switched = await d.admin("POST", `${BASE}/${id}/switch`, { force: true });
       assert.deepEqual(
         switched.detail.switched.node_rotations.map((r: Obj) => r.outcome),
         ["requested", "requested"],
@@ -159,8 +165,15 @@ for (const variant of dbVariants()) {
         published.detail.published.node_rotations.map((r: Obj) => r.outcome),
         ["requested", "requested"],
       );
-      await ready(id, "both nodes applied the both-CA bundle");
+      const done = await ready(id, "both nodes applied the both-CA bundle");
+      for (const n of done.progress.nodes) assert.ok(n.cp_ca_ids.includes(first.new_ca.id));
       for (const node of [n1, n2]) assert.equal((await cpCaFile(node)).length, 2);
+      // Publish asked again: every node already holds the new trust, so no node is rotated again.
+      const rotationsBefore = (await d.admin("GET", `/nodes/${n1.nodeId}/certs/rotations`)).items.length;
+      const again = await d.admin("POST", `${BASE}/${id}/publish`);
+      assert.equal(again.phase, "published");
+      assert.deepEqual(again.detail.published.node_rotations, []);
+      assert.equal((await d.admin("GET", `/nodes/${n1.nodeId}/certs/rotations`)).items.length, rotationsBefore);
 
       await d.admin("POST", `${BASE}/${id}/switch`);
       const newCaCert = new X509Certificate(first.new_ca.certificate_pem ?? (await caOf("cp_server_ca", "active")).certificate_pem);

@@ -13,7 +13,7 @@ import { writePkiAudit } from "../services/audit/pki-audit.js";
 import type { CpContext } from "../services/context.js";
 import { storeDeployPackage } from "../services/nodes/deploy-packages.js";
 import { sealRotationCredentials } from "../services/nodes/rotation.js";
-import { trustedCaBundle } from "../services/pki/inventory.js";
+import { trustedCas } from "../services/pki/inventory.js";
 import { buildNodePackage, issueNodeCredentials, logNodeCredentialsIssued, recordNodeCredentials } from "./node-credentials.js";
 import { type JobHandler, type JobRun, PermanentJobError } from "./worker.js";
 
@@ -36,15 +36,6 @@ async function rotateNodeCertificates(ctx: CpContext, run: JobRun): Promise<void
   const credentials = await issueNodeCredentials(ctx, node);
   const packageId = newId("pkg");
   const pkg = await buildNodePackage(ctx, node, credentials, packageId);
-  const sealed = sealRotationCredentials(ctx.masterKey, {
-    rotation_id: rotationId,
-    server_cert_pem: credentials.server.certPem,
-    server_key_pem: credentials.server.keyPem,
-    server_issuer_pem: credentials.serverCa.certPem,
-    client_cert_pem: credentials.client.certPem,
-    client_key_pem: credentials.client.keyPem,
-    cp_ca_pem: await trustedCaBundle(ctx.controlDb, "cp_server_ca"),
-  });
 
   const ids = await ctx.controlDb.transaction().execute(async (tx) => {
     const now = ctx.clock.now();
@@ -58,16 +49,28 @@ async function rotateNodeCertificates(ctx: CpContext, run: JobRun): Promise<void
     const rotation = await tx.selectFrom("node_cert_rotations").selectAll().where("id", "=", rotationId).executeTakeFirst();
     if (!rotation || rotation.superseded_at !== null)
       throw new PermanentJobError("the rotation was superseded (by a newer rotation, or the node's package was reissued)");
-    // Only the node's newest rotation may issue (same order as the rotation list: time, then id).
+    // Only the node's newest live rotation may issue (same order as the rotation list: time, then id).
     const newest = await tx
       .selectFrom("node_cert_rotations")
       .select("id")
       .where("node_id", "=", nodeId)
+      .where("superseded_at", "is", null)
       .orderBy("created_at", "desc")
       .orderBy("id", "desc")
       .executeTakeFirstOrThrow();
     if (newest.id !== rotationId) throw new PermanentJobError(`a newer rotation (${newest.id}) of this node was requested`);
     const recorded = await recordNodeCredentials(tx, ctx, nodeId, credentials, { actor: JOB_ACTOR, jobId: run.job.id });
+    // The CP trust read in this transaction: a cp_server_ca rotation's publish commits before or after it, never in between.
+    const cpTrust = await trustedCas(tx, "cp_server_ca");
+    const sealed = sealRotationCredentials(ctx.masterKey, {
+      rotation_id: rotationId,
+      server_cert_pem: credentials.server.certPem,
+      server_key_pem: credentials.server.keyPem,
+      server_issuer_pem: credentials.serverCa.certPem,
+      client_cert_pem: credentials.client.certPem,
+      client_key_pem: credentials.client.keyPem,
+      cp_ca_pem: cpTrust.bundle,
+    });
     await tx
       .updateTable("nodes")
       .set({
@@ -90,6 +93,7 @@ async function rotateNodeCertificates(ctx: CpContext, run: JobRun): Promise<void
         new_client_cert_id: recorded.clientCertId,
         package_id: packageId,
         credentials_ciphertext: sealed,
+        cp_ca_ids: JSON.stringify(cpTrust.ids),
         issued_at: now,
         updated_at: now,
       })

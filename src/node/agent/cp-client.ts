@@ -74,6 +74,8 @@ export class CpClient {
   private readonly hostname: string;
   /** The pool holding the current event stream (one stream at a time; each stream gets its own pool). */
   private eventStream: Agent | null = null;
+  /** Short-call pools replaced by a rotation, closing once their calls in flight finish. */
+  private readonly retiredPools = new Set<Agent>();
   private readonly closing = new AbortController();
   private closed: Promise<void> | undefined;
   private readonly maxBytes: number;
@@ -107,7 +109,11 @@ export class CpClient {
     this.connect = this.connectOptions(tls);
     const previous = this.shortCalls;
     this.shortCalls = new Agent({ connect: this.connect, keepAliveTimeout: 30_000 });
-    void previous.close().catch(() => undefined);
+    this.retiredPools.add(previous);
+    void previous
+      .close()
+      .catch(() => undefined)
+      .finally(() => this.retiredPools.delete(previous));
   }
 
   /** Tells the CP that a rotation's credentials are in force here (sent over the new client certificate). */
@@ -240,7 +246,11 @@ export class CpClient {
     // (see request()); the closing signal then releases an event stream still in its header phase.
     const stream = this.eventStream;
     this.eventStream = null;
-    const destroyed = Promise.all([this.shortCalls.destroy().catch(() => undefined), stream?.destroy().catch(() => undefined)]);
+    const destroyed = Promise.all([
+      this.shortCalls.destroy().catch(() => undefined),
+      stream?.destroy().catch(() => undefined),
+      ...[...this.retiredPools].map((pool) => pool.destroy().catch(() => undefined)),
+    ]);
     this.closing.abort(new Error("CP client closed"));
     await destroyed;
   }

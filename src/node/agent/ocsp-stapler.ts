@@ -201,6 +201,8 @@ export class OcspStapler {
       const fetched = await this.fetchVerified(target.certDer, target.issuerDer);
       // A rotation switched certificates while this fetch was out: its answer is for the old one.
       if (target !== this.target) return;
+      // Handshakes begun before the switch are long done by the next refresh.
+      this.previous = null;
       const verified = fetched;
       const previous = this.cached?.status.kind ?? null;
       this.cached = fetched;

@@ -212,6 +212,8 @@ export interface NodeCertRotationsTable {
   package_id: string | null;
   /** The new certificates and keys, sealed with the master key; dropped once the node acked. */
   credentials_ciphertext: Buffer | null;
+  /** JSON array of the cp_server_ca ids in the CP trust bundle the delivery carries (set at issue). */
+  cp_ca_ids: string | null;
   issued_at: number | null;
   delivered_at: number | null;
   acked_at: number | null;

@@ -70,6 +70,8 @@ export interface RotationView {
   old_client_cert_id: string | null;
   new_server_cert_id: string | null;
   new_client_cert_id: string | null;
+  /** The cp_server_ca ids of the CP trust bundle the delivery carries (null until issued). */
+  cp_ca_ids: string[] | null;
   /** The new server certificate's SPKI pin (base64 SHA-256, as SDK spki_pins take it): programs that pin add it. */
   new_server_spki_pin: string | null;
   package_id: string | null;
@@ -215,10 +217,18 @@ function spkiPin(pem: string): string {
 function toView(row: NodeCertRotationsTable, jobs: Map<string, PkiJobView>, pins: Map<string, string>): RotationView {
   const issueJob = jobs.get(row.issue_job_id);
   const retireJob = row.retire_job_id === null ? undefined : jobs.get(row.retire_job_id);
-  const { credentials_ciphertext: _sealed, updated_at: _updated, issue_job_id: _issue, retire_job_id: _retire, ...rest } = row;
+  const {
+    credentials_ciphertext: _sealed,
+    updated_at: _updated,
+    issue_job_id: _issue,
+    retire_job_id: _retire,
+    cp_ca_ids: caIds,
+    ...rest
+  } = row;
   return {
     ...rest,
     status: rotationStatus(row, issueJob?.status ?? "pending"),
+    cp_ca_ids: caIds === null ? null : (JSON.parse(caIds) as string[]),
     new_server_spki_pin: row.new_server_cert_id === null ? null : (pins.get(row.new_server_cert_id) ?? null),
     jobs: [issueJob, retireJob].filter((job): job is PkiJobView => job !== undefined),
   };

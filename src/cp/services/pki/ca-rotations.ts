@@ -34,6 +34,7 @@
  * retire rotates the nodes again with only the new one; rollback after the switch is allowed.
  */
 import type { Kysely } from "kysely";
+import { CP_TLS_IDENTITY_CHECK_MS } from "../../../shared/config/defaults.js";
 import type { CaRotationsTable, ControlSchema } from "../../../shared/db/control-schema.js";
 import { dialectOf, isUniqueViolation } from "../../../shared/db/index.js";
 import { AuthNexusError } from "../../../shared/errors/index.js";
@@ -45,7 +46,7 @@ import { appendConfigVersionIn } from "../configs/admin-write.js";
 import type { Actor, CpContext } from "../context.js";
 import { type RotationStatus, requestNodeRotation, rotationStatus } from "../nodes/rotation.js";
 import { type Page, type PageRequest, paginate } from "../pagination.js";
-import { type CaStatus, loadActiveCa, recordCa, trustedCaBundle } from "./inventory.js";
+import { type CaStatus, loadActiveCa, recordCa, trustedCaBundle, trustedCas } from "./inventory.js";
 
 export const CA_ROTATION_PHASES = ["prepared", "published", "switched", "retired", "rolled_back"] as const;
 export type CaRotationPhase = (typeof CA_ROTATION_PHASES)[number];
@@ -67,6 +68,9 @@ function nextSteps(profile: string, phase: CaRotationPhase): CaRotationStep[] {
   if (phase === "switched" && plan && !plan.rollbackAfterSwitch) return steps.filter((s) => s !== "rollback");
   return steps;
 }
+
+/** Beyond one check interval, before nodes may move onto a newly trusted CA (a CP process's check may just have run). */
+const TRUST_PROPAGATION_MARGIN_MS = 5_000;
 
 /** Certificates revoked by a rollback (the successor's) and by retire with revoke_leaves (the old CA's). */
 const ROTATION_REVOCATION_REASON: RevocationReason = "superseded";
@@ -92,6 +96,10 @@ interface RotationPlan {
   gatedStep: "switch" | "retire";
   /** Whether a switched rotation may still be rolled back. */
   rollbackAfterSwitch: boolean;
+  /** Why rollback is refused once switched (when it is). */
+  noRollbackReason?: string;
+  /** The earliest instant the switch may run without force (after publish). */
+  switchNotBefore?(ctx: CpContext, row: CaRotationView): number | undefined;
   /** What publish records for the operator beside the step (detail.published). */
   publishNote?: string;
   /** Runs after the switch committed (the successor signs): what it did, recorded in detail.switched. */
@@ -131,6 +139,7 @@ const tcpServerCaPlan: RotationPlan = {
   progress: (db, row) => certificateCaProgress(db, row, "server_cert_id"),
   gatedStep: "retire",
   rollbackAfterSwitch: false,
+  noRollbackReason: "the nodes were rotated onto certificates of the new CA, and programs may already trust only the new CA",
   publishNote:
     "Redistribute the SDK trust bundle (server_ca.pem and ocsp_signer_ca.pem, now holding both CAs: pki issue-client or POST /admin/v1/applications/:app_id/client-certs) to every program before the switch; after it, a program trusting only the old CA is refused on its next new connection.",
   afterSwitch: (ctx, actor, row) => rotateNodes(ctx, actor, row, "server_cert_id"),
@@ -154,6 +163,12 @@ const cpNodeClientCaPlan: RotationPlan = {
   progress: (db, row) => certificateCaProgress(db, row, "client_cert_id"),
   gatedStep: "retire",
   rollbackAfterSwitch: false,
+  noRollbackReason: "the nodes were moved onto CP client certificates of the new CA",
+  // Other CP processes pick the new trust up within a check interval of the publish.
+  switchNotBefore: (_ctx, row) => {
+    const at = (row.detail.published as { at?: unknown } | undefined)?.at;
+    return typeof at === "number" ? at + CP_TLS_IDENTITY_CHECK_MS + TRUST_PROPAGATION_MARGIN_MS : undefined;
+  },
   afterPublish: reloadCpTls,
   afterSwitch: (ctx, actor, row) => rotateNodes(ctx, actor, row, "client_cert_id"),
   afterRetire: reloadCpTls,
@@ -242,6 +257,8 @@ export interface NodeProgress {
   server_ca_id?: string | null;
   /** cp_node_client_ca: the CA that issued the node's current CP client certificate. */
   client_ca_id?: string | null;
+  /** cp_server_ca: the CP trust the node's newest applied rotation delivered (null: its package's). */
+  cp_ca_ids?: string[] | null;
   /** tcp_server_ca: whether that CA is the rotation's new CA (done once the node also acked the rotation that brought it). */
   on_new_ca?: boolean;
   /** tcp_server_ca, once switched: the node's newest certificate rotation and its status. */
@@ -348,6 +365,7 @@ export async function prepareCaRotation(ctx: CpContext, actor: Actor, profile: s
 
 /** publish: the successor joins the trust, published for every place the profile is trusted. */
 export async function publishCaRotation(ctx: CpContext, actor: Actor, id: string): Promise<CaRotationDetail> {
+  if (await repeatedStep(ctx, actor, id, "published")) return getCaRotation(ctx, id);
   const now = ctx.clock.now();
   const published = await ctx.controlDb.transaction().execute(async (trx) => {
     const row = await advance(trx, id, "publish", "published", now);
@@ -377,8 +395,16 @@ export async function switchCaRotation(
   id: string,
   options: { force?: boolean } = {},
 ): Promise<CaRotationDetail> {
+  if (await repeatedStep(ctx, actor, id, "switched")) return getCaRotation(ctx, id);
   const before = await getCaRotation(ctx, id);
   requireStep(before.ca_profile, before.phase, "switch");
+  const notBefore = planFor(before.ca_profile).plan.switchNotBefore?.(ctx, before);
+  if (notBefore !== undefined && notBefore > ctx.clock.now() && !options.force) {
+    throw new AuthNexusError("CA_ROTATION_NODES_PENDING", {
+      message: `Every CP process must trust the new CA before nodes move onto it: they reload their node API trust within ${CP_TLS_IDENTITY_CHECK_MS / 1000} s of the publish. Switch after ${new Date(notBefore).toISOString()}, or with force when this is the only CP process.`,
+      publicDetail: { not_before: notBefore },
+    });
+  }
   const gated = planFor(before.ca_profile).plan.gatedStep === "switch";
   const waiting = gated ? (before.progress?.nodes ?? []).filter((n) => !n.done) : [];
   if (waiting.length > 0 && !options.force) {
@@ -424,6 +450,7 @@ export async function retireCaRotation(
   id: string,
   options: { revokeLeaves?: boolean; force?: boolean } = {},
 ): Promise<CaRotationDetail & { revoked_certificates: number }> {
+  if (await repeatedStep(ctx, actor, id, "retired")) return { ...(await getCaRotation(ctx, id)), revoked_certificates: 0 };
   const before = await getCaRotation(ctx, id);
   requireStep(before.ca_profile, before.phase, "retire");
   const gated = planFor(before.ca_profile).plan.gatedStep === "retire";
@@ -699,13 +726,7 @@ function summarize(progress: NodeProgress[], items: number): RotationProgress {
  */
 async function trustDeliveryProgress(db: Kysely<ControlSchema>, row: RotationRow): Promise<RotationProgress | null> {
   const phase = row.phase as CaRotationPhase;
-  const detail = parseObject(row.detail);
-  const stepAt = (name: string) => {
-    const step = detail[name] as { at?: unknown } | undefined;
-    return typeof step?.at === "number" ? step.at : null;
-  };
-  const since = phase === "published" ? stepAt("published") : phase === "retired" ? stepAt("retired") : null;
-  if (phase === "prepared" || phase === "rolled_back" || since === null) return phase === "switched" ? summarize([], 0) : null;
+  if (phase !== "published" && phase !== "switched" && phase !== "retired") return null;
   const nodes = await db
     .selectFrom("nodes")
     .select(["id", "name", "status", "last_checkin_at"])
@@ -713,28 +734,56 @@ async function trustDeliveryProgress(db: Kysely<ControlSchema>, row: RotationRow
     .orderBy("created_at")
     .orderBy("id")
     .execute();
-  const newest = await newestRotations(
-    db,
-    nodes.map((n) => n.id),
-    since,
-  );
+  const [trust, newest] = await Promise.all([
+    appliedCpTrust(
+      db,
+      nodes.map((n) => n.id),
+    ),
+    newestRotations(
+      db,
+      nodes.map((n) => n.id),
+      null,
+    ),
+  ]);
   const progress = nodes.map((node): NodeProgress => {
+    const held = trust.get(node.id) ?? null;
     const rotation = newest.get(node.id);
-    const applied = rotation !== undefined && (rotation.status === "applied" || rotation.status === "completed");
+    const done = phase === "retired" ? held !== null && !held.includes(row.old_ca_id) : held?.includes(row.new_ca_id) === true;
     return {
       node_id: node.id,
       name: node.name,
       status: node.status,
       last_checkin_at: node.last_checkin_at,
-      applied: applied ? 1 : 0,
-      pending: applied ? 0 : 1,
-      errors: rotation?.status === "failed" || rotation?.status === "cancelled" ? 1 : 0,
-      done: applied,
+      applied: done ? 1 : 0,
+      pending: done ? 0 : 1,
+      errors: !done && (rotation?.status === "failed" || rotation?.status === "cancelled") ? 1 : 0,
+      done,
+      cp_ca_ids: held,
       rotation_id: rotation?.id ?? null,
       rotation_status: rotation?.status ?? null,
     };
   });
   return summarize(progress, 1);
+}
+
+/**
+ * The cp_server_ca ids each node trusts, as far as the CP knows: those its newest applied
+ * rotation delivered (null: none since the package it was installed from).
+ */
+async function appliedCpTrust(db: Kysely<ControlSchema>, nodeIds: string[]): Promise<Map<string, string[]>> {
+  const held = new Map<string, string[]>();
+  if (nodeIds.length === 0) return held;
+  const rows = await db
+    .selectFrom("node_cert_rotations")
+    .select(["node_id", "cp_ca_ids"])
+    .where("node_id", "in", nodeIds)
+    .where("acked_at", "is not", null)
+    .where("cp_ca_ids", "is not", null)
+    .orderBy("acked_at", "desc")
+    .orderBy("id", "desc")
+    .execute();
+  for (const r of rows) if (!held.has(r.node_id)) held.set(r.node_id, JSON.parse(r.cp_ca_ids as string) as string[]);
+  return held;
 }
 
 /** One node's outcome of a step's request to rotate its certificates. */
@@ -770,8 +819,18 @@ async function rotateNodes(
     .orderBy("nodes.id")
     .execute();
   const requests: NodeRotationRequest[] = [];
+  // cp_server_ca: a node whose applied CP trust is already the current one needs nothing (a step repeated).
+  const current = column === null ? await trustedCas(ctx.controlDb, "cp_server_ca") : null;
+  const applied =
+    column === null
+      ? await appliedCpTrust(
+          ctx.controlDb,
+          nodes.map((n) => n.id),
+        )
+      : new Map<string, string[]>();
   for (const node of nodes) {
     if (column !== null && node.cert_ca_id === row.new_ca_id) continue;
+    if (current && applied.get(node.id)?.join(",") === current.ids.join(",")) continue;
     try {
       const rotation = await requestNodeRotation(ctx, actor, node.id, "ca_rotation");
       requests.push({ node_id: node.id, outcome: "requested", rotation_id: rotation.id });
@@ -831,7 +890,7 @@ function requireStep(profile: string, phase: CaRotationPhase, step: CaRotationSt
   if (allowed.includes(step)) return;
   if (step === "rollback" && phase === "switched") {
     throw new AuthNexusError("CA_ROTATION_WRONG_PHASE", {
-      message: `Cannot roll back a ${profile} rotation after the switch: the nodes were rotated onto certificates of the new CA, and programs may already trust only the new CA. Finish it with retire (force for nodes that cannot be moved), then prepare another rotation if the new CA must go.`,
+      message: `Cannot roll back a ${profile} rotation after the switch: ${ROTATION_PLANS[profile as CaProfile]?.noRollbackReason ?? "it has switched"}. Finish it with retire (force for nodes that cannot be moved), then prepare another rotation if the new CA must go.`,
       publicDetail: { phase, next_steps: allowed },
     });
   }
@@ -909,6 +968,26 @@ async function recordStep(
     })
     .where("id", "=", row.id)
     .execute();
+}
+
+/**
+ * A step asked again once its rotation reached that phase (the answer to the first was lost, or
+ * the CP stopped before the step's follow-up finished): its hook runs again, which asks only the
+ * nodes still not done. True when that was the case.
+ */
+async function repeatedStep(ctx: CpContext, actor: Actor, id: string, reached: CaRotationPhase): Promise<boolean> {
+  const row = await ctx.controlDb.selectFrom("ca_rotations").selectAll().where("id", "=", id).executeTakeFirst();
+  if (!row || row.phase !== reached) return false;
+  const { plan } = planFor(row.ca_profile);
+  const hooks: Partial<Record<CaRotationPhase, StepHook | undefined>> = {
+    published: plan.afterPublish,
+    switched: plan.afterSwitch,
+    retired: plan.afterRetire,
+  };
+  const hook = hooks[reached];
+  if (!hook) return false;
+  await runHook(ctx, actor, row, reached, hook);
+  return true;
 }
 
 /** Runs a plan's hook after its step committed and records what it did in that step's detail. */

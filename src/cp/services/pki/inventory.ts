@@ -102,16 +102,24 @@ export async function loadActiveCa(ctx: Pick<CpContext, "controlDb" | "masterKey
 
 /** The trust published for a profile: its CAs in TRUSTED_CA_STATUSES, oldest first, as one PEM bundle. */
 export async function trustedCaBundle(db: Kysely<ControlSchema>, profile: CaProfile): Promise<string> {
+  return (await trustedCas(db, profile)).bundle;
+}
+
+/** The same, with the CA ids the bundle holds. */
+export async function trustedCas(db: Kysely<ControlSchema>, profile: CaProfile): Promise<{ ids: string[]; bundle: string }> {
   const rows = await db
     .selectFrom("certificate_authorities")
-    .select("cert_pem")
+    .select(["id", "cert_pem"])
     .where("profile", "=", profile)
     .where("status", "in", TRUSTED_CA_STATUSES)
     .orderBy("created_at")
     .orderBy("id")
     .execute();
   if (rows.length === 0) throw new AuthNexusError("PKI_NOT_INITIALISED", { message: `No active ${profile} exists.` });
-  return rows.map((r) => (r.cert_pem.endsWith("\n") ? r.cert_pem : `${r.cert_pem}\n`)).join("");
+  return {
+    ids: rows.map((r) => r.id),
+    bundle: rows.map((r) => (r.cert_pem.endsWith("\n") ? r.cert_pem : `${r.cert_pem}\n`)).join(""),
+  };
 }
 
 export interface CertificateRecord {

@@ -170,10 +170,24 @@ export async function retryJob(ctx: CpContext, actor: Actor, id: string): Promis
   return getJob(ctx, id);
 }
 
+/**
+ * A rotation's retire job waits for its grace period as a pending job; cancelling it would leave
+ * the old certificates valid for good, so it is refused (a reissue revokes them if they must go).
+ */
+const NOT_CANCELLABLE_KINDS: ReadonlySet<string> = new Set(["node_cert_retire"]);
+
 /** pending → cancelled; a running job cannot be cancelled (its transaction decides). */
 export async function cancelJob(ctx: CpContext, actor: Actor, id: string): Promise<PkiJobView> {
   const now = ctx.clock.now();
   await ctx.controlDb.transaction().execute(async (tx) => {
+    const kind = await tx.selectFrom("pki_jobs").select("kind").where("id", "=", id).executeTakeFirst();
+    if (kind && NOT_CANCELLABLE_KINDS.has(kind.kind)) {
+      throw new AuthNexusError("PKI_JOB_NOT_CANCELLABLE", {
+        message:
+          "A retire job revokes a rotation's old certificates after its grace period and cannot be cancelled; reissue the node's package to revoke everything now.",
+        publicDetail: { kind: kind.kind },
+      });
+    }
     const updated = await tx
       .updateTable("pki_jobs")
       .set({ status: "cancelled", updated_at: now, finished_at: now })
