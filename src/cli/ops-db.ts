@@ -253,6 +253,11 @@ async function backupSqlite(target: Target, options: SqliteOptions, flags: { out
   try {
     if (path.resolve(out) === path.resolve(options.path)) throw new Error("--out names the database itself");
     createPrivateFile(out, flags.force === true);
+  } catch (error) {
+    source.close();
+    throw error;
+  }
+  try {
     // One step copies every page inside one read transaction: a consistent snapshot however busy
     // the CP is (in smaller steps, every write the CP makes in between would restart the copy).
     const result = await source.backup(out, {
