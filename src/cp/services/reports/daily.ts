@@ -10,12 +10,15 @@
  * | agent-login-daily      | Control  | agent_login_logs by created_at    | result                 |
  *
  * How it stays fast on millions of rows: the day boundaries are computed here (calendar.ts;
- * DST days are 23 or 25 hours long) and sent as one VALUES list; the distinct keys (app,
- * method, result) come from a loose index scan, one index seek per key; then ONE statement
- * counts every (key, day) pair with a correlated count(*) over an index whose columns are the
- * key followed by the timestamp, so each count is a narrow index range and each row in the
- * range is visited once, with no sort and no hash of a million rows. Keys with no row in the
- * whole range are dropped first (one seek each).
+ * DST days are 23 or 25 hours long) and the database buckets rows by them in ONE statement:
+ * - SQLite (no hash aggregation: a GROUP BY over a million rows is a sort) sends the days as a
+ *   VALUES list and the distinct keys (app, method, result; found by a loose index scan, one
+ *   seek per key), and counts every (key, day) pair with a correlated count(*) over an index
+ *   whose columns are the key followed by the timestamp: each count is a narrow index range,
+ *   each row in the range is visited once, nothing is sorted. Keys with no row in the whole
+ *   range are dropped first (one seek each).
+ * - PostgreSQL scans the range once, finds each row's day with width_bucket() over the array of
+ *   day starts, and hash-aggregates per day and key.
  */
 
 import { type Kysely, type RawBuilder, sql } from "kysely";
@@ -147,8 +150,12 @@ export async function dailyReport(ctx: CpContext, request: ReportRequest): Promi
   if (!first || !last) throw new AuthNexusError("INTERNAL", { detail: { why: "a report range without days" } });
   // biome-ignore lint/suspicious/noExplicitAny: both schemas hold the report tables; the SQL below is raw
   const db = (source.db === "control" ? ctx.controlDb : ctx.runtimeDb) as Kysely<any>;
-  const keys = await distinctKeys(db, source, request.appId);
-  const counts = keys.length === 0 ? [] : await countPerKeyAndDay(db, source, keys, days);
+  let counts: KeyDayCount[];
+  if (dialectOf(db) === "postgres") counts = await countByDayBuckets(db, source, request.appId, days);
+  else {
+    const keys = await distinctKeys(db, source, request.appId);
+    counts = keys.length === 0 ? [] : await countPerKeyAndDay(db, source, keys, days);
+  }
   return shapeReport(ctx, request, source, days, counts);
 }
 
@@ -206,21 +213,41 @@ async function countPerKeyAndDay(db: Kysely<unknown>, source: Source, keys: Key[
       select * from all_keys a
       where exists (select 1 from ${sql.table(source.table)} t where ${match("a")} and ${time} >= ${sql.lit(first.start)} and ${time} < ${sql.lit(last.end)})
     )
-    select * from (
-      select ${sql.join(keyNames.map((k) => sql.ref(`l.${k}`)))}, d.n as day,
-        (select count(*) from ${sql.table(source.table)} t where ${match("l")} and ${time} >= d.s and ${time} < d.e) as c
-      from live l cross join days d
-    ) x where c > 0`;
-  const run = async (executor: Kysely<unknown>) => (await statement.execute(executor)).rows;
-  const rows =
-    dialectOf(db) === "postgres"
-      ? await db.transaction().execute(async (trx) => {
-          // Thousands of tiny index scans: compiling them (JIT) costs more than running them.
-          await sql`set local jit = off`.execute(trx);
-          return run(trx);
-        })
-      : await run(db);
-  return rows.map((row) => ({ key: keyNames.map((k) => String(row[k])), day: Number(row.day), count: Number(row.c) }));
+    select ${sql.join(keyNames.map((k) => sql.ref(`l.${k}`)))}, d.n as day,
+      (select count(*) from ${sql.table(source.table)} t where ${match("l")} and ${time} >= d.s and ${time} < d.e) as c
+    from live l cross join days d`;
+  // Zero counts are dropped here: a "where c > 0" around the query would count every pair twice.
+  return readCounts((await statement.execute(db)).rows, keyNames);
+}
+
+/**
+ * PostgreSQL: one scan of the range, each row's day found by width_bucket() (a binary search
+ * in the array of day starts), hash-aggregated per day and key. PostgreSQL prefers the plain
+ * time index over the key + time index for a low-selectivity key, which makes the per-pair
+ * counts above slow there, while its hash aggregation is fast.
+ */
+async function countByDayBuckets(db: Kysely<unknown>, source: Source, appId: string | null, days: LocalDay[]): Promise<KeyDayCount[]> {
+  const first = days[0] as LocalDay;
+  const last = days[days.length - 1] as LocalDay;
+  const time = sql.ref(source.time);
+  const keyNames = source.keys.map((_, i) => `k${i}`);
+  const starts = sql`array[${sql.join(days.map((d) => sql.lit(d.start)))}]::bigint[]`;
+  const app = appId !== null && source.appKey ? sql`and ${sql.ref(source.appKey)} = ${appId}` : sql``;
+  const statement = sql<Record<string, unknown>>`
+    select width_bucket(${time}, ${starts}) - 1 as day, ${sql.join(source.keys.map((k, i) => sql`${sql.ref(k)} as ${sql.ref(`k${i}`)}`))}, count(*) as c
+    from ${sql.table(source.table)}
+    where ${time} >= ${sql.lit(first.start)} and ${time} < ${sql.lit(last.end)} ${app}
+    group by ${sql.join(["day", ...keyNames].map((k) => sql.ref(k)))}`;
+  return readCounts((await statement.execute(db)).rows, keyNames);
+}
+
+function readCounts(rows: Record<string, unknown>[], keyNames: string[]): KeyDayCount[] {
+  const out: KeyDayCount[] = [];
+  for (const row of rows) {
+    const count = Number(row.c);
+    if (count > 0) out.push({ key: keyNames.map((k) => String(row[k])), day: Number(row.day), count });
+  }
+  return out;
 }
 
 const emptyLogin = (): LoginCounts => ({ success: 0, failure: 0, throttled: 0, total: 0 });
