@@ -8,6 +8,7 @@ import { registerOpsBusiness } from "./ops-business.js";
 import { registerOpsDb } from "./ops-db.js";
 import { registerOpsNodes } from "./ops-nodes.js";
 import { registerOpsProbe } from "./ops-probe.js";
+import { registerOpsReports } from "./ops-reports.js";
 import { registerOpsSession } from "./ops-session.js";
 import { promptHidden, readAllStdin } from "./prompt.js";
 
@@ -64,6 +65,7 @@ export function registerOps(program: Command): void {
   registerOpsBusiness(ops);
   registerOpsDb(ops);
   registerOpsProbe(ops);
+  registerOpsReports(ops);
 }
 
 function readConsoleToken(file: string): string {
