@@ -24,7 +24,7 @@ export function apiCommand(parent: Command, name: string, description: string): 
 }
 
 export function withPageOptions(command: Command): Command {
-  return command.option("--page <n>", "page number, from 1", "1").option("--page-size <n>", "rows per page (1 to 500)", "50");
+  return command.option("--page <n>", "page number, from 1", "1").option("--page-size <n>", "rows per page (1 to 200)", "50");
 }
 
 /** page/page_size plus the filters that are set, as a query string. */

@@ -138,7 +138,9 @@ export function registerOpsNodes(ops: Command): void {
         s.call<NodeDetail & { job_id: string }>("POST", "/admin/v1/nodes", { name: flags.name, host: flags.host, business_port: port }),
       );
       if (flags.json) return printJson(node);
-      process.stdout.write(
+      // The id alone on stdout, so a script can take it: NODE=$(authnexus ops nodes create …).
+      process.stdout.write(`${node.id}\n`);
+      process.stderr.write(
         `created node ${node.name} (${node.id}); onboarding job ${node.job_id} issues its certificates.\n` +
           `Download its deploy package with: authnexus ops nodes package ${node.id} --out ${node.name}.tar.gz\n`,
       );
