@@ -7,6 +7,7 @@ import * as m0003 from "./0003_cloud_function_switch.js";
 import * as m0004 from "./0004_pki_audit_jobs_and_profiles.js";
 import * as m0005 from "./0005_node_rotations.js";
 import * as m0006 from "./0006_ca_rotations.js";
+import * as m0007 from "./0007_audit_chains.js";
 import * as m0008 from "./0008_report_indexes.js";
 
 export const controlMigrations: Record<string, Migration> = {
@@ -16,6 +17,7 @@ export const controlMigrations: Record<string, Migration> = {
   "0004_pki_audit_jobs_and_profiles": m0004,
   "0005_node_rotations": m0005,
   "0006_ca_rotations": m0006,
+  "0007_audit_chains": m0007,
   "0008_report_indexes": m0008,
 };
 

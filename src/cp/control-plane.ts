@@ -24,6 +24,7 @@ import { createNodeApiApp } from "./node-api/app.js";
 import { createSseHub, type SseHub } from "./node-api/sse-hub.js";
 import { createOcspAnswerer, createOcspListener } from "./ocsp/index.js";
 import { ensureClientCaBundles } from "./services/applications/applications.js";
+import { startAuditChains } from "./services/audit/chains.js";
 import type { CpContext } from "./services/context.js";
 import { createEventBus } from "./services/event-bus.js";
 import { createCheckinCache } from "./services/nodes/checkin-cache.js";
@@ -84,6 +85,7 @@ export async function startControlPlane(config: CpConfig, options: StartOptions)
     pki: config.pki,
     reportTimeZone: config.reportTimeZone,
   };
+  startAuditChains(ctx);
   const listeners: BoundListener[] = [];
   const lifecycle = { stopping: false };
   const sse = createSseHub(ctx);

@@ -11,8 +11,10 @@ import http from "node:http";
 import { getRequestListener } from "@hono/node-server";
 import type { Kysely } from "kysely";
 import { runtimeMigrationSet } from "../../migrations/runtime/index.js";
+import { deriveAuditKey } from "../shared/audit/chain-hash.js";
 import { DEFAULT_BUSINESS_HOST, SHUTDOWN_GRACE_MS } from "../shared/config/defaults.js";
 import { formatHostPort, type HostPort } from "../shared/config/host-port.js";
+import { configureAuditChains } from "../shared/db/audit-chains.js";
 import { openMigratedDatabase, type RuntimeSchema } from "../shared/db/index.js";
 import type { Logger } from "../shared/log/index.js";
 import { bindListener } from "../shared/net/listener.js";
@@ -149,6 +151,7 @@ export async function startServerNode(config: NodeConfig, options: StartServerNo
 
     enter("open_db");
     db = await openMigratedDatabase<RuntimeSchema>(config.runtimeDb, runtimeMigrationSet, log, { server: true });
+    configureAuditChains(db, { writerId: pkg.manifest.node_id, key: deriveAuditKey(pkg.passwordHashKey, "runtime") });
 
     const state = createNodeState();
     plane = new LiveBusinessPlane({ registry, db, clock, log: log.category("Server").with({ node_id: pkg.manifest.node_id }), ...state });

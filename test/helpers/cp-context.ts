@@ -9,6 +9,7 @@ import type { Kysely } from "kysely";
 import { controlMigrationSet } from "../../migrations/control/index.js";
 import { runtimeMigrationSet } from "../../migrations/runtime/index.js";
 import { DEFAULT_PKI_SETTINGS } from "../../src/cp/config.js";
+import { startAuditChains } from "../../src/cp/services/audit/chains.js";
 import type { CpContext } from "../../src/cp/services/context.js";
 import { createEventBus } from "../../src/cp/services/event-bus.js";
 import { createCheckinCache } from "../../src/cp/services/nodes/checkin-cache.js";
@@ -61,6 +62,7 @@ export async function createTestCp(variant: DbVariant, label = "cp", options: Te
     instanceId: `cp_test_${label}`,
     pki: { ...DEFAULT_PKI_SETTINGS },
   };
+  startAuditChains(ctx);
   await ensureSetupRow(ctx);
   return {
     ctx,

@@ -119,7 +119,7 @@ interface ConnectOptions {
   appId?: string;
 }
 
-type LoginLogRow = Omit<LoginLogsTable, "id" | "created_at">;
+type LoginLogRow = Omit<LoginLogsTable, "id" | "created_at" | "chain_id" | "chain_seq" | "chain_hash">;
 
 /** The call is refused with `code`; returns the error. */
 async function refused(call: Promise<unknown>, code: ErrorCode, label: string = code): Promise<AuthNexusError> {

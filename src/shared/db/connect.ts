@@ -5,10 +5,11 @@
 import fs from "node:fs";
 import path from "node:path";
 import SqliteDatabase from "better-sqlite3";
-import { Kysely, PostgresDialect, SqliteDialect, sql } from "kysely";
+import { type Dialect, Kysely, PostgresDialect, SqliteDialect, sql } from "kysely";
 import pg from "pg";
 import { type DbOptions, describeDb, type PostgresOptions, type SqliteOptions } from "../config/db-options.js";
 import { AuthNexusError } from "../errors/index.js";
+import { withAuditChains } from "./audit-chains.js";
 import {
   CHECKPOINT_THRESHOLD_FRAMES,
   type CheckpointEvents,
@@ -89,7 +90,7 @@ function openSqlite<Schema>(options: SqliteOptions, open: OpenOptions): Kysely<S
     ? checkpointInBackground(options.path, thresholdBytesOf(database), withFallback(database, open.backgroundCheckpoints))
     : () => {};
   const busy = { errors: 0 };
-  const db = new Kysely<Schema>({ dialect: new SqliteDialect({ database: withStatementCache(database, stopCheckpoints, busy) }) });
+  const db = withChains<Schema>(new SqliteDialect({ database: withStatementCache(database, stopCheckpoints, busy) }));
   statsByDb.set(db, () => ({ dialect: "sqlite", pool: null, busyErrors: busy.errors }));
   return db;
 }
@@ -204,11 +205,19 @@ function openPostgres<Schema>(options: PostgresOptions): Kysely<Schema> {
   // Nor may a client that loses it while checked out between two queries of a request: it emits
   // "error" with no listener of the pool's attached (the request's own query still rejects).
   pool.on("connect", (client) => client.on("error", () => undefined));
-  const db = new Kysely<Schema>({ dialect: new PostgresDialect({ pool }) });
+  const db = withChains<Schema>(new PostgresDialect({ pool }));
   statsByDb.set(db, () => ({
     dialect: "postgres",
     pool: { total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount },
     busyErrors: 0,
   }));
+  return db;
+}
+
+/** Every database can carry audit hash chains (audit-chains.ts): its driver reports transactions to them. */
+function withChains<Schema>(dialect: Dialect): Kysely<Schema> {
+  const chained = withAuditChains(dialect);
+  const db = new Kysely<Schema>({ dialect: chained.dialect });
+  chained.attach(db);
   return db;
 }

@@ -3,6 +3,7 @@
  * booleans 0/1, JSON columns are text. Keep in step with migrations/control/.
  */
 import type { Generated } from "kysely";
+import type { ChainColumns } from "./audit-chains.js";
 
 export interface SetupStateTable {
   id: number;
@@ -56,7 +57,8 @@ export interface AgentSpentRefreshTokensTable {
   spent_at: number;
 }
 
-export interface AgentLoginLogsTable {
+/** Audit-chained: chain_id/chain_seq/chain_hash (shared/db/audit-chains.ts), null on rows older than the chains. */
+export interface AgentLoginLogsTable extends ChainColumns {
   id: string;
   created_at: number;
   username: string;
@@ -67,7 +69,8 @@ export interface AgentLoginLogsTable {
   reason: string | null;
 }
 
-export interface AgentAuditLogsTable {
+/** Audit-chained: chain_id/chain_seq/chain_hash (shared/db/audit-chains.ts), null on rows older than the chains. */
+export interface AgentAuditLogsTable extends ChainColumns {
   id: string;
   created_at: number;
   agent_id: string | null;
@@ -130,7 +133,8 @@ export interface CertificatesTable {
   created_at: number;
 }
 
-export interface PkiAuditLogsTable {
+/** Audit-chained: chain_id/chain_seq/chain_hash (shared/db/audit-chains.ts), null on rows older than the chains. */
+export interface PkiAuditLogsTable extends ChainColumns {
   id: string;
   created_at: number;
   event: string;
@@ -335,7 +339,8 @@ export interface DeltaRetentionTable {
   pruned_at: number;
 }
 
-export interface NodeAuthEventsTable {
+/** Audit-chained: chain_id/chain_seq/chain_hash (shared/db/audit-chains.ts), null on rows older than the chains. */
+export interface NodeAuthEventsTable extends ChainColumns {
   id: string;
   created_at: number;
   node_id: string | null;
@@ -345,7 +350,8 @@ export interface NodeAuthEventsTable {
   detail: string | null;
 }
 
-export interface NodeAuditLogsTable {
+/** Audit-chained: chain_id/chain_seq/chain_hash (shared/db/audit-chains.ts), null on rows older than the chains. */
+export interface NodeAuditLogsTable extends ChainColumns {
   id: string;
   created_at: number;
   node_id: string;

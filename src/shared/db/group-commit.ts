@@ -20,6 +20,7 @@
  */
 import { CompiledQuery, type Kysely } from "kysely";
 import { atEndOfTurn } from "../time/index.js";
+import { openRawTransaction, type RawTransaction } from "./audit-chains.js";
 import { dialectOf } from "./dialect.js";
 
 /** Writes run in a transaction, which may be shared with other units. */
@@ -134,27 +135,44 @@ class SqliteGroupCommit<Schema> implements GroupCommit<Schema> {
   }
 }
 
+/**
+ * Audit-chained rows the units write (login-log rows) wait with the batch and are sent just
+ * before its COMMIT (shared/db/audit-chains.ts): chain order is commit order, and a unit rolled
+ * back to its savepoint takes its rows with it before they had a number.
+ */
 async function runBatch<Schema>(conn: Kysely<Schema>, batch: Queued<Schema>[]): Promise<Outcome[]> {
   await conn.executeQuery(BEGIN_IMMEDIATE);
+  const chained = await openRawTransaction(conn);
   try {
     const outcomes: Outcome[] = [];
-    for (const [i, queued] of batch.entries()) outcomes.push(await runInSavepoint(conn, queued.unit, i));
-    await conn.executeQuery(COMMIT);
+    for (const [i, queued] of batch.entries()) outcomes.push(await runInSavepoint(conn, queued.unit, i, chained));
+    if (chained) await chained.commit(async () => void (await conn.executeQuery(COMMIT)));
+    else await conn.executeQuery(COMMIT);
     return outcomes;
   } catch (error) {
     // Nothing to roll back when SQLite already did (BatchAborted, or a COMMIT it undid).
     await conn.executeQuery(ROLLBACK).catch(() => undefined);
     throw error;
+  } finally {
+    chained?.close();
   }
 }
 
-async function runInSavepoint<Schema>(conn: Kysely<Schema>, unit: WriteUnit<Schema, unknown>, index: number): Promise<Outcome> {
+async function runInSavepoint<Schema>(
+  conn: Kysely<Schema>,
+  unit: WriteUnit<Schema, unknown>,
+  index: number,
+  chained: RawTransaction | null,
+): Promise<Outcome> {
   await conn.executeQuery(SAVEPOINT);
+  chained?.mark("unit");
   try {
     const value = await unit(conn);
     await conn.executeQuery(RELEASE);
+    chained?.release("unit");
     return { ok: true, value };
   } catch (error) {
+    chained?.rewind("unit");
     try {
       await conn.executeQuery(ROLLBACK_TO);
       await conn.executeQuery(RELEASE);

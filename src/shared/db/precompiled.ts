@@ -20,7 +20,11 @@ const WHOLE_PLACEHOLDER = /^\uE000authnexus:param:([^\uE000]+)\uE000$/;
 export type Placeholders<Params> = { readonly [K in keyof Params]: Params[K] };
 
 // biome-ignore lint/suspicious/noExplicitAny: a precompiled query runs on a database of any schema
-export type PrecompiledQuery<Params, Row> = (db: Kysely<any>, values: Params) => Promise<QueryResult<Row>>;
+export type PrecompiledQuery<Params, Row> = ((db: Kysely<any>, values: Params) => Promise<QueryResult<Row>>) & {
+  /** The query with `values` in place, to be sent later (an audit-chained row waits for its COMMIT). */
+  // biome-ignore lint/suspicious/noExplicitAny: as above
+  bind(db: Kysely<any>, values: Params): CompiledQuery<Row>;
+};
 
 export function precompiled<Params extends object, Row>(
   // biome-ignore lint/suspicious/noExplicitAny: the builder gets the schema-typed handle its caller declares
@@ -30,7 +34,8 @@ export function precompiled<Params extends object, Row>(
   // Compiled per database handle: the SQL differs between dialects.
   // biome-ignore lint/suspicious/noExplicitAny: keyed by handle, whatever its schema
   const byDb = new WeakMap<Kysely<any>, { compiled: CompiledQuery<Row>; slots: (string | null)[] }>();
-  return async (db, values) => {
+  // biome-ignore lint/suspicious/noExplicitAny: as above
+  const bind = (db: Kysely<any>, values: Params): CompiledQuery<Row> => {
     let entry = byDb.get(db);
     if (!entry) {
       const compiled = build(db, params).compile();
@@ -54,6 +59,8 @@ export function precompiled<Params extends object, Row>(
       return value;
     });
     // A fresh query id per run: Kysely keys plugin state by it, and runs may overlap.
-    return db.executeQuery<Row>({ ...compiled, queryId: createQueryId(), parameters });
+    return { ...compiled, queryId: createQueryId(), parameters };
   };
+  // biome-ignore lint/suspicious/noExplicitAny: as above
+  return Object.assign(async (db: Kysely<any>, values: Params) => db.executeQuery<Row>(bind(db, values)), { bind });
 }

@@ -3,6 +3,8 @@
  * (and opened by the Control Plane for business administration). Keep in step with
  * migrations/runtime/.
  */
+import type { ChainColumns } from "./audit-chains.js";
+
 export interface UsersTable {
   id: string;
   app_id: string;
@@ -98,7 +100,8 @@ export interface SyncCursorsTable {
   updated_at: number;
 }
 
-export interface LoginLogsTable {
+/** Audit-chained: chain_id/chain_seq/chain_hash (shared/db/audit-chains.ts), null on rows older than the chains. */
+export interface LoginLogsTable extends ChainColumns {
   id: string;
   created_at: number;
   app_id: string;
@@ -112,7 +115,8 @@ export interface LoginLogsTable {
   node_id: string | null;
 }
 
-export interface UserAuditLogsTable {
+/** Audit-chained: chain_id/chain_seq/chain_hash (shared/db/audit-chains.ts), null on rows older than the chains. */
+export interface UserAuditLogsTable extends ChainColumns {
   id: string;
   created_at: number;
   app_id: string;

@@ -4,9 +4,11 @@
  * failures already recorded, and finished with its result. Reserving first matters: a burst of
  * parallel guesses sees its own pending rows, so it gets the same five tries as a sequential
  * one. The log is the only state, so the throttle survives restarts and is shared by every CP
- * process on one Control DB.
+ * process on one Control DB. A row joins the audit chain when it is finished (its result known):
+ * a `pending` row is not chained yet.
  */
 import { AGENT_LOGIN_FAILURE_WINDOW_MS, AGENT_LOGIN_MAX_FAILURES } from "../../../shared/config/defaults.js";
+import { writeChained } from "../../../shared/db/audit-chains.js";
 import { AuthNexusError } from "../../../shared/errors/index.js";
 import { newId } from "../../../shared/ids.js";
 import type { CpContext } from "../context.js";
@@ -32,51 +34,67 @@ export async function runThrottledPasswordCheck<T extends PasswordCheckOutcome>(
   attempt: PasswordAttempt,
   check: () => Promise<T>,
 ): Promise<T> {
-  const attemptId = await reserveAttempt(ctx, attempt);
-  const retryAfterS = await throttleDelaySeconds(ctx, attempt, attemptId);
+  const reserved = await reserveAttempt(ctx, attempt);
+  const retryAfterS = await throttleDelaySeconds(ctx, attempt, reserved.id);
   if (retryAfterS > 0) {
-    await finishAttempt(ctx, attemptId, attempt, { result: "throttled", agentId: null });
+    await finishAttempt(ctx, reserved, attempt, { result: "throttled", agentId: null });
     throw new AuthNexusError("LOGIN_THROTTLED", { headers: { "Retry-After": String(retryAfterS) } });
   }
   const outcome = await check();
-  await finishAttempt(ctx, attemptId, attempt, outcome);
+  await finishAttempt(ctx, reserved, attempt, outcome);
   return outcome;
 }
 
-async function reserveAttempt(ctx: CpContext, attempt: PasswordAttempt): Promise<string> {
-  const id = newId("alg");
+interface ReservedAttempt {
+  id: string;
+  created_at: number;
+  username: string;
+  ip: string | null;
+  user_agent: string | null;
+}
+
+async function reserveAttempt(ctx: CpContext, attempt: PasswordAttempt): Promise<ReservedAttempt> {
+  const reserved = {
+    id: newId("alg"),
+    created_at: ctx.clock.now(),
+    username: attempt.username.slice(0, 128),
+    ip: attempt.ip,
+    user_agent: attempt.userAgent?.slice(0, 512) ?? null,
+  };
   await ctx.controlDb
     .insertInto("agent_login_logs")
-    .values({
-      id,
-      created_at: ctx.clock.now(),
-      username: attempt.username.slice(0, 128),
-      agent_id: null,
-      ip: attempt.ip,
-      user_agent: attempt.userAgent?.slice(0, 512) ?? null,
-      result: "pending",
-      reason: attempt.purpose === "login" ? null : attempt.purpose,
-    })
+    .values({ ...reserved, agent_id: null, result: "pending", reason: attempt.purpose === "login" ? null : attempt.purpose })
     .execute();
-  return id;
+  return reserved;
 }
 
 async function finishAttempt(
   ctx: CpContext,
-  id: string,
+  reserved: ReservedAttempt,
   attempt: PasswordAttempt,
   outcome: { result: PasswordCheckResult | "throttled"; agentId: string | null },
 ): Promise<void> {
   const { result, agentId } = outcome;
-  await ctx.controlDb
-    .updateTable("agent_login_logs")
-    .set({
-      agent_id: agentId,
-      result: result === "success" ? "success" : result === "throttled" ? "throttled" : "failure",
-      reason: result === "success" ? null : result,
-    })
-    .where("id", "=", id)
-    .execute();
+  const finished = {
+    ...reserved,
+    agent_id: agentId,
+    result: result === "success" ? "success" : result === "throttled" ? "throttled" : "failure",
+    reason: result === "success" ? null : result,
+  };
+  await writeChained(ctx.controlDb, "agent_login_logs", finished, (row) =>
+    ctx.controlDb
+      .updateTable("agent_login_logs")
+      .set({
+        agent_id: row.agent_id,
+        result: row.result,
+        reason: row.reason,
+        chain_id: row.chain_id,
+        chain_seq: row.chain_seq,
+        chain_hash: row.chain_hash,
+      })
+      .where("id", "=", row.id)
+      .compile(),
+  );
   const fields = { username: attempt.username.slice(0, 128), ip: attempt.ip, result, agent_id: agentId, purpose: attempt.purpose };
   if (result === "success") ctx.log.info(attempt.purpose === "login" ? "agent.login" : "agent.password_verified", fields);
   else ctx.log.warn(attempt.purpose === "login" ? "agent.login_failed" : "agent.password_check_failed", fields);

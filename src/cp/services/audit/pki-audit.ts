@@ -4,6 +4,7 @@
  * when the change committed. Rows hold identifiers and public facts only, never key material.
  */
 import type { Kysely } from "kysely";
+import { writeChained } from "../../../shared/db/audit-chains.js";
 import type { ControlSchema } from "../../../shared/db/index.js";
 import { newId } from "../../../shared/ids.js";
 import type { Clock } from "../../../shared/time/index.js";
@@ -22,21 +23,19 @@ export interface PkiAuditEntry {
 }
 
 export async function writePkiAudit(db: Kysely<ControlSchema>, clock: Clock, entry: PkiAuditEntry): Promise<void> {
-  await db
-    .insertInto("pki_audit_logs")
-    .values({
-      id: newId("pka"),
-      created_at: clock.now(),
-      event: entry.event,
-      certificate_id: entry.certificateId ?? null,
-      ca_profile: entry.caProfile ?? null,
-      serial_hex: entry.serialHex ?? null,
-      profile: entry.profile ?? (await certificateProfile(db, entry.certificateId)),
-      job_id: entry.jobId ?? null,
-      actor: entry.actor,
-      detail: entry.detail ? JSON.stringify(entry.detail) : null,
-    })
-    .execute();
+  const row = {
+    id: newId("pka"),
+    created_at: clock.now(),
+    event: entry.event,
+    certificate_id: entry.certificateId ?? null,
+    ca_profile: entry.caProfile ?? null,
+    serial_hex: entry.serialHex ?? null,
+    profile: entry.profile ?? (await certificateProfile(db, entry.certificateId)),
+    job_id: entry.jobId ?? null,
+    actor: entry.actor,
+    detail: entry.detail ? JSON.stringify(entry.detail) : null,
+  };
+  await writeChained(db, "pki_audit_logs", row, (values) => db.insertInto("pki_audit_logs").values(values).compile());
 }
 
 /** Writers that only know the certificate id (a bulk revocation) still get a filterable profile. */
