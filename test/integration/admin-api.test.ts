@@ -1811,6 +1811,9 @@ for (const variant of dbVariants()) {
           },
           { method: "GET", template: "/agent-login-logs", path: () => `${V1}/agent-login-logs`, allowed: ALL_ROLES, status: 200 },
           { method: "GET", template: "/agent-audit-logs", path: () => `${V1}/agent-audit-logs`, allowed: ALL_ROLES, status: 200 },
+          { method: "GET", template: "/audit-logs", path: () => `${V1}/audit-logs`, allowed: ALL_ROLES, status: 200 },
+          { method: "GET", template: "/login-logs", path: () => `${V1}/login-logs`, allowed: ALL_ROLES, status: 200 },
+          { method: "POST", template: "/audit/verify", path: () => `${V1}/audit/verify`, body: {}, allowed: WRITERS, status: 200 },
           { method: "GET", template: "/presence", path: () => `${V1}/presence`, allowed: ALL_ROLES, status: 200 },
           { method: "GET", template: "/reports/login-daily", path: () => `${V1}/reports/login-daily`, allowed: ALL_ROLES, status: 200 },
           {

@@ -18,6 +18,7 @@ import { requestContext, setupGate } from "./middleware.js";
 import { agentLogRoutes } from "./routes/agent-logs.js";
 import { agentRoutes } from "./routes/agents.js";
 import { applicationRoutes } from "./routes/applications.js";
+import { auditRoutes } from "./routes/audit-logs.js";
 import { authRoutes } from "./routes/auth.js";
 import { businessRoutes } from "./routes/business.js";
 import { caRotationRoutes } from "./routes/ca-rotations.js";
@@ -74,6 +75,7 @@ export function createAdminApp(ctx: CpContext, options: AdminAppOptions): Hono<A
   v1.route("/pki/ca-rotations", caRotationRoutes(ctx));
   v1.route("/nodes", nodeRoutes(ctx));
   v1.route("/", agentLogRoutes(ctx));
+  v1.route("/", auditRoutes(ctx));
   v1.route("/", configRoutes(ctx));
   v1.route("/", commandRoutes(ctx));
   v1.route("/", reportRoutes(ctx));

@@ -7,17 +7,17 @@ import { Hono } from "hono";
 import { z } from "zod";
 import { parseOrThrow } from "../../../shared/errors/index.js";
 import { readJson } from "../../http/json-body.js";
-import { listNodeAuditLogs, listNodeAuthEvents } from "../../services/audit/node-trails.js";
 import type { CpContext } from "../../services/context.js";
 import { downloadDeployPackage, listDeployPackages } from "../../services/nodes/deploy-packages.js";
 import { canonicalNodeHost, createNode, deleteNode, disableNode, enableNode } from "../../services/nodes/lifecycle.js";
 import { reissueNodePackage } from "../../services/nodes/reissue.js";
 import { getRotation, listRotations, requestNodeRotation } from "../../services/nodes/rotation.js";
 import { DISPLAYED_NODE_STATUSES, getNode, listNodes, nodesOverview } from "../../services/nodes/views.js";
-import { parsePageRequest, parseTimeRange } from "../../services/pagination.js";
+import { parsePageRequest } from "../../services/pagination.js";
 import { type AdminEnv, actorOf } from "../env.js";
 import { guard } from "../middleware.js";
-import { displayName, ID_PATTERN } from "../schemas.js";
+import { displayName } from "../schemas.js";
+import { auditLogRoute } from "./audit-logs.js";
 import { idParam } from "./params.js";
 
 const createBody = z.strictObject({
@@ -31,32 +31,14 @@ const createBody = z.strictObject({
 /** State changes that take no input still refuse a body they do not understand. */
 const noBody = z.strictObject({});
 const listQuery = z.object({ status: z.enum(DISPLAYED_NODE_STATUSES).optional() });
-const trailQuery = z.object({
-  node_id: z.string().regex(ID_PATTERN, "is not a node id").optional(),
-  event: z
-    .string()
-    .regex(/^[a-z_.]{1,64}$/, "must be an event name such as node.created")
-    .optional(),
-});
-
 export function nodeRoutes(ctx: CpContext): Hono<AdminEnv> {
   const routes = new Hono<AdminEnv>();
   const write = (action: string) => guard(ctx, "write", { action, target: "node" });
 
   // Fixed paths first: "/overview" would otherwise be read as a node id.
   routes.get("/overview", guard(ctx, "read"), async (c) => c.json(await nodesOverview(ctx)));
-  routes.get("/audit-logs", guard(ctx, "read"), async (c) => {
-    const q = c.req.query();
-    const filter = parseOrThrow(trailQuery, { node_id: q.node_id, event: q.event });
-    return c.json(await listNodeAuditLogs(ctx, { ...parseTimeRange(q), nodeId: filter.node_id, event: filter.event }, parsePageRequest(q)));
-  });
-  routes.get("/auth-events", guard(ctx, "read"), async (c) => {
-    const q = c.req.query();
-    const filter = parseOrThrow(trailQuery, { node_id: q.node_id, event: q.event });
-    return c.json(
-      await listNodeAuthEvents(ctx, { ...parseTimeRange(q), nodeId: filter.node_id, event: filter.event }, parsePageRequest(q)),
-    );
-  });
+  routes.get("/audit-logs", ...auditLogRoute(ctx, "node-audit-logs"));
+  routes.get("/auth-events", ...auditLogRoute(ctx, "node-auth-events"));
 
   routes.get("/", guard(ctx, "read"), async (c) => {
     const q = c.req.query();

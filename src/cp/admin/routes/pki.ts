@@ -5,13 +5,13 @@ import { parseOrThrow } from "../../../shared/errors/index.js";
 import { CA_PROFILES, LEAF_PROFILE_NAMES, type LeafProfile, REVOCATION_REASONS, type RevocationReason } from "../../../shared/pki/index.js";
 import { readJson } from "../../http/json-body.js";
 import type { CpContext } from "../../services/context.js";
-import { parsePageRequest, parseTimeRange } from "../../services/pagination.js";
-import { listPkiAuditLogs } from "../../services/pki/audit-logs.js";
+import { parsePageRequest } from "../../services/pagination.js";
 import { listExpiringCertificates, parseExpiringDays } from "../../services/pki/expiring.js";
 import { getCertificate, listCas, listCertificates, revokeCertificate } from "../../services/pki/inventory.js";
 import type { AdminEnv } from "../env.js";
 import { guard } from "../middleware.js";
 import { ID_PATTERN } from "../schemas.js";
+import { auditLogRoute } from "./audit-logs.js";
 import { idParam } from "./params.js";
 
 const certQuery = z.object({
@@ -23,18 +23,6 @@ const certQuery = z.object({
     .optional(),
   owner_id: z.string().regex(ID_PATTERN).optional(),
   status: z.enum(["valid", "revoked", "expired"]).optional(),
-});
-const auditQuery = z.object({
-  event: z
-    .string()
-    .regex(/^[a-z_.]{1,64}$/, "must be an event name such as cert.issued")
-    .optional(),
-  certificate_id: z.string().regex(ID_PATTERN, "is not a certificate id").optional(),
-  serial: z
-    .string()
-    .regex(/^[0-9A-Fa-f:]{1,128}$/, "must be a hexadecimal serial number")
-    .optional(),
-  job_id: z.string().regex(ID_PATTERN, "is not a job id").optional(),
 });
 const revokeBody = z.strictObject({
   reason: z.enum(REVOCATION_REASONS as [RevocationReason, ...RevocationReason[]]).default("unspecified"),
@@ -76,16 +64,6 @@ export function pkiRoutes(ctx: CpContext): Hono<AdminEnv> {
     const q = c.req.query();
     return c.json(await listExpiringCertificates(ctx, parseExpiringDays(q.days), parsePageRequest(q)));
   });
-  routes.get("/audit-logs", guard(ctx, "read"), async (c) => {
-    const q = c.req.query();
-    const filter = parseOrThrow(auditQuery, { event: q.event, certificate_id: q.certificate_id, serial: q.serial, job_id: q.job_id });
-    return c.json(
-      await listPkiAuditLogs(
-        ctx,
-        { ...parseTimeRange(q), event: filter.event, certificateId: filter.certificate_id, serial: filter.serial, jobId: filter.job_id },
-        parsePageRequest(q),
-      ),
-    );
-  });
+  routes.get("/audit-logs", ...auditLogRoute(ctx, "pki-audit-logs"));
   return routes;
 }
