@@ -5,6 +5,7 @@ import { consoleTokenPath } from "../cp/services/setup/setup.js";
 import { DEFAULT_ADMIN_LISTEN, DEFAULT_DATA_DIR } from "../shared/config/defaults.js";
 import { adminRequest } from "./admin-client.js";
 import { registerOpsApps } from "./ops-apps.js";
+import { registerOpsAudit } from "./ops-audit.js";
 import { registerOpsBusiness } from "./ops-business.js";
 import { registerOpsDb } from "./ops-db.js";
 import { registerOpsNodes } from "./ops-nodes.js";
@@ -64,6 +65,7 @@ export function registerOps(program: Command): void {
   registerOpsSession(ops);
   registerOpsNodes(ops);
   registerOpsApps(ops);
+  registerOpsAudit(ops);
   registerOpsBusiness(ops);
   registerOpsDb(ops);
   registerOpsProbe(ops);
