@@ -46,6 +46,8 @@ for (const variant of dbVariants()) {
       assert.equal(events.length, before + 1);
       assert.equal(events.at(-1)?.event, "node_identity_mismatch");
       assert.equal(events.at(-1)?.node_id, alpha.nodeId);
+      assert.notEqual(events.at(-1)?.chain_id, null, "the refusal is hash-chained like every audit row");
+      assert.match(String(events.at(-1)?.chain_hash), /^[0-9a-f]{64}$/);
       assert.ok(api.cp.logLines.some((l) => l.includes("node.auth_refused") && l.includes("NODE_IDENTITY_MISMATCH")));
     });
 

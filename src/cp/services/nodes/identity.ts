@@ -3,7 +3,7 @@
  * cp_node_client_ca; this decides whether the certificate still speaks for the node it names:
  * the node must exist, the certificate must be the node's current client certificate (or the
  * previous one during a rotation, until the rotation's grace period after the node's ack ends)
- * and must not be revoked. Refusals are recorded in
+ * and must not be revoked. Refusals are recorded (hash-chained) in
  * node_auth_events and logged under [Security]. One precompiled query per request, no caching, so a
  * revocation or a deletion takes effect on the very next call.
  */
@@ -11,7 +11,7 @@
 import type { Kysely } from "kysely";
 import { type ControlSchema, precompiled } from "../../../shared/db/index.js";
 import { AuthNexusError, type ErrorCode } from "../../../shared/errors/index.js";
-import { newId } from "../../../shared/ids.js";
+import { writeNodeAuthEvent } from "../audit/node-audit.js";
 import type { CpContext } from "../context.js";
 
 export interface PeerCertificate {
@@ -107,18 +107,12 @@ interface IdentityRow {
 async function refuse(ctx: CpContext, peer: PeerCertificate, pathNodeId: string | null, code: ErrorCode, why: string): Promise<never> {
   const fields = { code, why, cert_node_id: peer.nodeId, path_node_id: pathNodeId, cert_serial: peer.serialHex, ip: peer.ip };
   ctx.log.category("Security").warn("node.auth_refused", fields);
-  await ctx.controlDb
-    .insertInto("node_auth_events")
-    .values({
-      id: newId("nae"),
-      created_at: ctx.clock.now(),
-      node_id: peer.nodeId,
-      event: code.toLowerCase(),
-      peer: peer.ip,
-      cert_serial: peer.serialHex,
-      detail: JSON.stringify({ why, path_node_id: pathNodeId }),
-    })
-    .execute()
-    .catch((error: unknown) => ctx.log.category("Security").error("node.auth_event_write_failed", { error: (error as Error).message }));
+  await writeNodeAuthEvent(ctx.controlDb, ctx.clock, {
+    nodeId: peer.nodeId,
+    event: code.toLowerCase(),
+    peer: peer.ip,
+    certSerial: peer.serialHex,
+    detail: { why, path_node_id: pathNodeId },
+  }).catch((error: unknown) => ctx.log.category("Security").error("node.auth_event_write_failed", { error: (error as Error).message }));
   throw new AuthNexusError(code);
 }
