@@ -1,10 +1,13 @@
 /**
  * The write side of the audit hash chains (the hash itself: shared/audit/chain-hash.ts).
  *
- * Each process that writes a trail keeps one chain per table: `chain_id` is the writer's id (the
- * CP instance, or the node id) and a nonce drawn when the database is opened, `chain_seq` counts
- * from 1, and the head (last seq and hash) lives in memory. Several processes writing one table
- * therefore never share a chain and never need to read one another's rows.
+ * Each database connection of a writer keeps one chain per table: `chain_id` is the writer's id
+ * (the CP instance, or the node id), a nonce drawn when the database is opened and the
+ * connection's number, `chain_seq` counts from 1, and the head (last seq and hash) lives in
+ * memory. Several processes, or several pooled PostgreSQL connections of one process, writing one
+ * table therefore never share a chain, never read one another's rows, and never wait for one
+ * another's commits (a connection runs one transaction at a time). SQLite has one connection:
+ * one chain per table and process.
  *
  * Chain order is commit order, and a transaction that rolls back leaves no hole: a chained row
  * written inside a transaction is not sent at once but kept with the transaction, and sent just
@@ -81,7 +84,7 @@ class ChainSlot {
 }
 
 interface DeferredRow {
-  slot: ChainSlot;
+  table: AuditTable;
   row: Record<string, unknown>;
   values: ChainValue[];
   statement: ChainedStatement;
@@ -110,7 +113,9 @@ export class AuditChains {
   private config: AuditChainConfig | null = null;
   private key: Promise<Buffer> | null = null;
   private chainIdValue: string | null = null;
-  private readonly slots = new Map<AuditTable, ChainSlot>();
+  /** Per connection: its chain id and its slot per table. */
+  private connectionChains = new WeakMap<DatabaseConnection, { id: string; slots: Map<AuditTable, ChainSlot> }>();
+  private connectionsSeen = 0;
   private readonly byConnection = new WeakMap<DatabaseConnection, OpenTransaction>();
   private readonly byHandle = new WeakMap<object, OpenTransaction>();
   root: AnyDb | null = null;
@@ -119,22 +124,17 @@ export class AuditChains {
     this.config = config;
     this.key = null;
     this.chainIdValue = `${config.writerId}.${randomBytes(6).toString("base64url")}`;
-    this.slots.clear();
+    this.connectionChains = new WeakMap();
+    this.connectionsSeen = 0;
   }
 
   get configured(): boolean {
     return this.config !== null;
   }
 
-  /** This process's chain id on this database (null until configured). */
+  /** The prefix of this process's chain ids on this database (null until configured). */
   get chainId(): string | null {
     return this.chainIdValue;
-  }
-
-  /** The last seq and hash this process wrote to `table` (null before its first row). */
-  headOf(table: AuditTable): { seq: number; hash: string } | null {
-    const head = this.slots.get(table)?.head;
-    return head ? { seq: head.seq, hash: head.hash.toString("hex") } : null;
   }
 
   private chainKey(): Promise<Buffer> {
@@ -151,13 +151,20 @@ export class AuditChains {
     return this.key;
   }
 
-  private slot(table: AuditTable): ChainSlot {
-    let slot = this.slots.get(table);
+  /** The chain of `table` on `connection`, and its id. */
+  private slot(connection: DatabaseConnection, table: AuditTable): { chainId: string; slot: ChainSlot } {
+    let chains = this.connectionChains.get(connection);
+    if (!chains) {
+      this.connectionsSeen += 1;
+      chains = { id: `${this.chainIdValue}.${this.connectionsSeen}`, slots: new Map() };
+      this.connectionChains.set(connection, chains);
+    }
+    let slot = chains.slots.get(table);
     if (!slot) {
       slot = new ChainSlot(table);
-      this.slots.set(table, slot);
+      chains.slots.set(table, slot);
     }
-    return slot;
+    return { chainId: chains.id, slot };
   }
 
   /** The open transaction `db` runs in, if any. */
@@ -188,7 +195,7 @@ export class AuditChains {
   /** Queues a chained row with the transaction `db` is in, or writes it in a transaction of its own. */
   async write(db: AnyDb, table: AuditTable, row: Record<string, unknown>, statement: ChainedStatement): Promise<void> {
     const values = AUDIT_TABLE_COLUMNS[table].map((column) => (row[column] ?? null) as ChainValue);
-    const deferred: DeferredRow = { slot: this.slot(table), row, values, statement };
+    const deferred: DeferredRow = { table, row, values, statement };
     const tx = await this.transactionOf(db);
     if (tx) {
       tx.deferred.push(deferred);
@@ -207,21 +214,28 @@ export class AuditChains {
    * between (taken in table order, so two transactions never wait on each other crosswise).
    * The heads move on only once the COMMIT has returned.
    */
-  async commit(tx: OpenTransaction, execute: (query: CompiledQuery) => Promise<unknown>, commit: () => Promise<void>): Promise<void> {
+  async commit(
+    tx: OpenTransaction,
+    connection: DatabaseConnection,
+    execute: (query: CompiledQuery) => Promise<unknown>,
+    commit: () => Promise<void>,
+  ): Promise<void> {
     if (tx.deferred.length === 0) return commit();
     const key = await this.chainKey();
-    const chainId = this.chainIdValue as string;
-    const slots = [...new Set(tx.deferred.map((d) => d.slot))].sort((a, b) => (a.table < b.table ? -1 : 1));
+    const chainOf = new Map(tx.deferred.map((d) => [d.table, this.slot(connection, d.table)]));
+    const slots = [...chainOf.values()].map((c) => c.slot).sort((a, b) => (a.table < b.table ? -1 : 1));
     const releases: Array<() => void> = [];
     try {
+      // Uncontended in practice (a connection runs one transaction at a time); kept for safety.
       for (const slot of slots) releases.push(await slot.lock());
       const heads = new Map<ChainSlot, Head>();
       for (const d of tx.deferred) {
-        const previous = heads.get(d.slot) ?? d.slot.head ?? { seq: 0, hash: genesisHash(key, d.slot.table, chainId) };
+        const { chainId, slot } = chainOf.get(d.table) as { chainId: string; slot: ChainSlot };
+        const previous = heads.get(slot) ?? slot.head ?? { seq: 0, hash: genesisHash(key, d.table, chainId) };
         const seq = previous.seq + 1;
-        const hash = linkHash(key, previous.hash, d.slot.table, chainId, seq, d.values);
+        const hash = linkHash(key, previous.hash, d.table, chainId, seq, d.values);
         await execute(d.statement({ ...d.row, chain_id: chainId, chain_seq: seq, chain_hash: hash.toString("hex") }));
-        heads.set(d.slot, { seq, hash });
+        heads.set(slot, { seq, hash });
       }
       await commit();
       for (const [slot, head] of heads) slot.head = head;
@@ -287,7 +301,7 @@ export async function openRawTransaction(db: AnyDb): Promise<RawTransaction | nu
     mark: (name) => tx.mark(name),
     rewind: (name) => tx.rewind(name),
     release: (name) => tx.release(name),
-    commit: (sendCommit) => chains.commit(tx, (query) => db.executeQuery(query), sendCommit),
+    commit: (sendCommit) => chains.commit(tx, connection, (query) => db.executeQuery(query), sendCommit),
     close: () => chains.end(connection, db),
   };
 }
@@ -334,6 +348,7 @@ class ChainFollowingDriver implements Driver {
     try {
       await this.chains.commit(
         tx,
+        connection,
         (query) => connection.executeQuery(query),
         () => this.inner.commitTransaction(connection),
       );
