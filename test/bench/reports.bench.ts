@@ -4,8 +4,10 @@
  * card_keys rows (60 % of them activated) and 200,000 agent_login_logs rows, on SQLite and on
  * PostgreSQL (a throwaway server, started here). Rows are spread evenly over the year across
  * APPS applications, four login methods and three results, and the databases are migrated by the
- * real migrator, so the indexes are the ones a deployment has. Each report runs RUNS times after
- * one warm-up; the median and the slowest are printed, against the 200 ms target.
+ * real migrator, so the indexes are the ones a deployment has. Each report runs once in another
+ * zone (warming the code, not the sealed-day memory), once cold (every day counted in the
+ * database), then RUNS times warm (the sealed days remembered); the cold time and the warm
+ * median and slowest are printed, against the 200 ms target.
  *
  * Run: node --import tsx test/bench/reports.bench.ts [runs=5] [apps=10]
  * While it runs it holds /tmp/authnexus-bench.lock (created exclusively, removed at the end), so
@@ -43,6 +45,7 @@ interface Row {
   db: string;
   report: string;
   filter: string;
+  cold: number;
   median: number;
   max: number;
 }
@@ -90,11 +93,14 @@ async function measure(name: string, options: { control: DbOptions; runtime: DbO
       for (const appId of filters) {
         const times: number[] = [];
         let total = 0;
+        let cold = 0;
+        await dailyReport(ctx, { kind, timeZone: "UTC", fromDay, toDay, appId });
         for (let i = 0; i <= RUNS; i++) {
           const t0 = performance.now();
           const report = await dailyReport(ctx, { kind, timeZone: TIME_ZONE, fromDay, toDay, appId });
           const ms = performance.now() - t0;
           if (i > 0) times.push(ms);
+          else cold = ms;
           total = report.totals.total ?? report.totals.count ?? 0;
           if (report.days.length !== 365) throw new Error(`expected 365 days, got ${report.days.length}`);
         }
@@ -103,10 +109,13 @@ async function measure(name: string, options: { control: DbOptions; runtime: DbO
           db: name,
           report: kind,
           filter: appId ? `app_id (${total} rows)` : `all apps (${total} rows)`,
+          cold,
           median: times[Math.floor(times.length / 2)] as number,
           max: times[times.length - 1] as number,
         };
-        process.stderr.write(`[${name}] ${kind} ${row.filter}: median ${row.median.toFixed(1)} ms, max ${row.max.toFixed(1)} ms\n`);
+        process.stderr.write(
+          `[${name}] ${kind} ${row.filter}: cold ${row.cold.toFixed(1)} ms, warm median ${row.median.toFixed(1)} ms, max ${row.max.toFixed(1)} ms\n`,
+        );
         rows.push(row);
       }
     }
@@ -161,10 +170,12 @@ async function main(): Promise<void> {
     await dir.cleanup();
     release();
   }
-  process.stdout.write(`\n| database | report | rows counted | median ms | slowest ms | < ${TARGET_MS} ms |\n|---|---|---|---|---|---|\n`);
+  process.stdout.write(
+    `\n| database | report | rows counted | cold ms | warm median ms | warm slowest ms | cold < ${TARGET_MS} ms | warm < ${TARGET_MS} ms |\n|---|---|---|---|---|---|---|---|\n`,
+  );
   for (const r of rows)
     process.stdout.write(
-      `| ${r.db} | ${r.report} | ${r.filter} | ${r.median.toFixed(1)} | ${r.max.toFixed(1)} | ${r.max < TARGET_MS ? "yes" : "no"} |\n`,
+      `| ${r.db} | ${r.report} | ${r.filter} | ${r.cold.toFixed(1)} | ${r.median.toFixed(1)} | ${r.max.toFixed(1)} | ${r.cold < TARGET_MS ? "yes" : "no"} | ${r.max < TARGET_MS ? "yes" : "no"} |\n`,
     );
 }
 

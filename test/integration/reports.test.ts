@@ -235,6 +235,32 @@ for (const variant of dbVariants()) {
       assert.equal(today.totals.success, 1, "the test's own login");
     });
 
+    test("a day that ended over an hour ago is counted once and remembered; the days after it are counted on every request", async () => {
+      const runtime = cp.ctx.runtimeDb as Kysely<unknown>;
+      const insert = (id: string, when: string) =>
+        sql`insert into login_logs (id, created_at, app_id, user_id, username, method, result) values (${id}, ${at(when)}, ${"app_sealed"}, ${null}, ${"u"}, ${"password"}, ${"success"})`.execute(
+          runtime,
+        );
+      cp.clock.set(at("2026-05-02T00:30:00Z"));
+      const path = "/reports/login-daily?from=2026-04-30&to=2026-05-02&tz=UTC&app_id=app_sealed";
+      await insert("lgl_sealed_1", "2026-04-30T12:00:00Z");
+      assert.deepEqual(
+        (await report(path)).days.map((d) => d.total),
+        [1, 0, 0],
+      );
+      // 30 April is sealed: a row written into it now is not counted (until the CP restarts).
+      // 1 May ended 30 minutes ago, inside the margin: counted again. 2 May is today.
+      await insert("lgl_sealed_2", "2026-04-30T13:00:00Z");
+      await insert("lgl_sealed_3", "2026-05-01T23:50:00Z");
+      await insert("lgl_sealed_4", "2026-05-02T00:10:00Z");
+      assert.deepEqual(
+        (await report(path)).days.map((d) => d.total),
+        [1, 1, 1],
+      );
+      // Another zone is another set of days.
+      assert.equal((await report("/reports/login-daily?from=2026-04-30&to=2026-04-30&tz=Asia/Tokyo&app_id=app_sealed")).totals.total, 2);
+    });
+
     test("bad tz, from, to or app_id: 400 naming the field, nothing changed", async () => {
       const before = await snapshotDb(cp.ctx);
       const bad: Array<[string, string]> = [

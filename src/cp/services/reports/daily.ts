@@ -19,6 +19,12 @@
  *   range are dropped first (one seek each).
  * - PostgreSQL scans the range once, finds each row's day with width_bucket() over the array of
  *   day starts, and hash-aggregates per day and key.
+ *
+ * A day that ended more than SEALED_AFTER_MS ago no longer gets rows (they are written as they
+ * happen), so its counts are kept in memory per database (SealedDays, bounded) and a report over
+ * a year counts only the days it has not seen before: a dashboard's repeated reports cost the
+ * current day. A row written later into a sealed day (a node whose clock is more than the margin
+ * behind) is counted once the CP restarts.
  */
 
 import { type Kysely, type RawBuilder, sql } from "kysely";
@@ -150,13 +156,93 @@ export async function dailyReport(ctx: CpContext, request: ReportRequest): Promi
   if (!first || !last) throw new AuthNexusError("INTERNAL", { detail: { why: "a report range without days" } });
   // biome-ignore lint/suspicious/noExplicitAny: both schemas hold the report tables; the SQL below is raw
   const db = (source.db === "control" ? ctx.controlDb : ctx.runtimeDb) as Kysely<any>;
-  let counts: KeyDayCount[];
-  if (dialectOf(db) === "postgres") counts = await countByDayBuckets(db, source, request.appId, days);
-  else {
-    const keys = await distinctKeys(db, source, request.appId);
-    counts = keys.length === 0 ? [] : await countPerKeyAndDay(db, source, keys, days);
-  }
+  const counts = await countWithSealedDays(ctx, db, source, request, days);
   return shapeReport(ctx, request, source, days, counts);
+}
+
+/** How long after a day's end its counts are taken as final (rows are written as they happen). */
+export const SEALED_AFTER_MS = 60 * 60_000;
+/** The most sealed (report, zone, app filter, day) entries kept per database. */
+const SEALED_DAYS_MAX = 50_000;
+
+/** Counts of sealed days, least recently used first (a Map keeps insertion order). */
+class SealedDays {
+  private readonly entries = new Map<string, Array<{ key: Key; count: number }>>();
+
+  get(id: string): Array<{ key: Key; count: number }> | undefined {
+    const hit = this.entries.get(id);
+    if (hit) {
+      this.entries.delete(id);
+      this.entries.set(id, hit);
+    }
+    return hit;
+  }
+
+  set(id: string, counts: Array<{ key: Key; count: number }>): void {
+    this.entries.set(id, counts);
+    if (this.entries.size > SEALED_DAYS_MAX) {
+      const oldest = this.entries.keys().next().value;
+      if (oldest !== undefined) this.entries.delete(oldest);
+    }
+  }
+}
+
+const sealedByDatabase = new WeakMap<object, SealedDays>();
+
+/** The days' counts: sealed ones from memory when seen before, the others from the database (then remembered when sealed). */
+async function countWithSealedDays(
+  ctx: CpContext,
+  db: Kysely<unknown>,
+  source: Source,
+  request: ReportRequest,
+  days: LocalDay[],
+): Promise<KeyDayCount[]> {
+  let sealed = sealedByDatabase.get(db);
+  if (!sealed) {
+    sealed = new SealedDays();
+    sealedByDatabase.set(db, sealed);
+  }
+  const sealedBefore = ctx.clock.now() - SEALED_AFTER_MS;
+  const idOf = (d: LocalDay) => `${request.kind}|${request.timeZone}|${request.appId ?? "*"}|${d.start}|${d.end}`;
+  const out: KeyDayCount[] = [];
+  const missing: number[] = [];
+  days.forEach((d, index) => {
+    const hit = d.end <= sealedBefore ? sealed.get(idOf(d)) : undefined;
+    if (hit) for (const c of hit) out.push({ key: c.key, day: index, count: c.count });
+    else missing.push(index);
+  });
+  // Counted in runs of consecutive days (PostgreSQL's buckets need a contiguous range).
+  for (const run of consecutiveRuns(missing)) {
+    const runDays = run.map((i) => days[i] as LocalDay);
+    const counted = await countFromDatabase(db, source, request.appId, runDays);
+    const perDay = new Map<number, Array<{ key: Key; count: number }>>(run.map((i) => [i, []]));
+    for (const c of counted) {
+      const index = run[c.day] as number;
+      out.push({ key: c.key, day: index, count: c.count });
+      perDay.get(index)?.push({ key: c.key, count: c.count });
+    }
+    for (const [index, counts] of perDay) {
+      const day = days[index] as LocalDay;
+      if (day.end <= sealedBefore) sealed.set(idOf(day), counts);
+    }
+  }
+  return out;
+}
+
+function consecutiveRuns(indexes: number[]): number[][] {
+  const runs: number[][] = [];
+  for (const i of indexes) {
+    const run = runs[runs.length - 1];
+    if (run && run[run.length - 1] === i - 1) run.push(i);
+    else runs.push([i]);
+  }
+  return runs;
+}
+
+async function countFromDatabase(db: Kysely<unknown>, source: Source, appId: string | null, days: LocalDay[]): Promise<KeyDayCount[]> {
+  if (dialectOf(db) === "postgres") return countByDayBuckets(db, source, appId, days);
+  const keys = await distinctKeys(db, source, appId);
+  return keys.length === 0 ? [] : countPerKeyAndDay(db, source, keys, days);
 }
 
 type Key = string[];
