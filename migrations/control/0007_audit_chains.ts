@@ -6,7 +6,7 @@
  * (actor, target, action) in their newest-first time order.
  */
 import { sql } from "kysely";
-import { createIndex, type MigrationDb } from "../../src/shared/db/migration-helpers.js";
+import { allowLongStatements, createIndex, type MigrationDb } from "../../src/shared/db/migration-helpers.js";
 
 const CHAINED = ["agent_audit_logs", "pki_audit_logs", "node_audit_logs", "node_auth_events", "agent_login_logs"];
 
@@ -25,6 +25,7 @@ const FILTER_INDEXES: Array<[name: string, table: string, columns: string[]]> = 
 ];
 
 export async function up(db: MigrationDb): Promise<void> {
+  await allowLongStatements(db);
   for (const table of CHAINED) {
     await db.schema.alterTable(table).addColumn("chain_id", "text").execute();
     await db.schema.alterTable(table).addColumn("chain_seq", "bigint").execute();

@@ -8,7 +8,7 @@
  * already, see 0001 and 0004).
  */
 import { sql } from "kysely";
-import { createIndex, type MigrationDb } from "../../src/shared/db/migration-helpers.js";
+import { allowLongStatements, createIndex, type MigrationDb } from "../../src/shared/db/migration-helpers.js";
 
 const CHAINED = ["login_logs", "user_audit_logs"];
 
@@ -19,6 +19,7 @@ const FILTER_INDEXES: Array<[name: string, table: string, columns: string[]]> = 
 ];
 
 export async function up(db: MigrationDb): Promise<void> {
+  await allowLongStatements(db);
   for (const table of CHAINED) {
     await db.schema.alterTable(table).addColumn("chain_id", "text").execute();
     await db.schema.alterTable(table).addColumn("chain_seq", "bigint").execute();

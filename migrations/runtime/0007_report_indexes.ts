@@ -7,9 +7,10 @@
  * The cost: one more b-tree written per login log row. Its entries are appended at the end of
  * each key's range (created_at grows), so that write stays on a few hot pages.
  */
-import { createIndex, type MigrationDb } from "../../src/shared/db/migration-helpers.js";
+import { allowLongStatements, createIndex, type MigrationDb } from "../../src/shared/db/migration-helpers.js";
 
 export async function up(db: MigrationDb): Promise<void> {
+  await allowLongStatements(db);
   await createIndex(db, "login_logs_report", "login_logs", ["app_id", "method", "result", "created_at"]);
 }
 

@@ -8,7 +8,9 @@ import { delay, systemClock, systemScheduler } from "../shared/time/index.js";
 import { type AdminSessionFlags, withAdminSession } from "./admin-session.js";
 import {
   apiCommand,
+  discardSecretFile,
   type JsonFlag,
+  openNewSecretFile,
   type Page,
   type PageFlags,
   pageQuery,
@@ -74,9 +76,16 @@ export function registerOpsApps(ops: Command): void {
     .requiredOption("--secret-out <file>", "write the application secret here (mode 0600; must not exist)")
     .action(async (name: string, flags: { secretOut: string } & AdminSessionFlags & JsonFlag) => {
       const out = flags.secretOut;
-      if (fs.existsSync(out)) throw new Error(`${out} exists; the secret is shown once and is never overwritten`);
-      const app = await withAdminSession(flags, (s) => s.call<AppView>("POST", "/admin/v1/applications", { name }));
-      fs.writeFileSync(out, `${app.app_secret ?? ""}\n`, { mode: 0o600, flag: "wx" });
+      // Opened before the application exists: its secret is shown once, so an unwritable file must fail first.
+      const fd = openNewSecretFile(out);
+      const app = await withAdminSession(flags, (s) => s.call<AppView>("POST", "/admin/v1/applications", { name })).catch(
+        (error: unknown) => {
+          discardSecretFile(fd, out);
+          throw error;
+        },
+      );
+      fs.writeSync(fd, `${app.app_secret ?? ""}\n`);
+      fs.closeSync(fd);
       if (flags.json) return printJson({ ...app, app_secret: undefined, secret_file: out });
       process.stdout.write(`${app.app_id}\n`);
       process.stderr.write(`application ${app.app_id} (${app.name}) created; its secret is in ${out} (shown once)\n`);

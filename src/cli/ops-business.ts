@@ -6,7 +6,18 @@
 import fs from "node:fs";
 import type { Command } from "commander";
 import { type AdminSession, type AdminSessionFlags, addAdminSessionFlags, withAdminSession } from "./admin-session.js";
-import { apiCommand, type JsonFlag, type Page, type PageFlags, pageQuery, positiveInt, seg, withPageOptions } from "./ops-common.js";
+import {
+  apiCommand,
+  discardSecretFile,
+  type JsonFlag,
+  openNewSecretFile,
+  type Page,
+  type PageFlags,
+  pageQuery,
+  positiveInt,
+  seg,
+  withPageOptions,
+} from "./ops-common.js";
 import { type Column, orDash, printFields, printJson, printPageFooter, printTable, time } from "./output.js";
 import { promptHidden, readAllStdin } from "./prompt.js";
 
@@ -221,19 +232,25 @@ function registerCards(cards: Command): void {
     .action(async (flags: AppFlags & { count: string; duration: string; note?: string; out?: string }) => {
       const count = positiveInt("--count", flags.count, 1000);
       const seconds = parseDuration(flags.duration);
-      if (flags.out && fs.existsSync(flags.out)) throw new Error(`${flags.out} exists: choose a new file`);
+      // Opened before the cards exist: the codes are shown once, so a file that cannot be written must fail first.
+      const out = flags.out ? openNewSecretFile(flags.out) : null;
       const batch = await withAdminSession(flags, (s) =>
         s.call<{ batch_id: string; duration_seconds: number; cards: Array<{ id: string; code: string; hint: string }> }>(
           "POST",
           appPath(flags, "/card-keys"),
           { count, duration_seconds: seconds, ...(flags.note ? { note: flags.note } : {}) },
         ),
-      );
-      if (flags.out) {
+      ).catch((error: unknown) => {
+        if (out !== null) discardSecretFile(out, flags.out as string);
+        throw error;
+      });
+      if (out !== null) {
         const csv = ["id,code,hint", ...batch.cards.map((c) => `${c.id},${c.code},${c.hint}`)].join("\n");
-        fs.writeFileSync(flags.out, `${csv}\n`, { mode: 0o600, flag: "wx" });
+        fs.writeSync(out, `${csv}\n`);
+        fs.closeSync(out);
       }
-      if (flags.json) return printJson(batch);
+      // With --out the codes are in the file only.
+      if (flags.json) return printJson(out !== null ? { ...batch, cards: batch.cards.map(({ code: _code, ...rest }) => rest) } : batch);
       if (flags.out) {
         process.stdout.write(`batch ${batch.batch_id}: ${batch.cards.length} card key(s) written to ${flags.out}\n`);
         return;

@@ -1,3 +1,4 @@
+import fs from "node:fs";
 /** What the `ops` command groups share: admin-session commands with --json, pages, progress lines. */
 import type { Command } from "commander";
 import { type AdminSessionFlags, addAdminSessionFlags } from "./admin-session.js";
@@ -63,4 +64,24 @@ export function positiveInt(flag: string, raw: string, max = Number.MAX_SAFE_INT
   if (!/^\d+$/.test(raw.trim()) || !Number.isSafeInteger(n) || n < 1 || n > max)
     throw new Error(`${flag} must be an integer from 1 to ${max}, got "${raw}"`);
   return n;
+}
+
+/** Creates `file` (mode 0600) for a secret shown once; refuses an existing file. */
+export function openNewSecretFile(file: string): number {
+  try {
+    return fs.openSync(file, "wx", 0o600);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new Error(
+      code === "EEXIST"
+        ? `${file} exists: choose a new file (a secret shown once is never overwritten)`
+        : `cannot create ${file}: ${code ?? (error as Error).message}`,
+    );
+  }
+}
+
+/** Removes a secret file created for an answer that never came. */
+export function discardSecretFile(fd: number, file: string): void {
+  fs.closeSync(fd);
+  fs.rmSync(file, { force: true });
 }

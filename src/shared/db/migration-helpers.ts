@@ -36,3 +36,15 @@ export async function createIndex(
   const where = options.where ? sql` where ${sql.raw(options.where)}` : sql``;
   await sql`create ${unique}index ${sql.ref(name)} on ${sql.table(table)} (${cols})${where}`.execute(db);
 }
+
+/**
+ * An index build on a large table (login_logs on a busy deployment) can outlast the pool's
+ * statement timeout (15 s by default): on PostgreSQL the migration lifts it, and waits longer
+ * for locks, for the rest of its transaction only. SQLite has no such timeout; its build holds
+ * the write lock meanwhile (upgrade in a quiet window).
+ */
+export async function allowLongStatements(db: MigrationDb): Promise<void> {
+  if (dialectOf(db) !== "postgres") return;
+  await sql`set local statement_timeout = 0`.execute(db);
+  await sql`set local lock_timeout = '120s'`.execute(db);
+}

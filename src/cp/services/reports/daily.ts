@@ -377,6 +377,8 @@ function shapeReport(ctx: CpContext, request: ReportRequest, source: Source, day
       addLogin(byMethod[method], result, count);
     } else if (request.kind === "agent-login-daily") {
       const [result] = key as [string];
+      // An attempt still in flight (or orphaned by a crash) has no outcome to count.
+      if (result === "pending") continue;
       addLogin(row as LoginCounts, result, count);
       addLogin(totals as LoginCounts, result, count);
     } else {
