@@ -15,11 +15,10 @@
  *   with exit 1, saying where the rotation stands and how to follow it.
  */
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { type CpProcess, runCli, startCpProcess } from "../helpers/cp-process.js";
+import { type CpProcess, runCli, startSetUpCpProcess } from "../helpers/cp-process.js";
 import { dbFlags } from "../helpers/databases.js";
 import { waitFor } from "../helpers/node-agent.js";
 import { freePort, type NodeProcess, startNodeProcess } from "../helpers/node-process.js";
@@ -59,30 +58,8 @@ describe("authnexus pki rotate", () => {
 
   before(async () => {
     dir = await makeTempDir("authnexus-e2e-pki-rotate");
-    const cpPort = await freePort();
-    const ocspPort = await freePort();
     mkdirSync(join(dir.path, "cp"));
-    cp = await startCpProcess({
-      dataDir: join(dir.path, "cp"),
-      extraArgs: [
-        "--cp-listen",
-        `127.0.0.1:${cpPort}`,
-        "--public-cp-url",
-        `https://localhost:${cpPort}`,
-        "--ocsp-listen",
-        `127.0.0.1:${ocspPort}`,
-        "--public-ocsp-url",
-        `http://127.0.0.1:${ocspPort}/ocsp/`,
-      ],
-      env: { AUTHNEXUS_MASTER_KEY: randomBytes(32).toString("hex") },
-    });
-    const setup = await runCli(
-      ["ops", "setup", "--admin-url", cp.adminUrl, "--data-dir", join(dir.path, "cp"), "--username", "root", "--password-stdin"],
-      { input: PASSWORD },
-    );
-    assert.equal(setup.code, 0, setup.stderr);
-    await cp.waitForListener("node-api");
-    await cp.waitForListener("ocsp");
+    cp = await startSetUpCpProcess(join(dir.path, "cp"), PASSWORD);
     token = (await cp.adminFetch("POST", "/admin/v1/auth/login", { body: { username: "root", password: PASSWORD } })).json.access_token;
     await admin("PUT", "/configs/cp_agent_runtime", { content: AGENT_RUNTIME });
 

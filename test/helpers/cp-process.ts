@@ -2,7 +2,8 @@
  * A real `authnexus serve-cp` child process for end-to-end tests (see authnexus-process.ts for
  * the shared machinery): listeners on 127.0.0.1 port 0, plus `waitForListener` and `adminFetch`.
  */
-import { type AuthnexusProcess, type LogEvent, spawnAuthnexus, startedOrKilled } from "./authnexus-process.js";
+import { randomBytes } from "node:crypto";
+import { type AuthnexusProcess, freePort, type LogEvent, runCli, spawnAuthnexus, startedOrKilled } from "./authnexus-process.js";
 
 export { CLI_PATH, type CliResult, REPO_ROOT, type RunOptions, runCli, runProcess } from "./authnexus-process.js";
 export type CpEvent = LogEvent;
@@ -96,4 +97,41 @@ export async function startCpProcess(options: StartCpOptions): Promise<CpProcess
 
   // Object.assign keeps the base object's getters (stdout, stderr, exitCode) live.
   return Object.assign(proc, { adminUrl, waitForListener: waitForListener as CpProcess["waitForListener"], adminFetch });
+}
+
+/**
+ * A `serve-cp` child that nodes can reach (its node API and OCSP ports chosen free and named in
+ * its public URLs, a master key of its own), set up with `ops setup` as root/`password`, with
+ * both channel listeners bound. `dataDir` must exist.
+ */
+export async function startSetUpCpProcess(dataDir: string, password: string): Promise<CpProcess> {
+  const cpPort = await freePort();
+  const ocspPort = await freePort();
+  const cp = await startCpProcess({
+    dataDir,
+    extraArgs: [
+      "--cp-listen",
+      `127.0.0.1:${cpPort}`,
+      "--public-cp-url",
+      `https://localhost:${cpPort}`,
+      "--ocsp-listen",
+      `127.0.0.1:${ocspPort}`,
+      "--public-ocsp-url",
+      `http://127.0.0.1:${ocspPort}/ocsp/`,
+    ],
+    env: { AUTHNEXUS_MASTER_KEY: randomBytes(32).toString("hex") },
+  });
+  const setup = await runCli(
+    ["ops", "setup", "--admin-url", cp.adminUrl, "--data-dir", dataDir, "--username", "root", "--password-stdin"],
+    {
+      input: password,
+    },
+  );
+  if (setup.code !== 0) {
+    await cp.stop("SIGTERM");
+    throw new Error(`ops setup failed: ${setup.stderr}`);
+  }
+  await cp.waitForListener("node-api");
+  await cp.waitForListener("ocsp");
+  return cp;
 }
