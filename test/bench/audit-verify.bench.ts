@@ -2,8 +2,10 @@
  * POST /admin/v1/audit/verify's work over a large trail (docs/benchmarks.md): N rows (default
  * 1,000,000) of agent_audit_logs in 4 chains, hashed as the writers hash them and inserted in
  * batches, then verifyAuditChains walks every chain a page at a time. Reports rows/s and the heap
- * before and after (flat: the walk holds one page). SQLite by default, a throwaway PostgreSQL
- * with BENCH_DB=postgres.
+ * before and after (flat: the walk holds one page). Then the filtered queries of
+ * GET /admin/v1/agent-audit-logs over the same rows (first page of 50 with its total, median of 5
+ * after one warm-up) against the 200 ms target. SQLite by default, a throwaway PostgreSQL with
+ * BENCH_DB=postgres.
  *
  * While it runs it holds /tmp/authnexus-bench.lock (created exclusively, removed at the end), so
  * two benches never share the machine.
@@ -17,7 +19,9 @@ import type { Kysely } from "kysely";
 import { controlMigrationSet } from "../../migrations/control/index.js";
 import { runtimeMigrationSet } from "../../migrations/runtime/index.js";
 import { controlAuditKey } from "../../src/cp/services/audit/chains.js";
+import { type AuditLogFilter, listAuditLog } from "../../src/cp/services/audit/log-queries.js";
 import { verifyAuditChains } from "../../src/cp/services/audit/verify.js";
+import type { CpContext } from "../../src/cp/services/context.js";
 import { genesisHash, linkHash } from "../../src/shared/audit/chain-hash.js";
 import { AUDIT_TABLE_COLUMNS } from "../../src/shared/audit/logs.js";
 import { type ControlSchema, migrateDatabase, openDatabase, type RuntimeSchema } from "../../src/shared/db/index.js";
@@ -65,6 +69,7 @@ async function main(): Promise<void> {
         `${variant.name}: verified ${report.rows_checked} rows in ${seconds.toFixed(2)} s = ${Math.round(report.rows_checked / seconds)} rows/s; ` +
           `heap ${mb(heapBefore)} MB before, ${mb(heapPeak)} MB peak`,
       );
+      await timeFilteredQueries(variant.name, ctx as unknown as CpContext);
     } finally {
       await controlDb.destroy();
       await runtimeDb.destroy();
@@ -73,6 +78,44 @@ async function main(): Promise<void> {
   } finally {
     await postgres?.stop();
     unlinkSync(LOCK_FILE);
+  }
+}
+
+/** The log endpoint's query under the filters an operator uses, each over the million rows. */
+async function timeFilteredQueries(name: string, ctx: CpContext): Promise<void> {
+  const t0 = Date.UTC(2026, 0, 1);
+  const window = { from: t0 + ROWS / 4, to: t0 + ROWS / 2 };
+  const all = { from: undefined, to: undefined };
+  const cases: Array<[string, AuditLogFilter]> = [
+    ["no filter (newest page)", { ...all, equals: [] }],
+    ["action", { ...all, equals: [["action", "node.create"]] }],
+    ["target", { ...all, equals: [["target_id", "nod_5"]] }],
+    ["result", { ...all, equals: [["result", "failure"]] }],
+    ["actor", { ...all, equals: [["agent_id", "agt_bench"]] }],
+    ["from/to (a quarter of the rows)", { ...window, equals: [] }],
+    [
+      "action + result + from/to",
+      {
+        ...window,
+        equals: [
+          ["action", "node.create"],
+          ["result", "failure"],
+        ],
+      },
+    ],
+  ];
+  for (const [label, filter] of cases) {
+    const times: number[] = [];
+    let total = 0;
+    for (let i = 0; i <= 5; i += 1) {
+      const started = performance.now();
+      const page = await listAuditLog(ctx, "agent-audit-logs", filter, { page: 1, pageSize: 50 });
+      if (i > 0) times.push(performance.now() - started);
+      total = page.total;
+    }
+    times.sort((a, b) => a - b);
+    const median = times[Math.floor(times.length / 2)] as number;
+    console.log(`${name}: agent-audit-logs ${label}: ${total} rows match, first page in ${median.toFixed(1)} ms (median of 5)`);
   }
 }
 
