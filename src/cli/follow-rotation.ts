@@ -6,40 +6,13 @@
  * process I/O (the caller passes the GET, the clock, the sleep and where lines go), so it is
  * testable on its own.
  */
+import type { RotationView } from "../cp/services/nodes/rotation.js";
 import { orDash, time } from "./output.js";
 
-export interface RotationJob {
-  id: string;
-  kind: string;
-  status: string;
-  attempts: number;
-  max_attempts: number;
-  last_error: string | null;
-  run_after: number;
-}
+/** The admin API's view of a rotation (GET /admin/v1/nodes/:nid/certs/rotations/:rid) and its jobs, as the CP defines them. */
+export type { RotationView };
 
-/** The admin API's view of a rotation (GET /admin/v1/nodes/:nid/certs/rotations/:rid). */
-export interface RotationView {
-  id: string;
-  node_id: string;
-  reason: string;
-  status: string;
-  created_at: number;
-  created_by: string | null;
-  issued_at: number | null;
-  delivered_at: number | null;
-  acked_at: number | null;
-  retire_at: number | null;
-  completed_at: number | null;
-  superseded_at: number | null;
-  old_server_cert_id: string | null;
-  old_client_cert_id: string | null;
-  new_server_cert_id: string | null;
-  new_client_cert_id: string | null;
-  new_server_spki_pin: string | null;
-  package_id: string | null;
-  jobs: RotationJob[];
-}
+type RotationJob = RotationView["jobs"][number];
 
 /** How often the rotation is read again while following it, ms. */
 export const ROTATION_POLL_INTERVAL_MS = 500;
