@@ -7,8 +7,13 @@
  * index is one more b-tree page written per login (its app and user filters are indexed
  * already, see 0001 and 0004).
  */
-import { sql } from "kysely";
-import { allowLongStatements, createIndex, type MigrationDb } from "../../src/shared/db/migration-helpers.js";
+import {
+  addAuditChainColumns,
+  allowLongStatements,
+  createIndex,
+  dropAuditChainColumns,
+  type MigrationDb,
+} from "../../src/shared/db/migration-helpers.js";
 
 const CHAINED = ["login_logs", "user_audit_logs"];
 
@@ -20,20 +25,11 @@ const FILTER_INDEXES: Array<[name: string, table: string, columns: string[]]> = 
 
 export async function up(db: MigrationDb): Promise<void> {
   await allowLongStatements(db);
-  for (const table of CHAINED) {
-    await db.schema.alterTable(table).addColumn("chain_id", "text").execute();
-    await db.schema.alterTable(table).addColumn("chain_seq", "bigint").execute();
-    await db.schema.alterTable(table).addColumn("chain_hash", "text").execute();
-    await createIndex(db, `${table}_chain`, table, ["chain_id", "chain_seq"]);
-  }
+  for (const table of CHAINED) await addAuditChainColumns(db, table);
   for (const [name, table, columns] of FILTER_INDEXES) await createIndex(db, name, table, columns);
 }
 
 export async function down(db: MigrationDb): Promise<void> {
   for (const [name] of FILTER_INDEXES) await db.schema.dropIndex(name).execute();
-  for (const table of CHAINED) {
-    await db.schema.dropIndex(`${table}_chain`).execute();
-    for (const column of ["chain_hash", "chain_seq", "chain_id"])
-      await sql`alter table ${sql.table(table)} drop column ${sql.ref(column)}`.execute(db);
-  }
+  for (const table of CHAINED) await dropAuditChainColumns(db, table);
 }

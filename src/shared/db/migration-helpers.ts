@@ -48,3 +48,17 @@ export async function allowLongStatements(db: MigrationDb): Promise<void> {
   await sql`set local statement_timeout = 0`.execute(db);
   await sql`set local lock_timeout = '120s'`.execute(db);
 }
+
+/** The audit hash-chain columns (shared/db/audit-chains.ts) and the index verify walks a chain by. */
+export async function addAuditChainColumns(db: MigrationDb, table: string): Promise<void> {
+  await db.schema.alterTable(table).addColumn("chain_id", "text").execute();
+  await db.schema.alterTable(table).addColumn("chain_seq", "bigint").execute();
+  await db.schema.alterTable(table).addColumn("chain_hash", "text").execute();
+  await createIndex(db, `${table}_chain`, table, ["chain_id", "chain_seq"]);
+}
+
+export async function dropAuditChainColumns(db: MigrationDb, table: string): Promise<void> {
+  await db.schema.dropIndex(`${table}_chain`).execute();
+  for (const column of ["chain_hash", "chain_seq", "chain_id"])
+    await sql`alter table ${sql.table(table)} drop column ${sql.ref(column)}`.execute(db);
+}
