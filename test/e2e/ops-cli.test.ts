@@ -19,10 +19,8 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { AuthNexusClient } from "../../src/sdk/client.js";
 import { type CpProcess, runCli, startSetUpCpProcess } from "../helpers/cp-process.js";
-import { dbFlags } from "../helpers/databases.js";
 import { waitFor } from "../helpers/node-agent.js";
-import { freePort, type NodeProcess, startNodeProcess } from "../helpers/node-process.js";
-import { unpackPackage } from "../helpers/nodes.js";
+import { freePort, type NodeProcess, startNodeFromArchive } from "../helpers/node-process.js";
 import { makeTempDir, type TempDir } from "../helpers/temp-dir.js";
 
 type Obj = Record<string, any>;
@@ -144,21 +142,13 @@ describe("authnexus ops", () => {
     assert.match(refused.stderr, /exists: pass --force/);
     assert.equal(json(await ops(["nodes", "package", nodeId, "--out", out, "--force", "--json"])).node_id, nodeId);
 
-    const unpacked = await unpackPackage(readFileSync(out));
-    cleanups.push(unpacked.cleanup);
-    mkdirSync(join(dir.path, "node"));
-    node = await startNodeProcess({
-      agentFile: unpacked.agentJsonPath,
+    const started = await startNodeFromArchive(readFileSync(out), {
       dataDir: join(dir.path, "node"),
-      healthPort: await freePort(),
-      extraArgs: [
-        "--listen",
-        `127.0.0.1:${businessPort}`,
-        ...dbFlags("", { type: "sqlite", path: join(dir.path, "cp", "runtime.db"), busyTimeoutMs: 5000 }),
-      ],
+      businessPort,
+      runtimeDbPath: join(dir.path, "cp", "runtime.db"),
     });
-    const running = node;
-    await waitFor("the node is ready", async () => (await running.health("/readyz")).status === 200, 30_000, 50);
+    cleanups.push(started.cleanup);
+    node = started.node;
 
     const list = await ops(["nodes", "list"]);
     assert.equal(list.code, 0, list.stderr);

@@ -12,10 +12,7 @@ import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { type CpProcess, runCli, startCpProcess } from "../helpers/cp-process.js";
-import { dbFlags } from "../helpers/databases.js";
-import { waitFor } from "../helpers/node-agent.js";
-import { freePort, type NodeProcess, startNodeProcess } from "../helpers/node-process.js";
-import { unpackPackage } from "../helpers/nodes.js";
+import { freePort, type NodeProcess, startNodeFromArchive } from "../helpers/node-process.js";
 import { makeTempDir, type TempDir } from "../helpers/temp-dir.js";
 
 const PASSWORD = "correct horse battery staple";
@@ -92,21 +89,13 @@ describe("the README walkthrough with the ops command", () => {
     assert.match(nodeId, /^nod_[A-Za-z0-9_-]+$/);
     const archive = join(dir.path, "edge-1.tar.gz");
     await ok(["ops", "nodes", "package", nodeId, "--out", archive]);
-    const unpacked = await unpackPackage(readFileSync(archive));
-    cleanups.push(unpacked.cleanup);
-    mkdirSync(join(dir.path, "node"));
-    node = await startNodeProcess({
-      agentFile: unpacked.agentJsonPath,
+    const started = await startNodeFromArchive(readFileSync(archive), {
       dataDir: join(dir.path, "node"),
-      healthPort: await freePort(),
-      extraArgs: [
-        "--listen",
-        `127.0.0.1:${businessPort}`,
-        ...dbFlags("", { type: "sqlite", path: join(dir.path, "cp", "runtime.db"), busyTimeoutMs: 5000 }),
-      ],
+      businessPort,
+      runtimeDbPath: join(dir.path, "cp", "runtime.db"),
     });
-    const running = node;
-    await waitFor("the node is ready", async () => (await running.health("/readyz")).status === 200, 30_000, 50);
+    cleanups.push(started.cleanup);
+    node = started.node;
 
     // A change pushed from the CP, waited for until the node applied it.
     const pushed = await ok(

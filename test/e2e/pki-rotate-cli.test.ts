@@ -19,10 +19,8 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { type CpProcess, runCli, startSetUpCpProcess } from "../helpers/cp-process.js";
-import { dbFlags } from "../helpers/databases.js";
 import { waitFor } from "../helpers/node-agent.js";
-import { freePort, type NodeProcess, startNodeProcess } from "../helpers/node-process.js";
-import { unpackPackage } from "../helpers/nodes.js";
+import { freePort, type NodeProcess, startNodeFromArchive } from "../helpers/node-process.js";
 import { makeTempDir, type TempDir } from "../helpers/temp-dir.js";
 
 type Obj = Record<string, any>;
@@ -73,21 +71,13 @@ describe("authnexus pki rotate", () => {
       headers: { authorization: `Bearer ${token}` },
     });
     assert.equal(archive.status, 200);
-    const unpacked = await unpackPackage(Buffer.from(await archive.arrayBuffer()));
-    cleanups.push(unpacked.cleanup);
-    mkdirSync(join(dir.path, "node"));
-    node = await startNodeProcess({
-      agentFile: unpacked.agentJsonPath,
+    const started = await startNodeFromArchive(Buffer.from(await archive.arrayBuffer()), {
       dataDir: join(dir.path, "node"),
-      healthPort: await freePort(),
-      extraArgs: [
-        "--listen",
-        `127.0.0.1:${businessPort}`,
-        ...dbFlags("", { type: "sqlite", path: join(dir.path, "cp", "runtime.db"), busyTimeoutMs: 5000 }),
-      ],
+      businessPort,
+      runtimeDbPath: join(dir.path, "cp", "runtime.db"),
     });
-    const running = node;
-    await waitFor("the node is ready", async () => (await running.health("/readyz")).status === 200, 30_000, 50);
+    cleanups.push(started.cleanup);
+    node = started.node;
     // A node that is never started: its rotation is issued but never delivered.
     idleNodeId = await createNode("rotate-cli-idle", await freePort());
   });

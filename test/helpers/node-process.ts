@@ -3,7 +3,11 @@
  * helpers/cp-process.ts (shared machinery in authnexus-process.ts), plus `health()` to read the
  * node's own health endpoint.
  */
-import { type AuthnexusProcess, type LogEvent, spawnAuthnexus, startedOrKilled } from "./authnexus-process.js";
+import { mkdirSync } from "node:fs";
+import { type AuthnexusProcess, freePort, type LogEvent, spawnAuthnexus, startedOrKilled } from "./authnexus-process.js";
+import { dbFlags } from "./databases.js";
+import { waitFor } from "./node-agent.js";
+import { unpackPackage } from "./nodes.js";
 
 export { canConnect, freePort } from "./authnexus-process.js";
 
@@ -73,4 +77,32 @@ export async function startNodeProcess(options: StartNodeOptions): Promise<NodeP
 
   // Object.assign keeps the base object's getters (stdout, stderr, exitCode) live.
   return Object.assign(proc, { healthUrl, healthPort: options.healthPort, health });
+}
+
+/**
+ * A `serve-node` child started from a downloaded deploy package, as an operator starts one on the
+ * CP's host: the archive unpacked into a temp dir, the CP's SQLite Runtime DB shared, the
+ * business port given; resolves once /readyz answers 200. `cleanup` removes the unpacked files.
+ */
+export async function startNodeFromArchive(
+  archive: Buffer,
+  options: { dataDir: string; businessPort: number; runtimeDbPath: string },
+): Promise<{ node: NodeProcess; cleanup: () => Promise<void> }> {
+  const unpacked = await unpackPackage(archive);
+  mkdirSync(options.dataDir, { recursive: true });
+  const node = await startNodeProcess({
+    agentFile: unpacked.agentJsonPath,
+    dataDir: options.dataDir,
+    healthPort: await freePort(),
+    extraArgs: [
+      "--listen",
+      `127.0.0.1:${options.businessPort}`,
+      ...dbFlags("", { type: "sqlite", path: options.runtimeDbPath, busyTimeoutMs: 5000 }),
+    ],
+  }).catch(async (error: unknown) => {
+    await unpacked.cleanup();
+    throw error;
+  });
+  await waitFor("the node is ready", async () => (await node.health("/readyz")).status === 200, 30_000, 50);
+  return { node, cleanup: unpacked.cleanup };
 }
